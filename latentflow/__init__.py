@@ -1,0 +1,73 @@
+"""latentflow: one contract for autoencoder-family models, and exactly-once latent caches.
+
+The public API is flat and lazy: ``latentflow.AutoModel`` imports only what it
+needs, so Ray workers and CLI start fast and one family's import cost is paid
+only by its users.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from latentflow.version import __version__
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # contract
+    "LatentConfig": "latentflow.configuration",
+    "LatentModel": "latentflow.modeling",
+    "normalize_latents": "latentflow.modeling",
+    "denormalize_latents": "latentflow.modeling",
+    "AutoConfig": "latentflow.auto",
+    "AutoModel": "latentflow.auto",
+    "register": "latentflow.auto",
+    # outputs
+    "DiagonalGaussian": "latentflow.outputs",
+    "EncoderOutput": "latentflow.outputs",
+    "VariationalEncoderOutput": "latentflow.outputs",
+    "QuantizedEncoderOutput": "latentflow.outputs",
+    "MaskedEncoderOutput": "latentflow.outputs",
+    "QuantizerOutput": "latentflow.outputs",
+    "DecoderOutput": "latentflow.outputs",
+    "AutoencoderOutput": "latentflow.outputs",
+    "MaskedAutoencoderOutput": "latentflow.outputs",
+    # errors
+    "LatentflowError": "latentflow.errors",
+    "ConfigError": "latentflow.errors",
+    "InputError": "latentflow.errors",
+    "CheckpointError": "latentflow.errors",
+    "NotSupportedError": "latentflow.errors",
+    "ShardReadError": "latentflow.errors",
+    "CodecMismatchError": "latentflow.errors",
+    # model families
+    "AutoencoderConfig": "latentflow.models.autoencoder",
+    "AutoencoderModel": "latentflow.models.autoencoder",
+    "VariationalAutoencoderConfig": "latentflow.models.vae",
+    "VariationalAutoencoderModel": "latentflow.models.vae",
+    "BetaVAEConfig": "latentflow.models.vae",
+    "BetaVAEModel": "latentflow.models.vae",
+    "MaskedAutoencoderConfig": "latentflow.models.mae",
+    "MaskedAutoencoderModel": "latentflow.models.mae",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'latentflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from latentflow.auto import AutoConfig, AutoModel, register  # noqa: F401
+    from latentflow.configuration import LatentConfig  # noqa: F401
+    from latentflow.modeling import LatentModel  # noqa: F401

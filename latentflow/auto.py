@@ -1,0 +1,102 @@
+"""``AutoConfig`` / ``AutoModel``: build or load any model from its ``model_type``.
+
+Built-in families are imported lazily (a module per family), so importing one
+never pays for the others. Third-party models join with :func:`register`::
+
+    @register
+    class MyModel(LatentModel):
+        config_class = MyConfig        # MyConfig.model_type == "mine"
+
+    AutoModel.from_pretrained("path/to/saved/mine")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from latentflow import hub
+from latentflow.configuration import LatentConfig, read_config_dict
+from latentflow.errors import ConfigError
+
+# model_type -> module that registers it on import.
+_BUILTIN_MODULES: dict[str, str] = {
+    "autoencoder": "latentflow.models.autoencoder",
+    "vae": "latentflow.models.vae",
+    "beta_vae": "latentflow.models.vae",
+    "mae": "latentflow.models.mae",
+    "autoencoder_kl": "latentflow.models.autoencoder_kl",
+    "vq_autoencoder": "latentflow.models.vq_autoencoder",
+    "vqvae2": "latentflow.models.vq_autoencoder",
+    "transvae": "latentflow.models.transvae",
+}
+
+# diffusers' "_class_name" -> our model_type, for folders written by diffusers.
+_CLASS_NAME_ALIASES: dict[str, str] = {"AutoencoderKL": "autoencoder_kl"}
+
+_MODELS: dict[str, type] = {}
+
+
+def register(model_cls: type) -> type:
+    """Register a ``LatentModel`` subclass under its ``config_class.model_type``. Usable as a decorator."""
+    model_type = model_cls.config_class.model_type
+    existing = _MODELS.get(model_type)
+    if existing is not None and existing is not model_cls and existing.__qualname__ != model_cls.__qualname__:
+        raise ConfigError(f"model_type {model_type!r} is already registered to {existing.__name__}")
+    _MODELS[model_type] = model_cls
+    return model_cls
+
+
+def model_class_for(model_type: str) -> type:
+    if model_type not in _MODELS and model_type in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[model_type])
+    if model_type not in _MODELS:
+        known = sorted(set(_MODELS) | set(_BUILTIN_MODULES))
+        raise ConfigError(f"unknown model_type {model_type!r}; registered: {known}")
+    return _MODELS[model_type]
+
+
+def model_type_of(config_dict: dict[str, Any]) -> str:
+    if "model_type" in config_dict:
+        return config_dict["model_type"]
+    if config_dict.get("_class_name") in _CLASS_NAME_ALIASES:
+        return _CLASS_NAME_ALIASES[config_dict["_class_name"]]
+    raise ConfigError(f"config has no 'model_type' key (keys: {sorted(config_dict)})")
+
+
+class AutoConfig:
+    """Build the right config class from a dict or a saved ``config.json``."""
+
+    @staticmethod
+    def for_model(model_type: str, **kwargs: Any) -> LatentConfig:
+        return model_class_for(model_type).config_class.from_dict(kwargs)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any], **overrides: Any) -> LatentConfig:
+        model_type = model_type_of(data)
+        cls = model_class_for(model_type).config_class
+        data = {k: v for k, v in data.items() if k != "model_type"}
+        return cls.from_dict(data, **overrides)
+
+    @staticmethod
+    def from_pretrained(name_or_path: str, storage_options: dict | None = None, subfolder: str | None = None, **overrides: Any) -> LatentConfig:
+        fs, path = hub.resolve_pretrained(name_or_path, storage_options, subfolder)
+        return AutoConfig.from_dict(read_config_dict(fs.unstrip_protocol(path), storage_options), **overrides)
+
+
+class AutoModel:
+    """Build or load any registered model by its ``model_type``."""
+
+    @staticmethod
+    def from_config(config: LatentConfig | dict[str, Any]):
+        if isinstance(config, dict):
+            config = AutoConfig.from_dict(config)
+        return model_class_for(config.model_type)(config)
+
+    @staticmethod
+    def from_pretrained(name_or_path: str, storage_options: dict | None = None, subfolder: str | None = None, **kwargs: Any):
+        fs, path = hub.resolve_pretrained(name_or_path, storage_options, subfolder)
+        model_type = model_type_of(read_config_dict(fs.unstrip_protocol(path), storage_options))
+        return model_class_for(model_type).from_pretrained(
+            name_or_path, storage_options=storage_options, subfolder=subfolder, **kwargs
+        )

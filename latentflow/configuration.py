@@ -1,0 +1,159 @@
+"""Config base class: a dataclass that validates, serializes and round-trips.
+
+A model's config is a dataclass subclass of :class:`LatentConfig` with a
+``model_type`` class attribute. ``from_dict`` rejects unknown keys and values of
+the wrong type, naming the key and the expected type; keys that start with ``_``
+(``_class_name``, ``_diffusers_version``) are metadata and ignored.
+
+Example::
+
+    @dataclass
+    class MyConfig(LatentConfig):
+        model_type: ClassVar[str] = "mine"
+        hidden: int = 64
+
+    cfg = MyConfig.from_dict({"hidden": 32})
+    cfg.save_pretrained("out/")           # out/config.json
+    assert MyConfig.from_pretrained("out/") == cfg
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import fsspec
+from pydantic import TypeAdapter, ValidationError
+
+from latentflow.errors import ConfigError
+from latentflow.version import __version__
+
+CONFIG_NAME = "config.json"
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(tp: Any) -> TypeAdapter:
+    return TypeAdapter(tp)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def validate_field(owner: str, name: str, tp: Any, value: Any) -> Any:
+    """Check ``value`` against type ``tp`` strictly (no "3" -> 3), JSON-style (lists -> tuples)."""
+    try:
+        return _adapter(tp).validate_json(json.dumps(value), strict=True)
+    except (ValidationError, TypeError, ValueError) as err:
+        raise ConfigError(
+            f"{owner}.{name} must be {_type_name(tp)}, got: {value!r} ({type(value).__name__})"
+        ) from err
+
+
+@dataclass
+class LatentConfig:
+    """Base of every model config.
+
+    Latent normalization lives here so every family exposes it the same way:
+    ``normalize(z) = (z - shift_factor) * scaling_factor``, or, when
+    ``latents_mean``/``latents_std`` are set (one value per channel),
+    ``(z - mean) / std * scaling_factor``.
+    """
+
+    model_type: ClassVar[str] = "base"
+
+    scaling_factor: float = 1.0
+    shift_factor: float = 0.0
+    latents_mean: list[float] | None = None
+    latents_std: list[float] | None = None
+    check_finite: bool = False  # raise on NaN/Inf in model inputs and outputs
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Value checks beyond types; subclasses extend and call ``super().validate()``."""
+        if self.scaling_factor == 0:
+            raise ConfigError("scaling_factor must be != 0, got: 0")
+        if (self.latents_mean is None) != (self.latents_std is None):
+            raise ConfigError("latents_mean and latents_std must be set together or not at all")
+        if self.latents_std is not None and any(s <= 0 for s in self.latents_std):
+            raise ConfigError(f"latents_std must be > 0 everywhere, got: {self.latents_std}")
+
+    # ---- dict / JSON -------------------------------------------------
+    @classmethod
+    def field_types(cls) -> dict[str, Any]:
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model_type": self.model_type}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> "LatentConfig":
+        """Build a config, rejecting unknown keys and wrong types.
+
+        Args:
+            data: a dict as written by :meth:`to_dict` (``model_type`` optional,
+                but it must match when present).
+            overrides: keys that replace those in ``data``.
+        """
+        data = {**data, **overrides}
+        model_type = data.pop("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ConfigError(
+                f"{cls.__name__} expects model_type {cls.model_type!r}, got: {model_type!r}"
+            )
+        types = cls.field_types()
+        kwargs = {}
+        for key, value in data.items():
+            if key.startswith("_"):
+                continue  # metadata: _class_name, _latentflow_version, ...
+            if key not in types:
+                raise ConfigError(
+                    f"unknown key {key!r} for {cls.__name__}; expected one of: {sorted(types)}"
+                )
+            kwargs[key] = validate_field(cls.__name__, key, types[key], value)
+        return cls(**kwargs)
+
+    def to_json_string(self) -> str:
+        return json.dumps({**self.to_dict(), "_latentflow_version": __version__}, indent=2, sort_keys=True)
+
+    def replace(self, **changes: Any) -> "LatentConfig":
+        """A copy with ``changes`` applied and validated."""
+        return type(self).from_dict(self.to_dict(), **changes)
+
+    # ---- files ------------------------------------------------------
+    def save_pretrained(self, directory: str, storage_options: dict | None = None) -> None:
+        fs, path = fsspec.url_to_fs(str(directory), **(storage_options or {}))
+        fs.makedirs(path, exist_ok=True)
+        with fs.open(f"{path.rstrip('/')}/{CONFIG_NAME}", "w") as f:
+            f.write(self.to_json_string())
+
+    @classmethod
+    def from_pretrained(cls, path: str, storage_options: dict | None = None, **overrides: Any):
+        """Load ``config.json`` from a directory (local or fsspec URL), or a ``.json`` file."""
+        data = read_config_dict(path, storage_options)
+        return cls.from_dict(data, **overrides)
+
+
+def read_config_dict(path: str, storage_options: dict | None = None) -> dict[str, Any]:
+    path = str(path)
+    fs, fpath = fsspec.url_to_fs(path, **(storage_options or {}))
+    if not fpath.endswith(".json"):
+        fpath = f"{fpath.rstrip('/')}/{CONFIG_NAME}"
+    if not fs.exists(fpath):
+        raise ConfigError(f"no {CONFIG_NAME} found at {path!r} (looked for {fpath!r})")
+    with fs.open(fpath, "r") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{fpath!r} is not valid JSON: {err}") from err
