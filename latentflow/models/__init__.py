@@ -1,0 +1,1 @@
+"""Model families, one per module. Import through ``latentflow`` or ``latentflow.auto``."""
