@@ -1,0 +1,109 @@
+"""What flows from a source to the encoder: shards, records, and per-sample errors.
+
+A :class:`Shard` is the unit of work and of commit (one tar file, one Parquet
+file or row group, one chunk of a folder). A :class:`Record` is one sample read
+from it. A :class:`SampleError` marks one bad sample; the job records it in
+``errors.parquet`` and goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def shard_id_for(url: str, part: str | None = None) -> str:
+    """A filesystem-safe, deterministic id for a shard URL (plus an optional part such as a row group).
+
+    The readable stem keeps output names recognisable; the hash of the full URL
+    keeps two ``train-0000.tar`` in different folders apart.
+
+    Example::
+
+        shard_id_for("s3://b/data/train-0001.tar")  # 'train-0001-5d41402abc'
+    """
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    stem = name.split(".", 1)[0] or "shard"
+    stem = _UNSAFE.sub("_", stem)[:64].strip("._") or "shard"
+    ident = url if part is None else f"{url}#{part}"
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:10]
+    return f"{stem}-{part}-{digest}" if part is not None else f"{stem}-{digest}"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One input shard.
+
+    Attributes:
+        shard_id: deterministic, filesystem-safe id; names every output file of this shard.
+        url: where it lives (local path or fsspec URL).
+        format: ``webdataset``, ``parquet``, ``hf`` or ``folder``.
+        row_group: Parquet row group, when a shard is one row group.
+        start, stop: a contiguous index range (HF datasets loaded by arguments, folders).
+    """
+
+    shard_id: str
+    url: str
+    format: str
+    row_group: int | None = None
+    start: int | None = None
+    stop: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Shard":
+        return cls(**data)
+
+
+@dataclass
+class Record:
+    """One sample read from a shard.
+
+    Attributes:
+        key: unique sample key within the dataset (e.g. the tar member stem).
+        image: encoded image bytes, or None when the sample has no image member.
+        caption: text that passes through to the output row.
+        label: integer class label that passes through.
+        json: the sample's JSON metadata as a string (passes through verbatim).
+        index_in_shard: position of the sample in its shard.
+    """
+
+    key: str
+    image: bytes | None
+    caption: str | None = None
+    label: int | None = None
+    json: str | None = None
+    index_in_shard: int = 0
+
+
+class SampleError(Exception):
+    """One sample could not be processed; the job records it and continues.
+
+    Attributes:
+        stage: where it failed: ``read``, ``decode``, ``process`` or ``encode``.
+        error_type: a short machine-readable kind: ``missing_image``, ``corrupt_image``,
+            ``too_small``, ``decompression_bomb``, ``non_finite``, ...
+        message: what happened, for a human.
+    """
+
+    def __init__(self, stage: str, error_type: str, message: str):
+        super().__init__(f"[{stage}/{error_type}] {message}")
+        self.stage = stage
+        self.error_type = error_type
+        self.message = message
+
+    def to_row(self, key: str, shard: str) -> dict[str, str]:
+        """The row written to ``errors.parquet``."""
+        return {"key": key, "shard": shard, "stage": self.stage, "error_type": self.error_type, "message": self.message}
+
+    def __reduce__(self):  # picklable across Ray workers with its fields
+        return (SampleError, (self.stage, self.error_type, self.message))
+
+
+ERROR_COLUMNS = ("key", "shard", "stage", "error_type", "message")
