@@ -115,9 +115,9 @@ class BetaVAEModel(VariationalAutoencoderModel):
 
     def kl_term(self, kl: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = self.config
+        cap = torch.tensor(self.capacity(), dtype=kl.dtype, device=kl.device)  # C at this step
         if self.training:
             self.num_steps += 1
         if c.capacity_max <= 0:
             return c.beta * kl, {}
-        cap = torch.tensor(self.capacity(), dtype=kl.dtype, device=kl.device)
         return c.gamma * (kl - cap).abs(), {"capacity": cap}
