@@ -49,6 +49,17 @@ _EXPORTS: dict[str, str] = {
     "BetaVAEModel": "latentflow.models.vae",
     "MaskedAutoencoderConfig": "latentflow.models.mae",
     "MaskedAutoencoderModel": "latentflow.models.mae",
+    "TransVAEConfig": "latentflow.models.transvae",
+    "TransVAEModel": "latentflow.models.transvae",
+    "transvae_tiny": "latentflow.models.transvae",
+    "transvae_base": "latentflow.models.transvae",
+    "transvae_large": "latentflow.models.transvae",
+    # metrics
+    "psnr": "latentflow.metrics",
+    "ssim": "latentflow.metrics",
+    "codebook_stats": "latentflow.metrics",
+    "CodeHistogram": "latentflow.metrics",
+    "ChannelStats": "latentflow.metrics",
 }
 
 
