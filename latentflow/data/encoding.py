@@ -1,0 +1,204 @@
+"""Model inputs -> latent arrays: what an encode job stores, for any ``LatentModel``.
+
+Continuous models store the posterior mean (default), optionally its logvar (so
+training can resample), or a sample whose noise is seeded per key (a rerun gives
+the same sample whatever the batch). Quantized models store code indices in the
+smallest integer dtype that holds the codebook, optionally the quantized vectors.
+
+Usable in a plain loop and inside a Ray actor (the encoder holds no global state).
+
+Example::
+
+    encoder = LatentEncoder(model, StoreConfig(logvar=True), dtype="bf16")
+    out = encoder.encode_batch(pixels, keys)    # pixels: (B, 3, H, W) in [-1, 1]
+    out["latent"].shape                         # (B', C, h, w); B' <= B (non-finite rows dropped)
+    out["errors"]                               # one dict per dropped row
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from latentflow.data.configs import DataConfig, check_choice
+from latentflow.data.records import SampleError
+from latentflow.errors import ConfigError
+
+COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+STORE_DTYPES = ("float32", "float16")
+
+
+@dataclass
+class StoreConfig(DataConfig):
+    """What an encode job stores per image.
+
+    Attributes:
+        latent: continuous models: ``"mean"`` (posterior mean, default) or ``"sample"``.
+        seed: seed of ``"sample"``; the noise of each image is seeded by (seed, key).
+        logvar: also store the posterior log-variance (continuous models with a posterior).
+        flip: also encode the horizontally flipped image, stored as ``flip_*`` columns.
+        quantized: discrete models: also store the quantized vectors beside the indices.
+        dtype: dtype of stored float arrays: ``float32`` (default) or ``float16``.
+    """
+
+    latent: str = "mean"
+    seed: int = 0
+    logvar: bool = False
+    flip: bool = False
+    quantized: bool = False
+    dtype: str = "float32"
+
+    def validate(self) -> None:
+        check_choice(type(self).__name__, "latent", self.latent, ("mean", "sample"))
+        check_choice(type(self).__name__, "dtype", self.dtype, STORE_DTYPES)
+
+
+def index_dtype(codebook_size: int) -> np.dtype:
+    """The smallest integer dtype holding indices ``0 .. codebook_size - 1``."""
+    if codebook_size <= 2**8:
+        return np.dtype(np.uint8)
+    if codebook_size <= 2**16:
+        return np.dtype(np.uint16)
+    return np.dtype(np.int32) if codebook_size <= 2**31 else np.dtype(np.int64)
+
+
+def codebook_size_of(model: torch.nn.Module) -> int:
+    """``model.quantizer.codebook_size`` (or ``model.codebook_size``), with a clear error when absent."""
+    size = getattr(getattr(model, "quantizer", None), "codebook_size", None) or getattr(model, "codebook_size", None)
+    if size is None:
+        raise ConfigError(f"{type(model).__name__} is discrete but exposes no quantizer.codebook_size")
+    return int(size)
+
+
+def key_seed(seed: int, key: str) -> int:
+    """A stable 63-bit seed for (seed, key)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") >> 1
+
+
+class LatentEncoder:
+    """Encodes batches of processed images into the arrays an encode job stores.
+
+    Args:
+        model: any ``LatentModel`` (continuous or discrete).
+        store: what to store.
+        dtype: compute dtype, ``fp32``, ``bf16`` or ``fp16`` (autocast; models whose config
+            sets ``force_upcast`` run in fp32; rows that turn non-finite at low precision are
+            recomputed in fp32 before being reported).
+        device: where to run.
+        channels_last: run 4-D convnets in channels-last memory format (faster on CPU and GPU).
+    """
+
+    def __init__(self, model: torch.nn.Module, store: StoreConfig | None = None, dtype: str = "fp32", device: str | torch.device = "cpu", channels_last: bool = True):
+        check_choice("LatentEncoder", "dtype", dtype, tuple(COMPUTE_DTYPES))
+        self.store = store or StoreConfig()
+        self.kind = getattr(model, "latent_kind", "continuous")
+        if getattr(model.config, "force_upcast", False) and dtype == "fp16":
+            dtype = "fp32"
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.channels_last = channels_last and getattr(model, "input_rank", 4) == 4
+        self.model = model.to(self.device).eval()
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.index_dtype = index_dtype(codebook_size_of(model)) if self.kind == "discrete" else None
+        self.float_dtype = np.dtype(self.store.dtype)
+
+    # ---- public -----------------------------------------------------------------
+    def encode_batch(self, pixel_values: torch.Tensor | np.ndarray, keys: list[str]) -> dict[str, Any]:
+        """Encode one batch (all images of one bucket shape).
+
+        Args:
+            pixel_values: (B, 3, H, W) float in [-1, 1].
+            keys: the B sample keys (seed ``"sample"`` noise; name dropped rows).
+
+        Returns:
+            dict with ``row`` (int64 positions in the batch of the rows kept), ``key`` and the
+            stored arrays: ``latent`` (B', C, h, w) (continuous: mean or sample; discrete:
+            quantized vectors, only when asked), ``logvar``, ``indices`` (discrete) and the
+            ``flip_*`` variants; ``errors``: a dict (key, stage, error_type, message) per dropped row.
+        """
+        x = torch.as_tensor(pixel_values)
+        if x.shape[0] != len(keys):
+            raise ValueError(f"pixel_values has {x.shape[0]} rows but {len(keys)} keys were given")
+        arrays, bad = self._encode_views(x, keys, self.dtype)
+        if bad.any() and self.dtype != "fp32":  # low precision overflowed: upcast those rows
+            redo = torch.nonzero(bad).flatten()
+            fixed, still_bad = self._encode_views(x[redo], [keys[i] for i in redo.tolist()], "fp32")
+            with torch.inference_mode():  # the arrays are inference tensors
+                for name, value in fixed.items():
+                    arrays[name][redo.to(value.device)] = value.to(arrays[name].dtype)
+            bad[redo] = still_bad
+        return self._to_numpy(arrays, bad, keys)
+
+    # ---- internals ----------------------------------------------------------------
+    def _encode_views(self, x: torch.Tensor, keys: list[str], dtype: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        arrays = self._encode(x, keys, dtype)
+        if self.store.flip:
+            flipped = self._encode(torch.flip(x, dims=[-1]), keys, dtype)
+            arrays.update({f"flip_{k}": v for k, v in flipped.items()})
+        bad = torch.zeros(x.shape[0], dtype=torch.bool)
+        for value in arrays.values():
+            if value.is_floating_point():
+                bad |= ~torch.isfinite(value.reshape(value.shape[0], -1)).all(dim=1).cpu()
+        return arrays, bad
+
+    def _encode(self, x: torch.Tensor, keys: list[str], dtype: str) -> dict[str, torch.Tensor]:
+        x = x.to(self.device, dtype=torch.float32)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), self._autocast(dtype):
+            out = self.model.encode(x)
+            if self.kind == "discrete":
+                return self._discrete(x, out)
+            return self._continuous(out, keys)
+
+    def _autocast(self, dtype: str):
+        if dtype == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=COMPUTE_DTYPES[dtype])
+
+    def _continuous(self, out, keys: list[str]) -> dict[str, torch.Tensor]:
+        dist = getattr(out, "latent_dist", None)
+        if dist is None and (self.store.logvar or self.store.latent == "sample"):
+            raise ConfigError(
+                f"{type(self.model).__name__} returns no posterior; store.logvar and store.latent='sample' need one"
+            )
+        mean = (dist.mean if dist is not None else out.latents).float()  # (B, C, h, w)
+        result = {"latent": mean}
+        if self.store.latent == "sample":
+            noise = torch.stack([self._noise(k, mean.shape[1:]) for k in keys]).to(mean.device)
+            result["latent"] = mean + torch.exp(0.5 * dist.logvar.float()) * noise
+        if self.store.logvar:
+            result["logvar"] = dist.logvar.float()
+        return result
+
+    def _noise(self, key: str, shape: torch.Size) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(key_seed(self.store.seed, key))
+        return torch.randn(tuple(shape), generator=gen)
+
+    def _discrete(self, x: torch.Tensor, out) -> dict[str, torch.Tensor]:
+        indices = getattr(out, "indices", None)
+        if indices is None:
+            indices = self.model.tokenize(x)
+        result = {"indices": indices}
+        if self.store.quantized:
+            result["latent"] = out.latents.float()
+        return result
+
+    def _to_numpy(self, arrays: dict[str, torch.Tensor], bad: torch.Tensor, keys: list[str]) -> dict[str, Any]:
+        keep = torch.nonzero(~bad).flatten()
+        result: dict[str, Any] = {"row": keep.numpy().astype(np.int64), "key": np.array([keys[i] for i in keep.tolist()], dtype=object)}
+        for name, value in arrays.items():
+            value = value[keep.to(value.device)].cpu().contiguous()
+            dtype = self.index_dtype if name.endswith("indices") else self.float_dtype
+            result[name] = value.numpy().astype(dtype, copy=False)
+        result["errors"] = [
+            {**SampleError("encode", "non_finite", f"latents of {keys[i]!r} are not finite").to_row(keys[i], "")}
+            for i in torch.nonzero(bad).flatten().tolist()
+        ]
+        return result
