@@ -1,0 +1,183 @@
+"""``EncodeJobConfig``: one typed config for an encode job, loaded from YAML plus ``key=value`` overrides.
+
+Example::
+
+    cfg = EncodeJobConfig.from_yaml("configs/encode/default.yaml", ["batch_size=4", "source.urls=[a.tar]"])
+    cfg.output        # "./outputs/default"
+
+Nothing in the YAML is executed; unknown keys (at any depth) are errors that name the key.
+Storage options come from the config or, when absent there, from the JSON in
+``$LATENTFLOW_STORAGE_OPTIONS``; they are used for I/O and never written to outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from latentflow.data.configs import DataConfig, check_choice, check_positive
+from latentflow.data.encoding import StoreConfig
+from latentflow.data.processors import ImageProcessorConfig
+from latentflow.data.sources import STORAGE_OPTIONS_ENV, SourceConfig, resolve_storage_options
+from latentflow.configuration import validate_field
+from latentflow.errors import ConfigError
+
+DTYPES = ("fp32", "bf16", "fp16")
+FORMATS = ("parquet", "zarr")
+DEVICES = ("auto", "cpu", "cuda")
+
+# sections built by their own config class (so their unknown keys are caught too)
+_SECTIONS = {"source": SourceConfig, "processor": ImageProcessorConfig, "store": StoreConfig}
+
+
+@dataclass
+class EncodeJobConfig(DataConfig):
+    """Everything an encode job needs.
+
+    Attributes:
+        model: checkpoint to encode with: a local directory, an fsspec URL (``s3://...``)
+            or a name under ``models/``.
+        output: output directory (local path or fsspec URL).
+        source: where the input shards are (:class:`~latentflow.data.sources.SourceConfig`).
+        processor: how images become pixel tensors (:class:`ImageProcessorConfig`).
+        store: what is stored per sample (:class:`StoreConfig`).
+        dtype: compute dtype of the encoder: ``fp32``, ``bf16`` or ``fp16``.
+        channels_last: run the encoder in channels-last memory format.
+        batch_size: images per encoder forward (batches never mix buckets).
+        num_actors: encoder actors in the pool (one GPU each when GPUs exist).
+        actor_num_cpus: logical CPUs reserved per encoder actor on CPU-only nodes; None -> 0.5,
+            so preprocessing tasks always find a CPU (a full pool of whole CPUs hangs Ray Data).
+        torch_threads: intra-op threads per actor; None -> the node's cores / num_actors.
+        preprocess_num_cpus: logical CPUs per read+preprocess task.
+        device: ``auto`` (cuda when available), ``cpu`` or ``cuda``.
+        formats: sinks to write: ``parquet`` and/or ``zarr``.
+        max_error_rate: the job exits non-zero when failed samples (or failed shards) exceed this fraction.
+        shard_retries: extra attempts to read a shard before it is recorded as failed.
+        actor_restarts: how often a dead encoder actor is restarted (-1: always).
+        overwrite: replace an output written by a different model/processor instead of refusing.
+        storage_options: fsspec options for the model and the output (credentials: used, never stored).
+    """
+
+    model: str = ""
+    output: str = "./outputs/default"
+    source: SourceConfig = field(default_factory=SourceConfig)
+    processor: ImageProcessorConfig = field(default_factory=ImageProcessorConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    dtype: str = "fp32"
+    channels_last: bool = False
+    batch_size: int = 8
+    num_actors: int = 1
+    actor_num_cpus: float | None = None
+    torch_threads: int | None = None
+    preprocess_num_cpus: float = 1.0
+    device: str = "auto"
+    formats: tuple[str, ...] = FORMATS
+    max_error_rate: float = 0.05
+    shard_retries: int = 2
+    actor_restarts: int = -1
+    overwrite: bool = False
+    storage_options: dict[str, Any] | None = None
+
+    def validate(self) -> None:
+        name = type(self).__name__
+        if not self.model:
+            raise ConfigError(f"{name}.model must name a checkpoint (directory, URL or models/ name), got: {self.model!r}")
+        if not self.output:
+            raise ConfigError(f"{name}.output must be a path or URL, got: {self.output!r}")
+        check_choice(name, "dtype", self.dtype, DTYPES)
+        check_choice(name, "device", self.device, DEVICES)
+        for fmt in self.formats:
+            check_choice(name, "formats[]", fmt, FORMATS)
+        if not self.formats:
+            raise ConfigError(f"{name}.formats must name at least one of {list(FORMATS)}, got: []")
+        check_positive(name, "batch_size", self.batch_size)
+        check_positive(name, "num_actors", self.num_actors)
+        check_positive(name, "preprocess_num_cpus", self.preprocess_num_cpus)
+        check_positive(name, "shard_retries", self.shard_retries, allow_zero=True)
+        if self.actor_num_cpus is not None:
+            check_positive(name, "actor_num_cpus", self.actor_num_cpus)
+        if self.torch_threads is not None:
+            check_positive(name, "torch_threads", self.torch_threads)
+        if not 0.0 <= self.max_error_rate <= 1.0:
+            raise ConfigError(f"{name}.max_error_rate must be in [0, 1], got: {self.max_error_rate}")
+
+    # ---- dict / YAML ---------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        for key in _SECTIONS:
+            out[key] = getattr(self, key).to_dict()
+        return out
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """``to_dict`` without storage options anywhere (safe to log or write)."""
+        out = self.to_dict()
+        out.pop("storage_options", None)
+        out["source"] = {k: v for k, v in out["source"].items() if k != "storage_options"}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None = None, **overrides: Any) -> "EncodeJobConfig":
+        data = {**(data or {}), **overrides}
+        sections = {}
+        for key, section_cls in _SECTIONS.items():
+            value = data.pop(key, None) or {}
+            if isinstance(value, section_cls):
+                sections[key] = value
+            elif isinstance(value, dict):
+                sections[key] = section_cls.from_dict(value)
+            else:
+                raise ConfigError(f"{cls.__name__}.{key} must be a mapping, got: {value!r} ({type(value).__name__})")
+        types = cls.field_types()
+        kwargs = {}
+        for key, value in data.items():
+            if key not in types:
+                raise ConfigError(f"unknown key {key!r} for {cls.__name__}; expected one of: {sorted(types)}")
+            kwargs[key] = validate_field(cls.__name__, key, types[key], value)
+        return cls(**kwargs, **sections)
+
+    @classmethod
+    def from_yaml(cls, path: str, overrides: list[str] | None = None) -> "EncodeJobConfig":
+        """Load a YAML job file and apply ``key=value`` overrides (dotted keys reach into sections).
+
+        Args:
+            path: the YAML file.
+            overrides: e.g. ``["batch_size=4", "processor.resolution=64", "source.urls=[s3://b/x.tar]"]``;
+                values are parsed as YAML scalars/lists.
+
+        Returns:
+            The validated config.
+        """
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path!r} must hold a YAML mapping at the top level, got: {type(data).__name__}")
+        return cls.from_dict(apply_overrides(data, overrides or []))
+
+    def resolved_storage_options(self) -> dict[str, Any]:
+        """Storage options from the config, else from ``$LATENTFLOW_STORAGE_OPTIONS`` (JSON), else ``{}``."""
+        return resolve_storage_options(self.storage_options)
+
+    def source_storage_options(self) -> dict[str, Any]:
+        """The source's own storage options, falling back to the job's."""
+        own = self.source.storage_options
+        return dict(own) if own is not None else self.resolved_storage_options()
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` strings to a nested dict (values parsed as YAML). Returns a new dict."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"overrides must look like key=value, got: {item!r}")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = out
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {key!r} is not a section")
+        node[keys[-1]] = yaml.safe_load(raw)
+    return out

@@ -1,0 +1,127 @@
+"""``LatentDatasink``: a Ray Data ``Datasink`` that commits each input shard exactly once.
+
+``write`` runs in Ray write tasks. It groups the rows it gets by shard, checks
+that it holds every row of each shard (the pipeline keeps a shard in one block),
+and hands each shard to the data layer's ``ShardWriter``, which writes Parquet and
+Zarr under deterministic names, commits them, and only then writes the
+``_done/<shard>.json`` marker. Writing a shard twice (a retried task) overwrites
+the same names with the same content, so a retry never duplicates rows.
+
+A shard that could not be read gets no marker (a rerun tries it again); its
+failure is returned to the driver and lands in ``errors.parquet``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+import pyarrow as pa
+from ray.data.block import BlockAccessor
+from ray.data.datasource import Datasink
+from ray.data.datasource.datasink import WriteResult
+
+from latentflow.data.sinks import ShardWriter
+from latentflow.pipeline.datasource import KIND_EMPTY, KIND_ERROR, KIND_FAILED, KIND_SAMPLE
+from latentflow.pipeline.stages import array_names, table_arrays
+
+logger = logging.getLogger(__name__)
+
+PASS_THROUGH = ("key", "shard", "index_in_shard", "caption", "label", "json", "original_size", "crop_box", "bucket")
+
+
+@dataclass
+class ShardResult:
+    """What one committed (or failed) shard reports back to the driver."""
+
+    shard: str
+    url: str
+    rows: int = 0
+    errors: list[dict[str, str]] = field(default_factory=list)
+    failed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class LatentDatasink(Datasink):
+    """Commits whole shards through :class:`~latentflow.data.sinks.ShardWriter`.
+
+    Args:
+        out_url: output directory (local path or fsspec URL).
+        codec: the job's codec metadata (``latentflow.data.codec.build_codec``).
+        formats: ``("parquet", "zarr")`` or a subset.
+        storage_options: fsspec options for the output (never stored).
+    """
+
+    def __init__(self, out_url: str, codec: dict, formats: tuple[str, ...], storage_options: dict | None = None):
+        self.out_url = out_url
+        self.codec = codec
+        self.formats = tuple(formats)
+        self.storage_options = storage_options or {}
+        self.results: list[ShardResult] = []
+
+    def get_name(self) -> str:
+        return "CommitShards"
+
+    def write(self, blocks: Iterable[pa.Table], ctx: Any) -> list[dict]:
+        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return []
+        table = pa.concat_tables(tables, promote_options="permissive")
+        writer = ShardWriter(self.out_url, self.codec, formats=self.formats, storage_options=self.storage_options)
+        return [commit_shard(writer, part).to_dict() for part in split_by_shard(table)]
+
+    def on_write_complete(self, write_result: WriteResult) -> None:
+        self.results = [ShardResult(**r) for returns in write_result.write_returns for r in (returns or [])]
+
+
+def split_by_shard(table: pa.Table) -> list[pa.Table]:
+    """The rows of each shard, in shard order of first appearance, sorted by index in shard."""
+    shards = table.column("shard").to_pylist()
+    order = list(dict.fromkeys(shards))
+    parts = []
+    for shard in order:
+        mask = pa.array([s == shard for s in shards])
+        parts.append(table.filter(mask).sort_by("index_in_shard"))
+    return parts
+
+
+def commit_shard(writer: ShardWriter, part: pa.Table) -> ShardResult:
+    """Commit one shard's rows (samples + errors), or report it as failed."""
+    kinds = part.column("kind").to_pylist()
+    shard, url = part.column("shard")[0].as_py(), part.column("shard_url")[0].as_py()
+    if KIND_FAILED in kinds:
+        return ShardResult(shard, url, errors=error_rows(part), failed=True)
+    expected = part.column("shard_rows")[0].as_py()
+    got = sum(k in (KIND_SAMPLE, KIND_ERROR) for k in kinds)
+    if got != expected and KIND_EMPTY not in kinds:
+        # internal invariant: the pipeline never splits a shard across write calls
+        raise RuntimeError(f"shard {shard!r}: write got {got} of its {expected} rows; refusing a partial commit")
+    samples = part.filter(pa.array([k == KIND_SAMPLE for k in kinds]))
+    errors = error_rows(part)
+    writer.write_shard(shard, latent_table(samples), errors)
+    logger.info("committed shard %s: %d rows, %d errors", shard, samples.num_rows, len(errors))
+    return ShardResult(shard, url, rows=samples.num_rows, errors=errors)
+
+
+def error_rows(part: pa.Table) -> list[dict[str, str]]:
+    """``errors.parquet`` rows (key, shard, stage, error_type, message) of one shard."""
+    rows = part.filter(pa.array([k in (KIND_ERROR, KIND_FAILED) for k in part.column("kind").to_pylist()]))
+    return [
+        {"key": r["key"] or "", "shard": r["shard"], "stage": r["error_stage"], "error_type": r["error_type"], "message": r["error_message"]}
+        for r in rows.select(["key", "shard", "error_stage", "error_type", "error_message"]).to_pylist()
+    ]
+
+
+def latent_table(samples: pa.Table) -> pa.Table:
+    """The table ``ShardWriter.write_shard`` takes: pass-through columns + one column per stored array.
+
+    Each array column holds per-row numpy arrays as nested lists of a fixed shape per bucket.
+    """
+    columns: dict[str, Any] = {name: samples.column(name) for name in PASS_THROUGH if name in samples.column_names}
+    for name in array_names(samples):
+        columns[name] = table_arrays(samples, name)
+    return columns

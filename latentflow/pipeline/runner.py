@@ -1,0 +1,281 @@
+"""``run_encode_job``: list shards, skip committed ones, stream the rest through Ray, finalize.
+
+Example::
+
+    summary = run_encode_job(EncodeJobConfig.from_yaml("configs/encode/default.yaml"))
+    print(summary.rows, summary.images_per_s)
+
+The plan (one block per shard end to end)::
+
+    ShardDatasource (1 ReadTask / pending shard)
+      -> map_batches(preprocess_batch)            CPU tasks, fused with the read
+      -> map_batches(EncoderActor, ActorPool)     model resident once per actor
+      -> write_datasink(LatentDatasink)           commit per shard, then the _done marker
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from latentflow import hub
+from latentflow.data.codec import build_codec, check_compatible
+from latentflow.data.sinks import committed_shards, finalize
+from latentflow.data.sources import list_shards
+from latentflow.errors import CheckpointError
+from latentflow.pipeline.config import EncodeJobConfig
+from latentflow.pipeline.datasink import LatentDatasink, ShardResult
+from latentflow.pipeline.datasource import ShardDatasource
+from latentflow.pipeline.stages import EncoderActor, preprocess_batch
+
+logger = logging.getLogger(__name__)
+
+CODEC_LOCK = "_codec.json"  # written before any shard: a crashed job's output still names its encoder
+
+
+@dataclass
+class EncodeSummary:
+    """What a job did. ``ok`` is False when failures exceed ``max_error_rate``."""
+
+    output: str
+    shards_total: int = 0
+    shards_skipped: int = 0
+    shards_committed: int = 0
+    shards_failed: list[str] = field(default_factory=list)
+    rows: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    max_error_rate: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def error_rate(self) -> float:
+        done = self.rows + self.errors
+        return self.errors / done if done else 0.0
+
+    @property
+    def shard_failure_rate(self) -> float:
+        tried = self.shards_total - self.shards_skipped
+        return len(self.shards_failed) / tried if tried else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error_rate <= self.max_error_rate and self.shard_failure_rate <= self.max_error_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "images_per_s": self.images_per_s, "error_rate": self.error_rate, "ok": self.ok}
+
+
+def run_encode_job(config: EncodeJobConfig, progress: bool = True) -> EncodeSummary:
+    """Encode every not-yet-committed shard of ``config.source`` into ``config.output``.
+
+    Args:
+        config: the job config.
+        progress: show a committed-rows progress bar (rows/s, errors) on stderr.
+
+    Returns:
+        an :class:`EncodeSummary` (rows and errors of THIS run; the output's totals are in
+        ``latentflow.json``).
+
+    Raises:
+        CodecMismatchError: the output was written by another model/processor config and
+            ``config.overwrite`` is False.
+        CheckpointError: the model cannot be found.
+    """
+    options = config.resolved_storage_options()
+    model = load_model(config.model, options)
+    source = config.source.replace(storage_options=config.source_storage_options())
+    shards = list_shards(source)
+    codec = build_codec(model, config.processor, config.store, source.urls, config.dtype, model_location=config.model)
+    codec = prepare_output(config.output, codec, options, config.overwrite)
+    done = committed_shards(config.output, options)
+    pending = [s for s in shards if s.shard_id not in done]
+    summary = EncodeSummary(config.output, len(shards), len(shards) - len(pending), max_error_rate=config.max_error_rate)
+    logger.info("%d shards, %d already committed, %d to encode", len(shards), len(done), len(pending))
+    start = time.perf_counter()
+    results = _run_ray(config, source, model, codec, pending, options, progress) if pending else []
+    summary.seconds = time.perf_counter() - start
+    _tally(summary, results)
+    finalize(config.output, codec, options, summary.to_dict())
+    return summary
+
+
+def _tally(summary: EncodeSummary, results: list[ShardResult]) -> None:
+    for r in results:
+        summary.errors += len(r.errors)
+        if r.failed:
+            summary.shards_failed.append(r.url)
+        else:
+            summary.shards_committed += 1
+            summary.rows += r.rows
+
+
+# ---- model and output ---------------------------------------------------------------
+
+
+def load_model(name_or_path: str, storage_options: dict | None = None):
+    """Load the encoder on the driver (for its geometry and fingerprint), with a clear error for a missing name."""
+    from latentflow.auto import AutoModel
+
+    local = "://" not in name_or_path and not Path(name_or_path).exists()
+    if local and not (hub.models_dir() / name_or_path).is_dir():
+        raise CheckpointError(
+            f"model {name_or_path!r} not found: expected a checkpoint folder {hub.models_dir() / name_or_path} "
+            f"(config.json + model.safetensors). Train or copy it there, or pass model=<directory or s3:// URL>."
+        )
+    return AutoModel.from_pretrained(name_or_path, storage_options=storage_options)
+
+
+def prepare_output(out_url: str, codec: dict, storage_options: dict, overwrite: bool) -> dict:
+    """Refuse to mix encoders in one output; with ``overwrite``, clear the existing output first.
+
+    The codec is written to ``_codec.json`` before any shard, so even an output whose job
+    was killed before finalizing still says which encoder wrote its shards.
+
+    Returns:
+        the codec to finalize with: ``codec`` whose source URLs include those already in
+        the output (appending shards keeps the record of every source).
+    """
+    import json
+
+    fs, root = fsspec.url_to_fs(out_url, **storage_options)
+    root = root.rstrip("/")
+    existing = _existing_codec(fs, root)
+    if existing is not None and overwrite:
+        logger.warning("overwrite: removing the existing output at %s", out_url)
+        fs.rm(root, recursive=True)
+    elif existing is not None:
+        check_compatible(existing, codec)  # CodecMismatchError names what differs
+        codec = {**codec, "sources": sorted(set(existing.get("sources", [])) | set(codec["sources"]))}
+    fs.makedirs(root, exist_ok=True)
+    with fs.open(f"{root}/{CODEC_LOCK}", "w") as f:
+        f.write(json.dumps(codec, sort_keys=True))
+    return codec
+
+
+def _existing_codec(fs, root: str) -> dict | None:
+    import json
+
+    for name in (CODEC_LOCK, "latentflow.json"):
+        path = f"{root}/{name}"
+        if fs.exists(path):
+            with fs.open(path, "r") as f:
+                data = json.load(f)
+            return data.get("codec", data)
+    return None
+
+
+# ---- the Ray plan -----------------------------------------------------------------------
+
+
+def _run_ray(config: EncodeJobConfig, source, model, codec: dict, pending: list, options: dict, progress: bool) -> list[ShardResult]:
+    import ray
+    from ray.data import DataContext
+
+    ensure_ray()
+    ctx = DataContext.get_current()
+    saved = ctx.target_max_block_size
+    ctx.target_max_block_size = None  # never split a shard's block: it is the unit of commit
+    sink = LatentDatasink(config.output, codec, config.formats, options)
+    watcher = ProgressWatcher(config.output, options, total_shards=len(pending)) if progress else None
+    try:
+        ds = ray.data.read_datasource(
+            ShardDatasource(pending, source, source.storage_options, config.shard_retries),
+            override_num_blocks=len(pending),
+        )
+        ds = ds.map_batches(
+            preprocess_batch, batch_size=None, batch_format="pyarrow", num_cpus=config.preprocess_num_cpus,
+            fn_kwargs={"processor_config": config.processor.to_dict(), "downsample_factor": model.downsample_factor},
+        )
+        ds = ds.map_batches(EncoderActor, batch_size=None, batch_format="pyarrow", **actor_options(config, options, model))
+        ds.write_datasink(sink)
+    finally:
+        ctx.target_max_block_size = saved
+        if watcher:
+            watcher.stop()
+    return sink.results
+
+
+def actor_options(config: EncodeJobConfig, options: dict, model) -> dict[str, Any]:
+    """``map_batches`` kwargs of the encoder pool: GPUs when present, else a fraction of a CPU."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    gpus = ray.cluster_resources().get("GPU", 0) if config.device != "cpu" else 0
+    cores = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+    threads = config.torch_threads or max(1, min(os.cpu_count() or 1, cores) // config.num_actors)
+    return {
+        "compute": ActorPoolStrategy(size=config.num_actors),
+        "num_gpus": 1 if gpus >= 1 else 0,
+        # never a whole CPU per actor on small nodes: read/preprocess tasks must always find one
+        "num_cpus": config.actor_num_cpus if config.actor_num_cpus is not None else 0.5,
+        "max_restarts": config.actor_restarts,
+        "max_task_retries": -1 if config.actor_restarts != 0 else 0,
+        "fn_constructor_kwargs": {
+            "model": config.model, "store": config.store.to_dict(), "dtype": config.dtype,
+            "batch_size": config.batch_size, "device": "cuda" if gpus >= 1 else "cpu",
+            "channels_last": config.channels_last, "torch_threads": threads,
+            "storage_options": options, "expected_fingerprint": model.fingerprint(),
+        },
+    }
+
+
+def ensure_ray() -> None:
+    """Connect to ``$RAY_ADDRESS`` / the job's cluster when there is one, else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+
+
+class ProgressWatcher:
+    """A tqdm bar over committed shards (rows, rows/s, errors), polled from the ``_done`` markers."""
+
+    def __init__(self, out_url: str, storage_options: dict, total_shards: int, interval: float = 2.0):
+        from tqdm import tqdm
+
+        self._args = (out_url, storage_options)
+        self._start = set(committed_shards(out_url, storage_options))
+        self._bar = tqdm(total=total_shards, unit="shard", desc="encode", dynamic_ncols=True)
+        self._t0 = time.perf_counter()
+        self._stop = threading.Event()
+        self._interval = interval
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._update()
+
+    def _update(self) -> None:
+        try:
+            markers = committed_shards(*self._args)
+        except Exception:  # noqa: BLE001 - progress is best effort
+            return
+        new = {k: v for k, v in markers.items() if k not in self._start}
+        rows = sum(int(m.get("rows", m.get("row_count", 0)) or 0) for m in new.values())
+        errors = sum(int(m.get("errors", m.get("error_count", 0)) or 0) for m in new.values())
+        elapsed = max(time.perf_counter() - self._t0, 1e-9)
+        self._bar.n = len(new)
+        self._bar.set_postfix(rows=rows, rows_per_s=f"{rows / elapsed:.1f}", errors=errors, refresh=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._update()
+        self._bar.close()
