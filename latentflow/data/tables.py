@@ -1,0 +1,142 @@
+"""Rows of one shard, as columns: normalizing what the pipeline hands the sink, and the Parquet schema.
+
+The Parquet schema carries Hugging Face ``datasets`` features (``Array2D``..``Array5D``
+with their dtype, under the ``huggingface`` schema-metadata key), so
+``datasets.load_dataset`` returns correctly shaped arrays. When the processor uses
+aspect-ratio buckets the per-row shape varies, and latents are stored as nested
+lists (``List(List(List(Value)))``) instead: still one tensor of the right shape per row.
+
+Note: ``with_format("torch")``/``("numpy")`` in ``datasets`` return float16 arrays as
+float32 and unsigned indices as int64; the codec records the stored dtype.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+META_COLUMNS = ("key", "shard", "index_in_shard", "caption", "label", "json", "original_size", "crop_box")
+_META_TYPES = {
+    "key": pa.string(),
+    "shard": pa.string(),
+    "index_in_shard": pa.int64(),
+    "caption": pa.string(),
+    "label": pa.int64(),
+    "json": pa.string(),
+    "original_size": pa.list_(pa.int32(), 2),
+    "crop_box": pa.list_(pa.int32(), 4),
+}
+
+
+def column_to_numpy(col: Any) -> np.ndarray | list[np.ndarray]:
+    """An array column -> one ndarray (N, ...) when shapes agree, else a list of per-row ndarrays.
+
+    Accepts numpy arrays, lists of arrays, and Arrow columns: Ray tensor extension types,
+    ``fixed_shape_tensor``, datasets' ArrayND types and nested lists.
+    """
+    if isinstance(col, np.ndarray) and col.dtype != object:
+        return col
+    if isinstance(col, (pa.ChunkedArray, pa.Array)):
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if isinstance(col, pa.ExtensionArray) and hasattr(col, "to_numpy") and not _is_hf_array(col.type):
+            col = col.to_numpy(zero_copy_only=False)  # Ray / fixed_shape_tensor
+        else:
+            storage = _storage(col)
+            dtype = _leaf_dtype(storage.type)
+            col = [np.asarray(v, dtype=dtype) for v in storage.to_pylist()]
+    rows = [np.asarray(r) for r in col]
+    if rows and all(r.shape == rows[0].shape for r in rows):
+        return np.stack(rows)
+    return rows
+
+
+def _is_hf_array(typ: pa.DataType) -> bool:
+    return type(typ).__module__.startswith("datasets.")
+
+
+def _leaf_dtype(typ: pa.DataType) -> np.dtype:
+    while pa.types.is_list(typ) or pa.types.is_fixed_size_list(typ) or pa.types.is_large_list(typ):
+        typ = typ.value_type
+    return np.dtype(typ.to_pandas_dtype())
+
+
+def _storage(col: pa.Array) -> pa.Array:
+    return col.storage if isinstance(col, pa.ExtensionArray) else col
+
+
+def meta_column(name: str, values: Any) -> pa.Array:
+    """A metadata column with its fixed Arrow type."""
+    if isinstance(values, (pa.ChunkedArray, pa.Array)):
+        values = values.to_pylist()
+    values = [v.tolist() if isinstance(v, np.ndarray) else v for v in values]
+    if name in ("original_size", "crop_box"):
+        values = [list(v) if v is not None else None for v in values]
+    return pa.array(values, type=_META_TYPES[name])
+
+
+def _hf_array_type(shape: tuple[int, ...], dtype: np.dtype):
+    from datasets import Array2D, Array3D, Array4D, Array5D
+
+    cls = {2: Array2D, 3: Array3D, 4: Array4D, 5: Array5D}.get(len(shape))
+    return cls(shape=shape, dtype=dtype.name) if cls else None
+
+
+def array_column(rows: np.ndarray | list[np.ndarray], variable: bool) -> tuple[pa.Array, dict]:
+    """An array column and its ``datasets`` feature dict.
+
+    Fixed shapes of rank 2-5 become ``ArrayND`` extension arrays; variable shapes (buckets)
+    and other ranks become nested lists.
+    """
+    from datasets.features.features import numpy_to_pyarrow_listarray
+
+    if isinstance(rows, np.ndarray) and not variable:
+        feature = _hf_array_type(tuple(rows.shape[1:]), rows.dtype)
+        if feature is not None:
+            typ = feature()  # the datasets extension type
+            storage = numpy_to_pyarrow_listarray(np.ascontiguousarray(rows)).cast(typ.storage_type)
+            return pa.ExtensionArray.from_storage(typ, storage), _feature_dict(feature)
+    rows = list(rows)
+    dtype = rows[0].dtype if rows else np.dtype(np.float32)
+    arr = pa.array([r.tolist() for r in rows], type=_nested_type(pa.from_numpy_dtype(dtype), rows[0].ndim if rows else 3))
+    return arr, _nested_feature(dtype.name, rows[0].ndim if rows else 3)
+
+
+def _nested_type(value: pa.DataType, depth: int) -> pa.DataType:
+    for _ in range(depth):
+        value = pa.list_(value)
+    return value
+
+
+def _nested_feature(dtype: str, depth: int) -> dict:
+    feature: dict = {"dtype": dtype, "_type": "Value"}
+    for _ in range(depth):
+        feature = {"feature": feature, "_type": "List"}
+    return feature
+
+
+def _feature_dict(feature) -> dict:
+    return {"shape": list(feature.shape), "dtype": feature.dtype, "_type": type(feature).__name__}
+
+
+def _meta_feature(name: str) -> dict:
+    value = {"key": "string", "shard": "string", "index_in_shard": "int64", "caption": "string", "label": "int64", "json": "string"}
+    if name in value:
+        return {"dtype": value[name], "_type": "Value"}
+    return {"feature": {"dtype": "int32", "_type": "Value"}, "length": 2 if name == "original_size" else 4, "_type": "List"}
+
+
+def parquet_table(columns: dict[str, Any], array_names: list[str], variable: bool, codec: dict) -> pa.Table:
+    """The Parquet table of one shard, with ``huggingface`` features and the codec in its schema metadata."""
+    arrays, features = {}, {}
+    for name in META_COLUMNS:
+        if name in columns:
+            arrays[name] = meta_column(name, columns[name])
+            features[name] = _meta_feature(name)
+    for name in array_names:
+        arrays[name], features[name] = array_column(columns[name], variable)
+    table = pa.table(arrays)
+    metadata = {"huggingface": json.dumps({"info": {"features": features}}), "latentflow": json.dumps(codec, sort_keys=True)}
+    return table.replace_schema_metadata(metadata)
