@@ -172,6 +172,39 @@ def gather_rows(z: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
     return all_reduce_sum(out)
 
 
+def pick_weighted_row(weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Global row number drawn with probability proportional to ``weights`` (N_r,) across ranks.
+
+    Every rank draws the same uniform number (same generator state), finds the rank
+    that owns it from the all-reduced per-rank totals, and that rank names the row.
+    """
+    world = dist.get_world_size() if distributed_ready() else 1
+    rank = dist.get_rank() if distributed_ready() else 0
+    totals = torch.zeros(world, dtype=torch.float64, device=weights.device)
+    counts = torch.zeros(world, dtype=torch.long, device=weights.device)
+    totals[rank], counts[rank] = weights.double().sum(), weights.shape[0]
+    all_reduce_sum(totals), all_reduce_sum(counts)
+    u = float(torch.rand((), generator=generator, dtype=torch.float64)) * float(totals.sum())
+    owner = min(int(torch.searchsorted(totals.cumsum(0), torch.tensor(u, dtype=torch.float64))), world - 1)
+    pick = torch.zeros((), dtype=torch.long, device=weights.device)
+    if owner == rank:
+        local = u - float(totals[:rank].sum())
+        pick += min(int(torch.searchsorted(weights.double().cumsum(0), torch.tensor(local, dtype=torch.float64))), weights.shape[0] - 1)
+        pick += int(counts[:rank].sum())
+    return all_reduce_sum(pick)
+
+
+def nearest_rows(z: torch.Tensor, table: torch.Tensor, chunk_elements: int = 2**24) -> torch.Tensor:
+    """Index of the nearest row of ``table`` (K, D) for each row of ``z`` (N, D), by exact differences.
+
+    Unlike the expanded ``|z|^2 - 2 z.c + |c|^2`` form this has no cancellation error,
+    so a code is always nearest to itself. Chunked to bound memory. Shape (N,).
+    """
+    step = max(1, chunk_elements // max(1, table.numel()))
+    parts = [(z[i : i + step, None] - table[None]).pow(2).sum(-1).argmin(-1) for i in range(0, z.shape[0], step)]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=z.device)
+
+
 def global_row_count(z: torch.Tensor) -> int:
     n = torch.tensor([z.shape[0]], dtype=torch.long, device=z.device)
     return int(all_reduce_sum(n))
@@ -372,9 +405,7 @@ class Quantizer(nn.Module):
                 f"codes_to_indices would enumerate {self.codebook_size} codes through the output projection "
                 f"(limit {max_codes}); keep the indices from forward() instead"
             )
-        table = self.decode_flat(torch.arange(self.codebook_size, device=z.device))  # (K, D)
-        dist = z.pow(2).sum(-1, keepdim=True) - 2 * z @ table.t() + table.pow(2).sum(-1)
-        return dist.argmin(dim=-1)
+        return nearest_rows(z, self.decode_flat(torch.arange(self.codebook_size, device=z.device)))
 
     def _check_indices(self, indices: torch.Tensor) -> torch.Tensor:
         if not isinstance(indices, torch.Tensor) or indices.dtype.is_floating_point or indices.dtype == torch.bool:

@@ -43,6 +43,8 @@ from latentflow.quantizers.base import (
     exact_straight_through,
     gather_rows,
     global_row_count,
+    nearest_rows,
+    pick_weighted_row,
     register_quantizer,
 )
 
@@ -160,7 +162,7 @@ class VectorQuantizer(Quantizer):
     def encode_flat(self, z: torch.Tensor) -> torch.Tensor:
         if self.codebook_dim != self.config.dim:
             return self.nearest_output_code(z)  # codes live behind project_out
-        return nearest_codes(self._project(z), self.codes(), self.config.cosine)
+        return nearest_rows(self._project(z), self.codes())
 
     def decode_flat(self, indices: torch.Tensor) -> torch.Tensor:
         return self.project_out(self.codes()[indices])
@@ -208,14 +210,23 @@ class VectorQuantizer(Quantizer):
         self.embed_sum[dead] = samples * threshold
         self.cluster_size[dead] = threshold
 
+    def _kmeans_plus_plus(self, zc: torch.Tensor) -> torch.Tensor:
+        """k-means++ seeding on the global batch: each next centroid drawn with prob ~ d^2. (K, Dc)."""
+        generator = self._rng(2)
+        first = torch.randint(global_row_count(zc), (1,), generator=generator).to(zc.device)
+        centroids = [gather_rows(zc, first)[0]]
+        d2 = (zc - centroids[0]).pow(2).sum(-1)  # (N,)
+        for _ in range(1, self.config.codebook_size):
+            pick = pick_weighted_row(d2, generator)
+            centroids.append(gather_rows(zc, pick.view(1))[0])
+            d2 = torch.minimum(d2, (zc - centroids[-1]).pow(2).sum(-1))
+        return torch.stack(centroids)
+
     @torch.no_grad()
     def _kmeans_init(self, zc: torch.Tensor) -> None:
-        """Lloyd's k-means on the global batch; centroids start at randomly drawn rows."""
+        """Lloyd's k-means on the global batch, seeded by k-means++."""
         cfg, k = self.config, self.config.codebook_size
-        n = global_row_count(zc)
-        generator = self._rng(2)
-        picks = torch.randperm(n, generator=generator)[:k] if n >= k else torch.randint(n, (k,), generator=generator)
-        centroids = gather_rows(zc, picks.to(zc.device))  # (K, Dc)
+        centroids = self._kmeans_plus_plus(zc)  # (K, Dc)
         counts = torch.zeros(k, device=zc.device)
         for _ in range(cfg.kmeans_iters):
             assign = nearest_codes(zc, centroids, cfg.cosine)
