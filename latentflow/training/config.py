@@ -1,0 +1,308 @@
+"""Typed YAML configs for the trainer jobs.
+
+A job's YAML loads into one :class:`TrainAutoencoderConfig` or
+:class:`TrainPriorConfig`; every section is a dataclass whose ``from_dict``
+rejects unknown keys (naming them) and values of the wrong type. Command-line
+``key=value`` overrides use dotted paths (``optim.lr=1e-4``); values parse as YAML.
+
+Example::
+
+    cfg = load_config(TrainAutoencoderConfig, "configs/train/vae_tiny.yaml", ["train.max_steps=10"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import yaml
+
+from latentflow.configuration import validate_field
+from latentflow.errors import ConfigError
+
+
+@dataclass
+class SectionConfig:
+    """Base of every config section: strict ``from_dict``, plain ``to_dict``, ``validate``."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Value checks beyond types; raise :class:`ConfigError`."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "SectionConfig":
+        data = dict(data or {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__} must be a mapping, got: {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in data.items():
+            if key not in names:
+                raise ConfigError(f"unknown key {key!r} for {cls.__name__}; expected one of: {sorted(names)}")
+            tp = hints[key]
+            if isinstance(tp, type) and issubclass(tp, SectionConfig):
+                kwargs[key] = tp.from_dict(value)
+            else:
+                kwargs[key] = validate_field(cls.__name__, key, tp, value)
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, SectionConfig):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+def _positive(owner: str, **values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise ConfigError(f"{owner}.{name} must be > 0, got: {value}")
+
+
+@dataclass
+class ModelSpec(SectionConfig):
+    """Which model to train: a fresh one from ``config`` (with ``model_type``) or ``pretrained``."""
+
+    config: dict[str, Any] | None = None
+    pretrained: str | None = None
+
+    def validate(self) -> None:
+        if (self.config is None) == (self.pretrained is None):
+            raise ConfigError("model needs exactly one of 'config' (with model_type) or 'pretrained'")
+
+
+@dataclass
+class ImageDataConfig(SectionConfig):
+    """Stage-1 data: the encode job's source + processor, streamed.
+
+    Attributes:
+        source: a ``SourceConfig`` dict (format, urls, ...).
+        processor: an ``ImageProcessorConfig`` dict.
+        eval_source: held-out images for PSNR/SSIM; ``None`` holds out the last ``holdout_shards`` shards.
+        holdout_shards: shards of ``source`` kept for evaluation when ``eval_source`` is None.
+        batch_size: images per step per worker.
+        shuffle: shuffle shard order and samples within a shard, per epoch (seeded).
+        buffer_shards: (unused by the order; kept small) reserved.
+    """
+
+    source: dict[str, Any] = field(default_factory=dict)
+    processor: dict[str, Any] = field(default_factory=dict)
+    eval_source: dict[str, Any] | None = None
+    holdout_shards: int = 0
+    batch_size: int = 8
+    shuffle: bool = True
+    eval_batches: int = 2
+
+    def validate(self) -> None:
+        _positive("data", batch_size=self.batch_size, eval_batches=self.eval_batches)
+        if self.holdout_shards < 0:
+            raise ConfigError(f"data.holdout_shards must be >= 0, got: {self.holdout_shards}")
+
+
+@dataclass
+class LossConfig(SectionConfig):
+    """Stage-1 losses. Bottleneck terms (KL, beta, VQ) come from the model's own ``forward`` losses.
+
+    Attributes:
+        reconstruction: ``l1`` or ``l2``.
+        model_loss_weights: weight per named term of ``model(x).losses``; ``None`` adds the
+            model's weighted total minus its reconstruction term.
+        perceptual_weight / perceptual_weights: LPIPS-style loss; needs local safetensors weights.
+        disc_weight / disc_start: PatchGAN hinge loss, on from step ``disc_start``, LDM adaptive weight.
+        eq_weight: EQ-VAE equivariance (scale / rotate latents vs images).
+        vf_weight / vf_model: alignment to a frozen feature model saved with ``save_pretrained``.
+    """
+
+    reconstruction: str = "l1"
+    rec_weight: float = 1.0
+    model_loss_weights: dict[str, float] | None = None
+    perceptual_weight: float = 0.0
+    perceptual_weights: str | None = None
+    disc_weight: float = 0.0
+    disc_start: int = 0
+    disc_layers: int = 2
+    disc_channels: int = 32
+    disc_lr: float = 1e-4
+    adaptive_weight_max: float = 1e4
+    eq_weight: float = 0.0
+    eq_scales: tuple[float, ...] = (0.5, 0.75)
+    eq_rotate: bool = True
+    eq_prob: float = 0.5
+    vf_weight: float = 0.0
+    vf_model: str | None = None
+    vf_margin_cos: float = 0.5
+    vf_margin_dist: float = 0.25
+
+    def validate(self) -> None:
+        if self.reconstruction not in ("l1", "l2"):
+            raise ConfigError(f"loss.reconstruction must be 'l1' or 'l2', got: {self.reconstruction!r}")
+        if self.perceptual_weight > 0 and not self.perceptual_weights:
+            raise ConfigError("loss.perceptual_weight > 0 needs loss.perceptual_weights (a local .safetensors path)")
+        if self.vf_weight > 0 and not self.vf_model:
+            raise ConfigError("loss.vf_weight > 0 needs loss.vf_model (a local save_pretrained folder)")
+        if not 0.0 <= self.eq_prob <= 1.0:
+            raise ConfigError(f"loss.eq_prob must be in [0, 1], got: {self.eq_prob}")
+
+
+@dataclass
+class OptimConfig(SectionConfig):
+    """AdamW with linear warmup then cosine decay to ``lr * min_lr_ratio``; EMA of the weights."""
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+
+    def validate(self) -> None:
+        _positive("optim", lr=self.lr)
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"optim.ema_decay must be in [0, 1), got: {self.ema_decay}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be >= 0, got: {self.warmup_steps}")
+
+
+@dataclass
+class RunSection(SectionConfig):
+    """Loop length, precision, seeds, cadence and where outputs go.
+
+    Attributes:
+        output_dir: checkpoints (``checkpoints/step-XXXXXXX``), ``log.jsonl``, PNGs.
+        resume: continue from the newest checkpoint in ``output_dir`` when there is one.
+        mixed_precision: ``no`` or ``bf16`` (autocast).
+        num_workers / use_gpu: > 1 workers runs under Ray Train ``TorchTrainer``.
+    """
+
+    output_dir: str = "runs/train"
+    max_steps: int = 1000
+    seed: int = 0
+    mixed_precision: str = "no"
+    log_every: int = 10
+    checkpoint_every: int = 500
+    eval_every: int = 0
+    resume: bool = True
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+
+    def validate(self) -> None:
+        _positive("train", max_steps=self.max_steps, log_every=self.log_every,
+                  checkpoint_every=self.checkpoint_every, num_workers=self.num_workers,
+                  cpus_per_worker=self.cpus_per_worker)
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ConfigError(f"train.mixed_precision must be 'no' or 'bf16', got: {self.mixed_precision!r}")
+
+
+@dataclass
+class TrainAutoencoderConfig(SectionConfig):
+    """Stage 1: ``jobs/train_autoencoder.py``."""
+
+    model: ModelSpec = field(default_factory=lambda: ModelSpec(config={"model_type": "vae"}))
+    data: ImageDataConfig = field(default_factory=ImageDataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: RunSection = field(default_factory=RunSection)
+
+
+@dataclass
+class LatentDataConfig(SectionConfig):
+    """Stage-2 data: a latent dataset written by the encode job.
+
+    Attributes:
+        path: the encode job's output folder or URL.
+        val_fraction: share of rows (deterministic, by index) held out for validation.
+        normalize: apply scaling/shift from the codec metadata (continuous latents).
+        resample: draw ``mean + std * eps`` where logvar is stored.
+        num_classes: class conditioning from the ``label`` column (0 = unconditional).
+    """
+
+    path: str = ""
+    storage_options: dict[str, Any] | None = None
+    batch_size: int = 32
+    val_fraction: float = 0.1
+    normalize: bool = True
+    resample: bool = True
+    num_classes: int = 0
+
+    def validate(self) -> None:
+        _positive("data", batch_size=self.batch_size)
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got: {self.val_fraction}")
+
+
+@dataclass
+class PriorSpec(SectionConfig):
+    """Which prior: ``kind`` in gpt | maskgit | flow, and its config dict (sizes)."""
+
+    kind: str = "gpt"
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.kind not in ("gpt", "maskgit", "flow"):
+            raise ConfigError(f"prior.kind must be one of gpt, maskgit, flow, got: {self.kind!r}")
+
+
+@dataclass
+class SampleConfig(SectionConfig):
+    """Sampling after training: how many, temperature / top-k (AR), steps (MaskGIT, flow)."""
+
+    num_samples: int = 8
+    temperature: float = 1.0
+    top_k: int | None = None
+    steps: int = 8
+    seed: int = 0
+
+    def validate(self) -> None:
+        _positive("sample", num_samples=self.num_samples, temperature=self.temperature, steps=self.steps)
+
+
+@dataclass
+class TrainPriorConfig(SectionConfig):
+    """Stage 2: ``jobs/train_prior.py``."""
+
+    prior: PriorSpec = field(default_factory=PriorSpec)
+    data: LatentDataConfig = field(default_factory=LatentDataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4, ema_decay=0.0))
+    train: RunSection = field(default_factory=RunSection)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override must look like key=value, got: {item!r}")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(cls: type[SectionConfig], path: str | None, overrides: list[str] | None = None,
+                storage_options: dict | None = None) -> SectionConfig:
+    """Read a YAML file (local or fsspec URL), apply overrides, build the typed config."""
+    data: dict[str, Any] = {}
+    if path:
+        with fsspec.open(path, "r", **(storage_options or {})) as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path!r} must hold a YAML mapping, got: {type(data).__name__}")
+    return cls.from_dict(apply_overrides(data, list(overrides or [])))

@@ -1,0 +1,273 @@
+"""Training data: raw images streamed from shards (stage 1), cached latents (stage 2).
+
+Both streams are deterministic functions of ``(seed, epoch)`` and expose a JSON
+``position()`` that ``set_position`` restores exactly, so a resumed run reads the
+same batches an uninterrupted run would have read.
+
+Stage 1 (:class:`ImageStream`): the encode job's sources and processors. A
+worker of rank ``r`` out of ``W`` owns shards ``r, r + W, ...`` (disjoint); each
+epoch shuffles its shard order and the samples inside each shard. Streams cycle
+forever, so every worker yields exactly one batch per step: equal batch counts.
+
+Stage 2 (:class:`LatentStream`): rows of a :class:`LatentTable` (read through the
+data layer's reader, or built from tensors), normalized with the codec's
+scaling/shift, resampled from ``mean + std * eps`` where logvar is stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from latentflow.errors import CodecMismatchError, ConfigError, InputError
+
+
+# ---- stage 1 ----------------------------------------------------------------------
+class ImageStream:
+    """Endless, resumable batches of images from shards.
+
+    Args:
+        shards: this dataset's shards (sorted); the worker takes ``shards[rank::world]``.
+        read_shard: shard -> iterable of records (``.key``, ``.image``, ``.label``).
+        process: record -> float32 array (3, H, W) in [-1, 1]; raise to skip a bad sample.
+        batch_size: images per batch.
+        seed: order seed; shuffle: shuffle shards and samples per epoch.
+        skip_errors: exception types that mark one bad sample (skipped and counted).
+    """
+
+    def __init__(self, shards: list[Any], read_shard: Callable[[Any], Iterable[Any]],
+                 process: Callable[[Any], np.ndarray], batch_size: int, seed: int = 0,
+                 shuffle: bool = True, rank: int = 0, world: int = 1,
+                 skip_errors: tuple[type[BaseException], ...] = ()):
+        if len(shards) < world:
+            raise ConfigError(f"{world} workers need at least {world} shards (disjoint shards per worker), got: {len(shards)}")
+        self.shards = list(shards)[rank::world]
+        self.read_shard, self.process = read_shard, process
+        self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
+        self.skip_errors = skip_errors
+        self.epoch, self.shard_cursor, self.sample_cursor = 0, 0, 0
+        self.skipped = 0
+        self._records: list[Any] | None = None  # current shard, in this epoch's order
+
+    def position(self) -> dict[str, int]:
+        """Where the next batch starts (JSON-able)."""
+        return {"epoch": self.epoch, "shard_cursor": self.shard_cursor, "sample_cursor": self.sample_cursor}
+
+    def set_position(self, position: dict[str, int]) -> None:
+        self.epoch = int(position["epoch"])
+        self.shard_cursor = int(position["shard_cursor"])
+        self.sample_cursor = int(position["sample_cursor"])
+        self._records = None
+
+    def reset(self) -> None:
+        """Back to the first batch of epoch 0 (evaluation streams restart each evaluation)."""
+        self.set_position({"epoch": 0, "shard_cursor": 0, "sample_cursor": 0})
+
+    def _shard_order(self) -> list[int]:
+        order = np.arange(len(self.shards))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(order)
+        return order.tolist()
+
+    def _load_shard(self) -> list[Any]:
+        index = self._shard_order()[self.shard_cursor]
+        records = list(self.read_shard(self.shards[index]))
+        if self.shuffle:
+            perm = np.random.default_rng([self.seed, self.epoch, index]).permutation(len(records))
+            records = [records[i] for i in perm]
+        return records
+
+    def _next_record(self) -> Any:
+        for _ in range(len(self.shards) + 1):  # at most one empty pass over the shards
+            if self._records is None:
+                self._records = self._load_shard()
+            if self.sample_cursor < len(self._records):
+                record = self._records[self.sample_cursor]
+                self.sample_cursor += 1
+                return record
+            self._advance_shard()
+        raise InputError("every shard of this worker is empty; nothing to train on")
+
+    def _advance_shard(self) -> None:
+        self._records, self.sample_cursor = None, 0
+        self.shard_cursor += 1
+        if self.shard_cursor >= len(self.shards):
+            self.shard_cursor, self.epoch = 0, self.epoch + 1
+
+    def next_batch(self) -> dict[str, Any]:
+        """``{"pixel_values": (B, 3, H, W) float32, "keys": [...], "labels": (B,) or None}``."""
+        images, keys, labels = [], [], []
+        attempts = 0
+        while len(images) < self.batch_size:
+            record = self._next_record()
+            attempts += 1
+            try:
+                pixels = self.process(record)
+            except self.skip_errors:
+                self.skipped += 1
+                if attempts > 100 * self.batch_size:
+                    raise InputError(f"{self.skipped} of the last {attempts} samples failed to process")
+                continue
+            if images and pixels.shape != images[0].shape:
+                raise InputError(
+                    f"stage-1 batches need one image size; got {tuple(pixels.shape)} after {tuple(images[0].shape)} "
+                    "(key {!r}): configure the processor with a fixed resolution / crop".format(record.key))
+            images.append(pixels)
+            keys.append(record.key)
+            labels.append(getattr(record, "label", None))
+        batch_labels = None if any(lab is None for lab in labels) else torch.tensor(labels)
+        return {"pixel_values": torch.from_numpy(np.stack(images)), "keys": keys, "labels": batch_labels}
+
+
+def build_image_stream(source: dict[str, Any], processor: dict[str, Any], downsample_factor: int,
+                       batch_size: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1,
+                       shard_slice: slice | None = None) -> ImageStream:
+    """An :class:`ImageStream` over the encode job's ``SourceConfig`` + ``ImageProcessorConfig`` dicts.
+
+    Args:
+        shard_slice: which of the sorted shards to use (``slice(-k, None)`` holds out the last k).
+    """
+    from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
+    from latentflow.data.records import SampleError
+    from latentflow.data.sources import SourceConfig, list_shards, read_shard
+
+    source_cfg = SourceConfig.from_dict(source)
+    proc = ImageProcessor(ImageProcessorConfig.from_dict(processor), downsample_factor)
+    shards = list_shards(source_cfg)
+    if shard_slice is not None:
+        shards = shards[shard_slice]
+
+    def process(record) -> np.ndarray:
+        if record.image is None:
+            raise SampleError("read", "missing_image", f"sample {record.key!r} has no image")
+        return proc.process(record.image, record.key).pixel_values
+
+    return ImageStream(shards, lambda s: read_shard(s, source_cfg), process, batch_size, seed, shuffle,
+                       rank, world, skip_errors=(SampleError,))
+
+
+# ---- stage 2 ------------------------------------------------------------------------
+@dataclass
+class LatentTable:
+    """Cached latents in memory.
+
+    Attributes:
+        latents: continuous latents (N, C, h, w) float, or token indices (N, ...) integer.
+        codec: the codec metadata written by the encode job (scaling/shift, model, ...).
+        fingerprint: ``codec_fingerprint(codec)``.
+        logvar: stored posterior log-variance (N, C, h, w), where the job stored it.
+        labels: class labels (N,), where present.
+    """
+
+    latents: torch.Tensor
+    codec: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+    logvar: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+
+    @property
+    def discrete(self) -> bool:
+        return not self.latents.is_floating_point()
+
+    def __len__(self) -> int:
+        return int(self.latents.shape[0])
+
+    def split(self, val_fraction: float) -> tuple["LatentTable", "LatentTable"]:
+        """Deterministic split: the last ``val_fraction`` of rows is validation."""
+        n_val = int(round(len(self) * val_fraction))
+        cut = len(self) - n_val
+        return self._rows(slice(0, cut)), self._rows(slice(cut, len(self)))
+
+    def _rows(self, rows: slice) -> "LatentTable":
+        pick = (lambda t: None if t is None else t[rows])
+        return LatentTable(self.latents[rows], self.codec, self.fingerprint, pick(self.logvar), pick(self.labels))
+
+    def check_fingerprint(self, expected: str | None) -> None:
+        """Raise :class:`CodecMismatchError` when these latents come from another codec."""
+        if expected and self.fingerprint != expected:
+            raise CodecMismatchError(
+                f"latent dataset codec fingerprint {self.fingerprint!r} differs from the one this prior was "
+                f"trained on ({expected!r}); re-encode with the same model/processor or train a new prior")
+
+
+def codec_norm(codec: dict[str, Any]) -> dict[str, Any]:
+    """Scaling/shift (or per-channel mean/std) from codec metadata, with defaults."""
+    return {"scaling_factor": float(codec.get("scaling_factor", 1.0) or 1.0),
+            "shift_factor": float(codec.get("shift_factor", 0.0) or 0.0),
+            "latents_mean": codec.get("latents_mean"), "latents_std": codec.get("latents_std")}
+
+
+def normalize(z: torch.Tensor, codec: dict[str, Any]) -> torch.Tensor:
+    """Raw latents (B, C, h, w) -> unit-scale latents, from the codec metadata."""
+    n = codec_norm(codec)
+    if n["latents_mean"] is not None:
+        shape = (1, -1) + (1,) * (z.ndim - 2)
+        mean = torch.tensor(n["latents_mean"], dtype=z.dtype).view(shape)
+        std = torch.tensor(n["latents_std"], dtype=z.dtype).view(shape)
+        return (z - mean) / std * n["scaling_factor"]
+    return (z - n["shift_factor"]) * n["scaling_factor"]
+
+
+def denormalize(z: torch.Tensor, codec: dict[str, Any]) -> torch.Tensor:
+    """Inverse of :func:`normalize`: what the decoder expects."""
+    n = codec_norm(codec)
+    if n["latents_mean"] is not None:
+        shape = (1, -1) + (1,) * (z.ndim - 2)
+        mean = torch.tensor(n["latents_mean"], dtype=z.dtype, device=z.device).view(shape)
+        std = torch.tensor(n["latents_std"], dtype=z.dtype, device=z.device).view(shape)
+        return z / n["scaling_factor"] * std + mean
+    return z / n["scaling_factor"] + n["shift_factor"]
+
+
+class LatentStream:
+    """Endless, resumable, shuffled batches of rows of a :class:`LatentTable`.
+
+    Continuous latents are resampled (when ``resample`` and logvar is stored) with a
+    generator seeded by the position, then normalized (when ``normalize``).
+    """
+
+    def __init__(self, table: LatentTable, batch_size: int, seed: int = 0, normalize: bool = True,
+                 resample: bool = True, rank: int = 0, world: int = 1):
+        if len(table) < batch_size * world:
+            raise ConfigError(f"batch_size {batch_size} x {world} workers needs >= {batch_size * world} rows, got: {len(table)}")
+        self.table, self.batch_size, self.seed = table, batch_size, seed
+        self.normalize, self.resample, self.rank, self.world = normalize, resample, rank, world
+        self.epoch, self.cursor = 0, 0
+
+    def position(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def set_position(self, position: dict[str, int]) -> None:
+        self.epoch, self.cursor = int(position["epoch"]), int(position["cursor"])
+
+    def _order(self) -> np.ndarray:
+        perm = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.table))
+        usable = len(perm) - len(perm) % (self.batch_size * self.world)  # equal batches per worker
+        return perm[:usable][self.rank::self.world]
+
+    def next_batch(self) -> dict[str, Any]:
+        """``{"latents": (B, ...) , "labels": (B,) or None}`` (float latents or long indices)."""
+        order = self._order()
+        if self.cursor + self.batch_size > len(order):
+            self.epoch, self.cursor = self.epoch + 1, 0
+            order = self._order()
+        rows = torch.from_numpy(order[self.cursor:self.cursor + self.batch_size].copy())
+        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, self.cursor, self.rank)) % (2**63))
+        self.cursor += self.batch_size
+        return self.rows(rows, gen)
+
+    def rows(self, rows: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, Any]:
+        t = self.table
+        labels = None if t.labels is None else t.labels[rows].long()
+        if t.discrete:
+            return {"latents": t.latents[rows].long(), "labels": labels}
+        z = t.latents[rows].float()
+        if self.resample and t.logvar is not None:
+            std = torch.exp(0.5 * t.logvar[rows].float().clamp(-30.0, 20.0))
+            z = z + std * torch.randn(z.shape, generator=generator)
+        if self.normalize:
+            z = normalize(z, t.codec)
+        return {"latents": z, "labels": labels}

@@ -1,0 +1,29 @@
+"""Fixtures of the trainer tests: tiny WebDataset shards of real photo crops, tiny configs."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def photo_shards(tmp_path_factory) -> list[str]:
+    """4 WebDataset tars x 6 real-photo crops (plus one corrupt sample per shard)."""
+    from latentflow.data.samples import write_sample_webdataset
+
+    root = tmp_path_factory.mktemp("shards")
+    return write_sample_webdataset(str(root), num_shards=4, samples_per_shard=6, min_side=40, max_side=64,
+                                   seed=1, include_bad=True)
+
+
+def tiny_vae_config(shards: list[str], out: str, **train: object) -> dict:
+    """A stage-1 job config dict for a (8, 16) VAE on 16x16 crops."""
+    return {
+        "model": {"config": {"model_type": "vae", "block_out_channels": [8, 16], "latent_channels": 4,
+                             "norm_num_groups": 4, "sample_size": 16, "kl_weight": 1e-4}},
+        "data": {"source": {"format": "webdataset", "urls": shards},
+                 "processor": {"resolution": 16, "crop": "random", "min_size": 16},
+                 "batch_size": 4, "holdout_shards": 1, "eval_batches": 1},
+        "loss": {"reconstruction": "l1"},
+        "optim": {"lr": 3e-3, "warmup_steps": 2, "ema_decay": 0.9, "grad_clip": 1.0},
+        "train": {"output_dir": out, "max_steps": 10, "seed": 0, "log_every": 5, "checkpoint_every": 5, **train},
+    }
