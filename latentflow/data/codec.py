@@ -55,7 +55,7 @@ def stored_arrays(kind: str, store: StoreConfig) -> list[str]:
     return names + ([f"flip_{n}" for n in names] if store.flip else [])
 
 
-def bucket_shapes(model, processor_config: ImageProcessorConfig) -> dict[str, dict[str, list[int]]]:
+def bucket_shapes(model, processor_config: ImageProcessorConfig, kind: str = "continuous") -> dict[str, dict[str, list[int]]]:
     """Per bucket ``"HxW"``: the stored per-row shape of the latent (``model.latent_shape``) and of indices."""
     processor = ImageProcessor(processor_config, model.downsample_factor)
     res = processor_config.resolution
@@ -65,7 +65,7 @@ def bucket_shapes(model, processor_config: ImageProcessorConfig) -> dict[str, di
             latent = [int(s) for s in model.latent_shape(h, w)]
         except Exception:  # a family that does not report shapes: the sink records the observed ones
             continue
-        shapes[f"{h}x{w}"] = {"latent": latent, "indices": latent[1:]}
+        shapes[f"{h}x{w}"] = {"latent": latent, "indices": latent[1:]} if kind == "discrete" else {"latent": latent}
     return shapes
 
 
@@ -100,7 +100,7 @@ def build_codec(model, processor_config: ImageProcessorConfig, store: StoreConfi
         "stored": {**store.to_dict(), "arrays": stored_arrays(kind, store)},
         "dtype": store.dtype,
         "compute_dtype": dtype,
-        "shapes": bucket_shapes(model, processor_config),
+        "shapes": bucket_shapes(model, processor_config, kind),
         "normalization": {k: config.get(k) for k in ("scaling_factor", "shift_factor", "latents_mean", "latents_std")},
         "quantizer": None,
         "processor": processor_config.to_dict(),

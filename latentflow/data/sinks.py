@@ -146,7 +146,7 @@ class ShardWriter:
         import zarr
 
         moves = []
-        for bucket, rows in _bucket_rows(columns[self.array_names[0]]).items():
+        for bucket, rows in self._buckets(columns).items():
             rel = f"zarr/{bucket}/{shard_id}"
             group = zarr.open_group(self._url(_join(tmp, rel)), mode="w", storage_options=self._zarr_options(),
                                     attributes={"shard_id": shard_id, "codec_fingerprint": self.codec["fingerprint"]})
@@ -162,6 +162,10 @@ class ShardWriter:
             self._ensure_zarr_parents(bucket)
             moves.append((_join(tmp, rel), _join(self.root, rel)))
         return moves
+
+    def _buckets(self, columns: dict[str, Any]) -> dict[str, list[int]]:
+        first = self.array_names[0]
+        return _bucket_rows(columns[first], int(self.codec.get("downsample_factor", 1)), spatial_first=first == "indices")
 
     def _ensure_zarr_parents(self, bucket: str) -> None:
         """Root and bucket groups (identical content from every writer, so concurrent writes are harmless)."""
@@ -181,13 +185,12 @@ class ShardWriter:
     # ---- marker ---------------------------------------------------------------------
     def _marker(self, shard_id: str, columns: dict[str, Any], errors: list[dict], files: list[str]) -> dict[str, Any]:
         keys = columns["key"]
-        first = self.array_names[0]
         return {
             "shard_id": shard_id,
             "rows": len(keys),
             "keys_sha256": hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest(),
             "checksum": _checksum(columns, self.array_names),
-            "buckets": {b: len(r) for b, r in _bucket_rows(columns[first]).items()},
+            "buckets": {b: len(r) for b, r in self._buckets(columns).items()},
             "stats": {name: channel_stats(columns[name]) for name in self.array_names if _is_float(columns[name])},
             "errors": [{k: str(e.get(k, "")) for k in ERROR_COLUMNS} | {"shard": shard_id} for e in errors],
             "codec_fingerprint": self.codec["fingerprint"],
@@ -223,12 +226,16 @@ def _row_shape(arr: Any, i: int) -> tuple[int, ...]:
     return tuple(arr.shape[1:]) if isinstance(arr, np.ndarray) else tuple(arr[i].shape)
 
 
-def _bucket_rows(arr: Any) -> dict[str, list[int]]:
-    """Row positions grouped by latent spatial shape, named ``"<h>x<w>"`` (latent positions)."""
+def _bucket_rows(arr: Any, factor: int = 1, spatial_first: bool = False) -> dict[str, list[int]]:
+    """Row positions grouped by bucket, named ``"<H>x<W>"`` in pixels (latent size times ``factor``).
+
+    ``spatial_first``: rows are (h, w[, levels]) indices rather than (C, h, w) latents.
+    """
     groups: dict[str, list[int]] = {}
     for i in range(len(arr)):
         shape = _row_shape(arr, i)
-        name = "x".join(str(s) for s in shape[-2:]) if len(shape) >= 2 else "x".join(map(str, shape)) or "scalar"
+        hw = shape[:2] if spatial_first else shape[-2:]
+        name = "x".join(str(s * factor) for s in hw) if len(hw) == 2 else "x".join(map(str, shape)) or "scalar"
         groups.setdefault(name, []).append(i)
     return groups
 
