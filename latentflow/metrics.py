@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -250,6 +251,20 @@ class ChannelStats:
         if other.mean is not None:
             self._combine(other.count, other.mean, other.m2, other.min, other.max)
         return self
+
+    def to_state(self) -> dict[str, "np.ndarray"]:
+        """Exact accumulator state as float64 numpy arrays (to ship between Ray workers)."""
+        self._require()
+        return {"count": np.array([self.count], dtype=np.float64), "mean": self.mean.numpy(), "m2": self.m2.numpy(),
+                "min": self.min.numpy(), "max": self.max.numpy()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, "np.ndarray"]) -> "ChannelStats":
+        """Inverse of :meth:`to_state`."""
+        out = cls()
+        t = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in state.items()}
+        out._combine(int(t["count"].reshape(-1)[0]), t["mean"], t["m2"], t["min"], t["max"])
+        return out
 
     def _require(self) -> None:
         if self.mean is None:

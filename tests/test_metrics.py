@@ -113,3 +113,10 @@ def test_channel_stats_streaming_equals_batch():
 def test_size_reduction_factor():
     assert size_reduction_factor((3, 256, 256), (4, 32, 32)) == 48.0
     assert size_reduction_factor((3, 16, 16), (16, 16)) == 3.0
+
+
+def test_channel_stats_state_round_trip():
+    s = ChannelStats()
+    s.update(torch.randn(3, 2, 4, 4))
+    back = ChannelStats.from_state(s.to_state())
+    assert back.to_dict() == s.to_dict()

@@ -1,0 +1,117 @@
+"""``EvalJobConfig``: the typed config of ``jobs/evaluate.py``, loaded from YAML plus ``key=value`` overrides.
+
+Example::
+
+    cfg = EvalJobConfig.from_yaml("configs/eval/photos.yaml", ["max_images=16"])
+    cfg.models        # ["models/transvae-tiny-photos", "/path/to/other"]
+
+Unknown keys (at any depth) are errors naming the key; nothing in the YAML is executed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from latentflow.configuration import validate_field
+from latentflow.data.configs import DataConfig, check_choice, check_positive
+from latentflow.data.processors import ImageProcessorConfig
+from latentflow.data.sources import SourceConfig
+from latentflow.errors import ConfigError
+from latentflow.pipeline.config import apply_overrides
+
+_SECTIONS = {"source": SourceConfig, "processor": ImageProcessorConfig}
+
+
+@dataclass
+class EvalJobConfig(DataConfig):
+    """Everything an evaluation run needs.
+
+    Attributes:
+        models: checkpoints to compare: local directories, fsspec URLs or names under ``models/``.
+        output: directory for ``report.json`` and the PNG plots (local path or fsspec URL).
+        source: the images (:class:`~latentflow.data.sources.SourceConfig`).
+        processor: how images become pixels (:class:`ImageProcessorConfig`); no buckets, so
+            every model sees the same crops.
+        batch_size: images per model forward.
+        max_images: evaluate at most this many images (in shard order); None for all.
+        actor_num_cpus: logical CPUs reserved by the model actor (fractional keeps reads going).
+        torch_threads: intra-op threads in the actor; None leaves torch's default.
+        grid_images: images shown in the reconstruction grid.
+        histogram_samples: latent values kept per channel per batch for the histograms.
+        lpips_weights: local ``.safetensors`` weights of an LPIPS network; LPIPS is skipped
+            (with a note in the report) when None, missing, or no LPIPS implementation is installed.
+        seed: seeds the histogram subsampling.
+    """
+
+    models: list[str] = field(default_factory=list)
+    output: str = "./outputs/eval"
+    source: SourceConfig = field(default_factory=lambda: SourceConfig(format="folder", urls=["./images"]))
+    processor: ImageProcessorConfig = field(default_factory=lambda: ImageProcessorConfig(resolution=64))
+    batch_size: int = 8
+    max_images: int | None = None
+    actor_num_cpus: float = 0.5
+    torch_threads: int | None = None
+    grid_images: int = 4
+    histogram_samples: int = 256
+    lpips_weights: str | None = None
+    device: str = "cpu"
+    seed: int = 0
+
+    def validate(self) -> None:
+        name = type(self).__name__
+        if not self.models:
+            raise ConfigError(f"{name}.models must name at least one checkpoint, got: []")
+        if not self.output:
+            raise ConfigError(f"{name}.output must be a path or URL, got: {self.output!r}")
+        for key in ("batch_size", "actor_num_cpus", "grid_images", "histogram_samples"):
+            check_positive(name, key, getattr(self, key))
+        if self.max_images is not None:
+            check_positive(name, "max_images", self.max_images)
+        check_choice(name, "device", self.device, ("cpu", "cuda"))
+        if self.processor.buckets:
+            raise ConfigError(f"{name}.processor.buckets must be false: evaluation compares models on equal-size crops")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        for key in _SECTIONS:
+            out[key] = getattr(self, key).to_dict()
+        return out
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """``to_dict`` without storage options (safe to write into the report)."""
+        out = self.to_dict()
+        out["source"] = self.source.to_public_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None = None, **overrides: Any) -> "EvalJobConfig":
+        data = {**(data or {}), **overrides}
+        sections = {}
+        for key, section_cls in _SECTIONS.items():
+            value = data.pop(key, None)
+            if value is None or isinstance(value, section_cls):
+                if value is not None:
+                    sections[key] = value
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"{cls.__name__}.{key} must be a mapping, got: {value!r} ({type(value).__name__})")
+            sections[key] = section_cls.from_dict(value)
+        types = cls.field_types()
+        kwargs = {}
+        for key, value in data.items():
+            if key not in types:
+                raise ConfigError(f"unknown key {key!r} for {cls.__name__}; expected one of: {sorted(types)}")
+            kwargs[key] = validate_field(cls.__name__, key, types[key], value)
+        return cls(**kwargs, **sections)
+
+    @classmethod
+    def from_yaml(cls, path: str, overrides: list[str] | None = None) -> "EvalJobConfig":
+        """Load a YAML file, apply dotted ``key=value`` overrides, validate."""
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path!r} must hold a YAML mapping at the top level, got: {type(data).__name__}")
+        return cls.from_dict(apply_overrides(data, overrides or []))

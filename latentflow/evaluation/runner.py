@@ -1,0 +1,143 @@
+"""``run_evaluation``: score one or more models on one dataset with Ray Data; write JSON + PNGs.
+
+Data path: shards (``list_shards``) -> ``flat_map`` read + process in CPU tasks ->
+materialized once -> per model, ``map_batches`` with :class:`ModelEvaluator` on a
+one-actor pool (fractional CPUs, so read tasks always find a CPU) -> rows merged on
+the driver (:func:`~latentflow.evaluation.report.merge_rows`) -> report and plots.
+
+Example::
+
+    report = run_evaluation(EvalJobConfig.from_yaml("configs/eval/photos.yaml"))
+    report["models"]["models/transvae-tiny-photos"]["psnr"]["mean"]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from typing import Any, Iterator
+
+import fsspec
+import numpy as np
+import torch
+
+from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
+from latentflow.data.records import SampleError, Shard
+from latentflow.data.sources import SourceConfig, iter_shard, list_shards
+from latentflow.evaluation import plots
+from latentflow.evaluation.config import EvalJobConfig
+from latentflow.evaluation.evaluator import ModelEvaluator, load_lpips, load_model
+from latentflow.evaluation.report import merge_rows, model_metadata, public, write_report
+
+logger = logging.getLogger(__name__)
+
+
+def read_and_process(row: dict[str, Any], source: dict, processor: dict, downsample_factor: int) -> Iterator[dict[str, Any]]:
+    """One shard -> rows ``{key, pixel_values (3, R, R) float32, error}``; bad samples keep zeros + an error."""
+    cfg = SourceConfig.from_dict(source)
+    proc = ImageProcessor(ImageProcessorConfig.from_dict(processor), downsample_factor)
+    blank = np.zeros((3, proc.config.resolution, proc.config.resolution), dtype=np.float32)
+    for record in iter_shard(Shard.from_dict(json.loads(row["shard"])), cfg):
+        try:
+            yield {"key": record.key, "pixel_values": proc.process(record.image, record.key).pixel_values, "error": ""}
+        except SampleError as err:
+            yield {"key": record.key, "pixel_values": blank, "error": f"{err.stage}/{err.error_type}: {err}"}
+
+
+def build_dataset(cfg: EvalJobConfig, downsample_factor: int):
+    """The processed images as a materialized Ray Dataset, in shard order, at most ``max_images`` rows."""
+    import ray
+
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    shards = list_shards(cfg.source)
+    ds = ray.data.from_items([{"shard": json.dumps(s.to_dict())} for s in shards])
+    ds = ds.flat_map(read_and_process, fn_kwargs={
+        "source": cfg.source.to_dict(), "processor": cfg.processor.to_dict(), "downsample_factor": downsample_factor})
+    if cfg.max_images is not None:
+        ds = ds.limit(cfg.max_images)
+    return ds.materialize()
+
+
+def evaluate_model(ds, name: str, cfg: EvalJobConfig) -> dict[str, Any]:
+    """Run :class:`ModelEvaluator` over ``ds`` on a one-actor pool and merge its rows."""
+    import ray
+
+    rows = ds.map_batches(
+        ModelEvaluator,
+        fn_constructor_kwargs={
+            "model": name, "storage_options": cfg.source.fs_options() or None, "histogram_samples": cfg.histogram_samples,
+            "lpips_weights": cfg.lpips_weights, "seed": cfg.seed, "torch_threads": cfg.torch_threads, "device": cfg.device,
+        },
+        batch_size=cfg.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=cfg.actor_num_cpus,
+        num_gpus=1 if cfg.device == "cuda" else 0,
+    ).take_all()
+    return merge_rows(rows)
+
+
+def _grid_images(ds, n: int) -> tuple[np.ndarray, list[str]]:
+    rows = [r for r in ds.take(4 * n) if not r["error"]][:n]
+    return np.stack([r["pixel_values"] for r in rows]), [r["key"] for r in rows]
+
+
+def _write_plots(cfg: EvalJobConfig, reports: dict[str, dict], originals: np.ndarray, recons: dict[str, np.ndarray]) -> dict[str, Any]:
+    out = cfg.output.rstrip("/")
+    so = None  # plots go where the report goes; local or fsspec URL with default credentials
+    fs, root = fsspec.url_to_fs(out)
+    fs.makedirs(root, exist_ok=True)
+    written: dict[str, Any] = {"reconstruction_grid": plots.reconstruction_grid(originals, recons, f"{out}/reconstruction_grid.png", storage_options=so)}
+    written["latent_histograms"], written["codebook_usage"] = {}, {}
+    for i, (name, rep) in enumerate(reports.items()):
+        if rep["_latent_sample"] is not None:
+            written["latent_histograms"][name] = plots.latent_histograms(rep["_latent_sample"], f"{out}/latent_histograms_{i}.png", title=name, storage_options=so)
+        if rep["_codes"] is not None:
+            written["codebook_usage"][name] = plots.codebook_histogram(rep["_codes"], f"{out}/codebook_usage_{i}.png", title=name, storage_options=so)
+    if len(reports) > 1:
+        written["comparison"] = plots.comparison_bars({n: public(r) for n, r in reports.items()}, f"{out}/comparison.png", storage_options=so)
+    return written
+
+
+def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
+    """Evaluate every model in ``cfg.models`` on ``cfg.source``; write ``report.json`` and the plots.
+
+    Args:
+        cfg: the job config.
+
+    Returns:
+        the report dict (as written to ``<output>/report.json``).
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(configure_logging=False, log_to_driver=False)
+    start = time.perf_counter()
+    models = {name: load_model(name, cfg.source.fs_options() or None) for name in cfg.models}
+    factor = math.lcm(*(int(m.downsample_factor) for m in models.values()))
+    ds = build_dataset(cfg, factor)
+    originals, grid_keys = _grid_images(ds, cfg.grid_images)
+    lpips_note = load_lpips(cfg.lpips_weights)[1]
+    reports, recons = {}, {}
+    for name, model in models.items():
+        t0 = time.perf_counter()
+        rep = evaluate_model(ds, name, cfg)
+        rep.update(model_metadata(name, model, tuple(originals.shape[1:])))
+        rep["lpips_note"] = lpips_note
+        rep["throughput"]["wall_s"] = time.perf_counter() - t0
+        reports[name] = rep
+        with torch.inference_mode():
+            recons[name] = model.reconstruct(torch.from_numpy(originals)).clamp(-1, 1).numpy()
+        logger.info("%s: PSNR %.2f dB over %d images", name, (rep["psnr"] or {}).get("mean", float("nan")), rep["num_images"])
+    report = {
+        "config": cfg.to_public_dict(),
+        "num_images": next(iter(reports.values()))["num_images"],
+        "grid_keys": grid_keys,
+        "models": {n: public(r) for n, r in reports.items()},
+        "plots": _write_plots(cfg, reports, originals, recons),
+        "wall_s": time.perf_counter() - start,
+    }
+    report["report_path"] = write_report(report, cfg.output)
+    return report
