@@ -144,7 +144,7 @@ def _high_bit_depth_to_rgb(img: Image.Image) -> Image.Image:
     else:  # I;16*, or I holding 16-bit values
         top = 65535.0 if arr.max(initial=0.0) > 255 or img.mode.startswith("I;16") else 255.0
     grey = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
-    return Image.fromarray(grey, mode="L").convert("RGB")
+    return Image.fromarray(grey).convert("RGB")  # (H, W) uint8 -> L -> RGB
 
 
 class ImageProcessor:

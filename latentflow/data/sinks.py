@@ -109,10 +109,12 @@ class ShardWriter:
     def _normalize(self, shard_id: str, table: pa.Table | dict[str, Any]) -> dict[str, Any]:
         """Columns as lists / ndarrays, sorted by (index_in_shard, key), duplicate keys dropped."""
         data = {n: table.column(n) for n in table.column_names} if isinstance(table, pa.Table) else dict(table)
+        keys = [str(k) for k in _to_list(data.get("key", []))]
+        if not keys:  # an all-bad shard still commits (its errors), with a schema like the others'
+            data.update(self.empty_arrays())
         missing = [n for n in ["key", *self.array_names] if n not in data]
         if missing:
             raise ValueError(f"shard {shard_id!r}: rows lack columns {missing}; got {sorted(data)}")
-        keys = [str(k) for k in _to_list(data["key"])]
         order_by = _to_list(data["index_in_shard"]) if "index_in_shard" in data else [0] * len(keys)
         seen, order = set(), []
         for i in sorted(range(len(keys)), key=lambda i: (order_by[i], keys[i])):
@@ -127,6 +129,17 @@ class ShardWriter:
             elif name not in ("key", "shard"):
                 values = _to_list(col)
                 out[name] = [values[i] for i in order]
+        return out
+
+    def empty_arrays(self) -> dict[str, np.ndarray]:
+        """Zero-row arrays of the codec's first bucket shape and the stored dtypes."""
+        shapes = next(iter(self.codec["shapes"].values()), {"latent": [1, 1, 1], "indices": [1, 1]})
+        out = {}
+        for name in self.array_names:
+            base = name.removeprefix("flip_")
+            kind = "indices" if base == "indices" else "latent"
+            dtype = (self.codec.get("quantizer") or {}).get("index_dtype", "int64") if kind == "indices" else self.codec["dtype"]
+            out[name] = np.zeros((0, *shapes.get(kind, [1, 1, 1])), dtype=dtype)
         return out
 
     # ---- parquet -------------------------------------------------------------------
