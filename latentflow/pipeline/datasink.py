@@ -102,7 +102,7 @@ def commit_shard(writer: ShardWriter, part: pa.Table) -> ShardResult:
         raise RuntimeError(f"shard {shard!r}: write got {got} of its {expected} rows; refusing a partial commit")
     samples = part.filter(pa.array([k == KIND_SAMPLE for k in kinds]))
     errors = error_rows(part)
-    writer.write_shard(shard, latent_table(samples), errors)
+    writer.write_shard(shard, latent_table(samples, writer.array_names), errors)
     logger.info("committed shard %s: %d rows, %d errors", shard, samples.num_rows, len(errors))
     return ShardResult(shard, url, rows=samples.num_rows, errors=errors)
 
@@ -116,12 +116,18 @@ def error_rows(part: pa.Table) -> list[dict[str, str]]:
     ]
 
 
-def latent_table(samples: pa.Table) -> pa.Table:
-    """The table ``ShardWriter.write_shard`` takes: pass-through columns + one column per stored array.
+def latent_table(samples: pa.Table, names: list[str]) -> dict[str, Any]:
+    """The columns ``ShardWriter.write_shard`` takes: pass-through metadata + one per stored array.
 
-    Each array column holds per-row numpy arrays as nested lists of a fixed shape per bucket.
+    Args:
+        samples: the shard's encoded rows (``kind="sample"``).
+        names: the stored arrays of the codec (``latent``, ``logvar``, ``indices``, ``flip_*``).
+
+    Returns:
+        ``{column: values}``; each array column is a list of per-row ndarrays.
     """
     columns: dict[str, Any] = {name: samples.column(name) for name in PASS_THROUGH if name in samples.column_names}
-    for name in array_names(samples):
-        columns[name] = table_arrays(samples, name)
+    present = set(array_names(samples))
+    for name in names:
+        columns[name] = table_arrays(samples, name) if name in present else []
     return columns

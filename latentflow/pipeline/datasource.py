@@ -97,7 +97,7 @@ def read_shard_block(shard: Shard, source: SourceConfig, storage_options: dict, 
             last = err
             logger.warning("reading shard %s failed (attempt %d/%d): %s", shard.shard_id, attempt + 1, retries + 1, err)
             time.sleep(min(0.2 * 2**attempt, 2.0))
-    return [shard_failed_table(shard, last)]
+    return [shard_failed_table(shard, last, retries + 1)]
 
 
 def _with_storage_options(source: SourceConfig, storage_options: dict) -> SourceConfig:
@@ -129,8 +129,8 @@ def records_table(shard: Shard, records: list) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=RECORD_SCHEMA)
 
 
-def shard_failed_table(shard: Shard, err: Exception | None) -> pa.Table:
-    message = f"{type(err).__name__}: {err}" if err is not None else "unknown error"
+def shard_failed_table(shard: Shard, err: Exception | None, attempts: int) -> pa.Table:
+    message = f"{type(err).__name__}: {err} (after {attempts} attempts)"
     return _single_row(shard, KIND_FAILED, 0, ("read", "shard_unreadable", message))
 
 

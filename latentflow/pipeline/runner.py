@@ -26,8 +26,8 @@ from typing import Any
 import fsspec
 
 from latentflow import hub
-from latentflow.data.codec import build_codec, check_compatible
-from latentflow.data.sinks import committed_shards, finalize
+from latentflow.data.codec import build_codec
+from latentflow.data.sinks import committed_shards, finalize, prepare_output, read_output_codec
 from latentflow.data.sources import list_shards
 from latentflow.errors import CheckpointError
 from latentflow.pipeline.config import EncodeJobConfig
@@ -36,9 +36,6 @@ from latentflow.pipeline.datasource import ShardDatasource
 from latentflow.pipeline.stages import EncoderActor, preprocess_batch
 
 logger = logging.getLogger(__name__)
-
-CODEC_LOCK = "_codec.json"  # written before any shard: a crashed job's output still names its encoder
-
 
 @dataclass
 class EncodeSummary:
@@ -97,27 +94,32 @@ def run_encode_job(config: EncodeJobConfig, progress: bool = True) -> EncodeSumm
     source = config.source.replace(storage_options=config.source_storage_options())
     shards = list_shards(source)
     codec = build_codec(model, config.processor, config.store, source.urls, config.dtype, model_location=config.model)
-    codec = prepare_output(config.output, codec, options, config.overwrite)
-    done = committed_shards(config.output, options)
+    codec = merged_sources_codec(config.output, codec, options, config.overwrite)
+    # refuses another encoder's output (CodecMismatchError) unless overwrite; records the codec first
+    done = prepare_output(config.output, codec, options, config.overwrite)
     pending = [s for s in shards if s.shard_id not in done]
     summary = EncodeSummary(config.output, len(shards), len(shards) - len(pending), max_error_rate=config.max_error_rate)
     logger.info("%d shards, %d already committed, %d to encode", len(shards), len(done), len(pending))
     start = time.perf_counter()
     results = _run_ray(config, source, model, codec, pending, options, progress) if pending else []
     summary.seconds = time.perf_counter() - start
-    _tally(summary, results)
-    finalize(config.output, codec, options, summary.to_dict())
+    shard_errors = _tally(summary, results)
+    finalize(config.output, codec, options, {**summary.to_dict(), "shard_errors": shard_errors, "failed_shards": summary.shards_failed})
     return summary
 
 
-def _tally(summary: EncodeSummary, results: list[ShardResult]) -> None:
+def _tally(summary: EncodeSummary, results: list[ShardResult]) -> list[dict]:
+    """Add the shard results to ``summary``; returns the error rows of failed shards (they have no marker)."""
+    shard_errors = []
     for r in results:
         summary.errors += len(r.errors)
         if r.failed:
             summary.shards_failed.append(r.url)
+            shard_errors += r.errors
         else:
             summary.shards_committed += 1
             summary.rows += r.rows
+    return shard_errors
 
 
 # ---- model and output ---------------------------------------------------------------
@@ -136,43 +138,12 @@ def load_model(name_or_path: str, storage_options: dict | None = None):
     return AutoModel.from_pretrained(name_or_path, storage_options=storage_options)
 
 
-def prepare_output(out_url: str, codec: dict, storage_options: dict, overwrite: bool) -> dict:
-    """Refuse to mix encoders in one output; with ``overwrite``, clear the existing output first.
-
-    The codec is written to ``_codec.json`` before any shard, so even an output whose job
-    was killed before finalizing still says which encoder wrote its shards.
-
-    Returns:
-        the codec to finalize with: ``codec`` whose source URLs include those already in
-        the output (appending shards keeps the record of every source).
-    """
-    import json
-
-    fs, root = fsspec.url_to_fs(out_url, **storage_options)
-    root = root.rstrip("/")
-    existing = _existing_codec(fs, root)
-    if existing is not None and overwrite:
-        logger.warning("overwrite: removing the existing output at %s", out_url)
-        fs.rm(root, recursive=True)
-    elif existing is not None:
-        check_compatible(existing, codec)  # CodecMismatchError names what differs
-        codec = {**codec, "sources": sorted(set(existing.get("sources", [])) | set(codec["sources"]))}
-    fs.makedirs(root, exist_ok=True)
-    with fs.open(f"{root}/{CODEC_LOCK}", "w") as f:
-        f.write(json.dumps(codec, sort_keys=True))
-    return codec
-
-
-def _existing_codec(fs, root: str) -> dict | None:
-    import json
-
-    for name in (CODEC_LOCK, "latentflow.json"):
-        path = f"{root}/{name}"
-        if fs.exists(path):
-            with fs.open(path, "r") as f:
-                data = json.load(f)
-            return data.get("codec", data)
-    return None
+def merged_sources_codec(out_url: str, codec: dict, storage_options: dict, overwrite: bool) -> dict:
+    """``codec`` whose source URLs also list those already recorded in the output (appending keeps them all)."""
+    existing = None if overwrite else read_output_codec(out_url, storage_options)
+    if not existing:
+        return codec
+    return {**codec, "sources": sorted(set(existing.get("sources", [])) | set(codec["sources"]))}
 
 
 # ---- the Ray plan -----------------------------------------------------------------------
@@ -268,8 +239,8 @@ class ProgressWatcher:
         except Exception:  # noqa: BLE001 - progress is best effort
             return
         new = {k: v for k, v in markers.items() if k not in self._start}
-        rows = sum(int(m.get("rows", m.get("row_count", 0)) or 0) for m in new.values())
-        errors = sum(int(m.get("errors", m.get("error_count", 0)) or 0) for m in new.values())
+        rows = sum(int(m.get("rows", 0)) for m in new.values())
+        errors = sum(len(m.get("errors", [])) for m in new.values())
         elapsed = max(time.perf_counter() - self._t0, 1e-9)
         self._bar.n = len(new)
         self._bar.set_postfix(rows=rows, rows_per_s=f"{rows / elapsed:.1f}", errors=errors, refresh=True)
