@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 
@@ -24,14 +25,21 @@ SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemis
 SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
 
 
-def load_photos() -> dict[str, np.ndarray]:
-    """The colour photographs shipped in scikit-image and scikit-learn, as (H, W, 3) uint8 arrays."""
+@functools.lru_cache(maxsize=4)
+def load_photos(names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The colour photographs shipped in scikit-image and scikit-learn, as (H, W, 3) uint8 arrays.
+
+    Args:
+        names: a subset of ``SKIMAGE_PHOTOS`` to load (faster); None loads them all plus scikit-learn's.
+    """
     from skimage import data
 
     photos = {}
-    for name in SKIMAGE_PHOTOS:
+    for name in names or SKIMAGE_PHOTOS:
         img = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
         photos[name] = np.ascontiguousarray(img[..., :3])
+    if names:
+        return photos
     try:
         from sklearn.datasets import load_sample_images
 
@@ -68,6 +76,7 @@ def write_sample_webdataset(
     include_bad: bool = False,
     prefix: str = "photos",
     storage_options: dict | None = None,
+    photo_names: tuple[str, ...] | None = None,
 ) -> list[str]:
     """Write WebDataset tar shards of random real-photo crops (jpg + json + txt + cls members).
 
@@ -79,6 +88,7 @@ def write_sample_webdataset(
         seed: makes the whole dataset reproducible.
         include_bad: add to each shard one corrupt jpg and one sample without an image.
         prefix: file name prefix of the shards.
+        photo_names: photos to crop from (a subset of ``SKIMAGE_PHOTOS`` loads faster); None: all.
         storage_options: fsspec options.
 
     Returns:
@@ -86,7 +96,7 @@ def write_sample_webdataset(
     """
     from webdataset import TarWriter
 
-    photos = load_photos()
+    photos = load_photos(tuple(photo_names) if photo_names else None)
     names = sorted(photos)
     rng = np.random.default_rng(seed)
     fs, root = fsspec.url_to_fs(out_url, **(storage_options or {}))

@@ -26,7 +26,8 @@ def vae():
 def sample_tars(tmp_path_factory):
     """2 WebDataset shards of 4 real-photo crops each, plus one corrupt and one image-less sample per shard."""
     root = tmp_path_factory.mktemp("wds")
-    urls = write_sample_webdataset(str(root), num_shards=2, samples_per_shard=4, min_side=40, max_side=90, include_bad=True)
+    urls = write_sample_webdataset(str(root), num_shards=2, samples_per_shard=4, min_side=40, max_side=90, include_bad=True,
+                                   photo_names=("astronaut", "chelsea", "coffee", "rocket"))
     return root, urls
 
 
