@@ -54,17 +54,24 @@ def _image_streams(cfg: TrainAutoencoderConfig, factor: int, rank: int, world: i
 
 
 def train_autoencoder(cfg: TrainAutoencoderConfig, rank: int = 0, world: int = 1,
-                      on_log: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Stage 1: train ``cfg.model`` on streamed images. Returns a summary (final losses, eval metrics, paths)."""
+                      on_log: Callable[[dict], None] | None = None, until: int | None = None) -> dict[str, Any]:
+    """Stage 1: train ``cfg.model`` on streamed images. Returns a summary (final losses, eval metrics, paths).
+
+    Args:
+        cfg: the job config.
+        rank, world: this worker and the worker count (Ray Train); 0 / 1 in one process.
+        on_log: called with every step's log dict.
+        until: stop early at this step (checkpointed, resumable), as a preempted job would.
+    """
     seed_everything(cfg.train.seed * 1000 + rank)
     model = build_model(cfg.model)
     train_stream, eval_stream = _image_streams(cfg, model.downsample_factor, rank, world)
     task = AutoencoderTask(model, cfg.loss, eval_stream, cfg.data.eval_batches)
     trainer = Trainer(task, train_stream, cfg.optim, cfg.train, on_log=on_log)
-    history = trainer.fit()
+    history = trainer.fit(until)
     summary = {"steps": trainer.step, "rank": rank, "history": history,
                "data_position": train_stream.position(), "skipped_samples": train_stream.skipped}
-    if rank == 0:
+    if rank == 0 and trainer.step == cfg.train.max_steps:
         summary.update(_finish_autoencoder(trainer, task, train_stream, eval_stream, cfg))
     return summary
 

@@ -148,16 +148,22 @@ class Trainer:
         return logs
 
     # ---- the loop ---------------------------------------------------------------------
-    def fit(self) -> list[dict[str, Any]]:
-        """Train to ``run.max_steps`` (resuming first when asked). Returns this call's step logs."""
+    def fit(self, until: int | None = None) -> list[dict[str, Any]]:
+        """Train to ``run.max_steps`` (resuming first when asked). Returns this call's step logs.
+
+        Args:
+            until: stop (with a checkpoint) after this step, as a preempted job would; the
+                schedule still spans ``max_steps``.
+        """
         if self.run.resume:
             self.maybe_resume()
-        while self.step < self.run.max_steps:
+        stop = self.run.max_steps if until is None else min(until, self.run.max_steps)
+        while self.step < stop:
             logs = self.train_step()
             if self.run.eval_every and self.step % self.run.eval_every == 0 and hasattr(self.task, "evaluate"):
                 logs.update({f"eval/{k}": v for k, v in self.task.evaluate(self.eval_model()).items()})
             self._log(logs)
-            if self.step % self.run.checkpoint_every == 0 or self.step == self.run.max_steps:
+            if self.step % self.run.checkpoint_every == 0 or self.step in (stop, self.run.max_steps):
                 self.save_checkpoint()
         return self.history
 
