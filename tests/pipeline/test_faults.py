@@ -1,0 +1,99 @@
+"""Faults: an encoder actor killed mid-run, and a driver killed with SIGKILL mid-run, lose and duplicate nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+from latentflow.data.processors import ImageProcessorConfig
+from latentflow.data.sinks import committed_shards
+from latentflow.pipeline.runner import run_encode_job
+from pipeline_helpers import RESOLUTION, assert_latents_match, good_samples, job_config, read_rows, reference_latents, write_tar
+
+ROOT = Path(__file__).resolve().parents[2]
+PROCESSOR = ImageProcessorConfig(resolution=RESOLUTION, max_pixels=300 * 300, min_size=8)
+NUM_SHARDS = 6
+
+
+def _source(photos, tmp_path) -> tuple[str, list[dict]]:
+    samples = []
+    for i in range(NUM_SHARDS):
+        shard = good_samples(photos, f"f{i}", 3)
+        write_tar(str(tmp_path / "src" / f"f-{i}.tar"), shard)
+        samples += shard
+    return str(tmp_path / "src"), samples
+
+
+def _wait_for(predicate, timeout: float = 120.0, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def _encoder_actor_pids() -> list[int]:
+    """Encoder actor processes of THIS test session's Ray (descendants of this process only)."""
+    pids = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "EncoderActor" in " ".join(proc.cmdline()):
+                pids.append(proc.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
+def test_killed_encoder_actor_loses_and_duplicates_nothing(ray_local, photos, tiny_model_dir, tmp_path):
+    src, samples = _source(photos, tmp_path)
+    out = str(tmp_path / "out")
+    config = job_config(tiny_model_dir, [src], out, batch_size=1)
+    result: dict = {}
+    job = threading.Thread(target=lambda: result.update(summary=run_encode_job(config, progress=False)))
+    job.start()
+    assert _wait_for(lambda: len(committed_shards(out)) >= 1 and _encoder_actor_pids())
+    [victim] = _encoder_actor_pids()
+    done_before = len(committed_shards(out))
+    os.kill(victim, signal.SIGKILL)  # the actor process dies mid-run; Ray restarts it and retries its task
+    job.join(timeout=300)
+
+    assert done_before < NUM_SHARDS, "the job finished before the kill; the test proved nothing"
+    assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE
+    summary = result["summary"]
+    assert summary.rows == 3 * NUM_SHARDS and summary.shards_committed == NUM_SHARDS and not summary.shards_failed
+    assert_latents_match(read_rows(out), reference_latents(tiny_model_dir, samples, PROCESSOR))
+
+
+def test_sigkilled_driver_resumes_exactly_once(ray_local, photos, tiny_model_dir, tmp_path):
+    src, samples = _source(photos, tmp_path)
+    out = str(tmp_path / "out")
+    config = job_config(tiny_model_dir, [src], out, batch_size=1)
+    job_yaml = tmp_path / "job.yaml"
+    job_yaml.write_text(yaml.safe_dump({k: v for k, v in config.to_dict().items() if v is not None}))
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}  # join this test's Ray
+    driver = subprocess.Popen(
+        [sys.executable, str(ROOT / "jobs/encode_dataset.py"), "--config", str(job_yaml), "--no-progress"],
+        env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert _wait_for(lambda: len(committed_shards(out)) >= 1 or driver.poll() is not None, timeout=180)
+        driver.send_signal(signal.SIGKILL)
+    finally:
+        driver.wait(timeout=60)
+    killed_after = len(committed_shards(out))
+    assert 1 <= killed_after < NUM_SHARDS, f"{killed_after} shards committed before the kill"
+
+    summary = run_encode_job(config, progress=False)
+    assert summary.shards_skipped >= killed_after
+    assert summary.shards_skipped + summary.shards_committed == NUM_SHARDS
+    assert_latents_match(read_rows(out), reference_latents(tiny_model_dir, samples, PROCESSOR))
+    assert not (Path(out) / "_tmp").exists()  # a killed writer's leftovers are cleaned at finalize
