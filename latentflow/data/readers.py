@@ -58,8 +58,13 @@ def load_latents(path: str, storage_options: dict | None = None, split: str = "t
     import datasets
 
     read_codec(path, storage_options)
-    files = f"{str(path).rstrip('/')}/parquet/*.parquet"
-    kwargs = {"storage_options": storage_options} if storage_options else {}
+    markers = committed_shards(path, storage_options)
+    # only committed shards: a file a crashed writer left without its marker is never read
+    files = sorted(f for m in markers.values() for f in m["files"] if f.endswith(".parquet"))
+    if not files:
+        raise FileNotFoundError(f"{path!r} has no committed Parquet shards")
+    protocol = str(path).split("://")[0] if "://" in str(path) else "file"
+    kwargs = {"storage_options": {protocol: storage_options}} if storage_options else {}  # datasets keys them by protocol
     return datasets.load_dataset("parquet", data_files={split: files}, split=split, **kwargs)
 
 

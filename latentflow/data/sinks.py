@@ -34,6 +34,7 @@ import warnings
 from typing import Any
 
 import fsspec
+import fsspec.implementations.local
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -92,14 +93,14 @@ class ShardWriter:
         columns = self._normalize(shard_id, table)
         tmp = _join(self.root, "_tmp", f"{shard_id}-{uuid.uuid4().hex[:8]}")
         moves = []
-        if "parquet" in self.formats:
+        if "parquet" in self.formats and columns["key"]:  # no file for an all-bad shard (datasets cannot read empty ones)
             moves.append(self._write_parquet_tmp(tmp, shard_id, columns))
         if "zarr" in self.formats:
             moves += self._write_zarr_tmp(tmp, shard_id, columns)
+        self._remove_stale(shard_id, {dst for _, dst in moves})
+        self.fs.invalidate_cache()  # zarr wrote through its own filesystem instance
         for src, dst in moves:  # commit: move each file/group to its final name
-            if self.fs.exists(dst):
-                self.fs.rm(dst, recursive=True)
-            self.fs.mv(src, dst, recursive=True)
+            self._move(src, dst)
         self._rm_quiet(tmp)
         marker = self._marker(shard_id, columns, errors or [], [self.fs.unstrip_protocol(d) if "://" in self.out_url else d for _, d in moves])
         self._write_json(_join(self.root, "_done", f"{shard_id}.json"), marker)
@@ -211,6 +212,28 @@ class ShardWriter:
             "files": files,
             "written_at": time.time(),
         }
+
+    def _remove_stale(self, shard_id: str, keep: set[str]) -> None:
+        """Outputs of an earlier attempt at this shard that this attempt does not replace (e.g. another bucket)."""
+        marker = _join(self.root, "_done", f"{shard_id}.json")
+        if self.fs.exists(marker):
+            self.fs.rm(marker)  # uncommit first: from here until the new marker, the shard is not committed
+        stale = self.fs.glob(_join(self.root, "zarr", "*", shard_id)) + self.fs.glob(_join(self.root, "parquet", f"{shard_id}.parquet"))
+        for path in stale:
+            if path not in keep:
+                self.fs.rm(path, recursive=True)
+
+    def _move(self, src: str, dst: str) -> None:
+        """Replace ``dst`` by ``src``: a rename on local disks, copy-then-delete per object on object stores."""
+        if self.fs.exists(dst):
+            self.fs.rm(dst, recursive=True)
+        if isinstance(self.fs, fsspec.implementations.local.LocalFileSystem):
+            self.fs.mv(src, dst, recursive=True)
+            return
+        files = [src] if self.fs.isfile(src) else self.fs.find(src)
+        for path in files:
+            self.fs.copy(path, dst + path[len(src) :])
+        self.fs.rm(files)
 
     def _write_json(self, path: str, value: dict) -> None:
         self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
