@@ -194,13 +194,14 @@ class LatentTable:
 
 
 def codec_norm(codec: dict[str, Any]) -> dict[str, Any]:
-    """Scaling/shift (or per-channel mean/std) from codec metadata, with defaults."""
+    """Scaling/shift (or per-channel mean/std) from codec metadata (its ``normalization`` block), with defaults."""
+    codec = codec.get("normalization", codec)
     return {"scaling_factor": float(codec.get("scaling_factor", 1.0) or 1.0),
             "shift_factor": float(codec.get("shift_factor", 0.0) or 0.0),
             "latents_mean": codec.get("latents_mean"), "latents_std": codec.get("latents_std")}
 
 
-def normalize(z: torch.Tensor, codec: dict[str, Any]) -> torch.Tensor:
+def codec_normalize(z: torch.Tensor, codec: dict[str, Any]) -> torch.Tensor:
     """Raw latents (B, C, h, w) -> unit-scale latents, from the codec metadata."""
     n = codec_norm(codec)
     if n["latents_mean"] is not None:
@@ -211,8 +212,8 @@ def normalize(z: torch.Tensor, codec: dict[str, Any]) -> torch.Tensor:
     return (z - n["shift_factor"]) * n["scaling_factor"]
 
 
-def denormalize(z: torch.Tensor, codec: dict[str, Any]) -> torch.Tensor:
-    """Inverse of :func:`normalize`: what the decoder expects."""
+def codec_denormalize(z: torch.Tensor, codec: dict[str, Any]) -> torch.Tensor:
+    """Inverse of :func:`codec_normalize`: what the decoder expects."""
     n = codec_norm(codec)
     if n["latents_mean"] is not None:
         shape = (1, -1) + (1,) * (z.ndim - 2)
@@ -260,14 +261,49 @@ class LatentStream:
         return self.rows(rows, gen)
 
     def rows(self, rows: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, Any]:
-        t = self.table
-        labels = None if t.labels is None else t.labels[rows].long()
-        if t.discrete:
-            return {"latents": t.latents[rows].long(), "labels": labels}
-        z = t.latents[rows].float()
-        if self.resample and t.logvar is not None:
-            std = torch.exp(0.5 * t.logvar[rows].float().clamp(-30.0, 20.0))
-            z = z + std * torch.randn(z.shape, generator=generator)
-        if self.normalize:
-            z = normalize(z, t.codec)
-        return {"latents": z, "labels": labels}
+        return table_rows(self.table, rows, self.normalize, self.resample, generator)
+
+
+def table_rows(table: LatentTable, rows: torch.Tensor, normalize: bool = True, resample: bool = False,
+               generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Rows of a table as a prior sees them: long indices, or float latents (resampled, normalized)."""
+    labels = None if table.labels is None else table.labels[rows].long()
+    if table.discrete:
+        return {"latents": table.latents[rows].long(), "labels": labels}
+    z = table.latents[rows].float()
+    if resample and table.logvar is not None:
+        std = torch.exp(0.5 * table.logvar[rows].float().clamp(-30.0, 20.0))
+        z = z + std * torch.randn(z.shape, generator=generator)
+    if normalize:
+        z = codec_normalize(z, table.codec)
+    return {"latents": z, "labels": labels}
+
+
+def load_latent_table(path: str, storage_options: dict | None = None, expected_fingerprint: str | None = None) -> LatentTable:
+    """Read a latent dataset written by the encode job through the data layer's readers.
+
+    Rows are sorted by key (a deterministic order whatever the shard layout). Continuous
+    latents come with ``logvar`` when it was stored; labels come from the ``label`` column.
+
+    Raises:
+        CodecMismatchError: the dataset's codec fingerprint is not ``expected_fingerprint``.
+    """
+    from latentflow.data.readers import load_latents, read_codec
+
+    codec = read_codec(path, storage_options)
+    table = LatentTable(torch.zeros(0), codec, codec["fingerprint"])
+    table.check_fingerprint(expected_fingerprint)
+    ds = load_latents(path, storage_options).with_format("numpy")
+    if len(ds) == 0:
+        raise InputError(f"latent dataset {path!r} has no rows")
+    order = np.argsort(np.asarray(ds["key"]), kind="stable")
+    column = "indices" if "indices" in ds.column_names else "latent"
+    dtype = np.int64 if column == "indices" else np.float32
+    table.latents = torch.from_numpy(np.stack(ds[column]).astype(dtype)[order])
+    if column == "latent" and "logvar" in ds.column_names:
+        table.logvar = torch.from_numpy(np.stack(ds["logvar"]).astype(np.float32)[order])
+    if "label" in ds.column_names:
+        labels = ds["label"]
+        if all(v is not None for v in labels):
+            table.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)[order])
+    return table

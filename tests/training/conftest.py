@@ -27,3 +27,52 @@ def tiny_vae_config(shards: list[str], out: str, **train: object) -> dict:
         "optim": {"lr": 3e-3, "warmup_steps": 2, "ema_decay": 0.9, "grad_clip": 1.0},
         "train": {"output_dir": out, "max_steps": 10, "seed": 0, "log_every": 5, "checkpoint_every": 5, **train},
     }
+
+
+def encode_dataset(model, shards: list[str], root, name: str, logvar: bool = False) -> str:
+    """Save ``model``, encode ``shards`` with it through the data layer's plain loop, return the output dir."""
+    from latentflow.data.codec import build_codec
+    from latentflow.data.encoding import LatentEncoder, StoreConfig
+    from latentflow.data.local import encode_shard_locally
+    from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
+    from latentflow.data.sinks import ShardWriter, finalize, prepare_output
+    from latentflow.data.sources import SourceConfig, list_shards
+
+    model_dir, out = str(root / f"{name}-model"), str(root / f"{name}-latents")
+    model.eval().save_pretrained(model_dir)
+    source = SourceConfig(format="webdataset", urls=shards)
+    processor_config = ImageProcessorConfig(resolution=16)
+    store = StoreConfig(logvar=logvar)
+    codec = build_codec(model, processor_config, store, source, "fp32", model_location=model_dir)
+    prepare_output(out, codec, None)
+    writer = ShardWriter(out, codec, ("parquet", "zarr"), None)
+    processor, encoder = ImageProcessor(processor_config, model.downsample_factor), LatentEncoder(model, store)
+    for shard in list_shards(source):
+        encode_shard_locally(shard, source, processor, encoder, writer, batch_size=8)
+    finalize(out, codec, None, {"note": "trainer tests"})
+    return out
+
+
+@pytest.fixture(scope="session")
+def vae_latents(photo_shards, tmp_path_factory) -> str:
+    """Latents (mean + logvar) of a tiny VAE over the photo shards."""
+    import torch
+
+    from latentflow.models.vae import VariationalAutoencoderConfig, VariationalAutoencoderModel
+
+    torch.manual_seed(0)
+    model = VariationalAutoencoderModel(VariationalAutoencoderConfig(block_out_channels=(8, 16), latent_channels=4, norm_num_groups=4))
+    return encode_dataset(model, photo_shards, tmp_path_factory.mktemp("vae"), "vae", logvar=True)
+
+
+@pytest.fixture(scope="session")
+def vq_latents(photo_shards, tmp_path_factory) -> str:
+    """Token indices of a tiny VQ autoencoder (codebook 32) over the photo shards."""
+    import torch
+
+    from latentflow.models.vq_autoencoder import VectorQuantizedAutoencoderModel, VQAutoencoderConfig
+
+    torch.manual_seed(0)
+    cfg = VQAutoencoderConfig(block_out_channels=(8, 16), latent_channels=4, norm_num_groups=4,
+                              quantizer={"name": "vq", "configuration": {"codebook_size": 32}})
+    return encode_dataset(VectorQuantizedAutoencoderModel(cfg), photo_shards, tmp_path_factory.mktemp("vq"), "vq")

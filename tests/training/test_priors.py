@@ -1,0 +1,107 @@
+"""Stage 2: priors over cached latents (GPT, MaskGIT, rectified flow), through the data layer's readers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from latentflow.errors import CodecMismatchError, ConfigError
+from latentflow.priors import build_prior, load_prior
+from latentflow.training.config import TrainPriorConfig
+from latentflow.training.data import LatentTable
+from latentflow.training.prior_stage import evaluate_prior, train_prior
+
+
+def markov_tokens(n: int, seed: int = 0) -> tuple[torch.Tensor, float]:
+    """(n, 4, 4) tokens over 8 symbols in raster order: the first uniform (3 bits), each next one
+    is the previous plus 0 or 1 (mod 8) with equal odds (1 bit). Returns tokens and the entropy in bits/token."""
+    g = torch.Generator().manual_seed(seed)
+    first = torch.randint(8, (n, 1), generator=g)
+    steps = torch.randint(2, (n, 15), generator=g)
+    tokens = (first + torch.cat([torch.zeros(n, 1, dtype=torch.long), steps.cumsum(1)], 1)) % 8
+    return tokens.view(n, 4, 4), (3.0 + 15 * 1.0) / 16
+
+
+def prior_cfg(kind: str, out: str, path: str = "", **overrides) -> TrainPriorConfig:
+    data = {"prior": {"kind": kind, "config": {"hidden_size": 32, "num_layers": 2, "num_heads": 2}},
+            "data": {"path": path, "batch_size": 8, "val_fraction": 0.25},
+            "optim": {"lr": 3e-3, "warmup_steps": 5, "ema_decay": 0.0},
+            "train": {"output_dir": out, "max_steps": 20, "log_every": 10, "checkpoint_every": 1000},
+            "sample": {"num_samples": 4, "steps": 4}}
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        data[section][name] = value
+    return TrainPriorConfig.from_dict(data)
+
+
+def test_ar_prior_reaches_the_entropy_of_a_known_token_source(tmp_path):
+    tokens, entropy_bits = markov_tokens(3000)
+    table = LatentTable(tokens, codec={"quantizer": {"codebook_size": 8}}, fingerprint="toy")
+    cfg = prior_cfg("gpt", str(tmp_path / "gpt"), data__batch_size=64, train__max_steps=250,
+                    optim__lr=3e-3, train__eval_every=250, data__val_fraction=0.1)
+    summary = train_prior(cfg, table=table)
+    nll = summary["metrics"]["nll_bits_per_token"]
+    assert abs(nll - entropy_bits) <= 0.10 * entropy_bits, (nll, entropy_bits)
+    assert nll < 0.5 * math.log2(8)  # far below uniform (3 bits)
+    prior = load_prior(summary["final_prior"])
+    assert prior.config.codec_fingerprint == "toy" and prior.config.vocab_size == 8
+    gen = torch.Generator().manual_seed(0)
+    sample = prior.sample(16, generator=gen, temperature=1.0, top_k=4)
+    diffs = (sample.flatten(1).diff(dim=1) % 8)
+    assert ((diffs == 0) | (diffs == 1)).float().mean() > 0.9  # it learned the transition rule
+
+
+def test_flow_prior_on_vae_latents_samples_and_decodes(vae_latents, tmp_path):
+    cfg = prior_cfg("flow", str(tmp_path / "flow"), vae_latents, prior__config={"hidden_size": 32, "num_layers": 1, "num_heads": 2, "patch_size": 2})
+    summary = train_prior(cfg)
+    prior = load_prior(summary["final_prior"])
+    z = prior.sample(3, generator=torch.Generator().manual_seed(0), steps=4)
+    assert z.shape == (3, 4, 8, 8) and z.dtype == torch.float32 and torch.isfinite(z).all()
+    assert summary["metrics"]["flow_loss"] > 0
+    grid = Image.open(summary["samples_png"])
+    assert grid.size == (2 + 4 * 18, 2 + 18)  # 4 decoded 16x16 samples in a row
+    history = [r["loss"] for r in summary["history"]]
+    assert history[-1] < history[0]
+
+
+def test_maskgit_prior_on_vq_tokens_samples_and_decodes(vq_latents, tmp_path):
+    from latentflow.data.readers import decode_latents
+
+    summary = train_prior(prior_cfg("maskgit", str(tmp_path / "mg"), vq_latents))
+    prior = load_prior(summary["final_prior"])
+    tokens = prior.sample(2, generator=torch.Generator().manual_seed(0), steps=4)
+    assert tokens.shape == (2, 8, 8) and tokens.dtype == torch.long
+    assert tokens.min() >= 0 and tokens.max() < 32  # every token unmasked and in the codebook
+    images = decode_latents(tokens, vq_latents)
+    assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
+    assert 0 < summary["metrics"]["nll_bits_per_token"] < 2 * math.log2(32)
+
+
+def test_prior_refuses_latents_of_another_codec(vae_latents, vq_latents, tmp_path):
+    summary = train_prior(prior_cfg("gpt", str(tmp_path / "gpt"), vq_latents, train__max_steps=2))
+    assert "nll_bits_per_token" in evaluate_prior(summary["final_prior"], vq_latents)
+    with pytest.raises(CodecMismatchError, match="codec"):
+        evaluate_prior(summary["final_prior"], vae_latents)
+    prior = load_prior(summary["final_prior"])
+    with pytest.raises(CodecMismatchError):
+        prior.check_codec("0" * 64)
+    with pytest.raises(ConfigError, match="continuous latents"):
+        train_prior(prior_cfg("gpt", str(tmp_path / "bad"), vae_latents))
+
+
+def test_resuming_a_prior_on_another_codec_is_refused(vq_latents, tmp_path):
+    out = str(tmp_path / "p")
+    train_prior(prior_cfg("gpt", out, vq_latents, train__max_steps=4, train__checkpoint_every=2), until=2)
+    other = LatentTable(torch.randint(32, (40, 8, 8)), codec={"quantizer": {"codebook_size": 32}}, fingerprint="other")
+    with pytest.raises(CodecMismatchError):
+        train_prior(prior_cfg("gpt", out, train__max_steps=4), table=other)
+
+
+@pytest.mark.parametrize("kind", ["gpt", "maskgit"])
+def test_token_priors_reject_out_of_range_tokens(kind):
+    prior = build_prior(kind, {"vocab_size": 8, "latent_shape": [2, 2], "hidden_size": 16, "num_layers": 1, "num_heads": 2})
+    with pytest.raises(Exception, match=r"\[0, 8\)"):
+        prior.loss(torch.full((1, 2, 2), 9))
