@@ -10,12 +10,14 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
+import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path)
 import yaml
 
 from latentflow.data.processors import ImageProcessorConfig
 from latentflow.data.sinks import committed_shards
 from latentflow.pipeline.runner import run_encode_job
+import psutil  # noqa: E402
+
 from pipeline_helpers import RESOLUTION, assert_latents_match, good_samples, job_config, read_rows, reference_latents, write_tar
 
 ROOT = Path(__file__).resolve().parents[2]
