@@ -18,7 +18,7 @@ import yaml
 from latentflow.configuration import validate_field
 from latentflow.data.configs import DataConfig, check_choice, check_positive
 from latentflow.data.processors import ImageProcessorConfig
-from latentflow.data.sources import SourceConfig
+from latentflow.data.sources import SourceConfig, resolve_storage_options
 from latentflow.errors import ConfigError
 from latentflow.pipeline.config import apply_overrides
 
@@ -44,6 +44,8 @@ class EvalJobConfig(DataConfig):
         lpips_weights: local ``.safetensors`` weights of an LPIPS network; LPIPS is skipped
             (with a note in the report) when None, missing, or no LPIPS implementation is installed.
         seed: seeds the histogram subsampling.
+        storage_options: fsspec options for the checkpoints and the output; None means
+            ``$LATENTFLOW_STORAGE_OPTIONS`` (JSON) or fsspec defaults. Never written out.
     """
 
     models: list[str] = field(default_factory=list)
@@ -59,6 +61,7 @@ class EvalJobConfig(DataConfig):
     lpips_weights: str | None = None
     device: str = "cpu"
     seed: int = 0
+    storage_options: dict[str, Any] | None = field(default=None, repr=False)
 
     def validate(self) -> None:
         name = type(self).__name__
@@ -83,8 +86,13 @@ class EvalJobConfig(DataConfig):
     def to_public_dict(self) -> dict[str, Any]:
         """``to_dict`` without storage options (safe to write into the report)."""
         out = self.to_dict()
+        out.pop("storage_options", None)
         out["source"] = self.source.to_public_dict()
         return out
+
+    def fs_options(self) -> dict[str, Any]:
+        """Storage options for checkpoints and output: the config's, else ``$LATENTFLOW_STORAGE_OPTIONS``."""
+        return resolve_storage_options(self.storage_options)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None = None, **overrides: Any) -> "EvalJobConfig":

@@ -67,7 +67,7 @@ def evaluate_model(ds, name: str, cfg: EvalJobConfig) -> dict[str, Any]:
     rows = ds.map_batches(
         ModelEvaluator,
         fn_constructor_kwargs={
-            "model": name, "storage_options": cfg.source.fs_options() or None, "histogram_samples": cfg.histogram_samples,
+            "model": name, "storage_options": cfg.fs_options() or None, "histogram_samples": cfg.histogram_samples,
             "lpips_weights": cfg.lpips_weights, "seed": cfg.seed, "torch_threads": cfg.torch_threads, "device": cfg.device,
         },
         batch_size=cfg.batch_size,
@@ -86,8 +86,8 @@ def _grid_images(ds, n: int) -> tuple[np.ndarray, list[str]]:
 
 def _write_plots(cfg: EvalJobConfig, reports: dict[str, dict], originals: np.ndarray, recons: dict[str, np.ndarray]) -> dict[str, Any]:
     out = cfg.output.rstrip("/")
-    so = None  # plots go where the report goes; local or fsspec URL with default credentials
-    fs, root = fsspec.url_to_fs(out)
+    so = cfg.fs_options() or None
+    fs, root = fsspec.url_to_fs(out, **(so or {}))
     fs.makedirs(root, exist_ok=True)
     written: dict[str, Any] = {"reconstruction_grid": plots.reconstruction_grid(originals, recons, f"{out}/reconstruction_grid.png", storage_options=so)}
     written["latent_histograms"], written["codebook_usage"] = {}, {}
@@ -115,7 +115,7 @@ def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
     if not ray.is_initialized():
         ray.init(configure_logging=False, log_to_driver=False)
     start = time.perf_counter()
-    models = {name: load_model(name, cfg.source.fs_options() or None) for name in cfg.models}
+    models = {name: load_model(name, cfg.fs_options() or None) for name in cfg.models}
     factor = math.lcm(*(int(m.downsample_factor) for m in models.values()))
     ds = build_dataset(cfg, factor)
     originals, grid_keys = _grid_images(ds, cfg.grid_images)
@@ -139,5 +139,5 @@ def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
         "plots": _write_plots(cfg, reports, originals, recons),
         "wall_s": time.perf_counter() - start,
     }
-    report["report_path"] = write_report(report, cfg.output)
+    report["report_path"] = write_report(report, cfg.output, cfg.fs_options() or None)
     return report
