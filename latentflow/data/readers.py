@@ -114,10 +114,12 @@ class LatentDataset(torch.utils.data.Dataset):
         return LatentConfig(**{k: v for k, v in norm.items() if v is not None})
 
     def _build_index(self) -> tuple[list[str], list[tuple[int, int]]]:
-        import zarr
-
         markers = committed_shards(self.path, self.storage_options)
+        wanted = {s for s, m in markers.items() if m["rows"] and "zarr" in m.get("formats", ["zarr"])}
         root = self._open(f"{self.path}/zarr")
+        found = {shard for _, bucket in root.groups() for shard, _ in bucket.groups()}
+        if not wanted <= found:  # consolidated metadata older than the last commits (job not finalized yet)
+            root = self._open(f"{self.path}/zarr", consolidated=False)
         groups, index = [], []
         for bucket in sorted(name for name, _ in root.groups()):
             for shard_id, group in sorted(root[bucket].groups()):
@@ -128,14 +130,14 @@ class LatentDataset(torch.utils.data.Dataset):
                                              f"the dataset's is {self.codec['fingerprint']}")
                 groups.append(f"{bucket}/{shard_id}")
                 index += [(len(groups) - 1, row) for row in range(group["keys"].shape[0])]
-        del zarr
         return groups, index
 
-    def _open(self, url: str):
+    def _open(self, url: str, consolidated: bool | None = None):
         import zarr
 
         remote = "://" in url and not url.startswith("file://")
-        return zarr.open_group(url, mode="r", storage_options=self.storage_options if remote else None)
+        options = self.storage_options if remote else None
+        return zarr.open_group(url, mode="r", storage_options=options, use_consolidated=consolidated)
 
     @functools.lru_cache(maxsize=256)
     def _group(self, g: int):
