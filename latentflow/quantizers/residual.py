@@ -121,6 +121,8 @@ class ResidualVectorQuantizer(Quantizer):
         return total
 
     def encode_flat(self, z: torch.Tensor) -> torch.Tensor:
+        # greedy re-encoding: for a sum of codes it need not recover the same levels (codes_to_indices
+        # is then a quantization of the codes, not an exact inverse); keep forward()'s indices
         residual, indices = z, []
         for vq in self.levels:
             idx = vq.encode_flat(residual)
