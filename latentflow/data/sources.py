@@ -292,8 +292,8 @@ def _iter_hf(shard: Shard, cfg: SourceConfig, options: dict) -> Iterator[Record]
 
 
 def _iter_folder(shard: Shard, cfg: SourceConfig, options: dict) -> Iterator[Record]:
-    fs, _ = fsspec.url_to_fs(shard.url, **options)
-    root = fsspec.url_to_fs(shard.url, **options)[1].rstrip("/")
+    fs, root = fsspec.url_to_fs(shard.url, **options)
+    root = root.rstrip("/")
     for index, path in enumerate(_folder_files(shard.url, options)[shard.start : shard.stop]):
         with fs.open(path, "rb") as f:
             data = f.read()

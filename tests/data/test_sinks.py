@@ -98,6 +98,15 @@ def test_s3_round_trip(vae, sample_tars, s3, encode_job):
         assert "testing" not in fs.cat(f"{root}/{name}").decode()  # credentials never written
 
 
+def test_memory_filesystem_round_trip(vae, sample_tars, tmp_path, encode_job):
+    fs = fsspec.filesystem("memory")
+    for url in sample_tars[1]:
+        fs.put(url, f"/{tmp_path.name}/in/{url.rsplit('/', 1)[-1]}")
+    source = SourceConfig(format="webdataset", urls=[f"memory://{tmp_path.name}/in"])
+    encode_job(vae, source, f"memory://{tmp_path.name}/out")
+    check_round_trip(vae, source, f"memory://{tmp_path.name}/out")
+
+
 def columns(keys, latents, index=None):
     return {"key": keys, "index_in_shard": index or list(range(len(keys))), "latent": latents}
 

@@ -24,11 +24,13 @@ def png(seed: int, size=(20, 24)) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "memory"])
 def where(request, tmp_path):
-    """``(base_url, storage_options)`` on local disk or on the moto S3 server."""
+    """``(base_url, storage_options)`` on local disk, on the moto S3 server, or in fsspec's memory filesystem."""
     if request.param == "local":
         return str(tmp_path), None
+    if request.param == "memory":
+        return f"memory://{tmp_path.name}", None
     return request.getfixturevalue("s3")
 
 
