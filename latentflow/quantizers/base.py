@@ -185,11 +185,12 @@ def pick_weighted_row(weights: torch.Tensor, generator: torch.Generator) -> torc
     totals[rank], counts[rank] = weights.double().sum(), weights.shape[0]
     all_reduce_sum(totals), all_reduce_sum(counts)
     u = float(torch.rand((), generator=generator, dtype=torch.float64)) * float(totals.sum())
-    owner = min(int(torch.searchsorted(totals.cumsum(0), torch.tensor(u, dtype=torch.float64))), world - 1)
+    # first index whose cumulative weight reaches u (searchsorted, on any device)
+    owner = min(int((totals.cumsum(0) < u).sum()), world - 1)
     pick = torch.zeros((), dtype=torch.long, device=weights.device)
     if owner == rank:
         local = u - float(totals[:rank].sum())
-        pick += min(int(torch.searchsorted(weights.double().cumsum(0), torch.tensor(local, dtype=torch.float64))), weights.shape[0] - 1)
+        pick += min(int((weights.double().cumsum(0) < local).sum()), weights.shape[0] - 1)
         pick += int(counts[:rank].sum())
     return all_reduce_sum(pick)
 

@@ -76,6 +76,7 @@ class ResidualVectorQuantizer(Quantizer):
             VectorQuantizer(VQConfig.from_dict({**base.to_dict(), "seed": base.seed + i}))
             for i in range(config.num_quantizers)
         )
+        self.register_buffer("num_updates", torch.tensor(0, dtype=torch.long))
 
     @property
     def codebook_size(self) -> int:
@@ -86,9 +87,15 @@ class ResidualVectorQuantizer(Quantizer):
         return self.config.num_quantizers
 
     def _active_levels(self) -> int:
+        """Levels used by this batch. Seeded by the step count, so every rank drops the same levels
+        (ranks that ran different levels would call different all-reduces and hang)."""
         cfg = self.config
-        if self.training and cfg.quantizer_dropout > 0 and torch.rand(()) < cfg.quantizer_dropout:
-            return int(torch.randint(1, cfg.num_quantizers + 1, ()))
+        if not self.training:
+            return cfg.num_quantizers
+        generator = torch.Generator().manual_seed(1_000_003 * self.levels[0].config.seed + int(self.num_updates))
+        self.num_updates += 1
+        if cfg.quantizer_dropout > 0 and float(torch.rand((), generator=generator)) < cfg.quantizer_dropout:
+            return int(torch.randint(1, cfg.num_quantizers + 1, (), generator=generator))
         return cfg.num_quantizers
 
     def quantize_flat(self, z: torch.Tensor) -> FlatQuantized:

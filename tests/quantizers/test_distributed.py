@@ -19,10 +19,11 @@ from safetensors.torch import load_file, save_file
 
 from latentflow.quantizers import quantizer_from_config
 
-CONFIG = {
-    "name": "vq",
-    "configuration": {"dim": 4, "codebook_size": 16, "use_ema": True, "kmeans_init": True, "kmeans_iters": 5,
-                      "dead_code_threshold": 1.5, "decay": 0.8},
+VQ = {"codebook_size": 16, "use_ema": True, "kmeans_init": True, "kmeans_iters": 5, "dead_code_threshold": 1.5, "decay": 0.8}
+CONFIGS = {
+    "vq": {"name": "vq", "configuration": {"dim": 4, **VQ}},
+    # levels dropped at random must be the same on every rank, or the all-reduces would hang
+    "rvq": {"name": "residual_vq", "configuration": {"dim": 4, "num_quantizers": 3, "quantizer_dropout": 0.7, "vq": VQ}},
 }
 STEPS, WORLD = 4, 2
 
@@ -47,8 +48,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
         parts = [x[2 * rank : 2 * rank + 2] for x in batches()]
-        state = train(quantizer_from_config(CONFIG), parts)
-        save_file(state, os.path.join(out_dir, f"rank{rank}.safetensors"))
+        for name, config in CONFIGS.items():
+            state = train(quantizer_from_config(config), parts)
+            save_file(state, os.path.join(out_dir, f"{name}-rank{rank}.safetensors"))
     finally:
         dist.destroy_process_group()
 
@@ -63,10 +65,11 @@ def free_port() -> int:
 def test_two_rank_codebooks_equal_single_process_on_concatenated_batches(tmp_path):
     # fork: the workers inherit the imported modules instead of paying for them again
     mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True, start_method="fork")
-    ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(WORLD)]
-    single = train(quantizer_from_config(CONFIG), batches())
-    assert int(single["num_updates"]) == STEPS and bool(single["initted"])
-    assert int(single["resets"]) > 0, "the dead-code reset path must be exercised"
-    for key, value in single.items():
-        assert torch.equal(ranks[0][key], ranks[1][key]), f"ranks disagree on {key}"
-        assert torch.allclose(ranks[0][key].float(), value.float(), atol=1e-5), f"{key} differs from one process"
+    for name, config in CONFIGS.items():
+        ranks = [load_file(str(tmp_path / f"{name}-rank{r}.safetensors")) for r in range(WORLD)]
+        single = train(quantizer_from_config(config), batches())
+        assert int(single["resets"]) > 0, "the dead-code reset path must be exercised"
+        assert all(bool(v) for k, v in single.items() if k.endswith("initted")), "k-means init must have run"
+        for key, value in single.items():
+            assert torch.equal(ranks[0][key], ranks[1][key]), f"{name}: ranks disagree on {key}"
+            assert torch.allclose(ranks[0][key].float(), value.float(), atol=1e-5), f"{name}: {key} differs from one process"
