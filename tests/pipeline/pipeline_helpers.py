@@ -110,6 +110,7 @@ def job_config(model: str, src_urls: list[str], out: str, storage_options: dict 
 def read_rows(out: str, storage_options: dict | None = None) -> dict[str, dict]:
     """``{key: row}`` of every Parquet file of an output; fails on a duplicated key."""
     fs, root = fsspec.url_to_fs(out, **(storage_options or {}))
+    fs.invalidate_cache()
     rows: dict[str, dict] = {}
     for path in sorted(fs.glob(f"{root.rstrip('/')}/parquet/*.parquet")):
         with fs.open(path, "rb") as f:
