@@ -50,6 +50,7 @@ class ImageStream:
         self.skip_errors = skip_errors
         self.epoch, self.shard_cursor, self.sample_cursor = 0, 0, 0
         self.skipped = 0
+        self.shards_seen: set[str] = set()  # shard URLs this stream has read (disjointness checks)
         self._records: list[Any] | None = None  # current shard, in this epoch's order
 
     def position(self) -> dict[str, int]:
@@ -74,7 +75,9 @@ class ImageStream:
 
     def _load_shard(self) -> list[Any]:
         index = self._shard_order()[self.shard_cursor]
-        records = list(self.read_shard(self.shards[index]))
+        shard = self.shards[index]
+        self.shards_seen.add(str(getattr(shard, "url", shard)))
+        records = list(self.read_shard(shard))
         if self.shuffle:
             perm = np.random.default_rng([self.seed, self.epoch, index]).permutation(len(records))
             records = [records[i] for i in perm]

@@ -69,8 +69,11 @@ def train_autoencoder(cfg: TrainAutoencoderConfig, rank: int = 0, world: int = 1
     task = AutoencoderTask(model, cfg.loss, eval_stream, cfg.data.eval_batches)
     trainer = Trainer(task, train_stream, cfg.optim, cfg.train, on_log=on_log)
     history = trainer.fit(until)
-    summary = {"steps": trainer.step, "rank": rank, "history": history,
-               "data_position": train_stream.position(), "skipped_samples": train_stream.skipped}
+    from latentflow.hub import state_dict_sha256
+
+    summary = {"steps": trainer.step, "rank": rank, "world": world, "history": history,
+               "data_position": train_stream.position(), "skipped_samples": train_stream.skipped,
+               "shards_seen": sorted(train_stream.shards_seen), "weights_sha256": state_dict_sha256(model.state_dict())}
     if rank == 0 and trainer.step == cfg.train.max_steps:
         summary.update(_finish_autoencoder(trainer, task, train_stream, eval_stream, cfg))
     return summary

@@ -85,11 +85,16 @@ class Trainer:
         if self.discriminator is not None:
             self.discriminator.to(self.device)
             self.optimizers["discriminator"] = self._adamw(self.discriminator.parameters(), task.disc_lr)
-        self.ema = EMA(self.model, optim.ema_decay) if optim.ema_decay > 0 else None
         if is_distributed():
-            # the prior task wraps its loss in a module (DDP syncs through forward); autoencoders wrap the model
+            # the prior task wraps its loss in a module (DDP syncs through forward); autoencoders wrap the model.
+            # DDP broadcasts rank 0's weights here, so the EMA below starts from the shared weights.
             target = getattr(task, "ddp_module", self.model)
             task.net = torch.nn.parallel.DistributedDataParallel(target)
+            for module in (self.extras, self.discriminator):
+                if module is not None:
+                    for t in module.state_dict().values():
+                        dist.broadcast(t, 0)
+        self.ema = EMA(self.model, optim.ema_decay) if optim.ema_decay > 0 else None
         self.fs, self.out = fsspec.url_to_fs(run.output_dir, **self.storage_options)
 
     def _adamw(self, params, lr: float) -> torch.optim.Optimizer:

@@ -40,8 +40,8 @@ def prior_cfg(kind: str, out: str, path: str = "", **overrides) -> TrainPriorCon
 def test_ar_prior_reaches_the_entropy_of_a_known_token_source(tmp_path):
     tokens, entropy_bits = markov_tokens(3000)
     table = LatentTable(tokens, codec={"quantizer": {"codebook_size": 8}}, fingerprint="toy")
-    cfg = prior_cfg("gpt", str(tmp_path / "gpt"), data__batch_size=64, train__max_steps=250,
-                    optim__lr=3e-3, train__eval_every=250, data__val_fraction=0.1)
+    cfg = prior_cfg("gpt", str(tmp_path / "gpt"), data__batch_size=64, train__max_steps=80,
+                    optim__lr=3e-3, train__eval_every=80, data__val_fraction=0.1)
     summary = train_prior(cfg, table=table)
     nll = summary["metrics"]["nll_bits_per_token"]
     assert abs(nll - entropy_bits) <= 0.10 * entropy_bits, (nll, entropy_bits)
