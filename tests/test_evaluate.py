@@ -92,10 +92,10 @@ def test_evaluate_two_models_writes_report_and_plots(ray_local, photo_folder, ti
 
 @pytest.mark.slow
 def test_evaluate_quantized_model_reports_codebook(ray_local, photo_folder, tmp_path):
-    vq = pytest.importorskip("latentflow.models.vq_autoencoder")
+    pytest.importorskip("latentflow.models.vq_autoencoder")
     from latentflow.auto import AutoConfig, AutoModel
 
-    cfg = AutoConfig.for_model("vq_autoencoder", block_out_channels=[8, 16], norm_num_groups=4) if hasattr(vq, "__name__") else None
+    cfg = AutoConfig.for_model("vq_autoencoder", block_out_channels=[8, 16], norm_num_groups=4)
     AutoModel.from_config(cfg).save_pretrained(tmp_path / "vq")
     report = run_evaluation(_config(photo_folder, [str(tmp_path / "vq")], tmp_path / "out", max_images=4))
     m = report["models"][str(tmp_path / "vq")]
