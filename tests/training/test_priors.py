@@ -105,3 +105,16 @@ def test_token_priors_reject_out_of_range_tokens(kind):
     prior = build_prior(kind, {"vocab_size": 8, "latent_shape": [2, 2], "hidden_size": 16, "num_layers": 1, "num_heads": 2})
     with pytest.raises(Exception, match=r"\[0, 8\)"):
         prior.loss(torch.full((1, 2, 2), 9))
+
+
+def test_train_prior_job_runs_from_yaml_with_overrides(vq_latents, tmp_path, capsys):
+    from latentflow.training.cli import run_job
+
+    config = tmp_path / "job.yaml"
+    config.write_text(f"prior: {{kind: maskgit, config: {{hidden_size: 16, num_layers: 1, num_heads: 2}}}}\n"
+                      f"data: {{path: {vq_latents}, batch_size: 4}}\n"
+                      f"train: {{output_dir: {tmp_path / 'out'}, max_steps: 50}}\nsample: {{num_samples: 2, steps: 2}}\n")
+    assert run_job("prior", "doc", ["--config", str(config), "train.max_steps=2"]) == 0
+    assert "nll_bits_per_token" in capsys.readouterr().out
+    assert (tmp_path / "out" / "samples.png").exists() and (tmp_path / "out" / "final" / "model.safetensors").exists()
+    assert run_job("prior", "doc", ["--config", str(config), "train.bogus=1"]) == 2  # unknown key: usage error

@@ -1,0 +1,26 @@
+"""python jobs/train_prior.py --config configs/train/flow_prior.yaml [key=value ...] [--num-workers N]
+
+Stage 2: train a generative prior over a latent dataset written by
+``jobs/encode_dataset.py``: ``prior.kind=gpt`` (autoregressive, raster order) or
+``maskgit`` over token indices, ``flow`` (rectified flow, DiT or UNet) over
+continuous latents. The codec fingerprint is recorded in the prior and checked;
+scaling/shift come from the codec metadata; latents are resampled from the stored
+mean and logvar when ``data.resample`` and logvar was stored.
+
+Outputs under ``train.output_dir``: checkpoints (resumable), ``final/`` (the prior),
+``samples.png`` (samples decoded with the decoder rebuilt from the codec),
+``metrics.json`` (validation NLL in bits/token, or validation flow loss),
+``log.jsonl``, ``loss_curve.png``.
+
+``--num-workers N`` runs N Ray Train workers with DDP (disjoint rows per worker).
+Exit status: 0 on success, 2 on a config/usage error.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from latentflow.training.cli import run_job
+
+if __name__ == "__main__":
+    sys.exit(run_job("prior", __doc__))
