@@ -56,7 +56,6 @@ class EncodeJobConfig(DataConfig):
         formats: sinks to write: ``parquet`` and/or ``zarr``.
         max_error_rate: the job exits non-zero when failed samples (or failed shards) exceed this fraction.
         shard_retries: extra attempts to read a shard before it is recorded as failed.
-        actor_restarts: how often a dead encoder actor is restarted (-1: always).
         overwrite: replace an output written by a different model/processor instead of refusing.
         storage_options: fsspec options for the model and the output (credentials: used, never stored).
     """
@@ -77,7 +76,6 @@ class EncodeJobConfig(DataConfig):
     formats: tuple[str, ...] = FORMATS
     max_error_rate: float = 0.05
     shard_retries: int = 2
-    actor_restarts: int = -1
     overwrite: bool = False
     storage_options: dict[str, Any] | None = None
 

@@ -186,7 +186,12 @@ def _run_ray(config: EncodeJobConfig, source, model, codec: dict, pending: list,
 
 
 def actor_options(config: EncodeJobConfig, options: dict, model) -> dict[str, Any]:
-    """``map_batches`` kwargs of the encoder pool: GPUs when present, else a fraction of a CPU."""
+    """``map_batches`` kwargs of the encoder pool: GPUs when present, else a fraction of a CPU.
+
+    Ray Data's actor pools restart dead actors and retry their tasks by default
+    (``max_restarts=-1``, ``max_task_retries=-1``): a killed encoder costs a re-encode of
+    the blocks it held, never a lost or duplicated row (the sink commits whole shards).
+    """
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -198,8 +203,6 @@ def actor_options(config: EncodeJobConfig, options: dict, model) -> dict[str, An
         "num_gpus": 1 if gpus >= 1 else 0,
         # never a whole CPU per actor on small nodes: read/preprocess tasks must always find one
         "num_cpus": config.actor_num_cpus if config.actor_num_cpus is not None else 0.5,
-        "max_restarts": config.actor_restarts,
-        "max_task_retries": -1 if config.actor_restarts != 0 else 0,
         "fn_constructor_kwargs": {
             "model": config.model, "store": config.store.to_dict(), "dtype": config.dtype,
             "batch_size": config.batch_size, "device": "cuda" if gpus >= 1 else "cpu",

@@ -1,0 +1,217 @@
+"""python benchmarks/encode_throughput.py [--dtype bf16] [--channels-last] [--shards 4] [--per-shard 8]
+
+Images/s of the same real photos through the same model and dtype, three ways:
+
+1. bare: the model forward (``LatentEncoder.encode_batch``) on preprocessed tensors in one process;
+2. pipeline: the encode job (Ray Data, actor pool) from WebDataset tars on a real S3 server
+   (moto, its own process) to Parquet + Zarr on it;
+3. naive: one process, one loop: webdataset -> PIL (the same ImageProcessor) -> model -> pyarrow Parquet on S3.
+
+Prints pipeline/bare and pipeline/naive, and the peak RSS of the driver plus every Ray process
+(sampled over the process tree) for 1x and 10x the shards. Pipeline rates are given end to end
+(including the job's fixed cost: Ray Data planning, actor start, finalize) and as the marginal
+rate between the 1x and 10x runs, (rows_10x - rows_1x) / (t_10x - t_1x): the rate a long job
+runs at. Figures are noisy when other work shares the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import fsspec  # noqa: E402
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import torch
+
+import psutil  # noqa: E402  (Ray vendors psutil; `import ray` puts it on sys.path)
+
+from latentflow.data.encoding import LatentEncoder, StoreConfig
+from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
+from latentflow.data.samples import write_sample_webdataset
+from latentflow.data.sources import SourceConfig, list_shards, read_shard
+from latentflow.pipeline.config import EncodeJobConfig
+from latentflow.pipeline.runner import run_encode_job
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shards", type=int, default=2, help="shards at 1x")
+    p.add_argument("--per-shard", type=int, default=16, help="images per shard")
+    p.add_argument("--scale", type=int, default=10, help="the RSS run uses scale x shards")
+    p.add_argument("--resolution", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--model", default="kl-small", choices=["kl-small", "kl-sd1"], help="AutoencoderKL size")
+    p.add_argument("--skip-scale", action="store_true", help="skip the 10x run")
+    return p.parse_args()
+
+
+# ---- setup: S3 server, shards, model ---------------------------------------------------
+
+
+def start_moto() -> tuple[subprocess.Popen, dict]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    options = {"key": "bench", "secret": "bench", "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}}
+    fsspec.filesystem("s3", **options).mkdir("bench")
+    return server, options
+
+
+def build_model(name: str, directory: str):
+    from latentflow.models.autoencoder_kl import AutoencoderKLConfig, AutoencoderKLModel, sd1
+
+    torch.manual_seed(0)
+    cfg = sd1() if name == "kl-sd1" else AutoencoderKLConfig(block_out_channels=(32, 64, 128, 128), layers_per_block=1,
+                                                              norm_num_groups=32, latent_channels=4)
+    model = AutoencoderKLModel(cfg).eval()
+    model.save_pretrained(directory)
+    return model
+
+
+# ---- the three setups -----------------------------------------------------------------------
+
+
+def bare(model, urls: list[str], options: dict, args, processor: ImageProcessor) -> float:
+    """Model forward only, on tensors preprocessed beforehand."""
+    source = SourceConfig(urls=urls, storage_options=options)
+    records = [r for s in list_shards(source) for r in read_shard(s, source)]
+    x = torch.from_numpy(np.stack([processor.process(r.image, r.key).pixel_values for r in records]))  # (N, 3, H, W)
+    encoder = LatentEncoder(model, StoreConfig(), dtype=args.dtype, channels_last=args.channels_last)
+    encoder.encode_batch(x[: args.batch_size], [r.key for r in records[: args.batch_size]])  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(records), args.batch_size):
+        encoder.encode_batch(x[i : i + args.batch_size], [r.key for r in records[i : i + args.batch_size]])
+    return len(records) / (time.perf_counter() - start)
+
+
+def naive(model, urls: list[str], options: dict, args, processor: ImageProcessor, out: str) -> float:
+    """One loop: read a tar from S3, decode with PIL, encode, write Parquet to S3."""
+    from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+    encoder = LatentEncoder(model, StoreConfig(), dtype=args.dtype, channels_last=args.channels_last)
+    fs = fsspec.filesystem("s3", **options)
+    rows = 0
+    start = time.perf_counter()
+    for url in urls:
+        with fs.open(url, "rb") as stream:
+            samples = list(group_by_keys({**f, "__url__": url} for f in tar_file_iterator(stream)))
+        keys, latents = [], []
+        for i in range(0, len(samples), args.batch_size):
+            chunk = samples[i : i + args.batch_size]
+            x = torch.from_numpy(np.stack([processor.process(s["jpg"], s["__key__"]).pixel_values for s in chunk]))
+            result = encoder.encode_batch(x, [s["__key__"] for s in chunk])
+            keys += list(result["key"])
+            latents += [z.ravel() for z in result["latent"]]
+        table = pa.table({"key": keys, "latent": pa.array([z.tolist() for z in latents], pa.list_(pa.float32()))})
+        with fs.open(f"{out}/{url.rsplit('/', 1)[-1]}.parquet", "wb") as f:
+            pq.write_table(table, f)
+        rows += len(keys)
+    return rows / (time.perf_counter() - start)
+
+
+class PeakRSS:
+    """Peak summed RSS of this process and all its descendants (the local Ray's GCS, raylet, workers)."""
+
+    def __init__(self, interval: float = 0.25):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(interval,), daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self, interval: float) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(interval)
+
+
+def pipeline(model_dir: str, src: str, out: str, options: dict, args) -> dict:
+    config = EncodeJobConfig.from_dict({
+        "model": model_dir, "output": out, "source": {"urls": [f"{src}/*.tar"]},
+        "processor": {"resolution": args.resolution}, "dtype": args.dtype, "channels_last": args.channels_last,
+        "batch_size": args.batch_size, "num_actors": 1, "storage_options": options,
+    })
+    with PeakRSS() as rss:
+        summary = run_encode_job(config, progress=False)
+    return {"rows": summary.rows, "seconds": summary.seconds, "e2e": summary.images_per_s, "rss": rss.peak, "ok": summary.ok}
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    server, options = start_moto()
+    tmp = tempfile.mkdtemp(prefix="lf-bench-")
+    try:
+        model = build_model(args.model, f"{tmp}/model")
+        processor = ImageProcessor(ImageProcessorConfig(resolution=args.resolution), model.downsample_factor)
+        src1 = write_sample_webdataset("s3://bench/src-1x", args.shards, args.per_shard, storage_options=options)
+        print(f"model {args.model} (f{model.downsample_factor}), {args.resolution}px, dtype {args.dtype}, "
+              f"channels_last {args.channels_last}, batch {args.batch_size}, {os.cpu_count()} cores, "
+              f"{args.shards} shards x {args.per_shard} images")
+        bare_rate = bare(model, src1, options, args, processor)
+        print(f"bare model forward      : {bare_rate:7.2f} images/s")
+        naive_rate = naive(model, src1, options, args, processor, "s3://bench/naive-out")
+        print(f"naive single loop       : {naive_rate:7.2f} images/s")
+        ray.init(num_cpus=os.cpu_count(), object_store_memory=500_000_000, include_dashboard=False, log_to_driver=False)
+        one = pipeline(f"{tmp}/model", "s3://bench/src-1x", "s3://bench/out-1x", options, args)
+        print(f"pipeline 1x             : {one['e2e']:7.2f} images/s end to end ({one['rows']} images, {one['seconds']:.1f} s); "
+              f"peak RSS {one['rss'] / 2**30:.2f} GiB")
+        print(f"pipeline/bare 1x e2e    : {one['e2e'] / bare_rate:.2f}")
+        print(f"pipeline/naive 1x e2e   : {one['e2e'] / naive_rate:.2f}")
+        result = {"bare": bare_rate, "naive": naive_rate, "pipeline_1x": one}
+        if not args.skip_scale:
+            write_sample_webdataset("s3://bench/src-10x", args.shards * args.scale, args.per_shard, storage_options=options, seed=1)
+            ten = pipeline(f"{tmp}/model", "s3://bench/src-10x", "s3://bench/out-10x", options, args)
+            marginal = (ten["rows"] - one["rows"]) / (ten["seconds"] - one["seconds"])
+            print(f"pipeline {args.scale}x            : {ten['e2e']:7.2f} images/s end to end ({ten['rows']} images, {ten['seconds']:.1f} s); "
+                  f"peak RSS {ten['rss'] / 2**30:.2f} GiB = {ten['rss'] / one['rss']:.2f}x the 1x run")
+            print(f"pipeline marginal       : {marginal:7.2f} images/s")
+            print(f"pipeline/bare marginal  : {marginal / bare_rate:.2f}   (10x e2e: {ten['e2e'] / bare_rate:.2f})")
+            print(f"pipeline/naive marginal : {marginal / naive_rate:.2f}   (10x e2e: {ten['e2e'] / naive_rate:.2f})")
+            result.update(pipeline_10x=ten, marginal=marginal)
+        print(json.dumps(result))
+    finally:
+        ray.shutdown()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
