@@ -101,6 +101,17 @@ _EXPORTS: dict[str, str] = {
     "codebook_stats": "latentflow.metrics",
     "CodeHistogram": "latentflow.metrics",
     "ChannelStats": "latentflow.metrics",
+    # trainer stage
+    "TrainAutoencoderConfig": "latentflow.training.config",
+    "TrainPriorConfig": "latentflow.training.config",
+    "Trainer": "latentflow.training.trainer",
+    "train_autoencoder": "latentflow.training.stages",
+    "train_prior": "latentflow.training.prior_stage",
+    "run_distributed": "latentflow.training.distributed",
+    "GPTPrior": "latentflow.priors.gpt",
+    "MaskGITPrior": "latentflow.priors.maskgit",
+    "FlowPrior": "latentflow.priors.flow",
+    "load_prior": "latentflow.priors.base",
 }
 
 
