@@ -63,3 +63,13 @@ def test_job_config_rejects_unknown_keys_and_applies_overrides(tmp_path):
         load_config(TrainAutoencoderConfig, str(path), ["train.max_steps=0"])
     with pytest.raises(ConfigError, match="must be int"):
         load_config(TrainAutoencoderConfig, str(path), ["train.max_steps='7'"])
+
+
+def test_quantized_model_reports_codebook_usage_and_perplexity(photo_shards, tmp_path):
+    raw = tiny_vae_config(photo_shards, str(tmp_path / "vq"), max_steps=2, checkpoint_every=2)
+    raw["model"]["config"] = {"model_type": "vq_autoencoder", "block_out_channels": [8, 16], "latent_channels": 4,
+                              "norm_num_groups": 4, "quantizer": {"name": "vq", "configuration": {"codebook_size": 16}}}
+    summary = train_autoencoder(TrainAutoencoderConfig.from_dict(raw))
+    m = summary["metrics"]
+    assert 0 < m["codebook_usage"] <= 1 and 1 <= m["codebook_perplexity"] <= 16
+    assert any(k.startswith("model/") and k != "model/rec" for k in summary["history"][0])  # the VQ terms are logged

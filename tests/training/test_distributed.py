@@ -29,3 +29,20 @@ def test_two_worker_ray_train_run_reads_disjoint_shards(ray_local, photo_shards,
     log = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]  # rank 0 alone writes the log
     assert (tmp_path / "ddp" / "checkpoints" / "step-0000004" / "trainer_state.json").exists()
+
+
+@pytest.mark.slow
+def test_two_worker_prior_run_on_cached_tokens(ray_local, vq_latents, tmp_path):
+    from latentflow.training.config import TrainPriorConfig
+
+    cfg = TrainPriorConfig.from_dict({
+        "prior": {"kind": "gpt", "config": {"hidden_size": 16, "num_layers": 1, "num_heads": 2}},
+        "data": {"path": vq_latents, "batch_size": 4, "val_fraction": 0.25},
+        "train": {"output_dir": str(tmp_path / "prior"), "max_steps": 3, "checkpoint_every": 3,
+                  "num_workers": 2, "cpus_per_worker": 0.5},
+        "sample": {"num_samples": 2}})
+    summaries = run_distributed("prior", cfg, storage_path=str(tmp_path / "ray"))
+    assert [s["steps"] for s in summaries] == [3, 3]
+    assert summaries[0]["losses"] != summaries[1]["losses"]  # disjoint rows per worker
+    assert "nll_bits_per_token" in summaries[0]["metrics"]
+    assert (tmp_path / "prior" / "samples.png").exists()
