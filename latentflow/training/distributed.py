@@ -45,7 +45,7 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     stage = loop_config["stage"]
     cfg = _STAGES[stage].from_dict(loop_config["config"])
-    summary = _stage_fn(stage)(cfg, rank=rank, world=world)
+    summary = _stage_fn(stage)(cfg, rank=rank, world=world, until=loop_config.get("until"))
     light = {k: v for k, v in summary.items() if k != "history"}
     light["losses"] = [r["loss"] for r in summary["history"]]
     url = f"{cfg.train.output_dir.rstrip('/')}/workers/rank-{rank}.json"
@@ -56,13 +56,15 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     ray.train.report({"steps": summary["steps"], "final_loss": light["losses"][-1] if light["losses"] else None})
 
 
-def run_distributed(stage: str, cfg: SectionConfig, storage_path: str | None = None) -> list[dict[str, Any]]:
+def run_distributed(stage: str, cfg: SectionConfig, storage_path: str | None = None,
+                    until: int | None = None) -> list[dict[str, Any]]:
     """Train ``cfg`` with ``cfg.train.num_workers`` Ray Train workers. Returns every worker's summary.
 
     Args:
         stage: ``autoencoder`` or ``prior``.
         cfg: the job config; ``train.num_workers``, ``train.use_gpu``, ``train.cpus_per_worker`` size the group.
         storage_path: where Ray Train keeps its run folder (default: a temp dir).
+        until: stop every worker after this step (checkpointed; a rerun resumes), as a preempted job would.
     """
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -75,7 +77,7 @@ def run_distributed(stage: str, cfg: SectionConfig, storage_path: str | None = N
         resources["GPU"] = 1
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"stage": stage, "config": cfg.to_dict()},
+        train_loop_config={"stage": stage, "config": cfg.to_dict(), "until": until},
         scaling_config=ScalingConfig(num_workers=run.num_workers, use_gpu=run.use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if run.use_gpu else "gloo"),
         run_config=RunConfig(storage_path=storage_path or tempfile.mkdtemp(prefix="latentflow-train-"),

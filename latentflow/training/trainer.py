@@ -196,11 +196,25 @@ class Trainer:
             print(json.dumps(shown), flush=True)
 
     # ---- checkpoints -------------------------------------------------------------------
+    def _save_worker_state(self, path: str) -> None:
+        """Every worker's own RNG and data position (``worker-<rank>.*``): each reads its own shards."""
+        self.fs.makedirs(path, exist_ok=True)
+        rng_tensors, rng_meta = ckpt.rng_state()
+        ckpt.write_tensors(self.fs, f"{path}/worker-{rank()}.rng.safetensors", rng_tensors)
+        ckpt.write_json(self.fs, f"{path}/worker-{rank()}.json", {"rng": rng_meta, "data_position": self.stream.position()})
+
     def save_checkpoint(self) -> str | None:
-        """Write the checkpoint for the current step (rank 0). Returns its folder."""
+        """Write the checkpoint for the current step. Returns its folder (rank 0; None elsewhere).
+
+        Under ``torch.distributed`` every worker first writes its RNG and data position;
+        rank 0 writes the rest after a barrier, ``trainer_state.json`` last.
+        """
+        path = ckpt.checkpoint_dir(self.out, self.step)
+        if is_distributed():
+            self._save_worker_state(path)
+            dist.barrier()
         if rank() != 0:
             return None
-        path = ckpt.checkpoint_dir(self.out, self.step)
         fs = self.fs
         fs.makedirs(path, exist_ok=True)
         url = fs.unstrip_protocol(path) if "://" in self.run.output_dir else path
@@ -255,6 +269,11 @@ class Trainer:
             ckpt.optimizer_from_tensors(name, opt, tensors, state_json["optimizers"][name])
         if self.ema is not None:
             self.ema.load_state_dict(ckpt.read_tensors(fs, f"{path}/ema_shadow.safetensors"), state_json["ema_updates"])
-        ckpt.set_rng_state(ckpt.read_tensors(fs, f"{path}/rng.safetensors"), state_json["rng"])
-        self.stream.set_position(state_json["data_position"])
+        rng_meta, position = state_json["rng"], state_json["data_position"]
+        rng_file = f"{path}/rng.safetensors"
+        if is_distributed():
+            worker = ckpt.read_json(fs, f"{path}/worker-{rank()}.json")
+            rng_meta, position, rng_file = worker["rng"], worker["data_position"], f"{path}/worker-{rank()}.rng.safetensors"
+        ckpt.set_rng_state(ckpt.read_tensors(fs, rng_file), rng_meta)
+        self.stream.set_position(position)
         self.step = int(state_json["step"])

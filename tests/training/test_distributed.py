@@ -29,6 +29,14 @@ def test_two_worker_ray_train_run_reads_disjoint_shards(ray_local, photo_shards,
     log = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]  # rank 0 alone writes the log
     assert (tmp_path / "ddp" / "checkpoints" / "step-0000004" / "trainer_state.json").exists()
+    # preempted after step 2, then rerun: every worker continues with exactly the uninterrupted losses
+    raw["train"]["output_dir"] = str(tmp_path / "cut")
+    cut_cfg = TrainAutoencoderConfig.from_dict(raw)
+    run_distributed("autoencoder", cut_cfg, storage_path=str(tmp_path / "ray"), until=2)
+    resumed = run_distributed("autoencoder", cut_cfg, storage_path=str(tmp_path / "ray"))
+    for full, again in zip(summaries, resumed):
+        assert again["losses"] == full["losses"][2:]
+        assert again["weights_sha256"] == full["weights_sha256"]
 
 
 @pytest.mark.slow
