@@ -1,4 +1,4 @@
-"""python benchmarks/model_speed.py --batch 4 --size 128 --reps 7
+"""python benchmarks/model_speed.py --batch 4 --size 128 --reps 3 --threads 1
 
 Times encode and decode of latentflow's AutoencoderKLModel against diffusers' AutoencoderKL
 with identical weights, in one process, in fp32 and bf16, and prints latentflow/diffusers.
@@ -8,9 +8,14 @@ repetitions interleave the two implementations (alternating which goes first), s
 other processes on a shared machine hits both alike. Each figure is the median over
 repetitions; the ratio is the median of the per-repetition ratios.
 
-bf16 casts both models' weights and the input to bfloat16. diffusers' model runs every op in
-bf16; ours is timed twice: with ``force_upcast=False`` (the same math as diffusers) and with
-``force_upcast=True`` (GroupNorm and attention softmax in fp32, our default for safety).
+bf16 casts both models' weights and the input to bfloat16, and both run every op in bf16
+(ours with ``force_upcast`` off: the same math as diffusers); ``--with-upcast`` adds rows with
+``force_upcast=True`` (GroupNorm and attention softmax in fp32). Ours switches activations to
+channels-last for bf16 on CPU by itself (its ``channels_last=None`` default); diffusers is run
+as it comes.
+
+``--threads`` sets torch's intra-op threads: on a machine shared with other jobs, 1 thread
+gives far steadier figures than 2 (OpenMP barriers stall when a core is taken away).
 
 Options: --config mid (block_out_channels 64,128,256,256; default) or sd (128,256,512,512).
 """
@@ -77,7 +82,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         tag = "fp32" if dtype == torch.float32 else "bf16"
         ours.to(dtype), ref.to(dtype)
         x, z = x32.to(dtype), z32.to(dtype)
-        upcasts = [False] if dtype == torch.float32 else [False, True]
+        upcasts = [False, True] if dtype == torch.bfloat16 and args.with_upcast else [False]
         for upcast in upcasts:
             set_upcast(ours, upcast)
             suffix = " force_upcast" if upcast else ""
@@ -91,8 +96,13 @@ def main() -> None:
     parser.add_argument("--config", choices=sorted(CONFIGS), default="mid")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--reps", type=int, default=7)
-    run(parser.parse_args())
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--with-upcast", action="store_true", help="also time ours with force_upcast in bf16")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run(args)
 
 
 if __name__ == "__main__":

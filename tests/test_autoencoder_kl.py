@@ -183,6 +183,21 @@ def test_diffusers_folders_load(tmp_path):
         AutoencoderKLModel.from_pretrained(str(tmp_path / "plain"), variant="fp32")
 
 
+def test_diffusers_folders_over_s3(tmp_path, s3):
+    import fsspec
+
+    bucket, options = s3
+    ref = make_diffusers(**CONFIGS["two_levels"])
+    ref.save_pretrained(str(tmp_path / "pipe" / "vae"))
+    fs, _ = fsspec.url_to_fs(bucket, **options)
+    fs.put(str(tmp_path / "pipe"), f"{bucket}/pipe", recursive=True)
+    ours = AutoencoderKLModel.from_pretrained(f"{bucket}/pipe", storage_options=options, subfolder="vae")
+    assert_parity(ours, ref, images())
+    ours.save_pretrained(f"{bucket}/export", storage_options=options, format="diffusers")
+    fs.get(f"{bucket}/export", str(tmp_path / "export"), recursive=True)
+    assert_parity(ours, diffusers.AutoencoderKL.from_pretrained(str(tmp_path / "export")).eval(), images())
+
+
 def test_fp16_variant_and_legacy_attention_names(tmp_path):
     ref = make_diffusers(**CONFIGS["two_levels"])
     ref.to(torch.float16).save_pretrained(str(tmp_path / "half"), variant="fp16")
@@ -242,6 +257,8 @@ def test_from_single_file_ldm_layout(tmp_path, name):
     assert ours.config.block_out_channels == tuple(ref.config.block_out_channels)
     assert ours.config.use_quant_conv == ref.config.use_quant_conv
     assert_parity(ours, ref, images())
+    explicit = AutoencoderKLConfig.from_dict(dict(ref.config), scaling_factor=0.5)
+    assert AutoencoderKLModel.from_single_file(str(tmp_path / "sd.safetensors"), config=explicit).config == explicit
 
 
 def test_mismatched_checkpoint_lists_keys(tmp_path):

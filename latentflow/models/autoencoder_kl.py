@@ -173,7 +173,9 @@ class AutoencoderKLConfig(LatentConfig):
 
     Ours: ``attention_backend`` (sdpa | math | linear | xformers), ``tiling`` (a
     :class:`TilingConfig` or None), ``batch_slice_size`` (encode/decode at most this many
-    samples at once), ``autocast_dtype`` ("bfloat16" | "float16" | None), ``channels_last``,
+    samples at once), ``autocast_dtype`` ("bfloat16" | "float16" | None), ``channels_last``
+    (True: weights and activations channels-last; None: activations channels-last when computing
+    in bf16/fp16 on CPU, where oneDNN's low-precision convs need that layout to be fast),
     ``kl_weight`` (weight of the KL term in ``forward``'s total loss).
     ``force_upcast`` keeps GroupNorm and the attention softmax in fp32 under fp16/bf16.
     """
@@ -196,7 +198,7 @@ class AutoencoderKLConfig(LatentConfig):
     tiling: TilingConfig | None = None
     batch_slice_size: int | None = None
     autocast_dtype: str | None = None
-    channels_last: bool = False
+    channels_last: bool | None = None
     kl_weight: float = 1e-6
 
     def validate(self) -> None:
@@ -325,8 +327,15 @@ class AutoencoderKLModel(LatentModel):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=_AUTOCAST_DTYPES[dtype])
 
+    def _channels_last(self, x: torch.Tensor) -> bool:
+        if self.config.channels_last is not None:
+            return self.config.channels_last
+        # bf16/fp16 convs on CPU take a slow path in NCHW layout (about 10x here) and oneDNN's in NHWC
+        low = self.config.autocast_dtype is not None or self.dtype in (torch.bfloat16, torch.float16)
+        return low and x.device.type == "cpu"
+
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        if self.config.channels_last:
+        if self._channels_last(x):
             x = x.contiguous(memory_format=torch.channels_last)
         return x if self.config.autocast_dtype else x.to(self.dtype)
 
@@ -360,7 +369,7 @@ class AutoencoderKLModel(LatentModel):
         self.check_input(x)
         with self._precision():
             moments = self._sliced(self._encode_maybe_tiled, self._prepare(x))
-        moments = moments.to(self.dtype)
+        moments = moments.to(self.dtype).contiguous()
         if self.config.check_finite:
             check_finite(moments, "encoder output (mean/logvar); try force_upcast=True or float32")
         posterior = DiagonalGaussian.from_moments(moments)
@@ -392,7 +401,7 @@ class AutoencoderKLModel(LatentModel):
             raise InputError(f"decode expects latents of shape (B, {self.config.latent_channels}, h, w), got: {got}")
         with self._precision():
             sample = self._sliced(self._decode_maybe_tiled, self._prepare(latents))
-        sample = sample.to(self.dtype)
+        sample = sample.to(self.dtype).contiguous()
         if self.config.check_finite:
             check_finite(sample, "decoder output; try force_upcast=True or float32")
         return DecoderOutput(sample=sample)
