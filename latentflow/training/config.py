@@ -93,7 +93,6 @@ class ImageDataConfig(SectionConfig):
         holdout_shards: shards of ``source`` kept for evaluation when ``eval_source`` is None.
         batch_size: images per step per worker.
         shuffle: shuffle shard order and samples within a shard, per epoch (seeded).
-        buffer_shards: (unused by the order; kept small) reserved.
     """
 
     source: dict[str, Any] = field(default_factory=dict)

@@ -18,7 +18,6 @@ import os
 
 import fsspec
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from latentflow.errors import CheckpointError
