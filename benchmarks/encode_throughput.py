@@ -102,10 +102,10 @@ def bare(model, urls: list[str], options: dict, args, processor: ImageProcessor)
     x = torch.from_numpy(np.stack([processor.process(r.image, r.key).pixel_values for r in records]))  # (N, 3, H, W)
     encoder = LatentEncoder(model, StoreConfig(), dtype=args.dtype, channels_last=args.channels_last)
     encoder.encode_batch(x[: args.batch_size], [r.key for r in records[: args.batch_size]])  # warm-up
-    start = time.perf_counter()
-    for i in range(0, len(records), args.batch_size):
-        encoder.encode_batch(x[i : i + args.batch_size], [r.key for r in records[i : i + args.batch_size]])
-    return len(records) / (time.perf_counter() - start)
+    with TreeMonitor() as clock:
+        for i in range(0, len(records), args.batch_size):
+            encoder.encode_batch(x[i : i + args.batch_size], [r.key for r in records[i : i + args.batch_size]])
+    return {"rows": len(records), "wall_rate": len(records) / clock.wall, "cpu_rate": len(records) / clock.cpu}
 
 
 def naive(model, urls: list[str], options: dict, args, processor: ImageProcessor, out: str) -> float:
@@ -115,7 +115,7 @@ def naive(model, urls: list[str], options: dict, args, processor: ImageProcessor
     encoder = LatentEncoder(model, StoreConfig(), dtype=args.dtype, channels_last=args.channels_last)
     fs = fsspec.filesystem("s3", **options)
     rows = 0
-    start = time.perf_counter()
+    clock = TreeMonitor().__enter__()
     for url in urls:
         with fs.open(url, "rb") as stream:
             samples = list(group_by_keys({**f, "__url__": url} for f in tar_file_iterator(stream)))
@@ -130,36 +130,56 @@ def naive(model, urls: list[str], options: dict, args, processor: ImageProcessor
         with fs.open(f"{out}/{url.rsplit('/', 1)[-1]}.parquet", "wb") as f:
             pq.write_table(table, f)
         rows += len(keys)
-    return rows / (time.perf_counter() - start)
+    clock.__exit__()
+    return {"rows": rows, "wall_rate": rows / clock.wall, "cpu_rate": rows / clock.cpu}
 
 
-class PeakRSS:
-    """Peak summed RSS of this process and all its descendants (the local Ray's GCS, raylet, workers)."""
+class TreeMonitor:
+    """Samples this process and its descendants (the local Ray's GCS, raylet, workers, actors):
+    peak summed RSS, and CPU seconds used (per pid: last sample minus first, so processes that
+    exit mid-run, like the actors at the end of a job, still count). ``exclude``: the S3 server.
+    CPU-time rates hold on a shared machine where wall-clock rates follow the neighbours' load."""
 
-    def __init__(self, interval: float = 0.25):
-        self.peak = 0
+    exclude: set[int] = set()
+
+    def __init__(self, interval: float = 0.2):
+        self.peak_rss, self.cpu, self.wall = 0, 0.0, 0.0
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, args=(interval,), daemon=True)
 
     def __enter__(self):
+        self._sample()
+        self.wall = time.perf_counter()
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        self._sample()
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = sum(self._last[p] - self._first[p] for p in self._last)
+
+    def _sample(self) -> None:
+        me, rss = psutil.Process(), 0
+        for proc in [me, *me.children(recursive=True)]:
+            if proc.pid in self.exclude:
+                continue
+            try:
+                t, mem = proc.cpu_times(), proc.memory_info().rss
+            except psutil.Error:
+                continue
+            rss += mem
+            # a pid first seen mid-run started after __enter__: all its CPU time is this run's
+            self._first.setdefault(proc.pid, t.user + t.system if not self._thread.is_alive() else 0.0)
+            self._last[proc.pid] = t.user + t.system
+        self.peak_rss = max(self.peak_rss, rss)
 
     def _loop(self, interval: float) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for proc in [me, *me.children(recursive=True)]:
-                try:
-                    total += proc.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            self._stop.wait(interval)
+        while not self._stop.wait(interval):
+            self._sample()
 
 
 def pipeline(model_dir: str, src: str, out: str, options: dict, args) -> dict:
@@ -168,15 +188,40 @@ def pipeline(model_dir: str, src: str, out: str, options: dict, args) -> dict:
         "processor": {"resolution": args.resolution}, "dtype": args.dtype, "channels_last": args.channels_last,
         "batch_size": args.batch_size, "num_actors": 1, "storage_options": options,
     })
-    with PeakRSS() as rss:
+    with TreeMonitor() as clock:
         summary = run_encode_job(config, progress=False)
-    return {"rows": summary.rows, "seconds": summary.seconds, "e2e": summary.images_per_s, "rss": rss.peak, "ok": summary.ok}
+    return {"rows": summary.rows, "seconds": clock.wall, "cpu": clock.cpu, "wall_rate": summary.rows / clock.wall,
+            "cpu_rate": summary.rows / clock.cpu, "rss": clock.peak_rss, "ok": summary.ok}
+
+
+def report(bare_r: dict, naive_r: dict, runs: dict, cores: int, args) -> None:
+    """Print images/s (wall) and images per core-second x cores (CPU time of the process tree), and the ratios."""
+    def line(name: str, r: dict) -> str:
+        return f"{name:<16}: {r['wall_rate']:7.2f} images/s wall, {r['cpu_rate'] * cores:7.2f} images/s at {cores} busy cores (CPU time)"
+
+    print(line("bare forward", bare_r))
+    print(line("naive loop", naive_r))
+    for name, r in runs.items():
+        print(line(name, r) + f"; {r['rows']} images in {r['seconds']:.1f} s; peak RSS {r['rss'] / 2**30:.2f} GiB")
+    names = list(runs)
+    if len(names) == 2:
+        one, ten = runs[names[0]], runs[names[1]]
+        marginal = {"wall_rate": (ten["rows"] - one["rows"]) / (ten["seconds"] - one["seconds"]),
+                    "cpu_rate": (ten["rows"] - one["rows"]) / (ten["cpu"] - one["cpu"])}
+        print(line("pipeline marginal", marginal) + "  (10x minus 1x: without the fixed per-job cost)")
+        print(f"peak RSS {names[1]} / {names[0]}: {ten['rss'] / one['rss']:.2f}")
+        runs = {**runs, "pipeline marginal": marginal}
+    for name, r in runs.items():
+        print(f"{name + ' / bare':<28}: wall {r['wall_rate'] / bare_r['wall_rate']:.2f}, CPU {r['cpu_rate'] / bare_r['cpu_rate']:.2f}")
+        print(f"{name + ' / naive':<28}: wall {r['wall_rate'] / naive_r['wall_rate']:.2f}, CPU {r['cpu_rate'] / naive_r['cpu_rate']:.2f}")
+    print(json.dumps({"bare": bare_r, "naive": naive_r, **runs}, default=str))
 
 
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     server, options = start_moto()
+    TreeMonitor.exclude = {server.pid}
     tmp = tempfile.mkdtemp(prefix="lf-bench-")
     try:
         model = build_model(args.model, f"{tmp}/model")
@@ -185,32 +230,25 @@ def main() -> None:
         print(f"model {args.model} (f{model.downsample_factor}), {args.resolution}px, dtype {args.dtype}, "
               f"channels_last {args.channels_last}, batch {args.batch_size}, {os.cpu_count()} cores, "
               f"{args.shards} shards x {args.per_shard} images")
-        bare_rate = bare(model, src1, options, args, processor)
-        print(f"bare model forward      : {bare_rate:7.2f} images/s")
-        naive_rate = naive(model, src1, options, args, processor, "s3://bench/naive-out")
-        print(f"naive single loop       : {naive_rate:7.2f} images/s")
-        ray.init(num_cpus=os.cpu_count(), object_store_memory=500_000_000, include_dashboard=False, log_to_driver=False)
+        cores = os.cpu_count() or 1
+        first = bare(model, src1, options, args, processor)
+        naive_r = naive(model, src1, options, args, processor, "s3://bench/naive-out")
+        ray.init(num_cpus=cores, object_store_memory=500_000_000, include_dashboard=False, log_to_driver=False)
         one = pipeline(f"{tmp}/model", "s3://bench/src-1x", "s3://bench/out-1x", options, args)
-        print(f"pipeline 1x             : {one['e2e']:7.2f} images/s end to end ({one['rows']} images, {one['seconds']:.1f} s); "
-              f"peak RSS {one['rss'] / 2**30:.2f} GiB")
-        print(f"pipeline/bare 1x e2e    : {one['e2e'] / bare_rate:.2f}")
-        print(f"pipeline/naive 1x e2e   : {one['e2e'] / naive_rate:.2f}")
-        result = {"bare": bare_rate, "naive": naive_rate, "pipeline_1x": one}
+        runs = {"pipeline 1x": one}
         if not args.skip_scale:
             write_sample_webdataset("s3://bench/src-10x", args.shards * args.scale, args.per_shard, storage_options=options, seed=1)
-            ten = pipeline(f"{tmp}/model", "s3://bench/src-10x", "s3://bench/out-10x", options, args)
-            marginal = (ten["rows"] - one["rows"]) / (ten["seconds"] - one["seconds"])
-            print(f"pipeline {args.scale}x            : {ten['e2e']:7.2f} images/s end to end ({ten['rows']} images, {ten['seconds']:.1f} s); "
-                  f"peak RSS {ten['rss'] / 2**30:.2f} GiB = {ten['rss'] / one['rss']:.2f}x the 1x run")
-            print(f"pipeline marginal       : {marginal:7.2f} images/s")
-            print(f"pipeline/bare marginal  : {marginal / bare_rate:.2f}   (10x e2e: {ten['e2e'] / bare_rate:.2f})")
-            print(f"pipeline/naive marginal : {marginal / naive_rate:.2f}   (10x e2e: {ten['e2e'] / naive_rate:.2f})")
-            result.update(pipeline_10x=ten, marginal=marginal)
-        print(json.dumps(result))
+            runs[f"pipeline {args.scale}x"] = pipeline(f"{tmp}/model", "s3://bench/src-10x", "s3://bench/out-10x", options, args)
+        second = bare(model, src1, options, args, processor)  # bare again: the machine's load drifts
+        bare_r = {k: (first[k] + second[k]) / 2 for k in ("wall_rate", "cpu_rate")}
+        report(bare_r, naive_r, runs, cores, args)
     finally:
         ray.shutdown()
         server.terminate()
-        server.wait(timeout=10)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 if __name__ == "__main__":

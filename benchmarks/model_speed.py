@@ -1,4 +1,4 @@
-"""python benchmarks/model_speed.py --batch 4 --size 128 --reps 3 --threads 1
+"""python benchmarks/model_speed.py --batch 4 --size 128 --reps 5 --threads 1
 
 Times encode and decode of latentflow's AutoencoderKLModel against diffusers' AutoencoderKL
 with identical weights, in one process, in fp32 and bf16, and prints latentflow/diffusers.
@@ -15,7 +15,9 @@ channels-last for bf16 on CPU by itself (its ``channels_last=None`` default); di
 as it comes.
 
 ``--threads`` sets torch's intra-op threads: on a machine shared with other jobs, 1 thread
-gives far steadier figures than 2 (OpenMP barriers stall when a core is taken away).
+gives far steadier figures than 2 (OpenMP barriers stall when a core is taken away). With one
+thread the clock is the process's CPU time (``--clock cpu``), which leaves out the time other
+jobs hold the core; with more threads it is wall time (CPU time would count spin-waits).
 
 Options: --config mid (block_out_channels 64,128,256,256; default) or sd (128,256,512,512).
 """
@@ -48,10 +50,13 @@ def build(widths: tuple[int, ...]):
     return ours, ref
 
 
+CLOCK = time.perf_counter
+
+
 def timed(fn) -> float:
-    start = time.perf_counter()
+    start = CLOCK()
     fn()
-    return time.perf_counter() - start
+    return CLOCK() - start
 
 
 def bench_pair(name: str, ours_fn, ref_fn, reps: int) -> dict:
@@ -96,12 +101,17 @@ def main() -> None:
     parser.add_argument("--config", choices=sorted(CONFIGS), default="mid")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--clock", choices=["cpu", "wall"], default=None, help="default: cpu with 1 thread, else wall")
     parser.add_argument("--with-upcast", action="store_true", help="also time ours with force_upcast in bf16")
     args = parser.parse_args()
+    global CLOCK
     if args.threads:
         torch.set_num_threads(args.threads)
+    clock = args.clock or ("cpu" if torch.get_num_threads() == 1 else "wall")
+    CLOCK = time.process_time if clock == "cpu" else time.perf_counter
+    print(f"clock: {clock}", flush=True)
     run(args)
 
 

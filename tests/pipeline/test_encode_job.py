@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -79,6 +80,16 @@ def test_s3_end_to_end_exactly_once_resume_and_append(ray_local, s3, photos, tin
     everything = reference_latents(tiny_model_dir, good[0] + good[1] + good[2], PROCESSOR)
     assert_latents_match(read_rows(out, so), everything)
     assert read_info(out, so)["counts"]["rows"] == 9
+
+    # the readers see the same rows: datasets over the Parquet files, torch over the Zarr groups
+    from latentflow.data.readers import LatentDataset, load_latents
+
+    ds = load_latents(out, storage_options=so)
+    assert ds.num_rows == 9 and set(ds["key"]) == set(everything)
+    zarr_rows = LatentDataset(out, storage_options=so)
+    assert len(zarr_rows) == 9
+    item = zarr_rows[0]
+    np.testing.assert_allclose(np.asarray(item["latent"]), everything[item["key"]], atol=1e-5, rtol=1e-4)
 
 
 def test_other_encoder_is_refused_unless_overwrite(ray_local, photos, tiny_model_dir, other_model_dir, tmp_path):

@@ -46,7 +46,7 @@ def _stop_cluster(temp_dir: str) -> None:
             proc.send_signal(signal.SIGTERM)
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=15)
+    _, alive = psutil.wait_procs(procs, timeout=5)
     for proc in alive:
         try:
             proc.kill()
