@@ -371,8 +371,13 @@ def test_bf16_paths_finite_and_close():
         assert got.dtype == torch.float32 and torch.isfinite(got).all()
         assert (got - want).abs().max() < 0.05 * want.abs().max()
         half = ours_from(ref).to(torch.bfloat16)  # bf16 weights, force_upcast norms/softmax in fp32
-        got = half.reconstruct(x).float()
+        assert half._channels_last(x) and not ours_from(ref)._channels_last(x)  # auto: NHWC for bf16 on CPU
+        got = half.reconstruct(x)
+        assert got.is_contiguous() and got.dtype == torch.bfloat16
+        got = got.float()
         assert torch.isfinite(got).all() and (got - want).abs().max() < 0.1 * want.abs().max()
+        nchw = ours_from(ref, channels_last=False).to(torch.bfloat16).reconstruct(x).float()
+        assert (got - nchw).abs().max() < 0.05 * want.abs().max()  # layout changes rounding only
 
 
 def test_force_upcast_groupnorm_runs_in_fp32():
