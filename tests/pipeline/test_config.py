@@ -64,3 +64,17 @@ def test_public_dict_has_no_storage_options():
 def test_missing_models_name_fails_clearly():
     with pytest.raises(CheckpointError, match="model 'no-such-model' not found: expected a checkpoint folder"):
         load_model("no-such-model")
+
+
+def test_job_script_exits_2_with_a_clear_message_for_a_missing_model(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "jobs/encode_dataset.py"), "--config", str(ROOT / "configs/encode/default.yaml"),
+         "model=no-such-model", f"output={tmp_path / 'out'}"],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2
+    assert "CheckpointError: model 'no-such-model' not found" in done.stderr
+    assert not (tmp_path / "out").exists()  # refused before touching the output
