@@ -21,7 +21,7 @@ from latentflow.training.config import TrainPriorConfig
 from latentflow.training.data import LatentStream, LatentTable, codec_denormalize, load_latent_table, table_rows
 from latentflow.training.stages import seed_everything, write_json
 from latentflow.training.tasks import PriorTask
-from latentflow.training.trainer import Trainer
+from latentflow.training.trainer import Trainer, pick_device
 
 
 def codebook_size(codec: dict[str, Any]) -> int | None:
@@ -81,7 +81,7 @@ def train_prior(cfg: TrainPriorConfig, rank: int = 0, world: int = 1, on_log: Ca
     stream = LatentStream(train, d.batch_size, cfg.train.seed, d.normalize, d.resample, rank, world)
     val_latents, val_labels = _val_tensors(val, d.normalize)
     task = PriorTask(prior, val_latents, val_labels)
-    trainer = Trainer(task, stream, cfg.optim, cfg.train, on_log=on_log)
+    trainer = Trainer(task, stream, cfg.optim, cfg.train, on_log=on_log, device=pick_device(cfg.train.use_gpu))
     history = trainer.fit(until)
     summary: dict[str, Any] = {"steps": trainer.step, "rank": rank, "history": history, "data_position": stream.position()}
     if rank == 0 and trainer.step == cfg.train.max_steps:
@@ -118,7 +118,7 @@ def sample_and_decode(prior: PriorModel, table: LatentTable, cfg: TrainPriorConf
     z = prior.sample(s.num_samples, labels=labels, generator=gen, temperature=s.temperature, top_k=s.top_k, steps=s.steps)
     if not table.discrete and cfg.data.normalize:
         z = codec_denormalize(z, table.codec)
-    images = decode_latents(z, cfg.data.path, storage_options=cfg.data.storage_options)
+    images = decode_latents(z.cpu(), cfg.data.path, storage_options=cfg.data.storage_options)
     save_sample_grid(images, png_url, per_row=min(8, s.num_samples))
     return png_url
 

@@ -18,7 +18,7 @@ import torch
 from latentflow.training.config import ModelSpec, TrainAutoencoderConfig
 from latentflow.training.data import build_image_stream
 from latentflow.training.tasks import AutoencoderTask
-from latentflow.training.trainer import Trainer
+from latentflow.training.trainer import Trainer, pick_device
 
 
 def seed_everything(seed: int) -> None:
@@ -67,7 +67,7 @@ def train_autoencoder(cfg: TrainAutoencoderConfig, rank: int = 0, world: int = 1
     model = build_model(cfg.model)
     train_stream, eval_stream = _image_streams(cfg, model.downsample_factor, rank, world)
     task = AutoencoderTask(model, cfg.loss, eval_stream, cfg.data.eval_batches)
-    trainer = Trainer(task, train_stream, cfg.optim, cfg.train, on_log=on_log)
+    trainer = Trainer(task, train_stream, cfg.optim, cfg.train, on_log=on_log, device=pick_device(cfg.train.use_gpu))
     history = trainer.fit(until)
     from latentflow.hub import state_dict_sha256
 

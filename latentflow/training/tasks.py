@@ -57,6 +57,14 @@ class AutoencoderTask:
     def extra_modules(self) -> dict[str, nn.Module]:
         return {"vf": self.vf} if self.vf is not None else {}
 
+    def to(self, device: torch.device) -> "AutoencoderTask":
+        """Move the frozen helper networks (the trainer moves the trained ones)."""
+        if self.perceptual is not None:
+            self.perceptual.to(device)
+        if self.vf is not None:
+            self.vf._frozen[0].to(device)
+        return self
+
     def loss(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, Any]]:
         """Total generator loss and its named terms for one batch of images (B, C, H, W) in [-1, 1]."""
         c = self.cfg
@@ -180,8 +188,9 @@ class PriorTask:
         n = len(self.val_latents)
         for start in range(0, n, self.val_batch):
             rows = slice(start, start + self.val_batch)
-            labels = None if self.val_labels is None else self.val_labels[rows]
-            for k, v in model.validation(self.val_latents[rows], labels, seed=start).items():
+            device = next(model.parameters()).device
+            labels = None if self.val_labels is None else self.val_labels[rows].to(device)
+            for k, v in model.validation(self.val_latents[rows].to(device), labels, seed=start).items():
                 sums[k] = sums.get(k, 0.0) + v * len(self.val_latents[rows])
         model.train()
         return {k: v / n for k, v in sums.items()}

@@ -50,6 +50,17 @@ def sync_grads(module: nn.Module) -> None:
             p.grad.div_(world)
 
 
+def pick_device(use_gpu: bool) -> torch.device:
+    """CUDA when asked for and present (the worker's own GPU under Ray Train), else CPU."""
+    if not (use_gpu and torch.cuda.is_available()):
+        return torch.device("cpu")
+    if is_distributed():
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+    return torch.device("cuda")
+
+
 def _scalar(value: Any) -> Any:
     return float(value.detach().float()) if torch.is_tensor(value) else value
 
@@ -79,6 +90,8 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.model: nn.Module = task.model.to(self.device)
+        if hasattr(task, "to"):  # frozen helper networks (perceptual, VF feature model)
+            task.to(self.device)
         self.extras = nn.ModuleDict(task.extra_modules()).to(self.device)
         self.optimizers = {"model": self._adamw(list(self.model.parameters()) + list(self.extras.parameters()), optim.lr)}
         self.discriminator = getattr(task, "discriminator", None)
