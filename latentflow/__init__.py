@@ -53,6 +53,10 @@ _EXPORTS: dict[str, str] = {
     "read_codec": "latentflow.data.readers",
     "LatentDataset": "latentflow.data.readers",
     "BucketBatchSampler": "latentflow.data.readers",
+    # the Ray encode job
+    "EncodeJobConfig": "latentflow.pipeline.config",
+    "EncodeSummary": "latentflow.pipeline.runner",
+    "run_encode_job": "latentflow.pipeline.runner",
     # model families
     "AutoencoderConfig": "latentflow.models.autoencoder",
     "AutoencoderModel": "latentflow.models.autoencoder",
