@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image

@@ -9,6 +9,7 @@ from it. A :class:`SampleError` marks one bad sample; the job records it in
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -27,11 +28,26 @@ def shard_id_for(url: str, part: str | None = None) -> str:
         shard_id_for("s3://b/data/train-0001.tar")  # 'train-0001-5d41402abc'
     """
     name = url.rstrip("/").rsplit("/", 1)[-1]
+    url = _portable(url)
     stem = name.split(".", 1)[0] or "shard"
     stem = _UNSAFE.sub("_", stem)[:64].strip("._") or "shard"
     ident = url if part is None else f"{url}#{part}"
     digest = hashlib.sha256(ident.encode()).hexdigest()[:10]
     return f"{stem}-{part}-{digest}" if part is not None else f"{stem}-{digest}"
+
+
+def _portable(url: str) -> str:
+    """Identity of a local path that survives a move of the working directory.
+
+    ``ray job submit --working-dir .`` runs each submission in a fresh copy of the
+    directory, so an absolute path under it differs between runs; relative to the
+    working directory it does not, and committed shards are recognised on rerun.
+    """
+    if "://" in url and not url.startswith("file://"):
+        return url
+    path = os.path.abspath(url.removeprefix("file://"))
+    cwd = os.getcwd()
+    return os.path.relpath(path, cwd) if path.startswith(cwd + os.sep) else path
 
 
 @dataclass(frozen=True)

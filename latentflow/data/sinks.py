@@ -323,6 +323,7 @@ def _checksum(columns: dict[str, Any], names: list[str]) -> str:
 def committed_shards(out_url: str, storage_options: dict | None = None) -> dict[str, dict]:
     """``{shard_id: marker}`` of every committed shard (a shard without a marker is not committed)."""
     fs, root = fsspec.url_to_fs(str(out_url), **(storage_options or {}))
+    fs.invalidate_cache()  # markers are written by other processes; s3fs caches listings per process
     done = _join(root, "_done")
     if not fs.exists(done):
         return {}
@@ -386,8 +387,9 @@ def merge_stats(markers: dict[str, dict], name: str = "latent") -> dict[str, lis
     count = np.sum([p["count"] for p in parts], axis=0)
     total = np.sum([p["sum"] for p in parts], axis=0)
     sumsq = np.sum([p["sumsq"] for p in parts], axis=0)
-    mean = total / count
-    std = np.sqrt(np.maximum(sumsq / count - mean**2, 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):  # channels with no finite rows stay NaN
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        std = np.sqrt(np.maximum(sumsq / np.maximum(count, 1) - mean**2, 0.0))
     return {"count": count.tolist(), "sum": total.tolist(), "sumsq": sumsq.tolist(), "mean": mean.tolist(), "std": std.tolist()}
 
 

@@ -21,7 +21,7 @@ import yaml
 from latentflow.data.configs import DataConfig, check_choice, check_positive
 from latentflow.data.encoding import StoreConfig
 from latentflow.data.processors import ImageProcessorConfig
-from latentflow.data.sources import STORAGE_OPTIONS_ENV, SourceConfig, resolve_storage_options
+from latentflow.data.sources import SourceConfig, resolve_storage_options
 from latentflow.configuration import validate_field
 from latentflow.errors import ConfigError
 

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fsspec
 
 from latentflow import hub
 from latentflow.data.codec import build_codec
@@ -96,7 +95,6 @@ def run_encode_job(config: EncodeJobConfig, progress: bool = True) -> EncodeSumm
     codec = build_codec(model, config.processor, config.store, source.urls, config.dtype, model_location=config.model)
     codec = merged_sources_codec(config.output, codec, options, config.overwrite)
     # refuses another encoder's output (CodecMismatchError) unless overwrite; records the codec first
-    _fresh_listings(config.output, options)
     done = prepare_output(config.output, codec, options, config.overwrite)
     pending = [s for s in shards if s.shard_id not in done]
     summary = EncodeSummary(config.output, len(shards), len(shards) - len(pending), max_error_rate=config.max_error_rate)
@@ -105,15 +103,8 @@ def run_encode_job(config: EncodeJobConfig, progress: bool = True) -> EncodeSumm
     results = _run_ray(config, source, model, codec, pending, options, progress) if pending else []
     summary.seconds = time.perf_counter() - start
     shard_errors = _tally(summary, results)
-    _fresh_listings(config.output, options)  # markers were written by other processes
     finalize(config.output, codec, options, {**summary.to_dict(), "shard_errors": shard_errors, "failed_shards": summary.shards_failed})
     return summary
-
-
-def _fresh_listings(out_url: str, storage_options: dict) -> None:
-    """Drop fsspec's cached directory listings of the output (s3fs caches them per process)."""
-    fs, _ = fsspec.url_to_fs(out_url, **storage_options)
-    fs.invalidate_cache()
 
 
 def _tally(summary: EncodeSummary, results: list[ShardResult]) -> list[dict]:
@@ -245,7 +236,6 @@ class ProgressWatcher:
 
     def _update(self) -> None:
         try:
-            _fresh_listings(*self._args)
             markers = committed_shards(*self._args)
         except Exception:  # noqa: BLE001 - progress is best effort
             return
