@@ -54,8 +54,95 @@ def validate_field(owner: str, name: str, tp: Any, value: Any) -> Any:
         ) from err
 
 
+class Config:
+    """Base of every config dataclass: strict ``from_dict``, plain ``to_dict``, ``validate``.
+
+    Subclasses are ``@dataclass``es. A field typed as another ``Config`` subclass is a
+    nested section: it reads from a mapping and writes back as one. Unknown keys are
+    errors naming the key; types are checked strictly (no ``"3"`` -> 3); value checks
+    live in :meth:`validate` and raise :class:`ConfigError` stating the rule and the value.
+    """
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Value checks beyond types; subclasses extend and call ``super().validate()``."""
+
+    @classmethod
+    def field_types(cls) -> dict[str, Any]:
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (tuples become lists, sections dicts) that :meth:`from_dict` reads back."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Config):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None = None, **overrides: Any):
+        """Build the config, rejecting unknown keys and values of the wrong type.
+
+        Args:
+            data: a dict as written by :meth:`to_dict`; keys starting with ``_`` are metadata and ignored.
+            overrides: keys that replace those in ``data``.
+        """
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__} must be a mapping, got: {data!r} ({type(data).__name__})")
+        data = {**(data or {}), **overrides}
+        types = cls.field_types()
+        kwargs = {}
+        for key, value in data.items():
+            if key.startswith("_"):
+                continue  # metadata: _class_name, _latentflow_version, ...
+            if key not in types:
+                raise ConfigError(f"unknown key {key!r} for {cls.__name__}; expected one of: {sorted(types)}")
+            kwargs[key] = _field_value(cls.__name__, key, types[key], value)
+        return cls(**{k: v for k, v in kwargs.items() if v is not _DEFAULT})
+
+    def replace(self, **changes: Any):
+        """A validated copy with ``changes`` applied."""
+        return type(self).from_dict(self.to_dict(), **changes)
+
+
+_DEFAULT = object()
+
+
+def _section_type(tp: Any) -> tuple[type | None, bool]:
+    """``(section class, optional)`` when ``tp`` is a Config subclass or ``Config | None``."""
+    if isinstance(tp, type) and issubclass(tp, Config):
+        return tp, False
+    args = typing.get_args(tp)
+    if len(args) == 2 and type(None) in args:
+        inner = next(a for a in args if a is not type(None))
+        if isinstance(inner, type) and issubclass(inner, Config):
+            return inner, True
+    return None, False
+
+
+def _field_value(owner: str, key: str, tp: Any, value: Any) -> Any:
+    section, optional = _section_type(tp)
+    if section is not None:  # a nested section
+        tp = section
+        if value is None:
+            return None if optional else _DEFAULT
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{owner}.{key} must be a mapping, got: {value!r} ({type(value).__name__})")
+        return tp.from_dict(value)
+    return validate_field(owner, key, tp, value)
+
+
 @dataclass
-class LatentConfig:
+class LatentConfig(Config):
     """Base of every model config.
 
     Latent normalization lives here so every family exposes it the same way:
@@ -72,11 +159,8 @@ class LatentConfig:
     latents_std: list[float] | None = None
     check_finite: bool = False  # raise on NaN/Inf in model inputs and outputs
 
-    def __post_init__(self) -> None:
-        self.validate()
-
     def validate(self) -> None:
-        """Value checks beyond types; subclasses extend and call ``super().validate()``."""
+        super().validate()
         if self.scaling_factor == 0:
             raise ConfigError("scaling_factor must be != 0, got: 0")
         if (self.latents_mean is None) != (self.latents_std is None):
@@ -84,21 +168,11 @@ class LatentConfig:
         if self.latents_std is not None and any(s <= 0 for s in self.latents_std):
             raise ConfigError(f"latents_std must be > 0 everywhere, got: {self.latents_std}")
 
-    # ---- dict / JSON -------------------------------------------------
-    @classmethod
-    def field_types(cls) -> dict[str, Any]:
-        hints = typing.get_type_hints(cls)
-        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"model_type": self.model_type}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
+        return {"model_type": self.model_type, **super().to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> "LatentConfig":
+    def from_dict(cls, data: dict[str, Any] | None = None, **overrides: Any) -> "LatentConfig":
         """Build a config, rejecting unknown keys and wrong types.
 
         Args:
@@ -106,30 +180,16 @@ class LatentConfig:
                 but it must match when present).
             overrides: keys that replace those in ``data``.
         """
-        data = {**data, **overrides}
+        data = {**(data or {}), **overrides}
         model_type = data.pop("model_type", cls.model_type)
         if model_type != cls.model_type:
             raise ConfigError(
                 f"{cls.__name__} expects model_type {cls.model_type!r}, got: {model_type!r}"
             )
-        types = cls.field_types()
-        kwargs = {}
-        for key, value in data.items():
-            if key.startswith("_"):
-                continue  # metadata: _class_name, _latentflow_version, ...
-            if key not in types:
-                raise ConfigError(
-                    f"unknown key {key!r} for {cls.__name__}; expected one of: {sorted(types)}"
-                )
-            kwargs[key] = validate_field(cls.__name__, key, types[key], value)
-        return cls(**kwargs)
+        return super().from_dict(data)
 
     def to_json_string(self) -> str:
         return json.dumps({**self.to_dict(), "_latentflow_version": __version__}, indent=2, sort_keys=True)
-
-    def replace(self, **changes: Any) -> "LatentConfig":
-        """A copy with ``changes`` applied and validated."""
-        return type(self).from_dict(self.to_dict(), **changes)
 
     # ---- files ------------------------------------------------------
     def save_pretrained(self, directory: str, storage_options: dict | None = None) -> None:

@@ -18,7 +18,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib.metadata
 import json
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from torch import nn
 
 from latentflow import hub
 from latentflow.auto import register
-from latentflow.configuration import LatentConfig, read_config_dict, validate_field
+from latentflow.configuration import Config, LatentConfig, read_config_dict
 from latentflow.errors import CheckpointError, ConfigError, InputError
 from latentflow.modeling import LatentModel, check_finite
 from latentflow.models.ldm_blocks import Decoder, Encoder, check_attention_backend, set_upcast
@@ -48,7 +47,7 @@ _AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 # tiling: overlapping tiles, blended with linear ramps
 # ---------------------------------------------------------------------------
 @dataclass
-class TilingConfig:
+class TilingConfig(Config):
     """Tiled encode/decode for inputs too large to process at once.
 
     Sizes are in pixels; the latent tile is ``tile_size / downsample_factor``.
@@ -64,7 +63,7 @@ class TilingConfig:
     tile_stride: int = 384
     min_size: int | None = None
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if self.tile_size <= 0:
             raise ConfigError(f"tile_size must be > 0, got: {self.tile_size}")
         if not 0 < self.tile_stride <= self.tile_size:
@@ -73,15 +72,6 @@ class TilingConfig:
     @property
     def threshold(self) -> int:
         return self.tile_size if self.min_size is None else self.min_size
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TilingConfig":
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise ConfigError(f"unknown key(s) {unknown} for TilingConfig; expected one of: {sorted(fields)}")
-        types = {"tile_size": int, "tile_stride": int, "min_size": int | None}
-        return cls(**{k: validate_field("TilingConfig", k, types[k], v) for k, v in data.items()})
 
 
 def _tile_starts(size: int, tile: int, stride: int) -> list[int]:
@@ -222,19 +212,7 @@ class AutoencoderKLConfig(LatentConfig):
     @classmethod
     def from_dict(cls, data: dict[str, Any], **overrides: Any) -> "AutoencoderKLConfig":
         """Build from our ``to_dict`` output or a diffusers ``AutoencoderKL`` config.json dict."""
-        data = _check_diffusers_keys({**data, **overrides})
-        tiling = data.pop("tiling", None)
-        if tiling is not None and not isinstance(tiling, TilingConfig):
-            if not isinstance(tiling, dict):
-                raise ConfigError(f"tiling must be a dict of TilingConfig keys or None, got: {tiling!r}")
-            tiling = TilingConfig.from_dict(tiling)
-        config = super().from_dict(data)
-        return dataclasses.replace(config, tiling=tiling) if tiling is not None else config
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        out["tiling"] = dataclasses.asdict(self.tiling) if self.tiling is not None else None
-        return out
+        return super().from_dict(_check_diffusers_keys({**(data or {}), **overrides}))
 
     def to_diffusers_dict(self) -> dict[str, Any]:
         """The ``config.json`` content diffusers' ``AutoencoderKL`` expects (our extra keys dropped)."""
