@@ -7,51 +7,14 @@ are errors naming the key, types are checked strictly, value checks live in
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from typing import Any
 
-from latentflow.configuration import validate_field
+from latentflow.configuration import Config
 from latentflow.errors import ConfigError
 
 
-class DataConfig:
-    """Mixin for ``@dataclass`` configs of the data layer."""
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Value checks beyond types; subclasses override."""
-
-    @classmethod
-    def field_types(cls) -> dict[str, Any]:
-        hints = typing.get_type_hints(cls)
-        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict (tuples become lists) that :meth:`from_dict` reads back."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None = None, **overrides: Any):
-        """Build the config, rejecting unknown keys and values of the wrong type."""
-        data = {**(data or {}), **overrides}
-        types = cls.field_types()
-        kwargs = {}
-        for key, value in data.items():
-            if key not in types:
-                raise ConfigError(f"unknown key {key!r} for {cls.__name__}; expected one of: {sorted(types)}")
-            kwargs[key] = validate_field(cls.__name__, key, types[key], value)
-        return cls(**kwargs)
-
-    def replace(self, **changes: Any):
-        """A validated copy with ``changes`` applied."""
-        return type(self).from_dict(self.to_dict(), **changes)
+class DataConfig(Config):
+    """Base of the data layer's ``@dataclass`` configs (the shared strict :class:`Config`)."""
 
 
 def check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:

@@ -15,14 +15,12 @@ from typing import Any
 
 import yaml
 
-from latentflow.configuration import validate_field
 from latentflow.data.configs import DataConfig, check_choice, check_positive
 from latentflow.data.processors import ImageProcessorConfig
 from latentflow.data.sources import SourceConfig, resolve_storage_options
 from latentflow.errors import ConfigError
 from latentflow.pipeline.config import apply_overrides
 
-_SECTIONS = {"source": SourceConfig, "processor": ImageProcessorConfig}
 
 
 @dataclass
@@ -77,12 +75,6 @@ class EvalJobConfig(DataConfig):
         if self.processor.buckets:
             raise ConfigError(f"{name}.processor.buckets must be false: evaluation compares models on equal-size crops")
 
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        for key in _SECTIONS:
-            out[key] = getattr(self, key).to_dict()
-        return out
-
     def to_public_dict(self) -> dict[str, Any]:
         """``to_dict`` without storage options (safe to write into the report)."""
         out = self.to_dict()
@@ -94,26 +86,6 @@ class EvalJobConfig(DataConfig):
         """Storage options for checkpoints and output: the config's, else ``$LATENTFLOW_STORAGE_OPTIONS``."""
         return resolve_storage_options(self.storage_options)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None = None, **overrides: Any) -> "EvalJobConfig":
-        data = {**(data or {}), **overrides}
-        sections = {}
-        for key, section_cls in _SECTIONS.items():
-            value = data.pop(key, None)
-            if value is None or isinstance(value, section_cls):
-                if value is not None:
-                    sections[key] = value
-                continue
-            if not isinstance(value, dict):
-                raise ConfigError(f"{cls.__name__}.{key} must be a mapping, got: {value!r} ({type(value).__name__})")
-            sections[key] = section_cls.from_dict(value)
-        types = cls.field_types()
-        kwargs = {}
-        for key, value in data.items():
-            if key not in types:
-                raise ConfigError(f"unknown key {key!r} for {cls.__name__}; expected one of: {sorted(types)}")
-            kwargs[key] = validate_field(cls.__name__, key, types[key], value)
-        return cls(**kwargs, **sections)
 
     @classmethod
     def from_yaml(cls, path: str, overrides: list[str] | None = None) -> "EvalJobConfig":

@@ -22,7 +22,6 @@ from latentflow.data.configs import DataConfig, check_choice, check_positive
 from latentflow.data.encoding import StoreConfig
 from latentflow.data.processors import ImageProcessorConfig
 from latentflow.data.sources import SourceConfig, resolve_storage_options
-from latentflow.configuration import validate_field
 from latentflow.errors import ConfigError
 
 DTYPES = ("fp32", "bf16", "fp16")
@@ -30,7 +29,6 @@ FORMATS = ("parquet", "zarr")
 DEVICES = ("auto", "cpu", "cuda")
 
 # sections built by their own config class (so their unknown keys are caught too)
-_SECTIONS = {"source": SourceConfig, "processor": ImageProcessorConfig, "store": StoreConfig}
 
 
 @dataclass
@@ -103,12 +101,6 @@ class EncodeJobConfig(DataConfig):
             raise ConfigError(f"{name}.max_error_rate must be in [0, 1], got: {self.max_error_rate}")
 
     # ---- dict / YAML ---------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        for key in _SECTIONS:
-            out[key] = getattr(self, key).to_dict()
-        return out
-
     def to_public_dict(self) -> dict[str, Any]:
         """``to_dict`` without storage options anywhere (safe to log or write)."""
         out = self.to_dict()
@@ -116,25 +108,6 @@ class EncodeJobConfig(DataConfig):
         out["source"] = {k: v for k, v in out["source"].items() if k != "storage_options"}
         return out
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None = None, **overrides: Any) -> "EncodeJobConfig":
-        data = {**(data or {}), **overrides}
-        sections = {}
-        for key, section_cls in _SECTIONS.items():
-            value = data.pop(key, None) or {}
-            if isinstance(value, section_cls):
-                sections[key] = value
-            elif isinstance(value, dict):
-                sections[key] = section_cls.from_dict(value)
-            else:
-                raise ConfigError(f"{cls.__name__}.{key} must be a mapping, got: {value!r} ({type(value).__name__})")
-        types = cls.field_types()
-        kwargs = {}
-        for key, value in data.items():
-            if key not in types:
-                raise ConfigError(f"unknown key {key!r} for {cls.__name__}; expected one of: {sorted(types)}")
-            kwargs[key] = validate_field(cls.__name__, key, types[key], value)
-        return cls(**kwargs, **sections)
 
     @classmethod
     def from_yaml(cls, path: str, overrides: list[str] | None = None) -> "EncodeJobConfig":

@@ -25,9 +25,7 @@ Subclasses implement three methods on flat rows: ``quantize_flat(z)`` (N, D) ->
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -36,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from latentflow.configuration import validate_field
+from latentflow.configuration import Config
 from latentflow.errors import ConfigError, InputError, NotSupportedError
 from latentflow.outputs import QuantizerOutput
 
@@ -55,7 +53,7 @@ _QUANTIZERS: dict[str, type["Quantizer"]] = {}
 
 # ---- config ----------------------------------------------------------------
 @dataclass
-class QuantizerConfig:
+class QuantizerConfig(Config):
     """Base of every quantizer config: a strict dataclass with a JSON form.
 
     Subclasses set ``name`` and extend :meth:`validate` (calling super).
@@ -63,30 +61,10 @@ class QuantizerConfig:
 
     name: ClassVar[str] = "base"
 
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Value checks beyond types; raise :class:`ConfigError`."""
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "QuantizerConfig":
+    def from_dict(cls, data: dict[str, Any] | None = None, **overrides: Any) -> "QuantizerConfig":
         """Build from a ``configuration`` dict, rejecting unknown keys and wrong types."""
-        hints = typing.get_type_hints(cls)
-        types = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-        kwargs = {}
-        for key, value in data.items():
-            if key not in types:
-                raise ConfigError(f"unknown key {key!r} for {cls.__name__}; expected one of: {sorted(types)}")
-            kwargs[key] = validate_field(cls.__name__, key, types[key], value)
-        return cls(**kwargs)
+        return super().from_dict(data, **overrides)
 
 
 def check_positive(owner: str, **values: float | int | None) -> None:

@@ -12,56 +12,19 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
 import yaml
 
-from latentflow.configuration import validate_field
+from latentflow.configuration import Config
 from latentflow.errors import ConfigError
 
 
 @dataclass
-class SectionConfig:
-    """Base of every config section: strict ``from_dict``, plain ``to_dict``, ``validate``."""
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Value checks beyond types; raise :class:`ConfigError`."""
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "SectionConfig":
-        data = dict(data or {})
-        if not isinstance(data, dict):
-            raise ConfigError(f"{cls.__name__} must be a mapping, got: {type(data).__name__}")
-        hints = typing.get_type_hints(cls)
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {}
-        for key, value in data.items():
-            if key not in names:
-                raise ConfigError(f"unknown key {key!r} for {cls.__name__}; expected one of: {sorted(names)}")
-            tp = hints[key]
-            if isinstance(tp, type) and issubclass(tp, SectionConfig):
-                kwargs[key] = tp.from_dict(value)
-            else:
-                kwargs[key] = validate_field(cls.__name__, key, tp, value)
-        return cls(**kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, SectionConfig):
-                value = value.to_dict()
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
-        return out
+class SectionConfig(Config):
+    """Base of every trainer config section (the shared strict :class:`Config`)."""
 
 
 def _positive(owner: str, **values: float) -> None:
