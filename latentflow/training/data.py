@@ -16,6 +16,8 @@ scaling/shift, resampled from ``mean + std * eps`` where logvar is stored.
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -143,13 +145,27 @@ def build_image_stream(source: dict[str, Any], processor: dict[str, Any], downsa
     if shard_slice is not None:
         shards = shards[shard_slice]
 
+    augment = proc.config.crop == "random"
+
     def process(record) -> np.ndarray:
         if record.image is None:
             raise SampleError("read", "missing_image", f"sample {record.key!r} has no image")
-        return proc.process(record.image, record.key).pixel_values
+        if not augment:
+            return proc.process(record.image, record.key).pixel_values
+        # A fresh random crop (and, with processor.flip, a coin-flip mirror) every epoch, still a
+        # deterministic function of (seed, epoch, key) so a resumed run sees the same pixels.
+        out = proc.process(record.image, f"{record.key}@epoch{stream.epoch}")
+        if out.flip_pixel_values is not None and np.random.default_rng([seed, stream.epoch, _key_int(record.key)]).random() < 0.5:
+            return out.flip_pixel_values
+        return out.pixel_values
 
-    return ImageStream(shards, lambda s: read_shard(s, source_cfg), process, batch_size, seed, shuffle,
-                       rank, world, skip_errors=(SampleError,))
+    stream = ImageStream(shards, lambda s: read_shard(s, source_cfg), process, batch_size, seed, shuffle,
+                         rank, world, skip_errors=(SampleError,))
+    return stream
+
+
+def _key_int(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
 
 
 # ---- stage 2 ------------------------------------------------------------------------
