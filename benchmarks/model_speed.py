@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     print(f"config {args.config} {CONFIGS[args.config]}, batch {args.batch}, {args.size}x{args.size}, "
           f"threads {torch.get_num_threads()}, reps {args.reps}; fp32 decode max |diff| {diff:.2e}", flush=True)
     rows = []
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in [{"fp32": torch.float32, "bf16": torch.bfloat16}[d] for d in args.dtypes.split(",")]:
         tag = "fp32" if dtype == torch.float32 else "bf16"
         ours.to(dtype), ref.to(dtype)
         x, z = x32.to(dtype), z32.to(dtype)
@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--clock", choices=["cpu", "wall"], default=None, help="default: cpu with 1 thread, else wall")
+    parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32, bf16 (bf16 diffusers is very slow on CPUs without native bf16)")
     parser.add_argument("--with-upcast", action="store_true", help="also time ours with force_upcast in bf16")
     args = parser.parse_args()
     global CLOCK

@@ -10,8 +10,9 @@ Output layout::
     <out>/_done/<shard_id>.json           commit marker: rows, key hash, checksum, stats, errors
     <out>/errors.parquet                  per-sample failures (at finalize)
 
-Commit protocol per shard: write everything under ``_tmp/``, move it to its final name
-(rename locally, copy + delete on object stores), and only then write the marker. A
+Commit protocol per shard: on local disks write everything under ``_tmp/`` and rename it
+to its final name; on object stores write in place (a single-object PUT is atomic, and the
+Zarr groups are read only for shards with a marker); only then write the marker. A
 shard without a marker is not committed, whatever files exist; rewriting a shard
 replaces its files under the same names, so reruns are idempotent. Zarr groups belong
 to one shard each, so no two writers ever touch one chunk or shard file.
@@ -91,17 +92,23 @@ class ShardWriter:
             the marker written to ``_done/<shard_id>.json``.
         """
         columns = self._normalize(shard_id, table)
-        tmp = _join(self.root, "_tmp", f"{shard_id}-{uuid.uuid4().hex[:8]}")
+        # Object stores: a PUT is atomic and the marker gates the Zarr groups, so write in place
+        # (a copy + delete per object would triple the requests). Local disks: stage, then rename.
+        direct = not isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
+        stage = self.root if direct else _join(self.root, "_tmp", f"{shard_id}-{uuid.uuid4().hex[:8]}")
+        if direct:
+            self._remove_stale(shard_id, self._final_paths(shard_id, columns))  # uncommit before writing
         moves = []
         if "parquet" in self.formats and columns["key"]:  # no file for an all-bad shard (datasets cannot read empty ones)
-            moves.append(self._write_parquet_tmp(tmp, shard_id, columns))
+            moves.append(self._write_parquet(stage, shard_id, columns))
         if "zarr" in self.formats:
-            moves += self._write_zarr_tmp(tmp, shard_id, columns)
-        self._remove_stale(shard_id, {dst for _, dst in moves})
-        self.fs.invalidate_cache()  # zarr wrote through its own filesystem instance
-        for src, dst in moves:  # commit: move each file/group to its final name
-            self._move(src, dst)
-        self._rm_quiet(tmp)
+            moves += self._write_zarr(stage, shard_id, columns)
+        if not direct:
+            self._remove_stale(shard_id, {dst for _, dst in moves})
+            self.fs.invalidate_cache()  # zarr wrote through its own filesystem instance
+            for src, dst in moves:  # commit: move each file/group to its final name
+                self._move(src, dst)
+            self._rm_quiet(stage)
         marker = self._marker(shard_id, columns, errors or [], [self.fs.unstrip_protocol(d) if "://" in self.out_url else d for _, d in moves])
         self._write_json(_join(self.root, "_done", f"{shard_id}.json"), marker)
         return marker
@@ -144,7 +151,7 @@ class ShardWriter:
         return out
 
     # ---- parquet -------------------------------------------------------------------
-    def _write_parquet_tmp(self, tmp: str, shard_id: str, columns: dict[str, Any]) -> tuple[str, str]:
+    def _write_parquet(self, tmp: str, shard_id: str, columns: dict[str, Any]) -> tuple[str, str]:
         table = parquet_table(columns, self.array_names, self.variable, self.codec)
         src = _join(tmp, "parquet", f"{shard_id}.parquet")
         self.fs.makedirs(_join(tmp, "parquet"), exist_ok=True)
@@ -156,7 +163,7 @@ class ShardWriter:
         return src, _join(self.root, "parquet", f"{shard_id}.parquet")
 
     # ---- zarr ------------------------------------------------------------------------
-    def _write_zarr_tmp(self, tmp: str, shard_id: str, columns: dict[str, Any]) -> list[tuple[str, str]]:
+    def _write_zarr(self, tmp: str, shard_id: str, columns: dict[str, Any]) -> list[tuple[str, str]]:
         import zarr
 
         moves = []
@@ -176,6 +183,14 @@ class ShardWriter:
             self._ensure_zarr_parents(bucket)
             moves.append((_join(tmp, rel), _join(self.root, rel)))
         return moves
+
+    def _final_paths(self, shard_id: str, columns: dict[str, Any]) -> set[str]:
+        paths = set()
+        if "parquet" in self.formats and columns["key"]:
+            paths.add(_join(self.root, "parquet", f"{shard_id}.parquet"))
+        if "zarr" in self.formats:
+            paths |= {_join(self.root, "zarr", bucket, shard_id) for bucket in self._buckets(columns)}
+        return paths
 
     def _buckets(self, columns: dict[str, Any]) -> dict[str, list[int]]:
         first = self.array_names[0]

@@ -148,6 +148,9 @@ def merged_sources_codec(out_url: str, codec: dict, storage_options: dict, overw
 # ---- the Ray plan -----------------------------------------------------------------------
 
 
+WRITE_NUM_CPUS = 0.5
+
+
 def _run_ray(config: EncodeJobConfig, source, model, codec: dict, pending: list, options: dict, progress: bool) -> list[ShardResult]:
     import ray
     from ray.data import DataContext
@@ -168,7 +171,8 @@ def _run_ray(config: EncodeJobConfig, source, model, codec: dict, pending: list,
             fn_kwargs={"processor_config": config.processor.to_dict(), "downsample_factor": model.downsample_factor},
         )
         ds = ds.map_batches(EncoderActor, batch_size=None, batch_format="pyarrow", **actor_options(config, options, model))
-        ds.write_datasink(sink)
+        # commits wait on storage, not on the CPU: a small reservation lets them overlap the encoder
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_NUM_CPUS})
     finally:
         ctx.target_max_block_size = saved
         if watcher:
