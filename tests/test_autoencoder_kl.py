@@ -371,7 +371,7 @@ def test_bf16_paths_finite_and_close():
         assert got.dtype == torch.float32 and torch.isfinite(got).all()
         assert (got - want).abs().max() < 0.05 * want.abs().max()
         half = ours_from(ref).to(torch.bfloat16)  # bf16 weights, force_upcast norms/softmax in fp32
-        assert half._channels_last(x) and not ours_from(ref)._channels_last(x)  # auto: NHWC for bf16 on CPU
+        assert half._channels_last(x) and ours_from(ref)._channels_last(x)  # auto: NHWC on CPU, any dtype
         got = half.reconstruct(x)
         assert got.is_contiguous() and got.dtype == torch.bfloat16
         got = got.float()

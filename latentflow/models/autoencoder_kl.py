@@ -164,8 +164,8 @@ class AutoencoderKLConfig(LatentConfig):
     Ours: ``attention_backend`` (sdpa | math | linear | xformers), ``tiling`` (a
     :class:`TilingConfig` or None), ``batch_slice_size`` (encode/decode at most this many
     samples at once), ``autocast_dtype`` ("bfloat16" | "float16" | None), ``channels_last``
-    (True: weights and activations channels-last; None: activations channels-last when computing
-    in bf16/fp16 on CPU, where oneDNN's low-precision convs need that layout to be fast),
+    (True: weights and activations channels-last; None: activations channels-last on CPU, where
+    oneDNN's convs are faster in that layout, and on GPUs when computing in bf16/fp16),
     ``kl_weight`` (weight of the KL term in ``forward``'s total loss).
     ``force_upcast`` keeps GroupNorm and the attention softmax in fp32 under fp16/bf16.
     """
@@ -308,9 +308,11 @@ class AutoencoderKLModel(LatentModel):
     def _channels_last(self, x: torch.Tensor) -> bool:
         if self.config.channels_last is not None:
             return self.config.channels_last
-        # bf16/fp16 convs on CPU take a slow path in NCHW layout (about 10x here) and oneDNN's in NHWC
-        low = self.config.autocast_dtype is not None or self.dtype in (torch.bfloat16, torch.float16)
-        return low and x.device.type == "cpu"
+        # oneDNN's CPU convs are faster in NHWC: fp32 encode/decode 20% / 17% faster here, and
+        # bf16/fp16 take a slow path in NCHW (about 10x). On GPUs NHWC pays off at low precision.
+        if x.device.type == "cpu":
+            return True
+        return self.config.autocast_dtype is not None or self.dtype in (torch.bfloat16, torch.float16)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         if self._channels_last(x):
