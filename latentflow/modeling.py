@@ -168,9 +168,15 @@ class LatentModel(nn.Module):
         if not fs.exists(weights):
             hub.refuse_pickles(fs, path, hub.WEIGHTS_NAME)
         state, sha = hub.read_safetensors(fs, weights)
+        return cls.from_state_dict(config, state, weights_sha256=sha, torch_dtype=torch_dtype)
+
+    @classmethod
+    def from_state_dict(cls, config: LatentConfig, state: dict[str, torch.Tensor], weights_sha256: str | None = None,
+                        torch_dtype: torch.dtype | None = None) -> "LatentModel":
+        """Build from ``config`` and load ``state`` strictly; the model comes back in eval mode."""
         model = cls(config)
         model.load_state_dict_strict(state)
-        model.weights_sha256 = sha
+        model.weights_sha256 = weights_sha256
         if torch_dtype is not None:
             model.to(torch_dtype)
         return model.eval()

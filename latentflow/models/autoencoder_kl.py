@@ -459,7 +459,7 @@ class AutoencoderKLModel(LatentModel):
         raw = read_config_dict(fs.unstrip_protocol(path), storage_options)
         config = cls.config_class.from_dict(raw, **config_overrides)
         state, sha = _read_weights(fs, path.rstrip("/"), variant)
-        return cls._from_state(config, rename_legacy_attention(state), sha, torch_dtype)
+        return cls.from_state_dict(config, rename_legacy_attention(state), weights_sha256=sha, torch_dtype=torch_dtype)
 
     @classmethod
     def from_single_file(cls, path: str, *, config: AutoencoderKLConfig | None = None, storage_options: dict | None = None,
@@ -484,16 +484,7 @@ class AutoencoderKLModel(LatentModel):
                 raise CheckpointError(f"{path!r} does not hold an LDM autoencoder: {err}") from err
         elif config_overrides:
             config = config.replace(**config_overrides)
-        return cls._from_state(config, state, sha, torch_dtype)
-
-    @classmethod
-    def _from_state(cls, config, state, sha, torch_dtype) -> "AutoencoderKLModel":
-        model = cls(config)
-        model.load_state_dict_strict(state)
-        model.weights_sha256 = sha
-        if torch_dtype is not None:
-            model.to(torch_dtype)
-        return model.eval()
+        return cls.from_state_dict(config, state, weights_sha256=sha, torch_dtype=torch_dtype)
 
 
 def _weight_candidates(variant: str | None) -> list[str]:
