@@ -57,7 +57,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--model", default="kl-small", choices=["kl-small", "kl-sd1"], help="AutoencoderKL size")
+    p.add_argument("--model", default="kl-small", choices=["kl-small", "kl-mid", "kl-sd1"], help="AutoencoderKL size (kl-mid: 64-128-256-256, 2 layers per block)")
     p.add_argument("--skip-scale", action="store_true", help="skip the 10x run")
     return p.parse_args()
 
@@ -87,7 +87,8 @@ def build_model(name: str, directory: str):
     from latentflow.models.autoencoder_kl import AutoencoderKLConfig, AutoencoderKLModel, sd1
 
     torch.manual_seed(0)
-    cfg = sd1() if name == "kl-sd1" else AutoencoderKLConfig(block_out_channels=(32, 64, 128, 128), layers_per_block=1,
+    widths = {"kl-small": ((32, 64, 128, 128), 1), "kl-mid": ((64, 128, 256, 256), 2)}
+    cfg = sd1() if name == "kl-sd1" else AutoencoderKLConfig(block_out_channels=widths[name][0], layers_per_block=widths[name][1],
                                                               norm_num_groups=32, latent_channels=4)
     model = AutoencoderKLModel(cfg).eval()
     model.save_pretrained(directory)
