@@ -52,25 +52,16 @@ def build_encoder(kind: str):
 
 def encode_cache(model, urls: list[str], root: Path, resolution: int) -> tuple[str, float]:
     """The encode job's plain loop (data layer): shards -> processor -> encoder -> Parquet + Zarr. Returns (dir, seconds)."""
-    from latentflow.data.codec import build_codec
-    from latentflow.data.encoding import LatentEncoder, StoreConfig
-    from latentflow.data.local import encode_shard_locally
-    from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
-    from latentflow.data.sinks import ShardWriter, finalize, prepare_output
-    from latentflow.data.sources import SourceConfig, list_shards
+    from latentflow.data.encoding import StoreConfig
+    from latentflow.data.local import encode_locally
+    from latentflow.data.processors import ImageProcessorConfig
+    from latentflow.data.sources import SourceConfig
 
     model_dir, out = str(root / "encoder"), str(root / "latents")
     model.save_pretrained(model_dir)
-    source = SourceConfig(format="webdataset", urls=urls)
-    proc_cfg, store = ImageProcessorConfig(resolution=resolution), StoreConfig(logvar=True)
-    codec = build_codec(model, proc_cfg, store, source, "fp32", model_location=model_dir)
     start = time.perf_counter()
-    prepare_output(out, codec, None)
-    writer = ShardWriter(out, codec, ("parquet", "zarr"), None)
-    processor, encoder = ImageProcessor(proc_cfg, model.downsample_factor), LatentEncoder(model, store)
-    for shard in list_shards(source):
-        encode_shard_locally(shard, source, processor, encoder, writer, batch_size=8)
-    finalize(out, codec, None, {"note": "train_throughput"})
+    encode_locally(model, SourceConfig(format="webdataset", urls=urls), out, ImageProcessorConfig(resolution=resolution),
+                   StoreConfig(logvar=True), model_location=model_dir, batch_size=8, note="train_throughput")
     return out, time.perf_counter() - start
 
 

@@ -8,7 +8,6 @@ so that every parameter matters in the parity checks.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

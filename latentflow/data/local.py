@@ -5,9 +5,7 @@ dataset without Ray. Batches group images of one bucket shape.
 
 Example::
 
-    writer = ShardWriter(out, codec)
-    for shard in list_shards(source):
-        encode_shard_locally(shard, source, processor, encoder, writer, batch_size=16)
+    codec = encode_locally(model, SourceConfig(urls=["shards/*.tar"]), "out/latents")
 """
 
 from __future__ import annotations
@@ -16,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from latentflow.data.encoding import LatentEncoder
-from latentflow.data.processors import ImageProcessor, ProcessedImage
+from latentflow.data.codec import build_codec
+from latentflow.data.encoding import LatentEncoder, StoreConfig
+from latentflow.data.processors import ImageProcessor, ImageProcessorConfig, ProcessedImage
 from latentflow.data.records import Record, SampleError, Shard
-from latentflow.data.sinks import ShardWriter
-from latentflow.data.sources import SourceConfig, read_shard
+from latentflow.data.sinks import ShardWriter, finalize, prepare_output
+from latentflow.data.sources import SourceConfig, list_shards, read_shard
 
 
 def process_records(records: list[Record], processor: ImageProcessor, shard_id: str) -> tuple[list[tuple[Record, ProcessedImage]], list[dict]]:
@@ -70,3 +69,31 @@ def encode_shard_locally(shard: Shard, source: SourceConfig, processor: ImagePro
     if not columns:
         columns = {"key": []}
     return writer.write_shard(shard.shard_id, columns, errors + encode_errors)
+
+
+def encode_locally(model, source: SourceConfig, out_url: str, processor_config: ImageProcessorConfig | None = None,
+                   store: StoreConfig | None = None, formats: tuple[str, ...] = ("parquet", "zarr"),
+                   storage_options: dict | None = None, model_location: str | None = None, overwrite: bool = False,
+                   batch_size: int = 16, note: str = "encode_locally") -> dict[str, Any]:
+    """Encode every shard of ``source`` into ``out_url`` in this process, with the job's commit protocol.
+
+    Args:
+        model: the encoder (any ``LatentModel``).
+        source: where the shards are.
+        out_url: output directory (local path or fsspec URL).
+        processor_config, store: as in the encode job (defaults: 32 px center crops, the mean).
+        model_location: recorded in the codec so a reader can rebuild the decoder.
+
+    Returns:
+        the codec written with the output.
+    """
+    processor_config = processor_config or ImageProcessorConfig(resolution=32)
+    store = store or StoreConfig()
+    codec = build_codec(model, processor_config, store, source, "fp32", model_location=model_location)
+    prepare_output(out_url, codec, storage_options, overwrite=overwrite)
+    writer = ShardWriter(out_url, codec, formats, storage_options)
+    processor, encoder = ImageProcessor(processor_config, model.downsample_factor), LatentEncoder(model, store)
+    for shard in list_shards(source):
+        encode_shard_locally(shard, source, processor, encoder, writer, batch_size)
+    finalize(out_url, codec, storage_options, {"note": note})
+    return codec

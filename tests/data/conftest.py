@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latentflow.data.codec import build_codec
-from latentflow.data.encoding import LatentEncoder, StoreConfig
-from latentflow.data.local import encode_shard_locally
-from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
+from latentflow.data.local import encode_locally
 from latentflow.data.samples import write_sample_webdataset
-from latentflow.data.sinks import ShardWriter, finalize, prepare_output
-from latentflow.data.sources import SourceConfig, list_shards
+from latentflow.data.sources import SourceConfig
 
 
 @pytest.fixture
@@ -37,17 +33,6 @@ def encode_job():
     return _encode_locally
 
 
-def _encode_locally(model, source: SourceConfig, out_url: str, processor_config=None, store=None, formats=("parquet", "zarr"),
-                   storage_options=None, model_location=None, overwrite=False):
+def _encode_locally(model, source: SourceConfig, out_url: str, **kwargs):
     """Encode every shard of ``source`` into ``out_url`` in this process; returns the codec."""
-    processor_config = processor_config or ImageProcessorConfig(resolution=32)
-    store = store or StoreConfig()
-    codec = build_codec(model, processor_config, store, source, "fp32", model_location=model_location)
-    prepare_output(out_url, codec, storage_options, overwrite=overwrite)
-    writer = ShardWriter(out_url, codec, formats, storage_options)
-    processor = ImageProcessor(processor_config, model.downsample_factor)
-    encoder = LatentEncoder(model, store)
-    for shard in list_shards(source):
-        encode_shard_locally(shard, source, processor, encoder, writer, batch_size=4)
-    finalize(out_url, codec, storage_options, {"note": "test"})
-    return codec
+    return encode_locally(model, source, out_url, batch_size=4, note="test", **kwargs)

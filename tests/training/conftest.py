@@ -31,25 +31,15 @@ def tiny_vae_config(shards: list[str], out: str, **train: object) -> dict:
 
 def encode_dataset(model, shards: list[str], root, name: str, logvar: bool = False) -> str:
     """Save ``model``, encode ``shards`` with it through the data layer's plain loop, return the output dir."""
-    from latentflow.data.codec import build_codec
-    from latentflow.data.encoding import LatentEncoder, StoreConfig
-    from latentflow.data.local import encode_shard_locally
-    from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
-    from latentflow.data.sinks import ShardWriter, finalize, prepare_output
-    from latentflow.data.sources import SourceConfig, list_shards
+    from latentflow.data.encoding import StoreConfig
+    from latentflow.data.local import encode_locally
+    from latentflow.data.processors import ImageProcessorConfig
+    from latentflow.data.sources import SourceConfig
 
     model_dir, out = str(root / f"{name}-model"), str(root / f"{name}-latents")
     model.eval().save_pretrained(model_dir)
-    source = SourceConfig(format="webdataset", urls=shards)
-    processor_config = ImageProcessorConfig(resolution=16)
-    store = StoreConfig(logvar=logvar)
-    codec = build_codec(model, processor_config, store, source, "fp32", model_location=model_dir)
-    prepare_output(out, codec, None)
-    writer = ShardWriter(out, codec, ("parquet", "zarr"), None)
-    processor, encoder = ImageProcessor(processor_config, model.downsample_factor), LatentEncoder(model, store)
-    for shard in list_shards(source):
-        encode_shard_locally(shard, source, processor, encoder, writer, batch_size=8)
-    finalize(out, codec, None, {"note": "trainer tests"})
+    encode_locally(model, SourceConfig(format="webdataset", urls=shards), out, ImageProcessorConfig(resolution=16),
+                   StoreConfig(logvar=logvar), model_location=model_dir, batch_size=8, note="trainer tests")
     return out
 
 
