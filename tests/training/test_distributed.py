@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import tiny_vae_config
+from training_helpers import tiny_vae_config
 from latentflow.training.config import TrainAutoencoderConfig
 from latentflow.training.distributed import run_distributed
 

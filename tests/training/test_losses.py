@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import tiny_vae_config
+from training_helpers import tiny_vae_config
 from latentflow.errors import CheckpointError
 from latentflow.outputs import DecoderOutput
 from latentflow.training.config import TrainAutoencoderConfig
