@@ -58,6 +58,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--model", default="kl-small", choices=["kl-small", "kl-mid", "kl-sd1"], help="AutoencoderKL size (kl-mid: 64-128-256-256, 2 layers per block)")
+    p.add_argument("--num-actors", type=int, default=None, help="encoder actors (default: the job's default)")
+    p.add_argument("--torch-threads", type=int, default=None, help="threads per encoder actor (default: the job's default)")
     p.add_argument("--skip-scale", action="store_true", help="skip the 10x run")
     return p.parse_args()
 
@@ -149,6 +151,7 @@ class TreeMonitor:
         self.peak_rss, self.cpu, self.wall = 0, 0.0, 0.0
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
+        self._label: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, args=(interval,), daemon=True)
 
@@ -164,6 +167,10 @@ class TreeMonitor:
         self._sample()
         self.wall = time.perf_counter() - self.wall
         self.cpu = sum(self._last[p] - self._first[p] for p in self._last)
+        self.cpu_by: dict[str, float] = {}
+        for p in self._last:
+            label = self._label[p]
+            self.cpu_by[label] = self.cpu_by.get(label, 0.0) + self._last[p] - self._first[p]
 
     def _sample(self) -> None:
         me, rss = psutil.Process(), 0
@@ -178,6 +185,8 @@ class TreeMonitor:
             # a pid first seen mid-run started after __enter__: all its CPU time is this run's
             self._first.setdefault(proc.pid, t.user + t.system if not self._thread.is_alive() else 0.0)
             self._last[proc.pid] = t.user + t.system
+            if self._label.get(proc.pid, "ray::IDLE") == "ray::IDLE":  # a worker's title names its task once it runs one
+                self._label[proc.pid] = "driver" if proc.pid == me.pid else _label(proc)
         self.peak_rss = max(self.peak_rss, rss)
 
     def _loop(self, interval: float) -> None:
@@ -185,16 +194,36 @@ class TreeMonitor:
             self._sample()
 
 
+def _label(proc) -> str:
+    """A short name for a process of the tree: Ray sets worker titles to ``ray::<task or actor>``."""
+    try:
+        cmd = " ".join(proc.cmdline())
+    except psutil.Error:
+        return "?"
+    if cmd.startswith("ray::"):
+        return cmd.split()[0][:48]
+    for name in ("default_worker", "raylet", "gcs_server", "dashboard", "log_monitor", "runtime_env", "monitor.py"):
+        if name in cmd:
+            return name
+    return proc.name()[:32]
+
+
 def pipeline(model_dir: str, src: str, out: str, options: dict, args) -> dict:
     config = EncodeJobConfig.from_dict({
         "model": model_dir, "output": out, "source": {"urls": [f"{src}/*.tar"]},
         "processor": {"resolution": args.resolution}, "dtype": args.dtype, "channels_last": args.channels_last,
-        "batch_size": args.batch_size, "num_actors": 1, "storage_options": options,
+        "batch_size": args.batch_size, "storage_options": options,
+        **({"num_actors": args.num_actors} if args.num_actors else {}),
+        **({"torch_threads": args.torch_threads} if args.torch_threads else {}),
     })
+    server = [psutil.Process(p) for p in TreeMonitor.exclude]
+    s3_cpu = -sum(sum(p.cpu_times()[:2]) for p in server)
     with TreeMonitor() as clock:
         summary = run_encode_job(config, progress=False)
-    return {"rows": summary.rows, "seconds": clock.wall, "cpu": clock.cpu, "wall_rate": summary.rows / clock.wall,
-            "cpu_rate": summary.rows / clock.cpu, "rss": clock.peak_rss, "ok": summary.ok}
+    s3_cpu += sum(sum(p.cpu_times()[:2]) for p in server)
+    return {"s3_server_cpu": round(s3_cpu, 2), "rows": summary.rows, "seconds": clock.wall, "cpu": clock.cpu, "wall_rate": summary.rows / clock.wall,
+            "cpu_rate": summary.rows / clock.cpu, "rss": clock.peak_rss, "ok": summary.ok,
+            "cpu_by_process": {k: round(v, 2) for k, v in sorted(clock.cpu_by.items(), key=lambda kv: -kv[1])}}
 
 
 def report(bare_r: dict, naive_r: dict, runs: dict, cores: int, args) -> None:
@@ -206,6 +235,8 @@ def report(bare_r: dict, naive_r: dict, runs: dict, cores: int, args) -> None:
     print(line("naive loop", naive_r))
     for name, r in runs.items():
         print(line(name, r) + f"; {r['rows']} images in {r['seconds']:.1f} s; peak RSS {r['rss'] / 2**30:.2f} GiB")
+        print("    CPU s by process: " + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_by_process"].items() if v >= 0.1)
+              + f"; S3 server (not counted above) {r['s3_server_cpu']:.1f}")
     names = list(runs)
     if len(names) == 2:
         one, ten = runs[names[0]], runs[names[1]]
@@ -230,12 +261,14 @@ def main() -> None:
         model = build_model(args.model, f"{tmp}/model")
         processor = ImageProcessor(ImageProcessorConfig(resolution=args.resolution), model.downsample_factor)
         src1 = write_sample_webdataset("s3://bench/src-1x", args.shards, args.per_shard, storage_options=options)
+        big = src1 if args.skip_scale else write_sample_webdataset(
+            "s3://bench/src-10x", args.shards * args.scale, args.per_shard, storage_options=options, seed=1)
         print(f"model {args.model} (f{model.downsample_factor}), {args.resolution}px, dtype {args.dtype}, "
               f"channels_last {args.channels_last}, batch {args.batch_size}, {os.cpu_count()} cores, "
-              f"{args.shards} shards x {args.per_shard} images")
+              f"{args.shards} shards x {args.per_shard} images (x{args.scale} for the scale run; bare and naive run on those)")
         cores = os.cpu_count() or 1
-        first = bare(model, src1, options, args, processor)
-        naive_r = naive(model, src1, options, args, processor, "s3://bench/naive-out")
+        first = bare(model, big, options, args, processor)
+        naive_r = naive(model, big, options, args, processor, "s3://bench/naive-out")
         ray.init(num_cpus=cores, object_store_memory=500_000_000, include_dashboard=False, log_to_driver=False)
         # warm-up job (not reported): starts Ray's worker pool, so both measured runs pay the same fixed cost
         write_sample_webdataset("s3://bench/src-warm", 1, 2, storage_options=options, seed=2)
@@ -243,9 +276,8 @@ def main() -> None:
         one = pipeline(f"{tmp}/model", "s3://bench/src-1x", "s3://bench/out-1x", options, args)
         runs = {"pipeline 1x": one}
         if not args.skip_scale:
-            write_sample_webdataset("s3://bench/src-10x", args.shards * args.scale, args.per_shard, storage_options=options, seed=1)
             runs[f"pipeline {args.scale}x"] = pipeline(f"{tmp}/model", "s3://bench/src-10x", "s3://bench/out-10x", options, args)
-        second = bare(model, src1, options, args, processor)  # bare again: the machine's load drifts
+        second = bare(model, big, options, args, processor)  # bare again: the machine's load drifts
         bare_r = {k: (first[k] + second[k]) / 2 for k in ("wall_rate", "cpu_rate")}
         report(bare_r, naive_r, runs, cores, args)
     finally:

@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import numpy as np
@@ -91,7 +92,7 @@ def encode_locally(model, source: SourceConfig, out_url: str, processor_config: 
     store = store or StoreConfig()
     codec = build_codec(model, processor_config, store, source, "fp32", model_location=model_location)
     prepare_output(out_url, codec, storage_options, overwrite=overwrite)
-    writer = ShardWriter(out_url, codec, formats, storage_options)
+    writer = ShardWriter(out_url, codec, formats, storage_options, session=uuid.uuid4().hex)
     processor, encoder = ImageProcessor(processor_config, model.downsample_factor), LatentEncoder(model, store)
     for shard in list_shards(source):
         encode_shard_locally(shard, source, processor, encoder, writer, batch_size)

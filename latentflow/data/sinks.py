@@ -40,7 +40,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from latentflow.data.codec import check_compatible
 from latentflow.data.records import ERROR_COLUMNS
 from latentflow.data.tables import column_to_numpy, parquet_table
 from latentflow.errors import CodecMismatchError
@@ -63,9 +62,13 @@ class ShardWriter:
         codec: the codec from :func:`~latentflow.data.codec.build_codec`.
         formats: any of ``("parquet", "zarr")``.
         storage_options: fsspec options; used, never written.
+        session: an id shared by the writers of one job; with it, each process writes the
+            Zarr root and bucket group documents (identical from every writer) once per job
+            instead of once per shard.
     """
 
-    def __init__(self, out_url: str, codec: dict[str, Any], formats: tuple[str, ...] = FORMATS, storage_options: dict | None = None):
+    def __init__(self, out_url: str, codec: dict[str, Any], formats: tuple[str, ...] = FORMATS, storage_options: dict | None = None,
+                 session: str | None = None):
         bad = [f for f in formats if f not in FORMATS]
         if bad or not formats:
             raise ValueError(f"formats must be a non-empty subset of {list(FORMATS)}, got: {list(formats)}")
@@ -76,6 +79,7 @@ class ShardWriter:
         self.fs, self.root = fsspec.url_to_fs(self.out_url, **self.storage_options)
         self.array_names = list(codec["stored"]["arrays"])
         self.variable = bool(codec["processor"].get("buckets"))
+        self.session = session
 
     # ---- public -------------------------------------------------------------------
     def write_shard(self, shard_id: str, table: pa.Table | dict[str, Any], errors: list[dict] | None = None) -> dict[str, Any]:
@@ -92,25 +96,16 @@ class ShardWriter:
             the marker written to ``_done/<shard_id>.json``.
         """
         columns = self._normalize(shard_id, table)
-        # Object stores: a PUT is atomic and the marker gates the Zarr groups, so write in place
-        # (a copy + delete per object would triple the requests). Local disks: stage, then rename.
-        direct = not isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
-        stage = self.root if direct else _join(self.root, "_tmp", f"{shard_id}-{uuid.uuid4().hex[:8]}")
-        if direct:
-            self._remove_stale(shard_id, self._final_paths(shard_id, columns))  # uncommit before writing
-        moves = []
-        if "parquet" in self.formats and columns["key"]:  # no file for an all-bad shard (datasets cannot read empty ones)
-            moves.append(self._write_parquet(stage, shard_id, columns))
-        if "zarr" in self.formats:
-            moves += self._write_zarr(stage, shard_id, columns)
-        if not direct:
-            self._remove_stale(shard_id, {dst for _, dst in moves})
-            self.fs.invalidate_cache()  # zarr wrote through its own filesystem instance
-            for src, dst in moves:  # commit: move each file/group to its final name
-                self._move(src, dst)
-            self._rm_quiet(stage)
-        marker = self._marker(shard_id, columns, errors or [], [self.fs.unstrip_protocol(d) if "://" in self.out_url else d for _, d in moves])
-        self._write_json(_join(self.root, "_done", f"{shard_id}.json"), marker)
+        objects, units = self._objects(shard_id, columns)
+        if self._local:
+            self._commit_staged(shard_id, objects, units)
+        else:
+            self._commit_in_place(shard_id, objects, units)
+        if self.session:
+            _KNOWN_PARENTS.update((self.session, self.out_url, rel) for rel in objects if _is_parent(rel))
+        files = [self.fs.unstrip_protocol(_join(self.root, u)) if "://" in self.out_url else _join(self.root, u) for u in units]
+        marker = self._marker(shard_id, columns, errors or [], files)
+        self._put({f"_done/{shard_id}.json": json.dumps(marker, sort_keys=True).encode()}, atomic=True)
         return marker
 
     # ---- rows ----------------------------------------------------------------------
@@ -150,26 +145,36 @@ class ShardWriter:
             out[name] = np.zeros((0, *shapes.get(kind, [1, 1, 1])), dtype=dtype)
         return out
 
-    # ---- parquet -------------------------------------------------------------------
-    def _write_parquet(self, tmp: str, shard_id: str, columns: dict[str, Any]) -> tuple[str, str]:
-        table = parquet_table(columns, self.array_names, self.variable, self.codec)
-        src = _join(tmp, "parquet", f"{shard_id}.parquet")
-        self.fs.makedirs(_join(tmp, "parquet"), exist_ok=True)
-        buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd")
-        with self.fs.open(src, "wb") as f:
-            f.write(buf.getvalue())
-        self.fs.makedirs(_join(self.root, "parquet"), exist_ok=True)
-        return src, _join(self.root, "parquet", f"{shard_id}.parquet")
+    # ---- the shard's objects, built in memory ----------------------------------------
+    def _objects(self, shard_id: str, columns: dict[str, Any]) -> tuple[dict[str, bytes], list[str]]:
+        """Every file of the shard as ``{path relative to the output: bytes}``, and the units a
+        commit replaces whole (the Parquet file, one Zarr group per bucket).
 
-    # ---- zarr ------------------------------------------------------------------------
-    def _write_zarr(self, tmp: str, shard_id: str, columns: dict[str, Any]) -> list[tuple[str, str]]:
+        Building them in memory first means the store sees one PUT per object, all in one
+        concurrent batch, and no existence checks or listings from zarr itself.
+        """
+        objects: dict[str, bytes] = {}
+        units: list[str] = []
+        if "parquet" in self.formats and columns["key"]:  # no file for an all-bad shard (datasets cannot read empty ones)
+            rel = f"parquet/{shard_id}.parquet"
+            buf = io.BytesIO()
+            pq.write_table(parquet_table(columns, self.array_names, self.variable, self.codec), buf, compression="zstd")
+            objects[rel] = buf.getvalue()
+            units.append(rel)
+        if "zarr" in self.formats:
+            groups = self._zarr_objects(shard_id, columns)
+            objects.update(groups)
+            units += sorted({f"zarr/{bucket}/{shard_id}" for bucket in self._buckets(columns)})
+        return objects, units
+
+    def _zarr_objects(self, shard_id: str, columns: dict[str, Any]) -> dict[str, bytes]:
         import zarr
 
-        moves = []
+        store: dict[str, Any] = {}
+        memory = zarr.storage.MemoryStore(store_dict=store)
+        zarr.open_group(memory, mode="w", attributes={"latentflow": self.codec})
         for bucket, rows in self._buckets(columns).items():
-            rel = f"zarr/{bucket}/{shard_id}"
-            group = zarr.open_group(self._url(_join(tmp, rel)), mode="w", storage_options=self._zarr_options(),
+            group = zarr.open_group(memory, mode="w", path=f"{bucket}/{shard_id}",
                                     attributes={"shard_id": shard_id, "codec_fingerprint": self.codec["fingerprint"]})
             for name in self.array_names:
                 _write_rows(group, name, _stack(columns[name], rows))
@@ -180,36 +185,84 @@ class ShardWriter:
                     group.create_array(name, data=np.array([columns[name][i] for i in rows], dtype=np.int32).reshape(-1, width))
             if "index_in_shard" in columns:
                 group.create_array("index_in_shard", data=np.array([columns["index_in_shard"][i] for i in rows], dtype=np.int64))
-            self._ensure_zarr_parents(bucket)
-            moves.append((_join(tmp, rel), _join(self.root, rel)))
-        return moves
-
-    def _final_paths(self, shard_id: str, columns: dict[str, Any]) -> set[str]:
-        paths = set()
-        if "parquet" in self.formats and columns["key"]:
-            paths.add(_join(self.root, "parquet", f"{shard_id}.parquet"))
-        if "zarr" in self.formats:
-            paths |= {_join(self.root, "zarr", bucket, shard_id) for bucket in self._buckets(columns)}
-        return paths
+        objects = {f"zarr/{path}": value.to_bytes() for path, value in store.items()}
+        # the root and bucket groups: identical from every writer, so each process writes them once
+        return {rel: data for rel, data in objects.items() if not (_is_parent(rel) and (self.session, self.out_url, rel) in _KNOWN_PARENTS)}
 
     def _buckets(self, columns: dict[str, Any]) -> dict[str, list[int]]:
         first = self.array_names[0]
         return _bucket_rows(columns[first], int(self.codec.get("downsample_factor", 1)), spatial_first=first == "indices")
 
-    def _ensure_zarr_parents(self, bucket: str) -> None:
-        """Root and bucket groups (identical content from every writer, so concurrent writes are harmless)."""
-        import zarr
+    # ---- commit ------------------------------------------------------------------------
+    @property
+    def _local(self) -> bool:
+        return isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
 
-        if not self.fs.exists(_join(self.root, "zarr", "zarr.json")):
-            zarr.open_group(self._url(_join(self.root, "zarr")), mode="a", storage_options=self._zarr_options(), attributes={"latentflow": self.codec})
-        if not self.fs.exists(_join(self.root, "zarr", bucket, "zarr.json")):
-            zarr.open_group(self._url(_join(self.root, "zarr", bucket)), mode="a", storage_options=self._zarr_options())
+    def _commit_in_place(self, shard_id: str, objects: dict[str, bytes], units: list[str]) -> None:
+        """Object stores: a single-object PUT is atomic and the marker gates the shard's files,
+        so uncommit (delete the marker), drop an earlier attempt's leftovers, PUT every object."""
+        self._rm_file(f"_done/{shard_id}.json")  # from here until the new marker, the shard is not committed
+        stale = [p for p in self._previous_attempt(shard_id, units) if _relative(self.root, p) not in objects]
+        if stale:
+            self.fs.rm(stale)
+        self._put(objects)
 
-    def _url(self, path: str) -> str:
-        return self.fs.unstrip_protocol(path) if "://" in self.out_url else path
+    def _commit_staged(self, shard_id: str, objects: dict[str, bytes], units: list[str]) -> None:
+        """Local disks: write under ``_tmp/``, then rename each unit to its final name."""
+        stage = f"_tmp/{shard_id}-{uuid.uuid4().hex[:8]}"
+        self._put({f"{stage}/{rel}": data for rel, data in objects.items()})
+        marker = _join(self.root, "_done", f"{shard_id}.json")
+        if self.fs.exists(marker):
+            self.fs.rm(marker)  # uncommit first
+        finals = {_join(self.root, u) for u in units}
+        for path in self._previous_attempt(shard_id, units):
+            if path not in finals:
+                self.fs.rm(path, recursive=True)
+        parents = [rel for rel in objects if _is_parent(rel)]
+        for rel in [*units, *parents]:
+            dst = _join(self.root, rel)
+            if rel in units and self.fs.exists(dst):
+                self.fs.rm(dst, recursive=True)
+            self.fs.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
+            self.fs.mv(_join(self.root, stage, rel), dst, recursive=True)
+        self.fs.rm(_join(self.root, stage), recursive=True)
 
-    def _zarr_options(self) -> dict | None:
-        return self.storage_options if "://" in self.out_url and not self.out_url.startswith("file://") else None
+    def _previous_attempt(self, shard_id: str, units: list[str]) -> list[str]:
+        """Files of an earlier attempt at this shard: in its groups (one listing each), in other
+        buckets' groups (only when images are bucketed), and a Parquet file this attempt lacks."""
+        found = []
+        buckets = [u.split("/")[1] for u in units if u.startswith("zarr/")]
+        if self.variable and "zarr" in self.formats:
+            zarr_root = _join(self.root, "zarr")
+            listed = self.fs.ls(zarr_root, detail=False, refresh=True) if self.fs.exists(zarr_root) else []
+            buckets += [p.rsplit("/", 1)[-1] for p in listed if p.rsplit("/", 1)[-1] not in buckets and not p.endswith(".json")]
+        for bucket in buckets:
+            group = _join(self.root, "zarr", bucket, shard_id)
+            found += self.fs.find(group) if not self._local else ([group] if self.fs.exists(group) else [])
+        parquet = _join(self.root, "parquet", f"{shard_id}.parquet")
+        if "parquet/" + f"{shard_id}.parquet" not in units and self.fs.exists(parquet):
+            found.append(parquet)
+        return found
+
+    def _put(self, objects: dict[str, bytes], atomic: bool = False) -> None:
+        """Write ``{relative path: bytes}``: one concurrent batch of PUTs on object stores;
+        on local disks each file (``atomic``: via a temporary name and a rename)."""
+        paths = {_join(self.root, rel): data for rel, data in objects.items()}
+        if not self._local:
+            self.fs.pipe(paths)
+            return
+        for path, data in paths.items():
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp" if atomic else path
+            self.fs.pipe_file(tmp, data)
+            if atomic:
+                self.fs.mv(tmp, path)
+
+    def _rm_file(self, rel: str) -> None:
+        try:
+            self.fs.rm_file(_join(self.root, rel))
+        except FileNotFoundError:
+            pass
 
     # ---- marker ---------------------------------------------------------------------
     def _marker(self, shard_id: str, columns: dict[str, Any], errors: list[dict], files: list[str]) -> dict[str, Any]:
@@ -228,38 +281,18 @@ class ShardWriter:
             "written_at": time.time(),
         }
 
-    def _remove_stale(self, shard_id: str, keep: set[str]) -> None:
-        """Outputs of an earlier attempt at this shard that this attempt does not replace (e.g. another bucket)."""
-        marker = _join(self.root, "_done", f"{shard_id}.json")
-        if self.fs.exists(marker):
-            self.fs.rm(marker)  # uncommit first: from here until the new marker, the shard is not committed
-        stale = self.fs.glob(_join(self.root, "zarr", "*", shard_id)) + self.fs.glob(_join(self.root, "parquet", f"{shard_id}.parquet"))
-        for path in stale:
-            if path not in keep:
-                self.fs.rm(path, recursive=True)
 
-    def _move(self, src: str, dst: str) -> None:
-        """Replace ``dst`` by ``src``: a rename on local disks, copy-then-delete per object on object stores."""
-        if self.fs.exists(dst):
-            self.fs.rm(dst, recursive=True)
-        if isinstance(self.fs, fsspec.implementations.local.LocalFileSystem):
-            self.fs.mv(src, dst, recursive=True)
-            return
-        files = [src] if self.fs.isfile(src) else self.fs.find(src)
-        for path in files:
-            self.fs.copy(path, dst + path[len(src) :])
-        self.fs.rm(files)
+# (session, output, path) of the Zarr root/bucket group documents this process already wrote
+_KNOWN_PARENTS: set[tuple[str, str, str]] = set()
 
-    def _write_json(self, path: str, value: dict) -> None:
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        with self.fs.open(path, "w") as f:
-            f.write(json.dumps(value, sort_keys=True))
 
-    def _rm_quiet(self, path: str) -> None:
-        try:
-            self.fs.rm(path, recursive=True)
-        except FileNotFoundError:
-            pass
+def _is_parent(rel: str) -> bool:
+    parts = rel.split("/")
+    return parts[0] == "zarr" and parts[-1] == "zarr.json" and len(parts) in (2, 3)
+
+
+def _relative(root: str, path: str) -> str:
+    return path[len(root.rstrip("/")) + 1 :]
 
 
 # ---- helpers ---------------------------------------------------------------------------
@@ -342,10 +375,11 @@ def committed_shards(out_url: str, storage_options: dict | None = None) -> dict[
     done = _join(root, "_done")
     if not fs.exists(done):
         return {}
+    paths = sorted(fs.glob(_join(done, "*.json")))
+    contents = fs.cat(paths) if paths else {}  # one concurrent batch of GETs on object stores
     markers = {}
-    for path in sorted(fs.glob(_join(done, "*.json"))):
-        with fs.open(path, "r") as f:
-            marker = json.load(f)
+    for path in paths:
+        marker = json.loads(contents[path])
         markers[marker["shard_id"]] = marker
     return markers
 
@@ -368,6 +402,8 @@ def prepare_output(out_url: str, codec: dict, storage_options: dict | None = Non
     Raises:
         CodecMismatchError: the output holds latents of another encoder setup and ``overwrite`` is False.
     """
+    from latentflow.data.codec import check_compatible  # imports the model layer (torch): not in write tasks
+
     fs, root = fsspec.url_to_fs(str(out_url), **(storage_options or {}))
     if overwrite and fs.exists(root):
         fs.rm(root, recursive=True)

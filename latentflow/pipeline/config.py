@@ -45,10 +45,12 @@ class EncodeJobConfig(DataConfig):
         dtype: compute dtype of the encoder: ``fp32``, ``bf16`` or ``fp16``.
         channels_last: run the encoder in channels-last memory format.
         batch_size: images per encoder forward (batches never mix buckets).
-        num_actors: encoder actors in the pool (one GPU each when GPUs exist).
-        actor_num_cpus: logical CPUs reserved per encoder actor on CPU-only nodes; None -> 0.5,
-            so preprocessing tasks always find a CPU (a full pool of whole CPUs hangs Ray Data).
-        torch_threads: intra-op threads per actor; None -> the node's cores / num_actors.
+        num_actors: encoder actors in the pool; None -> one per GPU on GPU clusters, else one
+            single-threaded actor per CPU (at most 8; see ``pipeline.runner.pool_shape``).
+        actor_num_cpus: logical CPUs reserved per encoder actor; None -> 1 per GPU actor, half
+            a CPU per thread on CPU actors, so read/preprocess and write tasks always find a
+            CPU (a pool that reserves every CPU hangs Ray Data).
+        torch_threads: intra-op threads per actor; None -> the cores / num_actors.
         preprocess_num_cpus: logical CPUs per read+preprocess task.
         device: ``auto`` (cuda when available), ``cpu`` or ``cuda``.
         formats: sinks to write: ``parquet`` and/or ``zarr``.
@@ -66,7 +68,7 @@ class EncodeJobConfig(DataConfig):
     dtype: str = "fp32"
     channels_last: bool = False
     batch_size: int = 8
-    num_actors: int = 1
+    num_actors: int | None = None
     actor_num_cpus: float | None = None
     torch_threads: int | None = None
     preprocess_num_cpus: float = 1.0
@@ -90,7 +92,8 @@ class EncodeJobConfig(DataConfig):
         if not self.formats:
             raise ConfigError(f"{name}.formats must name at least one of {list(FORMATS)}, got: []")
         check_positive(name, "batch_size", self.batch_size)
-        check_positive(name, "num_actors", self.num_actors)
+        if self.num_actors is not None:
+            check_positive(name, "num_actors", self.num_actors)
         check_positive(name, "preprocess_num_cpus", self.preprocess_num_cpus)
         check_positive(name, "shard_retries", self.shard_retries, allow_zero=True)
         if self.actor_num_cpus is not None:

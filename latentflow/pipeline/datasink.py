@@ -14,6 +14,7 @@ failure is returned to the driver and lands in ``errors.parquet``.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
@@ -61,6 +62,7 @@ class LatentDatasink(Datasink):
         self.formats = tuple(formats)
         self.storage_options = storage_options or {}
         self.results: list[ShardResult] = []
+        self.session = uuid.uuid4().hex  # this job's writers write the shared Zarr parents once per process
 
     def get_name(self) -> str:
         return "CommitShards"
@@ -71,7 +73,7 @@ class LatentDatasink(Datasink):
         if not tables:
             return []
         table = pa.concat_tables(tables, promote_options="permissive")
-        writer = ShardWriter(self.out_url, self.codec, formats=self.formats, storage_options=self.storage_options)
+        writer = ShardWriter(self.out_url, self.codec, formats=self.formats, storage_options=self.storage_options, session=self.session)
         return [commit_shard(writer, part).to_dict() for part in split_by_shard(table)]
 
     def on_write_complete(self, write_result: WriteResult) -> None:

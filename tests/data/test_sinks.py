@@ -214,3 +214,28 @@ def test_discrete_indices_round_trip(tmp_path, sample_tars, encode_job):
     assert torch.equal(got.long(), ref)
     item = LatentDataset(out)[0]
     assert item["indices"].shape == (16, 16) and item["indices"].dtype == torch.int64
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_rewrite_drops_files_of_an_earlier_attempt(vae, tmp_path, where):
+    """A retried shard whose earlier attempt wrote another bucket, an extra array, or a Parquet file
+    this attempt has no rows for leaves none of them behind (object stores write in place)."""
+    import uuid
+
+    from latentflow.data.codec import build_codec
+
+    out = str(tmp_path / "out") if where == "local" else f"memory://sinks-{uuid.uuid4().hex}/out"
+    fs, root = fsspec.url_to_fs(out)
+    codec = build_codec(vae, ImageProcessorConfig(resolution=32, buckets=True), StoreConfig(), "x.tar")
+    prepare_output(out, codec)
+    wide, tall = np.ones((4, 12, 20), np.float32), np.full((4, 20, 12), 2, np.float32)
+    first = ShardWriter(out, codec).write_shard("s1", {"key": ["w", "t"], "latent": [wide, tall]}, [])
+    assert first["buckets"] == {"24x40": 1, "40x24": 1}
+    fs.makedirs(f"{root}/zarr/24x40/s1/stale", exist_ok=True)
+    fs.pipe(f"{root}/zarr/24x40/s1/stale/zarr.json", b"{}")  # e.g. an array a crashed attempt wrote
+    second = ShardWriter(out, codec).write_shard("s1", {"key": ["w"], "latent": [wide]}, [])
+    assert second["buckets"] == {"24x40": 1}
+    assert not fs.find(f"{root}/zarr/40x24/s1") and not fs.exists(f"{root}/zarr/24x40/s1/stale/zarr.json")
+    assert load_latents(out)["key"] == ["w"] and [LatentDataset(out)[i]["key"] for i in range(len(LatentDataset(out)))] == ["w"]
+    ShardWriter(out, codec).write_shard("s1", {"key": []}, [{"key": "w", "stage": "decode", "error_type": "corrupt_image", "message": "m"}])
+    assert not fs.exists(f"{root}/parquet/s1.parquet") and committed_shards(out)["s1"]["rows"] == 0

@@ -78,3 +78,41 @@ def test_job_script_exits_2_with_a_clear_message_for_a_missing_model(tmp_path):
     assert done.returncode == 2
     assert "CheckpointError: model 'no-such-model' not found" in done.stderr
     assert not (tmp_path / "out").exists()  # refused before touching the output
+
+
+def _shape(cpus, gpus, **overrides):
+    from latentflow.pipeline.runner import pool_shape
+
+    cfg = EncodeJobConfig.from_dict({"model": "m", "source": {"urls": ["a.tar"]}, **overrides})
+    s = pool_shape(cfg, cpus, gpus, node_cores=int(cpus))
+    return s.actors, s.threads, s.num_cpus, s.num_gpus
+
+
+def test_pool_shape_cpu_defaults_leave_a_cpu_for_reads_and_writes():
+    assert _shape(2, 0) == (2, 1, 0.5, 0)  # one single-threaded actor per core
+    assert _shape(16, 0) == (8, 2, 1.0, 0)  # capped at 8 actors, then more threads each
+    assert _shape(64, 0)[:2] == (8, 8)
+    for cpus in (1, 2, 3, 4, 8, 16, 64):
+        actors, _, num_cpus, _ = _shape(cpus, 0)
+        assert actors * num_cpus <= max(cpus - 1, 0.1 * actors) + 1e-9, cpus  # never every CPU reserved
+
+
+def test_pool_shape_gpus_and_explicit_settings():
+    assert _shape(16, 4)[::3] == (4, 1)  # one actor per GPU
+    assert _shape(8, 8)[0] * _shape(8, 8)[2] <= 7  # still a CPU for reads
+    assert _shape(16, 4, device="cpu")[3] == 0
+    assert _shape(2, 0, num_actors=1)[:2] == (1, 2)
+    assert _shape(8, 0, torch_threads=2)[:2] == (4, 2)
+    assert _shape(8, 0, num_actors=3, torch_threads=1, actor_num_cpus=0.25) == (3, 1, 0.25, 0)
+
+
+def test_write_and_preprocess_tasks_do_not_import_torch():
+    """Ray runs reads, preprocessing and writes in fresh worker processes: importing torch
+    there costs ~2 s of CPU each, taken from the encoder on small nodes."""
+    import subprocess
+    import sys
+
+    code = ("import sys, latentflow.pipeline.datasink, latentflow.pipeline.stages, latentflow.pipeline.datasource; "
+            "print(sorted(m for m in ('torch', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
