@@ -1,11 +1,14 @@
-"""python benchmarks/encode_throughput.py [--dtype bf16] [--channels-last] [--shards 2] [--per-shard 16] [--scale 10]
+"""python benchmarks/encode_throughput.py [--model kl-mid] [--storage s3|local] [--dtype bf16] [--shards 2] [--per-shard 16] [--scale 10]
 
 Images/s of the same real photos through the same model and dtype, three ways:
 
 1. bare: the model forward (``LatentEncoder.encode_batch``) on preprocessed tensors in one process;
 2. pipeline: the encode job (Ray Data, actor pool) from WebDataset tars on a real S3 server
-   (moto, its own process) to Parquet + Zarr on it;
-3. naive: one process, one loop: webdataset -> PIL (the same ImageProcessor) -> model -> pyarrow Parquet on S3.
+   (moto, its own process) to Parquet + Zarr on it (``--storage local``: local disk);
+3. naive: one process, one loop: webdataset -> PIL (the same ImageProcessor) -> model -> pyarrow Parquet.
+
+Bare and naive run over the images of the scale run. The encode job uses its default pool
+(on CPU: one single-threaded actor per core); ``--num-actors``/``--torch-threads`` override.
 
 Prints pipeline/bare and pipeline/naive, and the peak RSS of the driver plus every Ray process
 (sampled over the process tree) for 1x and 10x the shards, after one unreported warm-up job.
@@ -60,6 +63,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--model", default="kl-small", choices=["kl-small", "kl-mid", "kl-sd1"], help="AutoencoderKL size (kl-mid: 64-128-256-256, 2 layers per block)")
     p.add_argument("--num-actors", type=int, default=None, help="encoder actors (default: the job's default)")
     p.add_argument("--torch-threads", type=int, default=None, help="threads per encoder actor (default: the job's default)")
+    p.add_argument("--storage", default="s3", choices=["s3", "local"],
+                   help="s3: inputs and outputs on a moto S3 server on loopback; local: on local disk")
     p.add_argument("--skip-scale", action="store_true", help="skip the 10x run")
     return p.parse_args()
 
@@ -118,7 +123,8 @@ def naive(model, urls: list[str], options: dict, args, processor: ImageProcessor
     from webdataset.tariterators import group_by_keys, tar_file_iterator
 
     encoder = LatentEncoder(model, StoreConfig(), dtype=args.dtype, channels_last=args.channels_last)
-    fs = fsspec.filesystem("s3", **options)
+    fs, _ = fsspec.url_to_fs(out, **options)
+    fs.makedirs(out, exist_ok=True)
     rows = 0
     clock = TreeMonitor().__enter__()
     for url in urls:
@@ -254,39 +260,44 @@ def report(bare_r: dict, naive_r: dict, runs: dict, cores: int, args) -> None:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    server, options = start_moto()
-    TreeMonitor.exclude = {server.pid}
     tmp = tempfile.mkdtemp(prefix="lf-bench-")
+    if args.storage == "s3":
+        server, options = start_moto()
+        TreeMonitor.exclude = {server.pid}
+        base = "s3://bench"
+    else:
+        server, options, base = None, {}, f"{tmp}/data"
     try:
         model = build_model(args.model, f"{tmp}/model")
         processor = ImageProcessor(ImageProcessorConfig(resolution=args.resolution), model.downsample_factor)
-        src1 = write_sample_webdataset("s3://bench/src-1x", args.shards, args.per_shard, storage_options=options)
+        src1 = write_sample_webdataset(f"{base}/src-1x", args.shards, args.per_shard, storage_options=options)
         big = src1 if args.skip_scale else write_sample_webdataset(
-            "s3://bench/src-10x", args.shards * args.scale, args.per_shard, storage_options=options, seed=1)
+            f"{base}/src-10x", args.shards * args.scale, args.per_shard, storage_options=options, seed=1)
         print(f"model {args.model} (f{model.downsample_factor}), {args.resolution}px, dtype {args.dtype}, "
               f"channels_last {args.channels_last}, batch {args.batch_size}, {os.cpu_count()} cores, "
               f"{args.shards} shards x {args.per_shard} images (x{args.scale} for the scale run; bare and naive run on those)")
         cores = os.cpu_count() or 1
         first = bare(model, big, options, args, processor)
-        naive_r = naive(model, big, options, args, processor, "s3://bench/naive-out")
+        naive_r = naive(model, big, options, args, processor, f"{base}/naive-out")
         ray.init(num_cpus=cores, object_store_memory=500_000_000, include_dashboard=False, log_to_driver=False)
         # warm-up job (not reported): starts Ray's worker pool, so both measured runs pay the same fixed cost
-        write_sample_webdataset("s3://bench/src-warm", 1, 2, storage_options=options, seed=2)
-        pipeline(f"{tmp}/model", "s3://bench/src-warm", "s3://bench/out-warm", options, args)
-        one = pipeline(f"{tmp}/model", "s3://bench/src-1x", "s3://bench/out-1x", options, args)
+        write_sample_webdataset(f"{base}/src-warm", 1, 2, storage_options=options, seed=2)
+        pipeline(f"{tmp}/model", f"{base}/src-warm", f"{base}/out-warm", options, args)
+        one = pipeline(f"{tmp}/model", f"{base}/src-1x", f"{base}/out-1x", options, args)
         runs = {"pipeline 1x": one}
         if not args.skip_scale:
-            runs[f"pipeline {args.scale}x"] = pipeline(f"{tmp}/model", "s3://bench/src-10x", "s3://bench/out-10x", options, args)
+            runs[f"pipeline {args.scale}x"] = pipeline(f"{tmp}/model", f"{base}/src-10x", f"{base}/out-10x", options, args)
         second = bare(model, big, options, args, processor)  # bare again: the machine's load drifts
         bare_r = {k: (first[k] + second[k]) / 2 for k in ("wall_rate", "cpu_rate")}
         report(bare_r, naive_r, runs, cores, args)
     finally:
         ray.shutdown()
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """Does TransVAE extrapolate in resolution? RoPE vs absolute positions, trained identically.
 
-    python benchmarks/transvae_extrapolation.py [--steps 400] [--threads 1]
+    python benchmarks/transvae_extrapolation.py [--steps 400] [--seeds 0 1] [--workers 2]
 
-Trains two tiny TransVAEs (same seed, data order, budget) on 32x32 random crops/flips of
+Trains tiny TransVAEs (same seed, data order, budget) on 32x32 random crops/flips of
 the real colour photos shipped in scikit-image/scikit-learn, holding some photos out,
 then measures PSNR on fixed held-out crops at 32x32 (the training size) and 64x64 (2x).
-The only difference between the two models is ``pos_embedding``: "rope" (2D rotary,
-relative) vs "absolute" (learned table initialised sin-cos, bicubically resized to the
-64x64 grid). Prints both figures per model and the RoPE - absolute differences. The 64x64
+The only difference between the models is ``pos_embedding``: "rope" (2D rotary,
+relative) vs two learned absolute tables bicubically resized to the larger grids:
+"absolute" (initialised sin-cos, as MAE) and "learned" (initialised at random, as ViT).
+Evaluates at 32 (training size), 64 (2x) and 128 px (4x); prints per-variant PSNR (mean
+over seeds) and the RoPE - absolute differences. The 64x64
 crops hold different content from the 32x32 ones, so each model also reconstructs the same
 64x64 crops as four independent 32x32 tiles: whole-image minus tiled PSNR isolates what
 running at 2x the training size costs (or gains: wider context) from the content change.
@@ -16,7 +18,9 @@ running at 2x the training size costs (or gains: wider context) from the content
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -82,36 +86,61 @@ def tiled_psnr(model: TransVAEModel, images: torch.Tensor, tile: int = 32) -> fl
     return psnr(rec, images).mean
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+def run(pos: str, seed: int, args: argparse.Namespace) -> dict:
+    """Train one variant with one seed; PSNR at every evaluation size plus the tiled reference."""
     torch.set_num_threads(args.threads)
-
     photos = {k: downscale(v, 2) for k, v in load_photos().items()}
     train_photos = [v for k, v in sorted(photos.items()) if k not in HELD_OUT]
     test_photos = [photos[k] for k in HELD_OUT]
     rng = np.random.default_rng(1234)  # fixed evaluation crops, disjoint photos
-    evals = {s: random_crops(test_photos, 48, s, rng) for s in (32, 64)}
-    print(f"train photos: {len(train_photos)}, held out: {list(HELD_OUT)}, steps={args.steps}, batch={args.batch_size}, threads={args.threads}")
+    evals = {s: random_crops(test_photos, 48 if s <= 64 else 24, s, rng) for s in args.sizes}
+    t0 = time.perf_counter()
+    model = train(pos, train_photos, args.steps, args.batch_size, seed)
+    out = {s: held_out_psnr(model, x) for s, x in evals.items()}
+    out["tiled"] = tiled_psnr(model, evals[64]) if 64 in evals else float("nan")
+    out["seconds"] = time.perf_counter() - t0
+    return out
 
-    results = {}
-    for pos in ("rope", "absolute"):
-        t0 = time.perf_counter()
-        model = train(pos, train_photos, args.steps, args.batch_size, args.seed)
-        results[pos] = {s: held_out_psnr(model, x) for s, x in evals.items()}
-        results[pos]["tiled"] = tiled_psnr(model, evals[64])
-        print(f"{pos:>8}: PSNR@32 {results[pos][32]:6.2f} dB  PSNR@64 {results[pos][64]:6.2f} dB  "
-              f"(same 64 crops as 32-px tiles: {results[pos]['tiled']:6.2f} dB, so whole-image minus tiled "
-              f"{results[pos][64] - results[pos]['tiled']:+.2f} dB; trained in {time.perf_counter() - t0:.0f} s)")
-    d32 = results["rope"][32] - results["absolute"][32]
-    d64 = results["rope"][64] - results["absolute"][64]
-    print(f"rope - absolute: {d32:+.2f} dB at 32 (training size), {d64:+.2f} dB at 64 (2x)")
-    print("RoPE extrapolates better" if d64 > 0 else "RoPE does NOT extrapolate better in this run")
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per training run")
+    parser.add_argument("--workers", type=int, default=1, help="training runs in parallel (processes)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--variants", nargs="+", default=["rope", "absolute", "learned"], choices=["rope", "absolute", "learned"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128], help="evaluation sides (32 is the training size)")
+    args = parser.parse_args()
+    print(f"held out: {list(HELD_OUT)}, steps={args.steps}, batch={args.batch_size}, seeds={args.seeds}, "
+          f"threads={args.threads} x {args.workers} workers")
+
+    jobs = [(pos, seed) for pos in args.variants for seed in args.seeds]
+    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        done = dict(zip(jobs, pool.map(run, *zip(*jobs), [args] * len(jobs))))
+    mean = {}
+    for pos in args.variants:
+        runs = [done[(pos, seed)] for seed in args.seeds]
+        mean[pos] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+        per_seed = "; ".join(" ".join(f"{s}px {r[s]:.2f}" for s in args.sizes) for r in runs)
+        print(f"{pos:>8}: " + "  ".join(f"PSNR@{s} {mean[pos][s]:6.2f} dB" for s in args.sizes)
+              + f"  (64 px as 32-px tiles {mean[pos]['tiled']:6.2f} dB; per seed: {per_seed}; {mean[pos]['seconds']:.0f} s/run)")
+    if "rope" not in mean:
+        return
+    base = args.sizes[0]
+    for other in [v for v in args.variants if v != "rope"]:
+        diffs = ", ".join(f"{mean['rope'][s] - mean[other][s]:+.2f} dB at {s} px" for s in args.sizes)
+        print(f"rope - {other} PSNR: {diffs}")
+        for s in args.sizes[1:]:
+            # extrapolation loss: PSNR at the training size minus at s; the same crops for every
+            # variant, so the difference between variants does not depend on the content change
+            loss_rope, loss_other = mean["rope"][base] - mean["rope"][s], mean[other][base] - mean[other][s]
+            verdict = "better" if loss_rope < loss_other else "NOT better"
+            print(f"  {s // base}x ({s} px): extrapolation loss {loss_rope:+.2f} dB (rope) vs {loss_other:+.2f} dB ({other}): "
+                  f"RoPE extrapolates {verdict}")
+        if 64 in args.sizes:
+            gain_rope, gain_other = mean["rope"][64] - mean["rope"]["tiled"], mean[other][64] - mean[other]["tiled"]
+            print(f"  64 px whole image minus the same crops as 32-px tiles: {gain_rope:+.2f} dB (rope) vs {gain_other:+.2f} dB ({other})")
 
 if __name__ == "__main__":
     main()

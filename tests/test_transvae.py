@@ -21,7 +21,7 @@ from latentflow.models.transvae import (
 TINY = {"block_out_channels": [8, 16], "transformer_dim": 32, "transformer_depths": [1, 1], "num_heads": 2, "latent_channels": 4, "norm_num_groups": 4}
 
 
-@pytest.fixture(scope="module", params=["rope", "absolute"])
+@pytest.fixture(scope="module", params=["rope", "absolute", "learned"])
 def model(request):
     torch.manual_seed(0)
     return TransVAEModel(TransVAEConfig.from_dict({**TINY, "pos_embedding": request.param})).eval()

@@ -6,8 +6,9 @@ global context matters. Transformer blocks use
 
 * 2D rotary position embeddings (half of each head rotates with the row, half with the
   column), so attention depends only on relative offsets and the model runs at sizes it
-  was not trained at; ``pos_embedding="absolute"`` swaps in a learned table (sin-cos
-  initialised, bicubically resized to other grids) for comparison;
+  was not trained at; for comparison, ``pos_embedding="absolute"`` swaps in a learned
+  table initialised sin-cos (as MAE), ``"learned"`` one initialised at random (as ViT);
+  both are bicubically resized to other grids;
 * RMSNorm, with QK-normalisation (RMSNorm per head on queries and keys);
 * a convolutional FFN (linear -> depthwise 3x3 conv -> SiLU-gated -> linear).
 
@@ -193,9 +194,11 @@ class TransformerStage(nn.Module):
             TransVAEBlock(dim, config.num_heads, config.ffn_ratio, use_rope, config.rope_base) for _ in range(depth)
         )
         self.pos_embed = None
-        if not use_rope:  # learned, sin-cos initialised at the training grid
+        if config.pos_embedding == "absolute":  # learned, sin-cos initialised at the training grid
             table = sincos_2d(dim, train_grid).T.reshape(1, dim, train_grid, train_grid)
             self.pos_embed = nn.Parameter(table.clone())
+        elif config.pos_embedding == "learned":  # learned from a random start (ViT)
+            self.pos_embed = nn.Parameter(nn.init.trunc_normal_(torch.empty(1, dim, train_grid, train_grid), std=0.02))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, d, h, w = x.shape
@@ -226,7 +229,8 @@ class TransVAEConfig(LatentConfig):
             compression: ``f = 2 ** (len(block_out_channels) + len(transformer_depths) - 1)``.
         num_heads: attention heads; ``transformer_dim / num_heads`` must be a multiple of 4 (2D RoPE).
         ffn_ratio: conv-FFN hidden width / transformer_dim.
-        pos_embedding: "rope" (relative, extrapolates) or "absolute" (learned table, resized).
+        pos_embedding: "rope" (relative, extrapolates), or a learned absolute table resized to
+            other grids: "absolute" (sin-cos initialised) or "learned" (random initialised).
         rope_base: RoPE frequency base (positions are token indices).
         sample_size: training image side; sets the absolute table's grid.
         latent_channels: latent dimension per position.
@@ -247,7 +251,7 @@ class TransVAEConfig(LatentConfig):
     transformer_depths: tuple[int, ...] = (2,)
     num_heads: int = 4
     ffn_ratio: float = 2.0
-    pos_embedding: Literal["rope", "absolute"] = "rope"
+    pos_embedding: Literal["rope", "absolute", "learned"] = "rope"
     rope_base: float = 100.0
     sample_size: int = 32
     latent_channels: int = 16

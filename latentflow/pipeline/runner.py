@@ -150,6 +150,7 @@ def merged_sources_codec(out_url: str, codec: dict, storage_options: dict, overw
 
 
 WRITE_NUM_CPUS = 0.5
+ACTOR_INIT_DEATHS = 2
 
 
 def _run_ray(config: EncodeJobConfig, source, model, codec: dict, pending: list, options: dict, progress: bool) -> list[ShardResult]:
@@ -158,8 +159,11 @@ def _run_ray(config: EncodeJobConfig, source, model, codec: dict, pending: list,
 
     ensure_ray()
     ctx = DataContext.get_current()
-    saved = ctx.target_max_block_size
+    saved = ctx.target_max_block_size, ctx.max_consecutive_actor_init_deaths
     ctx.target_max_block_size = None  # never split a shard's block: it is the unit of commit
+    # replace an encoder actor whose process dies while it loads the model (Ray Data's default
+    # fails the job on the first such death); a constructor that always fails still fails the job
+    ctx.max_consecutive_actor_init_deaths = ACTOR_INIT_DEATHS
     sink = LatentDatasink(config.output, codec, config.formats, options)
     watcher = ProgressWatcher(config.output, options, total_shards=len(pending)) if progress else None
     try:
@@ -175,7 +179,7 @@ def _run_ray(config: EncodeJobConfig, source, model, codec: dict, pending: list,
         # commits wait on storage, not on the CPU: a small reservation lets them overlap the encoder
         ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_NUM_CPUS})
     finally:
-        ctx.target_max_block_size = saved
+        ctx.target_max_block_size, ctx.max_consecutive_actor_init_deaths = saved
         if watcher:
             watcher.stop()
     return sink.results
