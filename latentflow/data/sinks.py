@@ -10,9 +10,10 @@ Output layout::
     <out>/_done/<shard_id>.json           commit marker: rows, key hash, checksum, stats, errors
     <out>/errors.parquet                  per-sample failures (at finalize)
 
-Commit protocol per shard: on local disks write everything under ``_tmp/`` and rename it
-to its final name; on object stores write in place (a single-object PUT is atomic, and the
-Zarr groups are read only for shards with a marker); only then write the marker. A
+Commit protocol per shard: build the Parquet file and the Zarr groups in memory; on local
+disks write them under ``_tmp/`` and rename each to its final name; on object stores delete
+the old marker, then PUT every object in one concurrent batch (a single-object PUT is atomic,
+and the Zarr groups are read only for shards with a marker); only then write the marker. A
 shard without a marker is not committed, whatever files exist; rewriting a shard
 replaces its files under the same names, so reruns are idempotent. Zarr groups belong
 to one shard each, so no two writers ever touch one chunk or shard file.
@@ -466,6 +467,9 @@ def finalize(out_url: str, codec: dict, storage_options: dict | None = None, sum
         _consolidate(out_url, fs, root, storage_options)
     if fs.exists(_join(root, "_tmp")):
         fs.rm(_join(root, "_tmp"), recursive=True)  # leftovers of crashed writers
+    half_written = fs.glob(_join(root, "_done", "*.tmp")) if fs.exists(_join(root, "_done")) else []
+    if half_written:
+        fs.rm(half_written)  # markers a crashed local writer never renamed into place
     info = {
         "codec": codec,
         "counts": {"rows": sum(m["rows"] for m in markers.values()), "errors": len(errors), "shards": len(markers),

@@ -11,7 +11,7 @@ import torch
 from latentflow.data.encoding import StoreConfig
 from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
 from latentflow.data.readers import LatentDataset, load_latents, read_codec
-from latentflow.data.sinks import ShardWriter, committed_shards, prepare_output
+from latentflow.data.sinks import ShardWriter, committed_shards, finalize, prepare_output
 from latentflow.data.sources import SourceConfig, list_shards, read_shard
 from latentflow.errors import CodecMismatchError
 
@@ -141,8 +141,12 @@ def test_crash_before_marker_is_not_committed(vae, tmp_path):
     writer.write_shard("done", columns(["a", "b"], z), [])
     writer.write_shard("crashed", columns(["c", "d"], z), [])
     (tmp_path / "out" / "_done" / "crashed.json").unlink()  # files committed, marker never written
+    half = tmp_path / "out" / "_done" / "crashed.json.0badc0de.tmp"
+    half.write_text('{"shard_id": "crash')  # a marker cut off before its rename
     assert (tmp_path / "out" / "parquet" / "crashed.parquet").exists()
     assert set(committed_shards(out)) == {"done"}
+    finalize(out, writer.codec)
+    assert not half.exists() and set(committed_shards(out)) == {"done"}
     assert sorted(load_latents(out)["key"]) == ["a", "b"]
     assert sorted(LatentDataset(out)[i]["key"] for i in range(2)) == ["a", "b"] and len(LatentDataset(out)) == 2
 
