@@ -163,8 +163,7 @@ class ShardWriter:
             objects[rel] = buf.getvalue()
             units.append(rel)
         if "zarr" in self.formats:
-            groups = self._zarr_objects(shard_id, columns)
-            objects.update(groups)
+            objects.update(self._zarr_objects(shard_id, columns))
             units += sorted({f"zarr/{bucket}/{shard_id}" for bucket in self._buckets(columns)})
         return objects, units
 
@@ -212,9 +211,7 @@ class ShardWriter:
         """Local disks: write under ``_tmp/``, then rename each unit to its final name."""
         stage = f"_tmp/{shard_id}-{uuid.uuid4().hex[:8]}"
         self._put({f"{stage}/{rel}": data for rel, data in objects.items()})
-        marker = _join(self.root, "_done", f"{shard_id}.json")
-        if self.fs.exists(marker):
-            self.fs.rm(marker)  # uncommit first
+        self._rm_file(f"_done/{shard_id}.json")  # uncommit first
         finals = {_join(self.root, u) for u in units}
         for path in self._previous_attempt(shard_id, units):
             if path not in finals:
@@ -241,7 +238,7 @@ class ShardWriter:
             group = _join(self.root, "zarr", bucket, shard_id)
             found += self.fs.find(group) if not self._local else ([group] if self.fs.exists(group) else [])
         parquet = _join(self.root, "parquet", f"{shard_id}.parquet")
-        if "parquet/" + f"{shard_id}.parquet" not in units and self.fs.exists(parquet):
+        if f"parquet/{shard_id}.parquet" not in units and self.fs.exists(parquet):
             found.append(parquet)
         return found
 

@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -212,13 +212,9 @@ def pool_shape(config: EncodeJobConfig, cpus: float, gpus: float, node_cores: in
     (a pool that reserves every CPU starves them and the job hangs).
     """
     cores = max(1, int(cpus))
-    if gpus >= 1 and config.device != "cpu":
+    on_gpu = gpus >= 1 and config.device != "cpu"
+    if config.num_actors or on_gpu:
         actors = config.num_actors or int(gpus)
-        threads = config.torch_threads or max(1, min(node_cores, cores) // actors)
-        num_cpus = config.actor_num_cpus if config.actor_num_cpus is not None else _spare(1.0, cores, actors)
-        return PoolShape(actors, threads, num_cpus, 1)
-    if config.num_actors:
-        actors = config.num_actors
         threads = config.torch_threads or max(1, min(node_cores, cores) // actors)
     elif config.torch_threads:
         threads = config.torch_threads
@@ -226,8 +222,9 @@ def pool_shape(config: EncodeJobConfig, cpus: float, gpus: float, node_cores: in
     else:
         actors = min(cores, MAX_AUTO_CPU_ACTORS)
         threads = max(1, cores // actors)
-    num_cpus = config.actor_num_cpus if config.actor_num_cpus is not None else _spare(0.5 * threads, cores, actors)
-    return PoolShape(actors, threads, num_cpus, 0)
+    wanted = 1.0 if on_gpu else 0.5 * threads
+    num_cpus = config.actor_num_cpus if config.actor_num_cpus is not None else _spare(wanted, cores, actors)
+    return PoolShape(actors, threads, num_cpus, 1 if on_gpu else 0)
 
 
 def _spare(wanted: float, cores: int, actors: int) -> float:
@@ -251,7 +248,7 @@ def actor_options(config: EncodeJobConfig, options: dict, model, blocks: int | N
     resources = ray.cluster_resources()
     shape = pool_shape(config, resources.get("CPU", os.cpu_count() or 1), resources.get("GPU", 0), os.cpu_count() or 1)
     if blocks is not None and blocks < shape.actors and not config.num_actors:
-        shape = PoolShape(max(1, blocks), shape.threads, shape.num_cpus, shape.num_gpus)
+        shape = replace(shape, actors=max(1, blocks))
     logger.info("encoder pool: %d actor(s) x %d thread(s), %.2f CPU and %d GPU each", shape.actors, shape.threads, shape.num_cpus, shape.num_gpus)
     return {
         "compute": ActorPoolStrategy(size=shape.actors, max_tasks_in_flight_per_actor=None if shape.num_gpus else 1),
