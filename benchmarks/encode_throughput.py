@@ -60,6 +60,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when torch sees a GPU")
     p.add_argument("--model", default="kl-small", choices=["kl-small", "kl-mid", "kl-sd1"], help="AutoencoderKL size (kl-mid: 64-128-256-256, 2 layers per block)")
     p.add_argument("--num-actors", type=int, default=None, help="encoder actors (default: the job's default)")
     p.add_argument("--torch-threads", type=int, default=None, help="threads per encoder actor (default: the job's default)")
@@ -110,7 +111,7 @@ def bare(model, urls: list[str], options: dict, args, processor: ImageProcessor)
     source = SourceConfig(urls=urls, storage_options=options)
     records = [r for s in list_shards(source) for r in read_shard(s, source)]
     x = torch.from_numpy(np.stack([processor.process(r.image, r.key).pixel_values for r in records]))  # (N, 3, H, W)
-    encoder = LatentEncoder(model, StoreConfig(), dtype=args.dtype, channels_last=args.channels_last)
+    encoder = LatentEncoder(model, StoreConfig(), dtype=args.dtype, device=args.device, channels_last=args.channels_last)
     encoder.encode_batch(x[: args.batch_size], [r.key for r in records[: args.batch_size]])  # warm-up
     with TreeMonitor() as clock:
         for i in range(0, len(records), args.batch_size):
@@ -122,7 +123,7 @@ def naive(model, urls: list[str], options: dict, args, processor: ImageProcessor
     """One loop: read a tar from S3, decode with PIL, encode, write Parquet to S3."""
     from webdataset.tariterators import group_by_keys, tar_file_iterator
 
-    encoder = LatentEncoder(model, StoreConfig(), dtype=args.dtype, channels_last=args.channels_last)
+    encoder = LatentEncoder(model, StoreConfig(), dtype=args.dtype, device=args.device, channels_last=args.channels_last)
     fs, _ = fsspec.url_to_fs(out, **options)
     fs.makedirs(out, exist_ok=True)
     rows = 0
@@ -218,7 +219,7 @@ def pipeline(model_dir: str, src: str, out: str, options: dict, args) -> dict:
     config = EncodeJobConfig.from_dict({
         "model": model_dir, "output": out, "source": {"urls": [f"{src}/*.tar"]},
         "processor": {"resolution": args.resolution}, "dtype": args.dtype, "channels_last": args.channels_last,
-        "batch_size": args.batch_size, "storage_options": options,
+        "device": args.device, "batch_size": args.batch_size, "storage_options": options,
         **({"num_actors": args.num_actors} if args.num_actors else {}),
         **({"torch_threads": args.torch_threads} if args.torch_threads else {}),
     })
@@ -259,6 +260,8 @@ def report(bare_r: dict, naive_r: dict, runs: dict, cores: int, args) -> None:
 
 def main() -> None:
     args = parse_args()
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(os.cpu_count() or 1)
     tmp = tempfile.mkdtemp(prefix="lf-bench-")
     if args.storage == "s3":
@@ -273,7 +276,8 @@ def main() -> None:
         src1 = write_sample_webdataset(f"{base}/src-1x", args.shards, args.per_shard, storage_options=options)
         big = src1 if args.skip_scale else write_sample_webdataset(
             f"{base}/src-10x", args.shards * args.scale, args.per_shard, storage_options=options, seed=1)
-        print(f"model {args.model} (f{model.downsample_factor}), {args.resolution}px, dtype {args.dtype}, "
+        where = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+        print(f"model {args.model} (f{model.downsample_factor}) on {where}, {args.resolution}px, dtype {args.dtype}, "
               f"channels_last {args.channels_last}, batch {args.batch_size}, {os.cpu_count()} cores, "
               f"{args.shards} shards x {args.per_shard} images (x{args.scale} for the scale run; bare and naive run on those)")
         cores = os.cpu_count() or 1
