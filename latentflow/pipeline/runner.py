@@ -175,7 +175,10 @@ def _run_ray(config: EncodeJobConfig, source, model, codec: dict, pending: list,
             preprocess_batch, batch_size=None, batch_format="pyarrow", num_cpus=config.preprocess_num_cpus,
             fn_kwargs={"processor_config": config.processor.to_dict(), "downsample_factor": model.downsample_factor},
         )
-        ds = ds.map_batches(EncoderActor, batch_size=None, batch_format="pyarrow", **actor_options(config, options, model, len(pending)))
+        # each call gets a whole block (one shard, the unit of commit). Public map_batches refuses
+        # batch_size=None when GPUs are requested; map_batches_internal (a DeveloperAPI) is
+        # map_batches without that check, as GroupedData.map_groups uses it for whole groups on GPUs
+        ds = ds.map_batches_internal(EncoderActor, batch_size=None, batch_format="pyarrow", **actor_options(config, options, model, len(pending)))
         # commits wait on storage, not on the CPU: a small reservation lets them overlap the encoder
         ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_NUM_CPUS})
     finally:
