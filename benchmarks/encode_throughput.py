@@ -49,6 +49,7 @@ from latentflow.data.samples import write_sample_webdataset
 from latentflow.data.sources import SourceConfig, list_shards, read_shard
 from latentflow.pipeline.config import EncodeJobConfig
 from latentflow.pipeline.runner import run_encode_job
+from latentflow.pipeline.stages import pack_pixels
 
 
 def parse_args() -> argparse.Namespace:
@@ -107,10 +108,11 @@ def build_model(name: str, directory: str):
 
 
 def bare(model, urls: list[str], options: dict, args, processor: ImageProcessor) -> float:
-    """Model forward only, on tensors preprocessed beforehand."""
+    """Model forward only, on tensors preprocessed beforehand (uint8 codes, as the pipeline sends them)."""
     source = SourceConfig(urls=urls, storage_options=options)
     records = [r for s in list_shards(source) for r in read_shard(s, source)]
-    x = torch.from_numpy(np.stack([processor.process(r.image, r.key).pixel_values for r in records]))  # (N, 3, H, W)
+    # the pipeline's input form: uint8 codes where exact, normalized on the encoder's device
+    x = torch.from_numpy(np.stack([pack_pixels(processor.process(r.image, r.key).pixel_values) for r in records]))  # (N, 3, H, W)
     encoder = LatentEncoder(model, StoreConfig(), dtype=args.dtype, device=args.device, channels_last=args.channels_last)
     encoder.encode_batch(x[: args.batch_size], [r.key for r in records[: args.batch_size]])  # warm-up
     with TreeMonitor() as clock:
@@ -285,7 +287,8 @@ def main() -> None:
         naive_r = naive(model, big, options, args, processor, f"{base}/naive-out")
         ray.init(num_cpus=cores, object_store_memory=500_000_000, include_dashboard=False, log_to_driver=False)
         # warm-up job (not reported): starts Ray's worker pool, so both measured runs pay the same fixed cost
-        write_sample_webdataset(f"{base}/src-warm", 1, 2, storage_options=options, seed=2)
+        # as many shards as the 1x run, so that run finds as many warm worker processes as the scale run
+        write_sample_webdataset(f"{base}/src-warm", args.shards, 2, storage_options=options, seed=2)
         pipeline(f"{tmp}/model", f"{base}/src-warm", f"{base}/out-warm", options, args)
         one = pipeline(f"{tmp}/model", f"{base}/src-1x", f"{base}/out-1x", options, args)
         runs = {"pipeline 1x": one}

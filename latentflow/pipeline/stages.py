@@ -2,8 +2,9 @@
 
 1. :func:`preprocess_batch`: a plain function run in CPU tasks (fused with the read):
    decode, convert, resize, crop one shard's images with the job's ``ImageProcessor``.
-   Pixels travel to the encoder as uint8 (4x fewer bytes through the object store than
-   float32); the actor rebuilds exactly the processor's float32 values from them.
+   Pixels travel to the encoder as uint8 (4x fewer bytes through the object store and to
+   the GPU than float32); the encoder rebuilds exactly the processor's float32 values from
+   them on its device.
 2. :class:`EncoderActor`: a callable class for an actor pool; the model is loaded once per
    actor with ``from_pretrained`` and runs per-bucket batches of one shard at a time.
 
@@ -183,7 +184,10 @@ class EncoderActor:
     def _encode(self, rows: list[dict], arrays: list, idx: list[int], images: list[np.ndarray]) -> None:
         import torch
 
-        x = torch.from_numpy(unpack_pixels(np.stack(images)))  # (B, 3, H, W)
+        if all(im.dtype == np.uint8 for im in images):  # the usual case: normalized by the encoder, on its device
+            x = torch.from_numpy(np.stack(images))  # (B, 3, H, W)
+        else:  # a mix: unpack each before stacking (stacking would turn codes into floats 0..255)
+            x = torch.from_numpy(np.stack([unpack_pixels(im) for im in images]))
         out = self.encoder.encode_batch(x, [rows[i]["key"] for i in idx])
         kept = out.pop("row").tolist()  # positions in this batch that encoded to finite arrays
         out.pop("key")

@@ -116,3 +116,29 @@ def test_a_partial_shard_is_never_committed(photos, tiny_model_dir, tmp_path):
     encoded = _actor(tiny_model_dir)(preprocess_batch(block, PROCESSOR.to_dict(), downsample_factor=2))
     with pytest.raises(RuntimeError, match="write got 2 of its 3 rows"):
         commit_shard(writer=None, part=encoded.slice(0, 2))
+
+
+def test_uint8_pixels_encode_bit_exactly_like_float_and_a_mixed_batch_is_unpacked(photos, tiny_model_dir, tmp_path):
+    from latentflow.data.encoding import LatentEncoder
+    from latentflow.pipeline.stages import PIXELS, PIXELS_DTYPE
+
+    codes = torch.from_numpy(np.random.default_rng(0).integers(0, 256, size=(3, 3, 32, 32)).astype(np.uint8))
+    encoder = LatentEncoder(tiny_vae(0), StoreConfig(), device="cpu", channels_last=False)
+    from_codes = encoder.encode_batch(codes, ["a", "b", "c"])["latent"]
+    from_floats = encoder.encode_batch(torch.from_numpy(unpack_pixels(codes.numpy())), ["a", "b", "c"])["latent"]
+    assert np.array_equal(from_codes, from_floats)
+
+    # one row's pixels sent as float32 (values uint8 cannot hold) in the same bucket batch as uint8 rows
+    block = _read(write_tar(str(tmp_path / "m.tar"), good_samples(photos, "m", 3)))
+    pre = preprocess_batch(block, PROCESSOR.to_dict(), downsample_factor=2)
+    actor = EncoderActor(tiny_model_dir, StoreConfig().to_dict(), batch_size=3, device="cpu", torch_threads=1)
+    alone = actor(pre)
+    pixels = pre.column(PIXELS).to_pylist()
+    assert set(pre.column(PIXELS_DTYPE).to_pylist()) == {"uint8"}
+    shape = pre.column("pixels_shape")[0].as_py()
+    pixels[0] = unpack_pixels(np.frombuffer(pixels[0], np.uint8).reshape(shape)).tobytes()
+    dtypes = ["float32", "uint8", "uint8"]
+    mixed = pre.set_column(pre.schema.get_field_index(PIXELS), PIXELS, pa.array(pixels, pa.binary()))
+    mixed = mixed.set_column(mixed.schema.get_field_index(PIXELS_DTYPE), PIXELS_DTYPE, pa.array(dtypes))
+    for got, want in zip(table_arrays(actor(mixed), "latent"), table_arrays(alone, "latent")):
+        assert np.array_equal(got, want)
