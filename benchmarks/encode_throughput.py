@@ -64,6 +64,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when torch sees a GPU")
     p.add_argument("--model", default="kl-small", choices=["kl-small", "kl-mid", "kl-sd1"], help="AutoencoderKL size (kl-mid: 64-128-256-256, 2 layers per block)")
     p.add_argument("--num-actors", type=int, default=None, help="encoder actors (default: the job's default)")
+    p.add_argument("--actors-per-gpu", type=int, default=None, help="encoder actors sharing a GPU (default: the job's default)")
     p.add_argument("--torch-threads", type=int, default=None, help="threads per encoder actor (default: the job's default)")
     p.add_argument("--storage", default="s3", choices=["s3", "local"],
                    help="s3: inputs and outputs on a moto S3 server on loopback; local: on local disk")
@@ -194,7 +195,7 @@ class TreeMonitor:
             # a pid first seen mid-run started after __enter__: all its CPU time is this run's
             self._first.setdefault(proc.pid, t.user + t.system if not self._thread.is_alive() else 0.0)
             self._last[proc.pid] = t.user + t.system
-            if self._label.get(proc.pid, "ray::IDLE") == "ray::IDLE":  # a worker's title names its task once it runs one
+            if self._label.get(proc.pid, "ray::IDLE") in ("ray::IDLE", "default_worker"):  # a worker's title names its task once it runs one
                 self._label[proc.pid] = "driver" if proc.pid == me.pid else _label(proc)
         self.peak_rss = max(self.peak_rss, rss)
 
@@ -224,6 +225,7 @@ def pipeline(model_dir: str, src: str, out: str, options: dict, args) -> dict:
         "device": args.device, "batch_size": args.batch_size, "storage_options": options,
         **({"num_actors": args.num_actors} if args.num_actors else {}),
         **({"torch_threads": args.torch_threads} if args.torch_threads else {}),
+        **({"actors_per_gpu": args.actors_per_gpu} if args.actors_per_gpu else {}),
     })
     server = [psutil.Process(p) for p in TreeMonitor.exclude]
     s3_cpu = -sum(sum(p.cpu_times()[:2]) for p in server)

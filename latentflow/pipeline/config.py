@@ -45,8 +45,11 @@ class EncodeJobConfig(DataConfig):
         dtype: compute dtype of the encoder: ``fp32``, ``bf16`` or ``fp16``.
         channels_last: run the encoder in channels-last memory format.
         batch_size: images per encoder forward (batches never mix buckets).
-        num_actors: encoder actors in the pool; None -> one per GPU on GPU clusters, else one
-            single-threaded actor per CPU (at most 8; see ``pipeline.runner.pool_shape``).
+        num_actors: encoder actors in the pool; None -> ``actors_per_gpu`` per GPU on GPU
+            clusters, else one single-threaded actor per CPU (at most 8; see
+            ``pipeline.runner.pool_shape``).
+        actors_per_gpu: encoder actors sharing each GPU (each reserves 1/n of it): while one
+            copies a batch in and converts the last one out on the host, another computes.
         actor_num_cpus: logical CPUs reserved per encoder actor; None -> 1 per GPU actor, half
             a CPU per thread on CPU actors, so read/preprocess and write tasks always find a
             CPU (a pool that reserves every CPU hangs Ray Data).
@@ -69,6 +72,7 @@ class EncodeJobConfig(DataConfig):
     channels_last: bool = False
     batch_size: int = 8
     num_actors: int | None = None
+    actors_per_gpu: int = 2
     actor_num_cpus: float | None = None
     torch_threads: int | None = None
     preprocess_num_cpus: float = 1.0
@@ -94,6 +98,7 @@ class EncodeJobConfig(DataConfig):
         check_positive(name, "batch_size", self.batch_size)
         if self.num_actors is not None:
             check_positive(name, "num_actors", self.num_actors)
+        check_positive(name, "actors_per_gpu", self.actors_per_gpu)
         check_positive(name, "preprocess_num_cpus", self.preprocess_num_cpus)
         check_positive(name, "shard_retries", self.shard_retries, allow_zero=True)
         if self.actor_num_cpus is not None:
