@@ -48,8 +48,8 @@ class EncodeJobConfig(DataConfig):
         num_actors: encoder actors in the pool; None -> ``actors_per_gpu`` per GPU on GPU
             clusters, else one single-threaded actor per CPU (at most 8; see
             ``pipeline.runner.pool_shape``).
-        actors_per_gpu: encoder actors sharing each GPU (each reserves 1/n of it): while one
-            copies a batch in and converts the last one out on the host, another computes.
+        actors_per_gpu: encoder actors sharing each GPU (each reserves 1/n of it), so the GPU
+            computes for one while Ray hands blocks to and from another.
         actor_num_cpus: logical CPUs reserved per encoder actor; None -> 1 per GPU actor, half
             a CPU per thread on CPU actors, so read/preprocess and write tasks always find a
             CPU (a pool that reserves every CPU hangs Ray Data).

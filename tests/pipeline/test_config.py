@@ -100,7 +100,8 @@ def test_pool_shape_cpu_defaults_leave_a_cpu_for_reads_and_writes():
 def test_pool_shape_gpus_and_explicit_settings():
     assert _shape(16, 4)[::3] == (8, 0.5)  # two actors share each GPU
     assert _shape(16, 4, actors_per_gpu=1)[::3] == (4, 1.0)
-    assert _shape(16, 1, num_actors=3)[::3] == (3, 0.3333)  # explicit pools split the GPUs evenly
+    assert _shape(16, 1, num_actors=3)[::3] == (3, 0.3333)  # explicit pools: 1/k of a GPU each
+    assert _shape(16, 2, num_actors=3)[::3] == (3, 0.5)  # k rounded up: 2 + 1 fit, 2/3 each would not
     assert _shape(16, 2, num_actors=1)[::3] == (1, 1.0)  # never more than one GPU per actor
     assert _shape(8, 8)[0] * _shape(8, 8)[2] <= 7  # still a CPU for reads
     assert _shape(16, 4, device="cpu")[3] == 0
