@@ -73,7 +73,8 @@ def train_autoencoder(cfg: TrainAutoencoderConfig, rank: int = 0, world: int = 1
 
     summary = {"steps": trainer.step, "rank": rank, "world": world, "history": history,
                "data_position": train_stream.position(), "skipped_samples": train_stream.skipped,
-               "shards_seen": sorted(train_stream.shards_seen), "weights_sha256": state_dict_sha256(model.state_dict())}
+               "shards_seen": sorted(train_stream.shards_seen), "weights_sha256": state_dict_sha256(model.state_dict()),
+               "device": str(trainer.device)}
     if rank == 0 and trainer.step == cfg.train.max_steps:
         summary.update(_finish_autoencoder(trainer, task, train_stream, eval_stream, cfg))
     return summary
