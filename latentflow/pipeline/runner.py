@@ -155,7 +155,6 @@ ACTOR_INIT_DEATHS = 2
 
 
 def _run_ray(config: EncodeJobConfig, source, model, codec: dict, pending: list, options: dict, progress: bool) -> list[ShardResult]:
-    import ray
     from ray.data import DataContext
 
     ensure_ray()
@@ -168,25 +167,36 @@ def _run_ray(config: EncodeJobConfig, source, model, codec: dict, pending: list,
     sink = LatentDatasink(config.output, codec, config.formats, options)
     watcher = ProgressWatcher(config.output, options, total_shards=len(pending)) if progress else None
     try:
-        ds = ray.data.read_datasource(
-            ShardDatasource(pending, source, source.storage_options, config.shard_retries),
-            override_num_blocks=len(pending),
-        )
-        ds = ds.map_batches(
-            preprocess_batch, batch_size=None, batch_format="pyarrow", num_cpus=config.preprocess_num_cpus,
-            fn_kwargs={"processor_config": config.processor.to_dict(), "downsample_factor": model.downsample_factor},
-        )
-        # each call gets a whole block (one shard, the unit of commit). Public map_batches refuses
-        # batch_size=None when GPUs are requested; map_batches_internal (a DeveloperAPI) is
-        # map_batches without that check, as GroupedData.map_groups uses it for whole groups on GPUs
-        ds = ds.map_batches_internal(EncoderActor, batch_size=None, batch_format="pyarrow", **actor_options(config, options, model, len(pending)))
         # commits wait on storage, not on the CPU: a small reservation lets them overlap the encoder
-        ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_NUM_CPUS})
+        encode_plan(config, source, model, pending, options).write_datasink(sink, ray_remote_args={"num_cpus": WRITE_NUM_CPUS})
     finally:
         ctx.target_max_block_size, ctx.max_consecutive_actor_init_deaths = saved
         if watcher:
             watcher.stop()
     return sink.results
+
+
+def encode_plan(config: EncodeJobConfig, source, model, pending: list, options: dict, resources: dict | None = None):
+    """The lazy Ray Dataset of encoded shards: read + preprocess tasks, then the encoder pool.
+
+    ``resources``: the cluster's ``{"CPU": n, "GPU": m}`` (default: ``ray.cluster_resources()``).
+    Nothing runs until the dataset is consumed, so a GPU plan can be built on a CPU-only cluster.
+    """
+    import ray
+
+    ds = ray.data.read_datasource(
+        ShardDatasource(pending, source, source.storage_options, config.shard_retries),
+        override_num_blocks=len(pending),
+    )
+    ds = ds.map_batches(
+        preprocess_batch, batch_size=None, batch_format="pyarrow", num_cpus=config.preprocess_num_cpus,
+        fn_kwargs={"processor_config": config.processor.to_dict(), "downsample_factor": model.downsample_factor},
+    )
+    # each call gets a whole block (one shard, the unit of commit). Public map_batches refuses
+    # batch_size=None when GPUs are requested; map_batches_internal (a DeveloperAPI) is
+    # map_batches without that check, as GroupedData.map_groups uses it for whole groups on GPUs
+    return ds.map_batches_internal(EncoderActor, batch_size=None, batch_format="pyarrow",
+                                   **actor_options(config, options, model, len(pending), resources))
 
 
 MAX_AUTO_CPU_ACTORS = 8
@@ -248,7 +258,7 @@ def _spare(wanted: float, cores: int, actors: int) -> float:
     return max(0.1, math.floor(min(wanted, (cores - 1) / actors) * 1000) / 1000) if cores > 1 else 0.1  # floor: never over
 
 
-def actor_options(config: EncodeJobConfig, options: dict, model, blocks: int | None = None) -> dict[str, Any]:
+def actor_options(config: EncodeJobConfig, options: dict, model, blocks: int | None = None, resources: dict | None = None) -> dict[str, Any]:
     """``map_batches`` kwargs of the encoder pool (see :func:`pool_shape`).
 
     Ray Data's actor pools restart dead actors and retry their tasks by default
@@ -261,7 +271,7 @@ def actor_options(config: EncodeJobConfig, options: dict, model, blocks: int | N
     import ray
     from ray.data import ActorPoolStrategy
 
-    resources = ray.cluster_resources()
+    resources = ray.cluster_resources() if resources is None else resources
     shape = pool_shape(config, resources.get("CPU", os.cpu_count() or 1), resources.get("GPU", 0), os.cpu_count() or 1)
     if blocks is not None and blocks < shape.actors and not config.num_actors:
         shape = replace(shape, actors=max(1, blocks))

@@ -120,3 +120,20 @@ def test_write_and_preprocess_tasks_do_not_import_torch():
             "print(sorted(m for m in ('torch', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_encode_plan_builds_for_cpu_and_gpu_pools(ray_local, tiny_model_dir, photos, tmp_path, gpus):
+    """Ray Data checks map_batches arguments when the plan is built, not when it runs: building the
+    GPU plan here catches, without a GPU, what only a GPU run showed before (map_batches refuses
+    batch_size=None, a whole shard per call, once num_gpus is set)."""
+    from pipeline_helpers import good_samples, write_tar
+
+    from latentflow.data.sources import SourceConfig, list_shards
+    from latentflow.pipeline.runner import encode_plan
+
+    url = write_tar(str(tmp_path / "p-0.tar"), good_samples(photos, "p", 2))
+    cfg = EncodeJobConfig.from_dict({"model": tiny_model_dir, "output": str(tmp_path / "out"), "source": {"urls": [url]}})
+    source = SourceConfig(urls=[url])
+    ds = encode_plan(cfg, source, load_model(tiny_model_dir), list_shards(source) * 4, {}, resources={"CPU": 16, "GPU": gpus})
+    assert "MapBatches(EncoderActor)" in str(ds)
