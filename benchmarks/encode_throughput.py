@@ -159,6 +159,7 @@ class TreeMonitor:
 
     def __init__(self, interval: float = 0.2):
         self.peak_rss, self.cpu, self.wall = 0, 0.0, 0.0
+        self.peak_rss_by: dict[str, int] = {}  # RSS per process label at the peak sample
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._label: dict[int, str] = {}
@@ -183,7 +184,7 @@ class TreeMonitor:
             self.cpu_by[label] = self.cpu_by.get(label, 0.0) + self._last[p] - self._first[p]
 
     def _sample(self) -> None:
-        me, rss = psutil.Process(), 0
+        me, rss, by = psutil.Process(), 0, {}
         for proc in [me, *me.children(recursive=True)]:
             if proc.pid in self.exclude:
                 continue
@@ -197,7 +198,9 @@ class TreeMonitor:
             self._last[proc.pid] = t.user + t.system
             if self._label.get(proc.pid, "ray::IDLE") in ("ray::IDLE", "default_worker"):  # a worker's title names its task once it runs one
                 self._label[proc.pid] = "driver" if proc.pid == me.pid else _label(proc)
-        self.peak_rss = max(self.peak_rss, rss)
+            by[self._label[proc.pid]] = by.get(self._label[proc.pid], 0) + mem
+        if rss > self.peak_rss:
+            self.peak_rss, self.peak_rss_by = rss, by
 
     def _loop(self, interval: float) -> None:
         while not self._stop.wait(interval):
@@ -234,6 +237,7 @@ def pipeline(model_dir: str, src: str, out: str, options: dict, args) -> dict:
     s3_cpu += sum(sum(p.cpu_times()[:2]) for p in server)
     return {"s3_server_cpu": round(s3_cpu, 2), "rows": summary.rows, "seconds": clock.wall, "cpu": clock.cpu, "wall_rate": summary.rows / clock.wall,
             "cpu_rate": summary.rows / clock.cpu, "rss": clock.peak_rss, "ok": summary.ok,
+            "rss_by_process": {k: v for k, v in sorted(clock.peak_rss_by.items(), key=lambda kv: -kv[1])},
             "cpu_by_process": {k: round(v, 2) for k, v in sorted(clock.cpu_by.items(), key=lambda kv: -kv[1])}}
 
 
@@ -248,6 +252,7 @@ def report(bare_r: dict, naive_r: dict, runs: dict, cores: int, args) -> None:
         print(line(name, r) + f"; {r['rows']} images in {r['seconds']:.1f} s; peak RSS {r['rss'] / 2**30:.2f} GiB")
         print("    CPU s by process: " + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_by_process"].items() if v >= 0.1)
               + f"; S3 server (not counted above) {r['s3_server_cpu']:.1f}")
+        print("    peak RSS GiB by process: " + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in r["rss_by_process"].items() if v >= 2**26))
     names = list(runs)
     if len(names) == 2:
         one, ten = runs[names[0]], runs[names[1]]
