@@ -168,18 +168,44 @@ class LatentModel(nn.Module):
         if not fs.exists(weights):
             hub.refuse_pickles(fs, path, hub.WEIGHTS_NAME)
         state, sha = hub.read_safetensors(fs, weights)
-        return cls.from_state_dict(config, state, weights_sha256=sha, torch_dtype=torch_dtype)
+        return cls.from_state_dict(config, state, weights_sha256=sha, torch_dtype=torch_dtype, assign=True)
 
     @classmethod
     def from_state_dict(cls, config: LatentConfig, state: dict[str, torch.Tensor], weights_sha256: str | None = None,
-                        torch_dtype: torch.dtype | None = None) -> "LatentModel":
-        """Build from ``config`` and load ``state`` strictly; the model comes back in eval mode."""
-        model = cls(config)
-        model.load_state_dict_strict(state)
+                        torch_dtype: torch.dtype | None = None, assign: bool = False) -> "LatentModel":
+        """Build from ``config`` and load ``state`` strictly; the model comes back in eval mode.
+
+        ``assign=True`` (the loaders, whose ``state`` is freshly read): build without random
+        initialization and take ``state``'s tensors (cast to the model's dtypes) instead of copying
+        them, as diffusers' ``low_cpu_mem_usage`` does: faster, and no second copy of the weights.
+        Models that tie weights or compute non-persistent buffers in ``__init__`` are built normally.
+        """
+        model = cls._adopt(config, state) if assign else None
+        if model is None:
+            model = cls(config)
+            model.load_state_dict_strict(state)
         model.weights_sha256 = weights_sha256
         if torch_dtype is not None:
             model.to(torch_dtype)
         return model.eval()
+
+    @classmethod
+    def _adopt(cls, config: LatentConfig, state: dict[str, torch.Tensor]) -> "LatentModel | None":
+        """The model built on the meta device with ``state``'s tensors; None where that would not
+        give the model ``cls(config)`` + a strict load gives (the caller then takes that path, which
+        also reports a mismatched checkpoint)."""
+        try:
+            with torch.device("meta"):
+                model = cls(config)
+        except Exception:  # noqa: BLE001 - an __init__ that needs real tensors: build it normally
+            return None
+        own = model.state_dict()
+        tied = len(list(model.named_parameters(remove_duplicate=False))) != len(list(model.named_parameters()))
+        computed = any(name not in own for name, _ in model.named_buffers())  # non-persistent: made in __init__
+        if tied or computed or set(own) != set(state) or any(own[k].shape != state[k].shape for k in own):
+            return None
+        model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True, assign=True)
+        return model
 
     def load_state_dict_strict(self, state: dict[str, torch.Tensor]) -> None:
         """Load weights, raising :class:`CheckpointError` that lists missing, unexpected and mis-shaped keys."""

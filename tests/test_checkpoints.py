@@ -134,3 +134,32 @@ def test_register_third_party_model(tmp_path):
         assert torch.equal(loaded.reconstruct(x), x)
     finally:
         _MODELS.pop("identity_test", None)
+
+
+def test_loading_adopts_the_weights_without_random_init_and_matches_a_normal_build(tmp_path):
+    model = tiny_vae()
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}  # an fp16 checkpoint
+    save_file(half, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps(model.config.to_dict()))
+    rng = torch.get_rng_state()
+    loaded = lf.AutoModel.from_pretrained(str(tmp_path))
+    assert torch.equal(rng, torch.get_rng_state())  # no random initialization ran
+    normal = lf.VariationalAutoencoderModel.from_state_dict(model.config, half)  # build + copy
+    for (name, a), (_, b) in zip(loaded.state_dict().items(), normal.state_dict().items()):
+        assert a.dtype == b.dtype and a.device.type == "cpu" and torch.equal(a, b), name  # cast like a copy would
+    assert all(p.requires_grad for p in loaded.parameters()) and not loaded.training
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    assert torch.equal(loaded.encode(x).latents, normal.encode(x).latents)
+
+
+def test_models_with_computed_buffers_or_tied_weights_are_built_normally():
+    fsq = lf.AutoModel.from_pretrained("fsq-f8")  # FSQ's levels/basis buffers are computed, not stored
+    assert type(fsq)._adopt(fsq.config, fsq.state_dict()) is None
+    assert all(not t.is_meta for t in [*fsq.parameters(), *fsq.buffers()])
+
+    class Tied(lf.VariationalAutoencoderModel):
+        def __init__(self, config):
+            super().__init__(config)
+            self.extra = self.encoder  # the same modules reached twice: their weights are tied
+    tied = Tied(tiny_vae().config)
+    assert Tied._adopt(tied.config, tied.state_dict()) is None

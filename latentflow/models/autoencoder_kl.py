@@ -459,7 +459,7 @@ class AutoencoderKLModel(LatentModel):
         raw = read_config_dict(fs.unstrip_protocol(path), storage_options)
         config = cls.config_class.from_dict(raw, **config_overrides)
         state, sha = _read_weights(fs, path.rstrip("/"), variant)
-        return cls.from_state_dict(config, rename_legacy_attention(state), weights_sha256=sha, torch_dtype=torch_dtype)
+        return cls.from_state_dict(config, rename_legacy_attention(state), weights_sha256=sha, torch_dtype=torch_dtype, assign=True)
 
     @classmethod
     def from_single_file(cls, path: str, *, config: AutoencoderKLConfig | None = None, storage_options: dict | None = None,
@@ -484,7 +484,7 @@ class AutoencoderKLModel(LatentModel):
                 raise CheckpointError(f"{path!r} does not hold an LDM autoencoder: {err}") from err
         elif config_overrides:
             config = config.replace(**config_overrides)
-        return cls.from_state_dict(config, state, weights_sha256=sha, torch_dtype=torch_dtype)
+        return cls.from_state_dict(config, state, weights_sha256=sha, torch_dtype=torch_dtype, assign=True)
 
 
 def _weight_candidates(variant: str | None) -> list[str]:
