@@ -233,7 +233,7 @@ def pool_shape(config: EncodeJobConfig, cpus: float, gpus: float, node_cores: in
     cores = max(1, int(cpus))
     on_gpu = gpus >= 1 and config.device != "cpu"
     if config.num_actors or on_gpu:
-        actors = config.num_actors or int(gpus) * (config.actors_per_gpu if on_gpu else 1)
+        actors = config.num_actors or int(gpus) * config.actors_per_gpu  # no num_actors: on_gpu holds
         threads = config.torch_threads or max(1, min(node_cores, cores) // actors)
     elif config.torch_threads:
         threads = config.torch_threads
