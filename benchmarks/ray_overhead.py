@@ -31,14 +31,14 @@ import time
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-import pyarrow as pa  # noqa: E402
-import ray  # noqa: E402
+import pyarrow as pa
+import ray
 
-from latentflow.data.processors import ImageProcessorConfig  # noqa: E402
-from latentflow.data.samples import write_sample_webdataset  # noqa: E402
-from latentflow.data.sources import SourceConfig, list_shards  # noqa: E402
-from latentflow.pipeline.datasource import ShardDatasource, read_shard_block  # noqa: E402
-from latentflow.pipeline.stages import preprocess_batch  # noqa: E402
+from latentflow.data.processors import ImageProcessorConfig
+from latentflow.data.samples import write_sample_webdataset
+from latentflow.data.sources import SourceConfig, list_shards
+from latentflow.pipeline.datasource import ShardDatasource, read_shard_block
+from latentflow.pipeline.stages import preprocess_batch
 
 SPAN = "span"  # "<start> <end>" (epoch seconds) of the task that made the block
 
