@@ -1,15 +1,15 @@
 """python benchmarks/ray_overhead.py [--shards 24] [--per-shard 64] [--blocks 48] [--task-seconds 0.1] [--reps 3]
 
 What Ray Data costs around the encoder, measured side by side in one run on a local Ray that
-has all of this machine's CPUs. The encode job's fixed cost per job and the rate of its CPU
-stages come from here, not from our code.
+has all of this machine's CPUs: the part of the encode job's start-up and of its CPU stages'
+shortfall that belongs to Ray Data, not to our code.
 
 1. read + preprocess of the same WebDataset shards (real photos, 128 px): in one plain loop
    against the encode job's own Ray Data stage (``ShardDatasource`` -> ``map_batches(
    preprocess_batch)``, one task per shard); images/s, the ratios to one loop and to one loop
    per CPU (what the stage could reach), and the mean tasks in flight;
 2. task concurrency: ``--blocks`` map tasks that each sleep ``--task-seconds`` (no CPU), one
-   block each, ``num_cpus=1``: wall time against the ideal ``blocks * t / CPUs``;
+   block each, ``num_cpus=1``: wall time against the ideal ``blocks * t / CPUs``, measured
    once as Ray Data comes, once with its executor's wait for finished tasks cut from 0.1 s to
    ``--short-wait`` (a private constant, patched here only to show where the time goes: the
    executor notices a finished task only when that wait times out);
