@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -35,10 +37,12 @@ import pyarrow as pa
 import ray
 
 from latentflow.data.processors import ImageProcessorConfig
-from latentflow.data.samples import write_sample_webdataset
 from latentflow.data.sources import SourceConfig, list_shards
 from latentflow.pipeline.datasource import ShardDatasource, read_shard_block
 from latentflow.pipeline.stages import preprocess_batch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.samples
+from tests.samples import write_sample_webdataset  # noqa: E402
 
 SPAN = "span"  # "<start> <end>" (epoch seconds) of the task that made the block
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -89,7 +90,8 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from latentflow.data.samples import write_sample_webdataset
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.samples
+    from tests.samples import write_sample_webdataset
     from latentflow.training.data import LatentStream, build_image_stream, codec_normalize, load_latent_table
 
     root = Path(tempfile.mkdtemp(prefix="train-throughput-"))

@@ -19,15 +19,19 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from latentflow.data.samples import load_photos
 from latentflow.metrics import psnr
 from latentflow.models.transvae import TransVAEModel, transvae_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.samples
+from tests.samples import load_photos  # noqa: E402
 
 HELD_OUT = ("coffee", "rocket", "china")
 

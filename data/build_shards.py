@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,8 @@ def encode(pixels: np.ndarray, fmt: str) -> bytes:
 
 def training_views() -> list[tuple[str, np.ndarray]]:
     """(name, downscaled photo) pairs: every photo at 256 px, the large ones also at 384 px."""
-    from latentflow.data.samples import load_photos
+    sys.path.insert(0, str(ROOT.parent))  # the repo root, for tests.samples
+    from tests.samples import load_photos
 
     views = []
     for name, photo in sorted(load_photos(TRAIN_PHOTOS).items()):

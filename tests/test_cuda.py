@@ -93,7 +93,7 @@ def test_encode_job_places_the_encoder_on_the_gpu_and_matches_the_cpu(ray_local,
 def test_trainer_learns_on_the_gpu_in_bf16(tmp_path):
     from training_helpers import tiny_vae_config
 
-    from latentflow.data.samples import write_sample_webdataset
+    from tests.samples import write_sample_webdataset
     from latentflow.training.config import TrainAutoencoderConfig
     from latentflow.training.stages import train_autoencoder
 
@@ -113,7 +113,7 @@ def test_ray_train_worker_trains_on_its_gpu(ray_local, tmp_path):
     """One Ray Train worker with use_gpu (NCCL process group) trains on the GPU Ray assigned it."""
     from training_helpers import tiny_vae_config
 
-    from latentflow.data.samples import write_sample_webdataset
+    from tests.samples import write_sample_webdataset
     from latentflow.training.config import TrainAutoencoderConfig
     from latentflow.training.distributed import run_distributed
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from latentflow.data.local import encode_locally
-from latentflow.data.samples import write_sample_webdataset
+from tests.samples import write_sample_webdataset
 from latentflow.data.sources import SourceConfig
 
 

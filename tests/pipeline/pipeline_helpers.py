@@ -24,7 +24,7 @@ def tiny_vae(seed: int = 0):
 
 
 def jpeg(pixels: np.ndarray) -> bytes:
-    from latentflow.data.samples import encode_jpeg
+    from tests.samples import encode_jpeg
 
     return encode_jpeg(np.ascontiguousarray(pixels))
 

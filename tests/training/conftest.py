@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def photo_shards(tmp_path_factory) -> list[str]:
     """4 WebDataset tars x 6 real-photo crops (plus one corrupt sample per shard)."""
-    from latentflow.data.samples import write_sample_webdataset
+    from tests.samples import write_sample_webdataset
 
     root = tmp_path_factory.mktemp("shards")
     return write_sample_webdataset(str(root), num_shards=4, samples_per_shard=6, min_side=40, max_side=64,

@@ -1,4 +1,6 @@
-"""Small real-photo WebDataset shards for tests, examples and benchmarks (no downloads).
+"""Small real-photo WebDataset shards for tests and benchmarks (no downloads); not part of the library.
+
+Scripts run from the repo root import it as ``tests.samples`` after putting the root on ``sys.path``.
 
 The photographs ship inside scikit-image and scikit-learn (see their data licenses:
 scikit-image ``skimage/data/README.txt``, scikit-learn ``datasets/images/README.txt``).
