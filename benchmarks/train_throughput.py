@@ -62,7 +62,7 @@ def encode_cache(model, urls: list[str], root: Path, resolution: int) -> tuple[s
     model.save_pretrained(model_dir)
     start = time.perf_counter()
     encode_locally(model, SourceConfig(format="webdataset", urls=urls), out, ImageProcessorConfig(resolution=resolution),
-                   StoreConfig(logvar=True), model_location=model_dir, batch_size=8, note="train_throughput")
+                   StoreConfig(logvar=True), model_ref=model_dir, batch_size=8, note="train_throughput")
     return out, time.perf_counter() - start
 
 
@@ -92,7 +92,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.samples
     from tests.samples import write_sample_webdataset
-    from latentflow.training.data import LatentStream, build_image_stream, codec_normalize, load_latent_table
+    from latentflow.training.data import LatentStream, build_image_stream, load_latent_table
 
     root = Path(tempfile.mkdtemp(prefix="train-throughput-"))
     urls = write_sample_webdataset(str(root / "shards"), num_shards=args.shards, samples_per_shard=args.per_shard,
@@ -110,7 +110,7 @@ def main() -> None:
     def on_the_fly() -> torch.Tensor:
         with torch.inference_mode():
             z = encoder.encode(images.next_batch()["pixel_values"]).latent_dist.sample()
-        return codec_normalize(z.clone(), table.codec)
+        return table.codec.normalization.normalize(z.clone())
 
     prior, opt = make_prior(tuple(table.latents.shape[1:]))
     fly = timed(on_the_fly, prior, opt, args.steps)

@@ -44,7 +44,7 @@ _EXPORTS: dict[str, str] = {
     "ImageProcessor": "latentflow.data.processors",
     "ImageProcessorConfig": "latentflow.data.processors",
     "SourceConfig": "latentflow.data.sources",
-    "StoreConfig": "latentflow.data.encoding",
+    "StoreConfig": "latentflow.data.codec",
     "LatentEncoder": "latentflow.data.encoding",
     "SampleError": "latentflow.data.records",
     "ShardWriter": "latentflow.data.sinks",

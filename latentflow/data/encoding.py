@@ -18,54 +18,19 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from latentflow.data.configs import DataConfig, check_choice
-from latentflow.data.records import SampleError
+from latentflow.data.codec import StoreConfig
+from latentflow.data.configs import check_choice
+from latentflow.data.records import SampleError, key_seed
+from latentflow.quantizers.base import numpy_index_dtype_for
 from latentflow.errors import ConfigError
 
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-STORE_DTYPES = ("float32", "float16")
-
-
-@dataclass
-class StoreConfig(DataConfig):
-    """What an encode job stores per image.
-
-    Attributes:
-        latent: continuous models: ``"mean"`` (posterior mean, default) or ``"sample"``.
-        seed: seed of ``"sample"``; the noise of each image is seeded by (seed, key).
-        logvar: also store the posterior log-variance (continuous models with a posterior).
-        flip: also encode the horizontally flipped image, stored as ``flip_*`` columns.
-        quantized: discrete models: also store the quantized vectors beside the indices.
-        dtype: dtype of stored float arrays: ``float32`` (default) or ``float16``.
-    """
-
-    latent: str = "mean"
-    seed: int = 0
-    logvar: bool = False
-    flip: bool = False
-    quantized: bool = False
-    dtype: str = "float32"
-
-    def validate(self) -> None:
-        check_choice(type(self).__name__, "latent", self.latent, ("mean", "sample"))
-        check_choice(type(self).__name__, "dtype", self.dtype, STORE_DTYPES)
-
-
-def index_dtype(codebook_size: int) -> np.dtype:
-    """The smallest integer dtype holding indices ``0 .. codebook_size - 1``."""
-    if codebook_size <= 2**8:
-        return np.dtype(np.uint8)
-    if codebook_size <= 2**16:
-        return np.dtype(np.uint16)
-    return np.dtype(np.int32) if codebook_size <= 2**31 else np.dtype(np.int64)
 
 
 def codebook_size_of(model: torch.nn.Module) -> int:
@@ -74,11 +39,6 @@ def codebook_size_of(model: torch.nn.Module) -> int:
     if size is None:
         raise ConfigError(f"{type(model).__name__} is discrete but exposes no quantizer.codebook_size")
     return int(size)
-
-
-def key_seed(seed: int, key: str) -> int:
-    """A stable 63-bit seed for (seed, key)."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") >> 1
 
 
 def _warn_if_slow_bf16(dtype: str, device: torch.device) -> None:
@@ -125,7 +85,7 @@ class LatentEncoder:
         self.model = model.to(self.device).eval()
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.index_dtype = index_dtype(codebook_size_of(model)) if self.kind == "discrete" else None
+        self.index_dtype = numpy_index_dtype_for(codebook_size_of(model)) if self.kind == "discrete" else None
         self.float_dtype = np.dtype(self.store.dtype)
 
     # ---- public -----------------------------------------------------------------

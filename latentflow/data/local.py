@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from latentflow.data.codec import build_codec
+from latentflow.data.codec import ModelRef, build_codec
 from latentflow.data.encoding import LatentEncoder, StoreConfig
 from latentflow.data.processors import ImageProcessor, ImageProcessorConfig, ProcessedImage
 from latentflow.data.records import Record, SampleError, Shard
@@ -74,8 +74,8 @@ def encode_shard_locally(shard: Shard, source: SourceConfig, processor: ImagePro
 
 def encode_locally(model, source: SourceConfig, out_url: str, processor_config: ImageProcessorConfig | None = None,
                    store: StoreConfig | None = None, formats: tuple[str, ...] = ("parquet", "zarr"),
-                   storage_options: dict | None = None, model_location: str | None = None, overwrite: bool = False,
-                   batch_size: int = 16, note: str = "encode_locally") -> dict[str, Any]:
+                   storage_options: dict | None = None, model_ref: ModelRef | str | None = None, overwrite: bool = False,
+                   batch_size: int = 16, note: str = "encode_locally") -> Codec:
     """Encode every shard of ``source`` into ``out_url`` in this process, with the job's commit protocol.
 
     Args:
@@ -83,14 +83,14 @@ def encode_locally(model, source: SourceConfig, out_url: str, processor_config: 
         source: where the shards are.
         out_url: output directory (local path or fsspec URL).
         processor_config, store: as in the encode job (defaults: 32 px center crops, the mean).
-        model_location: recorded in the codec so a reader can rebuild the decoder.
+        model_ref: recorded in the codec so a reader can rebuild the decoder.
 
     Returns:
         the codec written with the output.
     """
     processor_config = processor_config or ImageProcessorConfig(resolution=32)
     store = store or StoreConfig()
-    codec = build_codec(model, processor_config, store, source, "fp32", model_location=model_location)
+    codec = build_codec(model, processor_config, store, source, "fp32", model_ref=model_ref)
     prepare_output(out_url, codec, storage_options, overwrite=overwrite)
     writer = ShardWriter(out_url, codec, formats, storage_options, session=uuid.uuid4().hex)
     processor, encoder = ImageProcessor(processor_config, model.downsample_factor), LatentEncoder(model, store)

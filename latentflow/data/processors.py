@@ -14,7 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import warnings
@@ -24,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from latentflow.data.configs import DataConfig, check_choice, check_positive
-from latentflow.data.records import SampleError
+from latentflow.data.records import SampleError, key_seed
 from latentflow.errors import ConfigError
 
 _RESAMPLE = {
@@ -185,7 +184,7 @@ class ImageProcessor:
         if self.config.crop == "center":
             top, left = (rh - th) // 2, (rw - tw) // 2
         else:
-            rng = np.random.default_rng(_key_seed(self.config.seed, key))
+            rng = np.random.default_rng(key_seed(self.config.seed, key))
             top, left = int(rng.integers(0, rh - th + 1)), int(rng.integers(0, rw - tw + 1))
         return (rh, rw), (top, left, th, tw)
 
@@ -252,8 +251,3 @@ class ImageProcessor:
         except Exception as err:  # truncated data, bad chunks, ...
             raise SampleError("decode", "corrupt_image", f"cannot decode image {key!r}: {type(err).__name__}: {err}") from None
         return np.asarray(out, dtype=np.uint8)
-
-
-def _key_seed(seed: int, key: str) -> int:
-    """A stable 64-bit seed per (seed, key): same crop on every rerun and every worker."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little")

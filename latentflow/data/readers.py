@@ -22,16 +22,17 @@ import fsspec
 import numpy as np
 import torch
 
-from latentflow.configuration import LatentConfig
+from latentflow.data.codec import Codec, as_codec
 from latentflow.data.sinks import committed_shards, merge_stats, read_output_codec
-from latentflow.errors import CheckpointError, CodecMismatchError, ConfigError
+from latentflow.errors import CodecMismatchError, ConfigError
+from latentflow.normalization import Normalization
 
 
 def _root(path: str, storage_options: dict | None) -> tuple[Any, str]:
     return fsspec.url_to_fs(str(path), **(storage_options or {}))
 
 
-def read_codec(path: str, storage_options: dict | None = None) -> dict[str, Any]:
+def read_codec(path: str, storage_options: dict | None = None) -> Codec:
     """The codec of a latent output directory (from ``latentflow.json``, or ``_codec.json`` while a job runs).
 
     Raises:
@@ -91,9 +92,9 @@ class LatentDataset(torch.utils.data.Dataset):
                  storage_options: dict | None = None, seed: int = 0):
         self.path, self.storage_options = str(path).rstrip("/"), storage_options
         self.codec = read_codec(path, storage_options)
-        if expected_fingerprint is not None and expected_fingerprint != self.codec["fingerprint"]:
-            raise CodecMismatchError(f"{path!r} was encoded with codec fingerprint {self.codec['fingerprint']}, expected {expected_fingerprint}")
-        arrays = self.codec["stored"]["arrays"]
+        if expected_fingerprint is not None and expected_fingerprint != self.codec.fingerprint:
+            raise CodecMismatchError(f"{path!r} was encoded with codec fingerprint {self.codec.fingerprint}, expected {expected_fingerprint}")
+        arrays = self.codec.arrays
         if resample and "logvar" not in arrays:
             raise ConfigError(f"resample=True needs stored logvar; {path!r} stores {arrays}")
         self.normalize, self.resample, self.seed = normalize, resample, seed
@@ -101,7 +102,7 @@ class LatentDataset(torch.utils.data.Dataset):
         self.groups, self.index = self._build_index()
         self._epoch_rng = np.random.default_rng(seed)
 
-    def _normalization(self, normalize: bool | str) -> LatentConfig | None:
+    def _normalization(self, normalize: bool | str) -> Normalization | None:
         if not normalize:
             return None
         if normalize == "stats":
@@ -109,9 +110,8 @@ class LatentDataset(torch.utils.data.Dataset):
             stats = merge_stats(markers)
             if stats is None:
                 raise ConfigError(f"{self.path!r} has no latent statistics to normalize with")
-            return LatentConfig(latents_mean=stats["mean"], latents_std=[max(s, 1e-12) for s in stats["std"]])
-        norm = self.codec["normalization"]
-        return LatentConfig(**{k: v for k, v in norm.items() if v is not None})
+            return Normalization.from_values(latents_mean=stats["mean"], latents_std=[max(s, 1e-12) for s in stats["std"]], source="dataset")
+        return self.codec.normalization
 
     def _build_index(self) -> tuple[list[str], list[tuple[int, int]]]:
         markers = committed_shards(self.path, self.storage_options)
@@ -125,9 +125,9 @@ class LatentDataset(torch.utils.data.Dataset):
             for shard_id, group in sorted(root[bucket].groups()):
                 if shard_id not in markers:
                     continue  # written but never committed (crashed writer)
-                if group.attrs.get("codec_fingerprint") != self.codec["fingerprint"]:
+                if group.attrs.get("codec_fingerprint") != self.codec.fingerprint:
                     raise CodecMismatchError(f"shard {shard_id!r} was written by encoder {group.attrs.get('codec_fingerprint')}, "
-                                             f"the dataset's is {self.codec['fingerprint']}")
+                                             f"the dataset's is {self.codec.fingerprint}")
                 groups.append(f"{bucket}/{shard_id}")
                 index += [(len(groups) - 1, row) for row in range(group["keys"].shape[0])]
         return groups, index
@@ -156,9 +156,9 @@ class LatentDataset(torch.utils.data.Dataset):
         for name in ("original_size", "crop_box"):
             if name in group:
                 item[name] = torch.from_numpy(np.asarray(group[name][row]))
-        if "indices" in self.codec["stored"]["arrays"]:
+        if "indices" in self.codec.arrays:
             item["indices"] = torch.from_numpy(np.asarray(group["indices"][row]).astype(np.int64))
-        if "latent" in self.codec["stored"]["arrays"]:
+        if "latent" in self.codec.arrays:
             item["latent"] = self._latent(group, row, i)
         return item
 
@@ -169,9 +169,7 @@ class LatentDataset(torch.utils.data.Dataset):
             gen = torch.Generator().manual_seed(int(self._epoch_rng.integers(2**62)) ^ i)
             z = z + torch.exp(0.5 * logvar) * torch.randn(z.shape, generator=gen)
         if self._norm_config is not None:
-            from latentflow.modeling import normalize_latents
-
-            z = normalize_latents(z[None], self._norm_config)[0]
+            z = self._norm_config.normalize(z[None])[0]
         return z
 
 
@@ -222,49 +220,33 @@ class BucketBatchSampler(torch.utils.data.Sampler):
 # ---- decoding ---------------------------------------------------------------------------
 
 
-def _load_decoder(codec: dict[str, Any], weights: str | None, storage_options: dict | None):
-    from latentflow import hub
-    from latentflow.auto import AutoConfig, model_class_for
-
-    info = codec["model"]
-    location = weights or info.get("location")
-    if not location:
-        raise CheckpointError("the codec records no model location; pass weights=<checkpoint dir, URL or models/ name>")
-    config = AutoConfig.from_dict(info["config"])
-    model = model_class_for(info["model_type"])(config)
-    fs, path = hub.resolve_pretrained(location, storage_options)
-    state, file_sha = hub.read_safetensors(fs, f"{path.rstrip('/')}/{hub.WEIGHTS_NAME}")
-    if info["weights_sha256"] not in (file_sha, hub.state_dict_sha256(state)):
-        raise CheckpointError(f"weights at {location!r} (sha256 {file_sha}) are not the ones that encoded these latents "
-                              f"(sha256 {info['weights_sha256']})")
-    model.load_state_dict_strict(state)
-    model.weights_sha256 = file_sha
-    return model.eval()
-
-
-def decode_latents(latents: torch.Tensor | np.ndarray, path_or_codec: str | dict, weights: str | None = None,
+def decode_latents(latents: torch.Tensor | np.ndarray, path_or_codec: str | Codec | dict, weights: str | None = None,
                    storage_options: dict | None = None, normalized: bool = False) -> torch.Tensor:
     """Rebuild the decoder from codec metadata + weights, and decode.
 
     Args:
         latents: (B, C, h, w) latents, or (B, h, w[, levels]) integer indices for discrete codecs.
-        path_or_codec: a latent output directory, or its codec dict.
+        path_or_codec: a latent output directory, or its codec (or the codec's JSON dict).
         weights: checkpoint location; default: the one recorded in the codec. Its sha256 must match.
         storage_options: fsspec options for both.
-        normalized: the latents were normalized with the model's scaling (``LatentDataset(normalize=True)``).
+        normalized: the latents were normalized with the codec's rule (``LatentDataset(normalize=True)``);
+            denormalized here with the codec's rule, whatever the model's own config says.
 
     Returns:
         (B, 3, H, W) images in [-1, 1].
     """
-    codec = path_or_codec if isinstance(path_or_codec, dict) else read_codec(path_or_codec, storage_options)
-    model = _load_decoder(codec, weights, storage_options)
+    if isinstance(path_or_codec, (Codec, dict)):
+        codec = as_codec(path_or_codec)
+    else:
+        codec = read_codec(path_or_codec, storage_options)
+    model = codec.load_model(storage_options, weights)
     z = torch.as_tensor(np.asarray(latents) if isinstance(latents, np.ndarray) else latents)
     with torch.inference_mode():
         if not z.is_floating_point():
             return model.detokenize(z.long())
         z = z.float()
         if normalized:
-            z = model.denormalize_latents(z)
+            z = codec.normalization.denormalize(z)
         return model.decode(z).sample
 
 
@@ -284,13 +266,15 @@ def inspect(path: str, storage_options: dict | None = None) -> dict[str, Any]:
     stats = merge_stats(markers)
     info: dict[str, Any] = {
         "path": str(path),
-        "model": {k: codec["model"][k] for k in ("class", "model_type", "weights_sha256", "location")},
-        "fingerprint": codec["fingerprint"],
-        "latent_kind": codec["latent_kind"],
-        "stored": codec["stored"],
-        "dtype": codec["dtype"],
-        "shapes": codec["shapes"],
-        "normalization": codec["normalization"],
+        "model": {"class": codec.model.cls, "model_type": codec.model.model_type, "weights_sha256": codec.model.weights_sha256,
+                  "ref": codec.model.ref.to_dict() if codec.model.ref else None},
+        "fingerprint": codec.fingerprint,
+        "latent_kind": codec.latent_kind,
+        "layout": codec.layout,
+        "stored": codec.arrays,
+        "dtype": codec.dtype,
+        "shapes": codec.shapes,
+        "normalization": codec.normalization.to_dict(),
         "counts": {"rows": sum(m["rows"] for m in markers.values()), "shards": len(markers),
                    "errors": sum(len(m.get("errors", [])) for m in markers.values())},
         "stats": None,
@@ -310,7 +294,7 @@ def format_inspect(info: dict[str, Any]) -> str:
              f"  model:        {info['model']['class']} (model_type {info['model']['model_type']})",
              f"  weights:      sha256 {info['model']['weights_sha256']}",
              f"  fingerprint:  {info['fingerprint']}",
-             f"  latents:      {info['latent_kind']}, stored {info['stored']['arrays']} as {info['dtype']}",
+             f"  latents:      {info['latent_kind']} ({info['layout']}), stored {list(info['stored'])} as {info['dtype']}",
              f"  shapes:       {info['shapes']}",
              f"  counts:       {info['counts']['rows']} rows, {info['counts']['shards']} shards, {info['counts']['errors']} errors",
              f"  normalization: {info['normalization']}"]

@@ -123,3 +123,9 @@ class SampleError(Exception):
 
 
 ERROR_COLUMNS = ("key", "shard", "stage", "error_type", "message")
+
+
+def key_seed(seed: int, key: str) -> int:
+    """The one stable 64-bit seed per (seed, sample key): the same crop, flip and noise on every
+    rerun and every worker, whatever the batch or shard order."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little")

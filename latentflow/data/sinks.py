@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from latentflow.data.codec import Codec, as_codec, check_compatible
 from latentflow.data.records import ERROR_COLUMNS
 from latentflow.data.tables import column_to_numpy, parquet_table
 from latentflow.errors import CodecMismatchError
@@ -74,12 +75,12 @@ class ShardWriter:
         if bad or not formats:
             raise ValueError(f"formats must be a non-empty subset of {list(FORMATS)}, got: {list(formats)}")
         self.out_url = str(out_url).rstrip("/")
-        self.codec = codec
+        self.codec = as_codec(codec)
         self.formats = tuple(formats)
         self.storage_options = dict(storage_options or {})
         self.fs, self.root = fsspec.url_to_fs(self.out_url, **self.storage_options)
-        self.array_names = list(codec["stored"]["arrays"])
-        self.variable = bool(codec["processor"].get("buckets"))
+        self.array_names = list(codec.arrays)
+        self.variable = codec.bucketed
         self.session = session
 
     # ---- public -------------------------------------------------------------------
@@ -137,13 +138,12 @@ class ShardWriter:
 
     def empty_arrays(self) -> dict[str, np.ndarray]:
         """Zero-row arrays of the codec's first bucket shape and the stored dtypes."""
-        shapes = next(iter(self.codec["shapes"].values()), {"latent": [1, 1, 1], "indices": [1, 1]})
+        shapes = next(iter(self.codec.shapes.values()), {"latent": [1, 1, 1], "indices": [1, 1]})
         out = {}
         for name in self.array_names:
             base = name.removeprefix("flip_")
             kind = "indices" if base == "indices" else "latent"
-            dtype = (self.codec.get("quantizer") or {}).get("index_dtype", "int64") if kind == "indices" else self.codec["dtype"]
-            out[name] = np.zeros((0, *shapes.get(kind, [1, 1, 1])), dtype=dtype)
+            out[name] = np.zeros((0, *shapes.get(kind, [1, 1, 1])), dtype=self.codec.array_dtype(name))
         return out
 
     # ---- the shard's objects, built in memory ----------------------------------------
@@ -172,10 +172,10 @@ class ShardWriter:
 
         store: dict[str, Any] = {}
         memory = zarr.storage.MemoryStore(store_dict=store)
-        zarr.open_group(memory, mode="w", attributes={"latentflow": self.codec})
+        zarr.open_group(memory, mode="w", attributes={"latentflow": self.codec.to_dict()})
         for bucket, rows in self._buckets(columns).items():
             group = zarr.open_group(memory, mode="w", path=f"{bucket}/{shard_id}",
-                                    attributes={"shard_id": shard_id, "codec_fingerprint": self.codec["fingerprint"]})
+                                    attributes={"shard_id": shard_id, "codec_fingerprint": self.codec.fingerprint})
             for name in self.array_names:
                 _write_rows(group, name, _stack(columns[name], rows))
             keys = group.create_array("keys", shape=(len(rows),), dtype=zarr.dtype.VariableLengthUTF8(), chunks=(max(len(rows), 1),))
@@ -191,7 +191,7 @@ class ShardWriter:
 
     def _buckets(self, columns: dict[str, Any]) -> dict[str, list[int]]:
         first = self.array_names[0]
-        return _bucket_rows(columns[first], int(self.codec.get("downsample_factor", 1)), spatial_first=first == "indices")
+        return _bucket_rows(columns[first], self.codec.downsample_factor, spatial_first=first == "indices")
 
     # ---- commit ------------------------------------------------------------------------
     @property
@@ -273,7 +273,7 @@ class ShardWriter:
             "buckets": {b: len(r) for b, r in self._buckets(columns).items()},
             "stats": {name: channel_stats(columns[name]) for name in self.array_names if _is_float(columns[name])},
             "errors": [{k: str(e.get(k, "")) for k in ERROR_COLUMNS} | {"shard": shard_id} for e in errors],
-            "codec_fingerprint": self.codec["fingerprint"],
+            "codec_fingerprint": self.codec.fingerprint,
             "formats": list(self.formats),
             "files": files,
             "written_at": time.time(),
@@ -382,7 +382,7 @@ def committed_shards(out_url: str, storage_options: dict | None = None) -> dict[
     return markers
 
 
-def read_output_codec(out_url: str, storage_options: dict | None = None) -> dict | None:
+def read_output_codec(out_url: str, storage_options: dict | None = None) -> Codec | None:
     """The codec of an existing output (``latentflow.json`` or ``_codec.json``), or None for a new one."""
     fs, root = fsspec.url_to_fs(str(out_url), **(storage_options or {}))
     for name in (SUMMARY_FILE, CODEC_FILE):
@@ -390,18 +390,16 @@ def read_output_codec(out_url: str, storage_options: dict | None = None) -> dict
         if fs.exists(path):
             with fs.open(path, "r") as f:
                 data = json.load(f)
-            return data.get("codec", data)
+            return Codec.from_dict(data.get("codec", data))
     return None
 
 
-def prepare_output(out_url: str, codec: dict, storage_options: dict | None = None, overwrite: bool = False) -> dict[str, dict]:
+def prepare_output(out_url: str, codec: Codec, storage_options: dict | None = None, overwrite: bool = False) -> dict[str, dict]:
     """Start (or resume, or append to) an output. Returns the already committed shards.
 
     Raises:
         CodecMismatchError: the output holds latents of another encoder setup and ``overwrite`` is False.
     """
-    from latentflow.data.codec import check_compatible  # imports the model layer (torch): not in write tasks
-
     fs, root = fsspec.url_to_fs(str(out_url), **(storage_options or {}))
     if overwrite and fs.exists(root):
         fs.rm(root, recursive=True)
@@ -410,12 +408,12 @@ def prepare_output(out_url: str, codec: dict, storage_options: dict | None = Non
         check_compatible(existing, codec)
     else:
         markers = committed_shards(out_url, storage_options)
-        foreign = sorted({m["codec_fingerprint"] for m in markers.values()} - {codec["fingerprint"]})
+        foreign = sorted({m["codec_fingerprint"] for m in markers.values()} - {codec.fingerprint})
         if foreign:
             raise CodecMismatchError(f"{out_url!r} holds shards of encoder fingerprints {foreign}; use overwrite=True (--overwrite) or a new output")
     fs.makedirs(root, exist_ok=True)
     with fs.open(_join(root, CODEC_FILE), "w") as f:
-        f.write(json.dumps(codec, sort_keys=True, indent=1))
+        f.write(json.dumps(codec.to_dict(), sort_keys=True, indent=1))
     return committed_shards(out_url, storage_options)
 
 
@@ -442,17 +440,20 @@ def merge_stats(markers: dict[str, dict], name: str = "latent") -> dict[str, lis
     return {"count": count.tolist(), "sum": total.tolist(), "sumsq": sumsq.tolist(), "mean": mean.tolist(), "std": std.tolist()}
 
 
-def finalize(out_url: str, codec: dict, storage_options: dict | None = None, summary: dict | None = None) -> dict[str, Any]:
+def finalize(out_url: str, codec: Codec, storage_options: dict | None = None, summary: dict | None = None) -> dict[str, Any]:
     """Write ``latentflow.json``, ``errors.parquet``, the dataset card, and consolidated Zarr metadata.
 
     Args:
         out_url: the output directory.
         codec: the job's codec.
         storage_options: fsspec options (never written).
-        summary: job figures to record (rows/s, failed shards as ``failed_shards`` list, ...).
+        summary: this run's figures (rows/s, failed shards as ``failed_shards`` list, ...): kept as
+            ``summary`` and appended to ``runs``, the list of every run that wrote this output.
 
     Returns:
-        the content written to ``latentflow.json``.
+        the content written to ``latentflow.json``: ``counts`` are the output's totals, recomputed
+        from the committed markers (rows, shards, ``sample_errors``, ``failed_shards``: shards this
+        run could not read; they have no marker and the next run retries them).
     """
     summary = _scrub(dict(summary or {}))
     fs, root = fsspec.url_to_fs(str(out_url), **(storage_options or {}))
@@ -467,17 +468,34 @@ def finalize(out_url: str, codec: dict, storage_options: dict | None = None, sum
     half_written = fs.glob(_join(root, "_done", "*.tmp")) if fs.exists(_join(root, "_done")) else []
     if half_written:
         fs.rm(half_written)  # markers a crashed local writer never renamed into place
+    previous = _read_json(fs, _join(root, SUMMARY_FILE))
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    failed = list(summary.get("failed_shards", []))
     info = {
-        "codec": codec,
+        "codec": codec.to_dict(),
         "counts": {"rows": sum(m["rows"] for m in markers.values()), "errors": len(errors), "shards": len(markers),
+                   "sample_errors": sum(len(m.get("errors", [])) for m in markers.values()), "failed_shards": len(failed),
                    "buckets": _sum_buckets(markers)},
+        "failed_shards": failed,
         "stats": {"latent": merge_stats(markers)},
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created_at": previous.get("created_at", now),
+        "updated_at": now,
         "summary": summary,
+        "runs": [*previous.get("runs", []), {**summary, "finished_at": now}],
     }
     with fs.open(_join(root, SUMMARY_FILE), "w") as f:
         f.write(json.dumps(info, indent=1, sort_keys=True))
     return info
+
+
+def _read_json(fs, path: str) -> dict[str, Any]:
+    """A JSON object file, or ``{}`` when it is missing or unreadable (an earlier writer crashed mid-write)."""
+    try:
+        with fs.open(path, "r") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _sum_buckets(markers: dict[str, dict]) -> dict[str, int]:
@@ -496,12 +514,12 @@ def _write_errors(fs, path: str, errors: list[dict]) -> None:
         f.write(buf.getvalue())
 
 
-def _write_card(fs, path: str, codec: dict, markers: dict) -> None:
-    model = codec["model"]
+def _write_card(fs, path: str, codec: Codec, markers: dict) -> None:
+    model = codec.model
     card = (
         "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: parquet/*.parquet\n---\n\n"
-        f"# Latents encoded by latentflow\n\nModel: `{model['class']}` (model_type `{model['model_type']}`, "
-        f"weights sha256 `{model['weights_sha256']}`).\nStored: {', '.join(codec['stored']['arrays'])} as {codec['dtype']}.\n"
+        f"# Latents encoded by latentflow\n\nModel: `{model.cls}` (model_type `{model.model_type}`, "
+        f"weights sha256 `{model.weights_sha256}`).\nStored: {', '.join(codec.arrays)} as {codec.dtype}.\n"
         f"Rows: {sum(m['rows'] for m in markers.values())} in {len(markers)} shards.\n\n"
         "```python\nimport latentflow\nds = latentflow.load_latents(\"<this directory>\")\n```\n"
     )

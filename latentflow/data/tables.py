@@ -128,7 +128,7 @@ def _meta_feature(name: str) -> dict:
     return {"feature": {"dtype": "int32", "_type": "Value"}, "length": 2 if name == "original_size" else 4, "_type": "List"}
 
 
-def parquet_table(columns: dict[str, Any], array_names: list[str], variable: bool, codec: dict) -> pa.Table:
+def parquet_table(columns: dict[str, Any], array_names: list[str], variable: bool, codec) -> pa.Table:
     """The Parquet table of one shard, with ``huggingface`` features and the codec in its schema metadata."""
     arrays, features = {}, {}
     for name in META_COLUMNS:
@@ -138,5 +138,5 @@ def parquet_table(columns: dict[str, Any], array_names: list[str], variable: boo
     for name in array_names:
         arrays[name], features[name] = array_column(columns[name], variable)
     table = pa.table(arrays)
-    metadata = {"huggingface": json.dumps({"info": {"features": features}}), "latentflow": json.dumps(codec, sort_keys=True)}
+    metadata = {"huggingface": json.dumps({"info": {"features": features}}), "latentflow": codec.to_json()}
     return table.replace_schema_metadata(metadata)

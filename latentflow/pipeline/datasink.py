@@ -56,7 +56,7 @@ class LatentDatasink(Datasink):
         storage_options: fsspec options for the output (never stored).
     """
 
-    def __init__(self, out_url: str, codec: dict, formats: tuple[str, ...], storage_options: dict | None = None):
+    def __init__(self, out_url: str, codec, formats: tuple[str, ...], storage_options: dict | None = None):
         self.out_url = out_url
         self.codec = codec
         self.formats = tuple(formats)

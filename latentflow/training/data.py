@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import hashlib
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 
+from latentflow.data.codec import Codec
 from latentflow.errors import CodecMismatchError, ConfigError, InputError
+from latentflow.normalization import Normalization
 
 
 # ---- stage 1 ----------------------------------------------------------------------
@@ -182,7 +184,7 @@ class LatentTable:
     """
 
     latents: torch.Tensor
-    codec: dict[str, Any] = field(default_factory=dict)
+    codec: Codec | None = None
     fingerprint: str = ""
     logvar: torch.Tensor | None = None
     labels: torch.Tensor | None = None
@@ -190,6 +192,15 @@ class LatentTable:
     @property
     def discrete(self) -> bool:
         return not self.latents.is_floating_point()
+
+    @property
+    def normalization(self) -> Normalization:
+        """The codec's rule (identity for a table built from tensors without a codec)."""
+        return self.codec.normalization if self.codec else Normalization()
+
+    @property
+    def codebook_size(self) -> int | None:
+        return self.codec.quantizer.codebook_size if self.codec and self.codec.quantizer else None
 
     def __len__(self) -> int:
         return int(self.latents.shape[0])
@@ -210,36 +221,6 @@ class LatentTable:
             raise CodecMismatchError(
                 f"latent dataset codec fingerprint {self.fingerprint!r} differs from the one this prior was "
                 f"trained on ({expected!r}); re-encode with the same model/processor or train a new prior")
-
-
-def codec_norm(codec: dict[str, Any]) -> dict[str, Any]:
-    """Scaling/shift (or per-channel mean/std) from codec metadata (its ``normalization`` block), with defaults."""
-    codec = codec.get("normalization", codec)
-    return {"scaling_factor": float(codec.get("scaling_factor", 1.0) or 1.0),
-            "shift_factor": float(codec.get("shift_factor", 0.0) or 0.0),
-            "latents_mean": codec.get("latents_mean"), "latents_std": codec.get("latents_std")}
-
-
-def codec_normalize(z: torch.Tensor, codec: dict[str, Any]) -> torch.Tensor:
-    """Raw latents (B, C, h, w) -> unit-scale latents, from the codec metadata."""
-    n = codec_norm(codec)
-    if n["latents_mean"] is not None:
-        shape = (1, -1) + (1,) * (z.ndim - 2)
-        mean = torch.tensor(n["latents_mean"], dtype=z.dtype).view(shape)
-        std = torch.tensor(n["latents_std"], dtype=z.dtype).view(shape)
-        return (z - mean) / std * n["scaling_factor"]
-    return (z - n["shift_factor"]) * n["scaling_factor"]
-
-
-def codec_denormalize(z: torch.Tensor, codec: dict[str, Any]) -> torch.Tensor:
-    """Inverse of :func:`codec_normalize`: what the decoder expects."""
-    n = codec_norm(codec)
-    if n["latents_mean"] is not None:
-        shape = (1, -1) + (1,) * (z.ndim - 2)
-        mean = torch.tensor(n["latents_mean"], dtype=z.dtype, device=z.device).view(shape)
-        std = torch.tensor(n["latents_std"], dtype=z.dtype, device=z.device).view(shape)
-        return z / n["scaling_factor"] * std + mean
-    return z / n["scaling_factor"] + n["shift_factor"]
 
 
 class LatentStream:
@@ -294,7 +275,7 @@ def table_rows(table: LatentTable, rows: torch.Tensor, normalize: bool = True, r
         std = torch.exp(0.5 * table.logvar[rows].float().clamp(-30.0, 20.0))
         z = z + std * torch.randn(z.shape, generator=generator)
     if normalize:
-        z = codec_normalize(z, table.codec)
+        z = table.normalization.normalize(z)
     return {"latents": z, "labels": labels}
 
 
@@ -310,7 +291,7 @@ def load_latent_table(path: str, storage_options: dict | None = None, expected_f
     from latentflow.data.readers import load_latents, read_codec
 
     codec = read_codec(path, storage_options)
-    table = LatentTable(torch.zeros(0), codec, codec["fingerprint"])
+    table = LatentTable(torch.zeros(0), codec, codec.fingerprint)
     table.check_fingerprint(expected_fingerprint)
     ds = load_latents(path, storage_options).with_format("numpy")
     if len(ds) == 0:

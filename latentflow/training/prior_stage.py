@@ -18,20 +18,10 @@ from latentflow.errors import ConfigError
 from latentflow.priors.base import PriorModel, build_prior, load_prior
 from latentflow.training import checkpoint as ckpt
 from latentflow.training.config import TrainPriorConfig
-from latentflow.training.data import LatentStream, LatentTable, codec_denormalize, load_latent_table, table_rows
+from latentflow.training.data import LatentStream, LatentTable, load_latent_table, table_rows
 from latentflow.training.stages import seed_everything, write_json
 from latentflow.training.tasks import PriorTask
 from latentflow.training.trainer import Trainer, pick_device
-
-
-def codebook_size(codec: dict[str, Any]) -> int | None:
-    """The number of codes per level recorded in the codec (discrete codecs), or None."""
-    for key in ("codebook_size",):
-        if codec.get(key):
-            return int(codec[key])
-    quant = codec.get("quantizer") or {}
-    size = quant.get("codebook_size") or (quant.get("configuration") or {}).get("codebook_size")
-    return int(size) if size else None
 
 
 def prior_config_for(cfg: TrainPriorConfig, table: LatentTable) -> dict[str, Any]:
@@ -41,7 +31,7 @@ def prior_config_for(cfg: TrainPriorConfig, table: LatentTable) -> dict[str, Any
     if cfg.prior.kind in ("gpt", "maskgit"):
         if not table.discrete:
             raise ConfigError(f"prior.kind={cfg.prior.kind!r} models token indices; {cfg.data.path!r} holds continuous latents (use kind=flow)")
-        conf.setdefault("vocab_size", codebook_size(table.codec) or int(table.latents.max()) + 1)
+        conf.setdefault("vocab_size", table.codebook_size or int(table.latents.max()) + 1)
     elif table.discrete:
         raise ConfigError(f"prior.kind='flow' models continuous latents; {cfg.data.path!r} holds token indices (use gpt or maskgit)")
     return conf
@@ -117,7 +107,7 @@ def sample_and_decode(prior: PriorModel, table: LatentTable, cfg: TrainPriorConf
         labels = torch.arange(s.num_samples) % cfg.data.num_classes
     z = prior.sample(s.num_samples, labels=labels, generator=gen, temperature=s.temperature, top_k=s.top_k, steps=s.steps)
     if not table.discrete and cfg.data.normalize:
-        z = codec_denormalize(z, table.codec)
+        z = table.normalization.denormalize(z)
     images = decode_latents(z.cpu(), cfg.data.path, storage_options=cfg.data.storage_options)
     save_sample_grid(images, png_url, per_row=min(8, s.num_samples))
     return png_url

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from latentflow.data.codec import build_codec, check_compatible, codec_fingerprint
-from latentflow.data.encoding import LatentEncoder, StoreConfig, index_dtype
+from latentflow.data.codec import Codec, build_codec, check_compatible
+from latentflow.quantizers.base import numpy_index_dtype_for
+from latentflow.data.encoding import LatentEncoder, StoreConfig
 from latentflow.data.processors import ImageProcessorConfig
 from latentflow.errors import CodecMismatchError, ConfigError
 
@@ -79,7 +81,7 @@ def test_plain_autoencoder_refuses_logvar():
         LatentEncoder(model, StoreConfig(logvar=True)).encode_batch(torch.zeros(1, 3, 16, 16), ["a"])
 
 
-@pytest.mark.parametrize("codebook_size, dtype", [(256, np.uint8), (300, np.uint16)])
+@pytest.mark.parametrize("codebook_size, dtype", [(256, np.uint8), (300, np.int16)])
 def test_discrete_indices_in_smallest_dtype(codebook_size, dtype, pixels):
     model = vq(codebook_size)
     out = LatentEncoder(model, StoreConfig(quantized=True)).encode_batch(pixels, ["a", "b", "c"])
@@ -91,19 +93,21 @@ def test_discrete_indices_in_smallest_dtype(codebook_size, dtype, pixels):
 
 
 def test_index_dtype_boundaries():
-    assert [index_dtype(n).name for n in (2, 256, 257, 65536, 65537)] == ["uint8", "uint8", "uint16", "uint16", "int32"]
+    # one definition: int16 up to 32768 codes (room for -1 = dropped), the quantizers' own rule
+    assert [numpy_index_dtype_for(n).name for n in (2, 256, 257, 32768, 32769, 65537)] == ["uint8", "uint8", "int16", "int16", "int32", "int32"]
 
 
 def test_codec_holds_identity_and_no_credentials(vae):
     codec = build_codec(vae, ImageProcessorConfig(resolution=32), StoreConfig(logvar=True), ["s3://AKIA:secret@bucket/x.tar"], "bf16")
-    text = json.dumps(codec)
-    assert "secret" not in text and codec["sources"] == ["s3://bucket/x.tar"]
-    assert codec["model"]["weights_sha256"] == vae.fingerprint() and codec["model"]["model_type"] == "vae"
-    assert codec["shapes"] == {"32x32": {"latent": [4, 16, 16]}}
-    assert codec["stored"]["arrays"] == ["latent", "logvar"] and codec["compute_dtype"] == "bf16"
-    assert codec["fingerprint"] == codec_fingerprint(codec)
+    text = codec.to_json()
+    assert "secret" not in text and codec.sources == ("s3://bucket/x.tar",)
+    assert codec.model.weights_sha256 == vae.fingerprint() and codec.model.model_type == "vae"
+    assert codec.shapes == {"32x32": {"latent": [4, 16, 16]}}
+    assert codec.arrays == ("latent", "logvar") and codec.compute_dtype == "bf16" and codec.layout == "CHW"
+    assert Codec.from_dict(json.loads(text)) == codec
     discrete = build_codec(vq(300), ImageProcessorConfig(resolution=32), StoreConfig(), "x.tar")
-    assert discrete["quantizer"]["codebook_size"] == 300 and discrete["quantizer"]["index_dtype"] == "uint16"
+    assert discrete.quantizer.codebook_size == 300 and discrete.quantizer.index_dtype == "int16"
+    assert Codec.from_dict(discrete.to_dict()) == discrete
 
 
 def test_codec_mismatch_names_what_differs(vae):
@@ -114,4 +118,4 @@ def test_codec_mismatch_names_what_differs(vae):
     with pytest.raises(CodecMismatchError, match="weights_sha256"):
         check_compatible(base, build_codec(vae, ImageProcessorConfig(resolution=32), StoreConfig(), "a.tar"))
     with pytest.raises(CodecMismatchError, match="processor.crop: 'center' -> 'random'"):
-        check_compatible(base, {**base, "processor": {**base["processor"], "crop": "random"}})
+        check_compatible(base, dataclasses.replace(base, processor=ImageProcessorConfig(resolution=32, crop="random"), fingerprint=""))

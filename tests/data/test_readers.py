@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -26,7 +27,7 @@ def written(vae, tmp_path):
     vae.config.shift_factor = 1.0
     weights = tmp_path / "vae"
     vae.save_pretrained(str(weights))
-    codec = build_codec(vae, PROC, StoreConfig(logvar=True), "x.tar", model_location=str(weights))
+    codec = build_codec(vae, PROC, StoreConfig(logvar=True), "x.tar", model_ref=str(weights))
     out = str(tmp_path / "out")
     prepare_output(out, codec)
     rng = np.random.default_rng(0)
@@ -65,7 +66,7 @@ def test_resample_draws_around_the_mean(written):
 
 def test_fingerprint_refusals(written, tmp_path):
     out, _, codec = written
-    assert len(LatentDataset(out, expected_fingerprint=codec["fingerprint"])) == 6
+    assert len(LatentDataset(out, expected_fingerprint=codec.fingerprint)) == 6
     with pytest.raises(CodecMismatchError, match="expected deadbeef"):
         LatentDataset(out, expected_fingerprint="deadbeef")
     with pytest.raises(ConfigError, match="needs stored logvar"):
@@ -74,7 +75,7 @@ def test_fingerprint_refusals(written, tmp_path):
 
 def _no_logvar_dataset(tmp_path, codec):
     out = str(tmp_path / "plain")
-    plain = {**codec, "stored": {**codec["stored"], "logvar": False, "arrays": ["latent"]}}
+    plain = dataclasses.replace(codec, store=StoreConfig(), arrays=("latent",), fingerprint="")
     prepare_output(out, plain)
     return LatentDataset(out, resample=True)
 
@@ -136,7 +137,7 @@ def test_decode_indices_of_a_discrete_codec(tmp_path):
     model = VectorQuantizedAutoencoderModel(VQAutoencoderConfig(block_out_channels=(8, 16), latent_channels=4,
                                                                 quantizer={"name": "vq", "configuration": {"codebook_size": 64}})).eval()
     model.save_pretrained(str(tmp_path / "vq"))
-    codec = build_codec(model, PROC, StoreConfig(), "x.tar", model_location=str(tmp_path / "vq"))
+    codec = build_codec(model, PROC, StoreConfig(), "x.tar", model_ref=str(tmp_path / "vq"))
     indices = torch.randint(0, 64, (2, 16, 16)).to(torch.uint8)
     with torch.no_grad():
         expected = model.detokenize(indices.long())

@@ -4,6 +4,7 @@ refusal to mix encoders, bad samples and unreadable shards."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def test_other_encoder_is_refused_unless_overwrite(ray_local, photos, tiny_model
     replaced = run_encode_job(job_config(other_model_dir, [src], out, overwrite=True), progress=False)
     assert replaced.rows == 2 and replaced.shards_skipped == 0
     assert_latents_match(read_rows(out), reference_latents(other_model_dir, samples, PROCESSOR))
-    assert read_info(out)["codec"]["model"]["location"] == other_model_dir
+    assert read_info(out)["codec"]["model"]["ref"]["location"] == os.path.abspath(other_model_dir)
 
 
 def test_unreadable_shard_is_retried_then_recorded_failed(ray_local, photos, tiny_model_dir, tmp_path):

@@ -25,7 +25,7 @@ def encode_dataset(model, shards: list[str], root, name: str, logvar: bool = Fal
     model_dir, out = str(root / f"{name}-model"), str(root / f"{name}-latents")
     model.eval().save_pretrained(model_dir)
     encode_locally(model, SourceConfig(format="webdataset", urls=shards), out, ImageProcessorConfig(resolution=16),
-                   StoreConfig(logvar=logvar), model_location=model_dir, batch_size=8, note="trainer tests")
+                   StoreConfig(logvar=logvar), model_ref=model_dir, batch_size=8, note="trainer tests")
     return out
 
 
