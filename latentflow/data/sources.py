@@ -4,9 +4,15 @@ Formats (all through fsspec: local paths, ``s3://``, ``memory://``):
 
 * ``webdataset``: tar shards; jpg/jpeg/png/webp images plus json/txt/cls members. Shard = tar file.
 * ``parquet``: a column of image bytes (or HF ``Image`` structs). Shard = file, or file + row group.
-* ``hf``: a dataset saved with ``save_to_disk`` (shard = arrow file), or ``load_dataset``
-  arguments (shard = a contiguous index range).
-* ``folder``: image files under a directory. Shard = a chunk of the sorted file list.
+* ``hf``: a ``Dataset`` or ``DatasetDict`` saved with ``save_to_disk`` (shard = arrow file of
+  ``source.split``), or ``load_dataset`` arguments (shard = a contiguous index range). ``Image``
+  columns are read by bytes, or by path (through fsspec) when the bytes are not embedded.
+* ``folder``: image files under a directory. Shard = a chunk of the sorted file list. Captions
+  come from ``<stem>.txt`` / ``<stem>.caption`` sidecars (kohya, SimpleTuner, ai-toolkit) or
+  from a ``metadata.jsonl`` (HF ``imagefolder``), see :func:`_folder_metadata`.
+
+:func:`list_shards` refuses a source that names no data or names a missing column with a
+:class:`ConfigError`, before any Ray task starts; a bad sample stays a per-sample error.
 
 Example::
 
@@ -38,6 +44,8 @@ FORMATS = ("webdataset", "parquet", "hf", "folder")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
 STORAGE_OPTIONS_ENV = "LATENTFLOW_STORAGE_OPTIONS"
 _CAPTION_NAMES = ("caption", "text", "txt")
+_SIDECARS = (".txt", ".caption")  # caption files beside an image, in this order of preference
+METADATA_FILE = "metadata.jsonl"
 _LABEL_NAMES = ("label", "cls")
 
 
@@ -47,21 +55,23 @@ class SourceConfig(DataConfig):
 
     Attributes:
         format: ``webdataset``, ``parquet``, ``hf`` or ``folder``.
-        urls: files, directories, globs or brace patterns (``train-{000..009}.tar``).
+        urls: files, directories, globs or brace patterns (``train-{000..009}.tar``); one string
+            or a list, always stored as a list.
         image_column: column of image bytes (parquet, hf).
         key_column: column of unique keys; None means ``<file stem>/<row index>``.
-        caption_column, label_column, json_column: pass-through columns; None means
-            auto-detect (``caption``/``text``, ``label``/``cls``, ``json``) when present.
+        caption_column, label_column, json_column: pass-through columns (and ``metadata.jsonl``
+            keys of a folder); None means auto-detect (``caption``/``text``, ``label``/``cls``,
+            ``json``) when present.
         row_groups: parquet only: one shard per row group instead of per file.
         shard_size: images per shard for ``folder`` and for ``hf`` loaded by arguments.
         hf_load_args: keyword arguments of ``datasets.load_dataset`` (instead of ``urls``).
-        split: split to read for ``hf`` sources.
+        split: split to read for ``hf`` sources (``load_dataset`` or a saved ``DatasetDict``).
         storage_options: fsspec options (credentials); never written or logged.
             None means ``$LATENTFLOW_STORAGE_OPTIONS`` (JSON) or fsspec's own defaults.
     """
 
     format: str = "webdataset"
-    urls: list[str] = field(default_factory=list)
+    urls: list[str] | str = field(default_factory=list)
     image_column: str = "image"
     key_column: str | None = None
     caption_column: str | None = None
@@ -73,10 +83,17 @@ class SourceConfig(DataConfig):
     split: str = "train"
     storage_options: dict[str, Any] | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.urls, (str, tuple)):  # one pattern is a list of one
+            self.urls = [self.urls] if isinstance(self.urls, str) else list(self.urls)
+        super().__post_init__()
+
     def validate(self) -> None:
         name = type(self).__name__
         check_choice(name, "format", self.format, FORMATS)
         check_positive(name, "shard_size", self.shard_size)
+        if not isinstance(self.urls, list) or not all(isinstance(u, str) and u for u in self.urls):
+            raise ConfigError(f"{name}.urls must be a non-empty string or a list of them, got: {self.urls!r}")
         if not self.urls and not (self.format == "hf" and self.hf_load_args):
             raise ConfigError(f"{name}.urls must name at least one file, folder or pattern, got: {self.urls}")
 
@@ -105,39 +122,138 @@ def resolve_storage_options(options: dict[str, Any] | None) -> dict[str, Any]:
 # ---- listing -------------------------------------------------------------------
 
 
-def _expand(urls: list[str], suffixes: tuple[str, ...], options: dict) -> list[str]:
-    """Files named by ``urls`` (brace patterns, globs, directories), as full URLs, sorted and unique."""
+def _no_match(cfg: SourceConfig, patterns: list[str], what: str = "files") -> ConfigError:
+    shown = patterns[:5] + ([f"... {len(patterns) - 5} more"] if len(patterns) > 5 else [])
+    return ConfigError(f"source.urls matched no {what}: {shown} (format {cfg.format}); check the path/pattern")
+
+
+def _expand(cfg: SourceConfig, suffixes: tuple[str, ...], options: dict) -> list[str]:
+    """Files named by ``cfg.urls`` (brace patterns, globs, directories), as full URLs, sorted and unique.
+
+    Raises:
+        ConfigError: a pattern, directory or file that matches nothing (before any Ray task).
+    """
     found: set[str] = set()
-    for pattern in urls:
+    missing: list[str] = []
+    for pattern in cfg.urls:
         for url in braceexpand(pattern):
-            fs, path = fsspec.url_to_fs(url, **options)
-            if any(ch in path for ch in "*?["):
-                paths = fs.glob(path)
-            elif fs.isdir(path):
-                paths = [p for p in fs.find(path) if p.lower().endswith(suffixes)]
-            else:
-                paths = [path]
-            found.update(fs.unstrip_protocol(p) if "://" in url else p for p in paths)
+            paths = _match(url, suffixes, options)
+            missing += [] if paths else [url]
+            found.update(paths)
+    if missing:
+        raise _no_match(cfg, missing)
     return sorted(found)
 
 
+def _match(url: str, suffixes: tuple[str, ...], options: dict) -> list[str]:
+    """What one expanded URL names: a glob's matches, a directory's files with ``suffixes``, or the file."""
+    fs, path = fsspec.url_to_fs(url, **options)
+    if any(ch in path for ch in "*?["):
+        paths = fs.glob(path)
+    else:
+        try:
+            is_dir = fs.info(path)["type"] == "directory"
+        except FileNotFoundError:
+            return []
+        paths = [p for p in fs.find(path) if p.lower().endswith(suffixes)] if is_dir else [path]
+    return [fs.unstrip_protocol(p) if "://" in url else p for p in paths]
+
+
 def list_shards(cfg: SourceConfig) -> list[Shard]:
-    """All shards of a source, sorted and deterministic.
+    """All shards of a source, sorted and deterministic, checked by :func:`check_source`.
 
     Args:
         cfg: the source config.
 
     Returns:
         the shards; their ``shard_id`` names the outputs of each.
+
+    Raises:
+        ConfigError: the URLs match no shard, or a configured column is missing (see :func:`check_source`).
     """
+    shards = _list_shards(cfg)
+    check_source(cfg, shards)
+    return shards
+
+
+def _list_shards(cfg: SourceConfig) -> list[Shard]:
     options = cfg.fs_options()
     if cfg.format == "webdataset":
-        return [Shard(shard_id_for(u), u, "webdataset") for u in _expand(cfg.urls, (".tar",), options)]
+        return [Shard(shard_id_for(u), u, "webdataset") for u in _expand(cfg, (".tar",), options)]
     if cfg.format == "parquet":
-        return _parquet_shards(cfg, _expand(cfg.urls, (".parquet",), options), options)
+        return _parquet_shards(cfg, _expand(cfg, (".parquet",), options), options)
     if cfg.format == "folder":
         return _folder_shards(cfg, options)
     return _hf_shards(cfg, options)
+
+
+def check_source(cfg: SourceConfig, shards: list[Shard] | None = None) -> None:
+    """Refuse source-level mistakes on the driver, before Ray starts (reads one schema at most).
+
+    Checks that the source has shards; for ``parquet`` and ``hf``, that the first shard's
+    schema holds the image column (as bytes or an HF ``Image`` struct) and every configured
+    column; for ``folder``, that every ``metadata.jsonl`` parses and names files inside its
+    folder. A problem with one sample (a corrupt or missing image) is not checked here: it
+    stays a per-sample error.
+
+    Args:
+        cfg: the source config.
+        shards: its shards, when already listed; None lists them.
+
+    Raises:
+        ConfigError: what is wrong, with the value and the fix.
+
+    Example::
+
+        check_source(SourceConfig(format="parquet", urls="data/*.parquet", image_column="jpg"))
+    """
+    shards = _list_shards(cfg) if shards is None else shards
+    if not shards:
+        raise _no_match(cfg, cfg.urls or [_hf_ident(cfg)], "rows" if cfg.hf_load_args else "files")
+    if cfg.format == "folder":
+        _check_folder_metadata(cfg, shards)
+    schema = _first_schema(shards[0], cfg)
+    if schema is None:
+        return
+    names = list(schema.names)
+    for role, wanted in (("image", cfg.image_column), ("key", cfg.key_column), ("caption", cfg.caption_column),
+                         ("label", cfg.label_column), ("json", cfg.json_column)):
+        _column(names, wanted, (), role, shards[0].url)
+    kind = schema.field(cfg.image_column).type
+    if not _is_image_type(kind):
+        raise ConfigError(f"image column {cfg.image_column!r} of {shards[0].url!r} holds {kind}; expected image bytes "
+                          "(binary) or an HF Image struct {bytes, path}; set source.image_column")
+
+
+def _first_schema(shard: Shard, cfg: SourceConfig) -> pa.Schema | None:
+    """The schema of a table shard (parquet footer, arrow stream header, loaded dataset); None for files."""
+    if shard.format == "hf" and shard.start is not None:
+        return _load_hf(shard.url, cfg.split).features.arrow_schema
+    if shard.format not in ("parquet", "hf"):
+        return None
+    fs, path = fsspec.url_to_fs(shard.url, **cfg.fs_options())
+    try:
+        with fs.open(path, "rb") as f:
+            return pq.read_schema(f) if shard.format == "parquet" else pa.ipc.open_stream(f).schema
+    except (OSError, pa.ArrowException) as err:
+        raise ShardReadError(f"cannot read the schema of {shard.url!r} ({shard.format}): {type(err).__name__}: {err}") from err
+
+
+def _check_folder_metadata(cfg: SourceConfig, shards: list[Shard]) -> None:
+    """Parse every ``metadata.jsonl`` of the folders; a configured caption/label key must be in its first line."""
+    options = cfg.fs_options()
+    for url in sorted({s.url for s in shards}):
+        fs, _, _, files = _folder_listing(url, options)
+        for path in (p for p in files if posixpath.basename(p) == METADATA_FILE):
+            first = next(iter(_metadata_lines(fs, path, _stamp(files[path])).values()), "{}")
+            for role, wanted in (("caption", cfg.caption_column), ("label", cfg.label_column)):
+                _column(list(json.loads(first)), wanted, (), role, path)
+
+
+def _is_image_type(kind: pa.DataType) -> bool:
+    if pa.types.is_struct(kind):
+        return any(kind.field(i).name in ("bytes", "path") for i in range(kind.num_fields))
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)
 
 
 def _parquet_shards(cfg: SourceConfig, urls: list[str], options: dict) -> list[Shard]:
@@ -152,19 +268,16 @@ def _parquet_shards(cfg: SourceConfig, urls: list[str], options: dict) -> list[S
     return shards
 
 
-def _folder_files(url: str, options: dict) -> list[str]:
-    suffixes = tuple(f".{e}" for e in IMAGE_EXTENSIONS)
-    fs, path = fsspec.url_to_fs(url, **options)
-    return sorted(p for p in fs.find(path) if p.lower().endswith(suffixes))
-
-
 def _folder_shards(cfg: SourceConfig, options: dict) -> list[Shard]:
-    shards = []
-    for url in sorted(cfg.urls):
-        count = len(_folder_files(url, options))
+    shards, empty = [], []
+    for url in sorted({u for pattern in cfg.urls for u in braceexpand(pattern)}):
+        count = len(_folder_listing(url, options)[2])
+        empty += [] if count else [url]
         for start in range(0, count, cfg.shard_size):
             stop = min(start + cfg.shard_size, count)
             shards.append(Shard(shard_id_for(url, f"{start:09d}"), url, "folder", start=start, stop=stop))
+    if empty:
+        raise _no_match(cfg, empty, f"images ({'/'.join(IMAGE_EXTENSIONS)})")
     return shards
 
 
@@ -178,20 +291,29 @@ def _hf_shards(cfg: SourceConfig, options: dict) -> list[Shard]:
         ]
     shards = []
     for url in cfg.urls:
-        for arrow_url in _saved_arrow_files(url, options):
+        for arrow_url in _saved_arrow_files(url, cfg.split, options):
             shards.append(Shard(shard_id_for(arrow_url), arrow_url, "hf"))
     return sorted(shards, key=lambda s: s.url)
 
 
-def _saved_arrow_files(url: str, options: dict) -> list[str]:
-    """The arrow files of a ``save_to_disk`` folder, in the order ``state.json`` lists them."""
+def _saved_arrow_files(url: str, split: str, options: dict) -> list[str]:
+    """The arrow files of a ``save_to_disk`` folder, in the order ``state.json`` lists them.
+
+    A saved ``DatasetDict`` (``dataset_dict.json`` and one folder per split) reads the folder of ``split``.
+    """
     fs, path = fsspec.url_to_fs(url, **options)
-    state = f"{path.rstrip('/')}/state.json"
-    if not fs.exists(state):
+    path, url = path.rstrip("/"), url.rstrip("/")
+    if not fs.exists(f"{path}/state.json") and fs.exists(f"{path}/dataset_dict.json"):
+        with fs.open(f"{path}/dataset_dict.json", "r") as f:
+            splits = json.load(f)["splits"]
+        if split not in splits:
+            raise ConfigError(f"source.split {split!r} is not a split of the DatasetDict {url!r}; available splits: {splits}")
+        path, url = f"{path}/{split}", f"{url}/{split}"
+    if not fs.exists(f"{path}/state.json"):
         raise ConfigError(f"{url!r} is not a dataset saved with save_to_disk (no state.json); use hf_load_args for hub datasets")
-    with fs.open(state, "r") as f:
+    with fs.open(f"{path}/state.json", "r") as f:
         files = [d["filename"] for d in json.load(f)["_data_files"]]
-    return [f"{url.rstrip('/')}/{name}" for name in files]
+    return [f"{url}/{name}" for name in files]
 
 
 def _hf_ident(cfg: SourceConfig) -> str:
@@ -259,11 +381,14 @@ def _tar_record(sample: dict[str, Any], index: int) -> Record:
     )
 
 
-def _parse_label(raw: bytes | None) -> int | None:
-    if raw is None:
-        return None
+def _parse_label(raw: bytes | str | int | None) -> int | None:
+    """An integer label from a ``.cls`` member or a metadata value; None when it is not an integer."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
     try:
-        return int(raw.decode("utf-8").strip())
+        return int(raw.strip()) if isinstance(raw, str) else None
     except ValueError:
         return None
 
@@ -291,42 +416,34 @@ def _iter_hf(shard: Shard, cfg: SourceConfig, options: dict) -> Iterator[Record]
     yield from _table_records(table, cfg, _stem(shard.url), 0)
 
 
-def _iter_folder(shard: Shard, cfg: SourceConfig, options: dict) -> Iterator[Record]:
-    fs, root = fsspec.url_to_fs(shard.url, **options)
-    root = root.rstrip("/")
-    for index, path in enumerate(_folder_files(shard.url, options)[shard.start : shard.stop]):
-        with fs.open(path, "rb") as f:
-            data = f.read()
-        key = sanitize_member(path[len(root) :].rsplit(".", 1)[0])
-        yield Record(key=key, image=data, index_in_shard=index)
-
-
 def _stem(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0]
 
 
-def _column(table: pa.Table, wanted: str | None, candidates: tuple[str, ...], role: str) -> str | None:
+def _column(names: list[str], wanted: str | None, candidates: tuple[str, ...], role: str, where: str = "the table") -> str | None:
+    """``wanted`` when set (an error names the columns there are), else the first candidate present."""
     if wanted is not None:
-        if wanted not in table.column_names:
-            raise ConfigError(f"{role} column {wanted!r} not found; columns: {table.column_names}")
+        if wanted not in names:
+            raise ConfigError(f"{role} column {wanted!r} not found in {where}; columns: {names}; set source.{role}_column")
         return wanted
-    return next((c for c in candidates if c in table.column_names), None)
+    return next((c for c in candidates if c in names), None)
 
 
 def _table_records(table: pa.Table, cfg: SourceConfig, stem: str, offset: int) -> Iterator[Record]:
-    image_col = _column(table, cfg.image_column, (), "image")
-    key_col = _column(table, cfg.key_column, ("__key__", "key"), "key")
+    names, options = table.column_names, cfg.fs_options()
+    image_col = _column(names, cfg.image_column, (), "image")
+    key_col = _column(names, cfg.key_column, ("__key__", "key"), "key")
     cols = {
-        "caption": _column(table, cfg.caption_column, _CAPTION_NAMES, "caption"),
-        "label": _column(table, cfg.label_column, _LABEL_NAMES, "label"),
-        "json": _column(table, cfg.json_column, ("json",), "json"),
+        "caption": _column(names, cfg.caption_column, _CAPTION_NAMES, "caption"),
+        "label": _column(names, cfg.label_column, _LABEL_NAMES, "label"),
+        "json": _column(names, cfg.json_column, ("json",), "json"),
     }
     data = {name: table.column(c).to_pylist() if c else None for name, c in {"image": image_col, "key": key_col, **cols}.items()}
     for i in range(table.num_rows):
         meta = data["json"][i] if data["json"] is not None else None
         yield Record(
             key=str(data["key"][i]) if data["key"] is not None else f"{stem}/{offset + i:09d}",
-            image=_image_bytes(data["image"][i]),
+            image=_image_bytes(data["image"][i], options),
             caption=data["caption"][i] if data["caption"] is not None else None,
             label=int(data["label"][i]) if data["label"] is not None and data["label"][i] is not None else None,
             json=meta if meta is None or isinstance(meta, str) else json.dumps(meta, sort_keys=True),
@@ -334,8 +451,123 @@ def _table_records(table: pa.Table, cfg: SourceConfig, stem: str, offset: int) -
         )
 
 
-def _image_bytes(value: Any) -> bytes | None:
-    """Raw bytes, or an HF ``Image`` struct ``{"bytes": ..., "path": ...}``."""
+def _image_bytes(value: Any, options: dict) -> bytes | None:
+    """Raw bytes, or an HF ``Image`` struct ``{"bytes": ..., "path": ...}``.
+
+    A struct without bytes is read from its path (what ``load_dataset("imagefolder")`` then
+    ``save_to_disk`` stores); a path that does not exist gives None, a per-sample error.
+    """
     if isinstance(value, dict):
+        if not value.get("bytes") and value.get("path"):
+            return _read_image_path(value["path"], options)
         value = value.get("bytes")
     return bytes(value) if value else None
+
+
+def _read_image_path(path: str, options: dict) -> bytes | None:
+    # the source's storage options belong to its object store; a local path needs none
+    fs, fs_path = fsspec.url_to_fs(path, **(options if "://" in path else {}))
+    try:
+        with fs.open(fs_path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+# ---- folders -------------------------------------------------------------------
+
+
+def _folder_listing(url: str, options: dict) -> tuple[Any, str, list[str], dict[str, dict]]:
+    """``(fs, root, sorted image paths, {every file path: its info})`` under one folder URL (one ``find``)."""
+    suffixes = tuple(f".{e}" for e in IMAGE_EXTENSIONS)
+    fs, root = fsspec.url_to_fs(url, **options)
+    files = fs.find(root, detail=True)
+    images = sorted(p for p in files if p.lower().endswith(suffixes))
+    return fs, root.rstrip("/"), images, files
+
+
+def _iter_folder(shard: Shard, cfg: SourceConfig, options: dict) -> Iterator[Record]:
+    fs, root, images, files = _folder_listing(shard.url, options)
+    for index, path in enumerate(images[shard.start : shard.stop]):
+        with fs.open(path, "rb") as f:
+            data = f.read()
+        line = _metadata_line(fs, root, path, files)
+        row = json.loads(line) if line else {}
+        caption = _sidecar_caption(fs, path, files)
+        yield Record(
+            key=sanitize_member(path[len(root) :].rsplit(".", 1)[0]),
+            image=data,
+            caption=caption if caption is not None else _text(_pick(row, cfg.caption_column, _CAPTION_NAMES)),
+            label=_parse_label(_pick(row, cfg.label_column, _LABEL_NAMES)),
+            json=line,
+            index_in_shard=index,
+        )
+
+
+def _sidecar_caption(fs: Any, image_path: str, files: dict) -> str | None:
+    """The text of ``<stem>.txt`` (else ``<stem>.caption``) beside an image, trailing whitespace stripped."""
+    stem = image_path.rsplit(".", 1)[0]
+    for sidecar in (stem + ext for ext in _SIDECARS):
+        if sidecar in files:
+            with fs.open(sidecar, "rb") as f:
+                return f.read().decode("utf-8", "replace").rstrip()
+    return None
+
+
+def _metadata_line(fs: Any, root: str, image_path: str, files: dict) -> str | None:
+    """The ``metadata.jsonl`` line of an image, from the nearest such file in its folder or above (up to the root).
+
+    As in HF ``imagefolder``, ``file_name`` is relative to the folder holding ``metadata.jsonl``.
+    Unlike it, an image no line names is still read (without metadata), not dropped.
+    """
+    folder = posixpath.dirname(image_path)
+    while True:
+        meta = f"{folder}/{METADATA_FILE}"
+        if meta in files:
+            line = _metadata_lines(fs, meta, _stamp(files[meta])).get(image_path[len(folder) + 1 :])
+            if line is not None:
+                return line
+        if len(folder) <= len(root) or posixpath.dirname(folder) == folder:
+            return None
+        folder = posixpath.dirname(folder)
+
+
+def _stamp(info: dict) -> str:
+    """Size and modification time of a listed file: a changed file is parsed again."""
+    return f"{info.get('size')}:{info.get('mtime') or info.get('LastModified') or info.get('created')}"
+
+
+@functools.lru_cache(maxsize=8)  # every shard of a folder shares its metadata files: parse each once per process
+def _metadata_lines(fs: Any, path: str, stamp: str) -> dict[str, str]:
+    """``file_name`` (normalized, relative to the folder of ``path``) -> its line of ``metadata.jsonl``."""
+    rows = {}
+    with fs.open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            line = raw.decode("utf-8", "replace").strip()
+            if line:
+                rows[_metadata_file_name(line, f"{path}:{number}")] = line
+    return rows
+
+
+def _metadata_file_name(line: str, where: str) -> str:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        row = None
+    name = row.get("file_name") if isinstance(row, dict) else None
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: each metadata.jsonl line must be a JSON object with a string 'file_name', got: {line[:120]!r}")
+    rel = posixpath.normpath(name.replace("\\", "/"))
+    if "://" in name or rel.startswith("/") or rel == ".." or rel.startswith("../"):
+        raise ConfigError(f"{where}: file_name must be a relative path inside the folder of metadata.jsonl "
+                          f"(as in HF imagefolder), got: {name!r}")
+    return rel
+
+
+def _pick(row: dict, wanted: str | None, candidates: tuple[str, ...]) -> Any:
+    key = wanted if wanted is not None else next((c for c in candidates if c in row), None)
+    return row.get(key) if key is not None else None
+
+
+def _text(value: Any) -> str | None:
+    return value if value is None or isinstance(value, str) else json.dumps(value)
