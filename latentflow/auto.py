@@ -12,10 +12,9 @@ never pays for the others. Third-party models join with :func:`register`::
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from latentflow import hub
+from latentflow import hub, registry
 from latentflow.configuration import LatentConfig, read_config_dict
 from latentflow.errors import ConfigError
 
@@ -34,26 +33,20 @@ _BUILTIN_MODULES: dict[str, str] = {
 # diffusers' "_class_name" -> our model_type, for folders written by diffusers.
 _CLASS_NAME_ALIASES: dict[str, str] = {"AutoencoderKL": "autoencoder_kl"}
 
-_MODELS: dict[str, type] = {}
+registry.declare_builtins("model", _BUILTIN_MODULES)
+_MODELS: dict[str, type] = registry.table("model")  # the live model table of the one registry
 
 
 def register(model_cls: type) -> type:
     """Register a ``LatentModel`` subclass under its ``config_class.model_type``. Usable as a decorator."""
-    model_type = model_cls.config_class.model_type
-    existing = _MODELS.get(model_type)
-    if existing is not None and existing is not model_cls and existing.__qualname__ != model_cls.__qualname__:
-        raise ConfigError(f"model_type {model_type!r} is already registered to {existing.__name__}")
-    _MODELS[model_type] = model_cls
-    return model_cls
+    return registry.register_class("model", model_cls.config_class.model_type, model_cls)
 
 
 def model_class_for(model_type: str) -> type:
-    if model_type not in _MODELS and model_type in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[model_type])
-    if model_type not in _MODELS:
-        known = sorted(set(_MODELS) | set(_BUILTIN_MODULES))
-        raise ConfigError(f"unknown model_type {model_type!r}; registered: {known}")
-    return _MODELS[model_type]
+    """The model class registered for ``model_type`` (built-in families are imported on first use)."""
+    if model_type not in _MODELS and model_type not in _BUILTIN_MODULES:
+        raise ConfigError(f"unknown model_type {model_type!r}; registered: {registry.known_names('model')}")
+    return registry.class_for("model", model_type)
 
 
 def model_type_of(config_dict: dict[str, Any]) -> str:

@@ -7,12 +7,11 @@ import torch
 
 from latentflow import AutoModel
 from latentflow.errors import ConfigError, InputError
+from latentflow.models.layers import apply_rope, rope_2d_angles
 from latentflow.models.transvae import (
     TransVAEConfig,
     TransVAEModel,
-    apply_rope,
     channel_to_space,
-    rope_2d_angles,
     space_to_channel,
     transvae_config,
     transvae_tiny,

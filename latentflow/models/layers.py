@@ -1,4 +1,5 @@
-"""Small shared blocks for the compact families (autoencoder, VAE, MAE, VQ default nets).
+"""Small shared blocks for the compact families (autoencoder, VAE, MAE, VQ default nets),
+and the one transformer block every family and prior uses (MAE, TransVAE, GPT, MaskGIT).
 
 The LDM/diffusers-compatible blocks live in ``ldm_blocks.py``: those must keep
 diffusers' parameter names, these need not.
@@ -100,37 +101,119 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention through ``scaled_dot_product_attention``. (B, N, D) -> (B, N, D)."""
+# ---- transformer: one block for every family ---------------------------------------------
 
-    def __init__(self, dim: int, num_heads: int):
+
+def rope_2d_angles(height: int, width: int, head_dim: int, base: float, device=None) -> torch.Tensor:
+    """Rotation angles for a ``height x width`` grid, row-major. Returns (H*W, head_dim / 2).
+
+    The first half of the rotated pairs turns with the row index, the second half with
+    the column index, at frequencies ``base ** (-i / (head_dim / 4))``.
+    """
+    quarter = head_dim // 4
+    freqs = base ** (-torch.arange(quarter, dtype=torch.float64, device=device) / quarter)  # (head_dim/4,)
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64, device=device),
+        torch.arange(width, dtype=torch.float64, device=device),
+        indexing="ij",
+    )
+    return torch.cat([ys.reshape(-1, 1) * freqs, xs.reshape(-1, 1) * freqs], dim=1)  # (N, head_dim/2)
+
+
+def apply_rope(t: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive pairs of ``t`` (..., N, head_dim) by ``angles`` (N, head_dim/2)."""
+    pairs = torch.view_as_complex(t.float().reshape(*t.shape[:-1], -1, 2).contiguous())  # (..., N, head_dim/2)
+    rot = torch.polar(torch.ones_like(angles), angles).to(pairs.dtype)
+    return torch.view_as_real(pairs * rot).flatten(-2).to(t.dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention``. (B, N, D) -> (B, N, D).
+
+    Args:
+        causal: token i attends to tokens <= i (GPT).
+        qk_norm: RMSNorm per head on queries and keys (TransVAE).
+        rope_base: 2D rotary position embedding with this base; ``forward`` then needs the token ``grid``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, causal: bool = False, qk_norm: bool = False,
+                 rope_base: float | None = None):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim must be divisible by num_heads, got: {dim} and {num_heads}")
-        self.num_heads = num_heads
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.causal, self.rope_base = causal, rope_base
         self.qkv = nn.Linear(dim, 3 * dim)
+        if qk_norm:
+            self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6)
+            self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6)
+        self.qk_norm = qk_norm
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         b, n, d = x.shape
-        qkv = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, heads, N, d_head)
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3x (B, h, N, dh)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope_base is not None:
+            if grid is None:
+                raise ValueError("attention with 2D RoPE needs the token grid (h, w)")
+            angles = rope_2d_angles(*grid, self.head_dim, self.rope_base, device=x.device)
+            q, k = apply_rope(q, angles), apply_rope(k, angles)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, h, N, dh)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
-class TransformerBlock(nn.Module):
-    """Pre-norm ViT block: x + attn(norm(x)); x + mlp(norm(x))."""
+class ConvFFN(nn.Module):
+    """Linear -> depthwise 3x3 conv over the token grid -> SiLU gate -> linear. (B, N, D) -> (B, N, D)."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
+    def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), nn.GELU(), nn.Linear(int(dim * mlp_ratio), dim))
+        self.fc_in = nn.Linear(dim, 2 * hidden)
+        self.dwconv = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden)
+        self.fc_out = nn.Linear(hidden, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        b, n, _ = x.shape
+        h = self.fc_in(x).transpose(1, 2).reshape(b, -1, *grid)  # (B, 2*hidden, h, w)
+        h = self.dwconv(h).flatten(2).transpose(1, 2)  # (B, N, 2*hidden)
+        value, gate = h.chunk(2, dim=-1)
+        return self.fc_out(value * F.silu(gate))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + ffn(norm2(x))``.
+
+    One block for every family; the variants are arguments, not copies:
+
+    - MAE (ViT): the defaults, LayerNorm eps 1e-6 and an MLP (Linear -> GELU -> Linear).
+    - GPT / MaskGIT priors: ``causal=True`` for GPT, ``norm_eps=1e-5``.
+    - TransVAE: ``norm="rms"``, ``ffn="conv"`` (:class:`ConvFFN`), ``qk_norm=True``, ``rope_base`` for 2D RoPE.
+
+    ``grid`` (h, w) is needed by the conv FFN and by RoPE. State-dict keys: ``norm1``, ``attn``,
+    ``norm2``, ``ffn`` (``ffn.0``/``ffn.2`` for the MLP).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, *, norm: str = "layer", norm_eps: float = 1e-6,
+                 ffn: str = "mlp", causal: bool = False, qk_norm: bool = False, rope_base: float | None = None):
+        super().__init__()
+        if norm not in ("layer", "rms") or ffn not in ("mlp", "conv"):
+            raise ValueError(f"norm must be 'layer' or 'rms' and ffn 'mlp' or 'conv', got: {norm!r}, {ffn!r}")
+        make_norm = nn.LayerNorm if norm == "layer" else nn.RMSNorm
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = make_norm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, causal=causal, qk_norm=qk_norm, rope_base=rope_base)
+        self.norm2 = make_norm(dim, eps=norm_eps)
+        if ffn == "conv":
+            self.ffn = ConvFFN(dim, hidden)
+        else:
+            self.ffn = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.conv_ffn = ffn == "conv"
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:  # (B, N, D)
+        x = x + self.attn(self.norm1(x), grid)
+        h = self.norm2(x)
+        return x + (self.ffn(h, grid) if self.conv_ffn else self.ffn(h))
 
 
 def sincos_2d(embed_dim: int, grid_size: int) -> torch.Tensor:

@@ -107,6 +107,8 @@ def random_masking(x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | Non
 @register
 class MaskedAutoencoderModel(LatentModel):
     config_class = MaskedAutoencoderConfig
+    # checkpoints written before the shared TransformerBlock named its MLP "ffn"
+    legacy_key_renames = ((".mlp.", ".ffn."),)
 
     def __init__(self, config: MaskedAutoencoderConfig):
         super().__init__(config)

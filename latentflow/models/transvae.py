@@ -38,7 +38,7 @@ from latentflow.auto import register
 from latentflow.configuration import LatentConfig
 from latentflow.errors import ConfigError
 from latentflow.modeling import LatentModel, check_finite
-from latentflow.models.layers import ResBlock, group_norm, sincos_2d
+from latentflow.models.layers import ResBlock, TransformerBlock, group_norm, sincos_2d
 from latentflow.outputs import AutoencoderOutput, DecoderOutput, DiagonalGaussian, VariationalEncoderOutput
 
 # ---- DC path: parameter-free shortcuts -------------------------------------------------
@@ -100,88 +100,10 @@ class DCUpsample(nn.Module):
         return h + channel_to_space(x, self.out_ch) if self.shortcut else h
 
 
-# ---- 2D rotary position embedding ------------------------------------------------------
-
-
-def rope_2d_angles(height: int, width: int, head_dim: int, base: float, device=None) -> torch.Tensor:
-    """Rotation angles for a ``height x width`` grid, row-major. Returns (H*W, head_dim / 2).
-
-    The first half of the rotated pairs turns with the row index, the second half with
-    the column index, at frequencies ``base ** (-i / (head_dim / 4))``.
-    """
-    quarter = head_dim // 4
-    freqs = base ** (-torch.arange(quarter, dtype=torch.float64, device=device) / quarter)  # (head_dim/4,)
-    ys, xs = torch.meshgrid(
-        torch.arange(height, dtype=torch.float64, device=device),
-        torch.arange(width, dtype=torch.float64, device=device),
-        indexing="ij",
-    )
-    return torch.cat([ys.reshape(-1, 1) * freqs, xs.reshape(-1, 1) * freqs], dim=1)  # (N, head_dim/2)
-
-
-def apply_rope(t: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive pairs of ``t`` (..., N, head_dim) by ``angles`` (N, head_dim/2)."""
-    pairs = torch.view_as_complex(t.float().reshape(*t.shape[:-1], -1, 2).contiguous())  # (..., N, head_dim/2)
-    rot = torch.polar(torch.ones_like(angles), angles).to(pairs.dtype)
-    return torch.view_as_real(pairs * rot).flatten(-2).to(t.dtype)
-
-
-# ---- transformer blocks ---------------------------------------------------------------
-
-
-class RoPEAttention(nn.Module):
-    """Multi-head self-attention with QK-RMSNorm and optional 2D RoPE. (B, N, D) -> (B, N, D)."""
-
-    def __init__(self, dim: int, num_heads: int, use_rope: bool, rope_base: float):
-        super().__init__()
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
-        self.use_rope, self.rope_base = use_rope, rope_base
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6)
-        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3x (B, h, N, dh)
-        q, k = self.q_norm(q), self.k_norm(k)
-        if self.use_rope:
-            angles = rope_2d_angles(*grid, self.head_dim, self.rope_base, device=x.device)
-            q, k = apply_rope(q, angles), apply_rope(k, angles)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, dh)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
-
-
-class ConvFFN(nn.Module):
-    """Linear -> depthwise 3x3 conv over the token grid -> SiLU gate -> linear. (B, N, D) -> (B, N, D)."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc_in = nn.Linear(dim, 2 * hidden)
-        self.dwconv = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden)
-        self.fc_out = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        b, n, _ = x.shape
-        h = self.fc_in(x).transpose(1, 2).reshape(b, -1, *grid)  # (B, 2*hidden, h, w)
-        h = self.dwconv(h).flatten(2).transpose(1, 2)  # (B, N, 2*hidden)
-        value, gate = h.chunk(2, dim=-1)
-        return self.fc_out(value * F.silu(gate))
-
-
-class TransVAEBlock(nn.Module):
-    """Pre-RMSNorm block: x + attn(norm(x)); x + ffn(norm(x))."""
-
-    def __init__(self, dim: int, num_heads: int, ffn_ratio: float, use_rope: bool, rope_base: float):
-        super().__init__()
-        self.norm1 = nn.RMSNorm(dim, eps=1e-6)
-        self.attn = RoPEAttention(dim, num_heads, use_rope, rope_base)
-        self.norm2 = nn.RMSNorm(dim, eps=1e-6)
-        self.ffn = ConvFFN(dim, int(dim * ffn_ratio))
-
-    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), grid)
-        return x + self.ffn(self.norm2(x), grid)
+# ---- transformer stages --------------------------------------------------------------------
+# The block is the shared one (models/layers.py) with TransVAE's choices: RMSNorm, QK-norm,
+# 2D RoPE and the conv FFN. Its keys (norm1, attn.{qkv,q_norm,k_norm,proj}, norm2, ffn.*) are
+# the ones the shipped checkpoints were written with.
 
 
 class TransformerStage(nn.Module):
@@ -189,9 +111,10 @@ class TransformerStage(nn.Module):
 
     def __init__(self, dim: int, depth: int, config: "TransVAEConfig", train_grid: int):
         super().__init__()
-        use_rope = config.pos_embedding == "rope"
+        rope_base = config.rope_base if config.pos_embedding == "rope" else None
         self.blocks = nn.ModuleList(
-            TransVAEBlock(dim, config.num_heads, config.ffn_ratio, use_rope, config.rope_base) for _ in range(depth)
+            TransformerBlock(dim, config.num_heads, config.ffn_ratio, norm="rms", ffn="conv", qk_norm=True, rope_base=rope_base)
+            for _ in range(depth)
         )
         self.pos_embed = None
         if config.pos_embedding == "absolute":  # learned, sin-cos initialised at the training grid

@@ -4,7 +4,10 @@ A prior is trained on the latents of one codec (one encoder, one processor, one
 storage layout). Its config records that codec's fingerprint; :meth:`PriorModel.check_codec`
 refuses latents from any other codec with :class:`~latentflow.errors.CodecMismatchError`.
 
-Checkpoints are ``config.json`` (with ``prior_kind``) + ``model.safetensors``::
+Checkpoints are ``config.json`` (with ``prior_kind``) + ``model.safetensors``, written and read
+(strictly, naming mismatched keys) by the path models and quantizers use
+(:class:`~latentflow.pretrained.PretrainedModule`); priors sit in the ``"prior"`` table of
+:mod:`latentflow.registry`::
 
     prior.save_pretrained("runs/prior/final")
     prior = load_prior("runs/prior/final")
@@ -12,25 +15,30 @@ Checkpoints are ``config.json`` (with ``prior_kind``) + ``model.safetensors``::
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import fsspec
 import torch
-from safetensors.torch import save as st_save
-from torch import nn
 
+from latentflow import hub, registry
+from latentflow.configuration import CONFIG_NAME, Config, read_config_dict
 from latentflow.errors import CodecMismatchError, ConfigError
-from latentflow.training.config import SectionConfig
+from latentflow.pretrained import PretrainedModule
 
-PRIOR_CONFIG_NAME = "config.json"
-_PRIORS: dict[str, type["PriorModel"]] = {}
+PRIOR_CONFIG_NAME = CONFIG_NAME
+# kind -> module that registers it on import (lazy, like latentflow.auto)
+_BUILTIN_PRIORS: dict[str, str] = {
+    "gpt": "latentflow.priors.gpt",
+    "maskgit": "latentflow.priors.maskgit",
+    "flow": "latentflow.priors.flow",
+}
+registry.declare_builtins("prior", _BUILTIN_PRIORS)
+_PRIORS: dict[str, type["PriorModel"]] = registry.table("prior")
 
 
 @dataclass
-class PriorConfig(SectionConfig):
+class PriorConfig(Config):
     """Fields every prior has.
 
     Attributes:
@@ -56,26 +64,21 @@ class PriorConfig(SectionConfig):
 
 
 def register_prior(cls: type["PriorModel"]) -> type["PriorModel"]:
-    _PRIORS[cls.kind] = cls
-    return cls
+    """Register a prior class under ``cls.kind``. Usable as a decorator."""
+    return registry.register_class("prior", cls.kind, cls)
 
 
 def prior_class_for(kind: str) -> type["PriorModel"]:
-    import importlib
-
-    if kind not in _PRIORS:
-        module = {"gpt": "gpt", "maskgit": "maskgit", "flow": "flow"}.get(kind)
-        if module is None:
-            raise ConfigError(f"unknown prior kind {kind!r}; expected one of gpt, maskgit, flow")
-        importlib.import_module(f"latentflow.priors.{module}")
-    return _PRIORS[kind]
+    """The prior class registered as ``kind`` (built-ins are imported on first use)."""
+    return registry.class_for("prior", kind)
 
 
-class PriorModel(nn.Module):
+class PriorModel(PretrainedModule):
     """Base of the priors: ``loss``, ``sample``, ``validation`` plus checkpoint IO and the codec check."""
 
     kind: ClassVar[str] = "base"
     config_class: ClassVar[type[PriorConfig]] = PriorConfig
+    registry_kind: ClassVar[str] = "prior"
     discrete: ClassVar[bool] = True
 
     def __init__(self, config: PriorConfig):
@@ -109,32 +112,37 @@ class PriorModel(nn.Module):
                **kwargs: Any) -> torch.Tensor:
         raise NotImplementedError
 
-    # ---- files ----------------------------------------------------------------------------
-    def save_pretrained(self, directory: str, storage_options: dict | None = None) -> None:
-        """Write ``config.json`` (with ``prior_kind``) and ``model.safetensors``."""
-        from latentflow import hub
+    # ---- checkpoints: the shared path of latentflow.pretrained ----------------------------
+    @classmethod
+    def registry_name(cls) -> str:
+        return cls.kind
 
-        fs, path = fsspec.url_to_fs(str(directory), **(storage_options or {}))
-        fs.makedirs(path, exist_ok=True)
-        with fs.open(f"{path}/{PRIOR_CONFIG_NAME}", "w") as f:
-            json.dump({"prior_kind": self.kind, **self.config.to_dict()}, f, indent=2, sort_keys=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        with fs.open(f"{path}/{hub.WEIGHTS_NAME}", "wb") as f:
-            f.write(st_save(state, metadata={"format": "pt", "prior_kind": self.kind}))
+    def config_json(self) -> dict[str, Any]:
+        return {"prior_kind": self.kind, **self.config.to_dict()}
+
+    @classmethod
+    def config_from_json(cls, data: dict[str, Any], **overrides: Any) -> PriorConfig:
+        data = dict(data)
+        kind = data.pop("prior_kind", cls.kind)
+        if kind != cls.kind:
+            raise ConfigError(f"{cls.__name__} loads prior_kind {cls.kind!r}, got: {kind!r}; use load_prior() for any kind")
+        return cls.config_class.from_dict(data, **overrides)
 
 
-def load_prior(directory: str, storage_options: dict | None = None) -> PriorModel:
-    """Load any prior saved with :meth:`PriorModel.save_pretrained`."""
-    from latentflow import hub
+def load_prior(directory: str, storage_options: dict | None = None, **kwargs: Any) -> PriorModel:
+    """Load any prior saved with :meth:`PriorModel.save_pretrained`, whatever its kind.
 
-    fs, path = fsspec.url_to_fs(str(directory), **(storage_options or {}))
-    with fs.open(f"{path}/{PRIOR_CONFIG_NAME}", "r") as f:
-        data = json.load(f)
-    cls = prior_class_for(data.pop("prior_kind", ""))
-    model = cls(cls.config_class.from_dict(data))
-    state, _ = hub.read_safetensors(fs, f"{path}/{hub.WEIGHTS_NAME}")
-    model.load_state_dict(state)
-    return model.eval()
+    Args:
+        directory: local folder or fsspec URL holding ``config.json`` + ``model.safetensors``.
+        storage_options: fsspec options.
+        kwargs: passed to :meth:`~latentflow.pretrained.PretrainedModule.from_pretrained`
+            (``torch_dtype``, config overrides).
+    """
+    fs, path = hub.resolve_pretrained(directory, storage_options)
+    data = read_config_dict(fs.unstrip_protocol(path), storage_options)
+    if "prior_kind" not in data:
+        raise ConfigError(f"{directory!r} is not a prior checkpoint: its {CONFIG_NAME} has no 'prior_kind' (keys: {sorted(data)})")
+    return prior_class_for(data["prior_kind"]).from_pretrained(directory, storage_options=storage_options, **kwargs)
 
 
 def build_prior(kind: str, config: dict[str, Any]) -> PriorModel:

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentflow.errors import ConfigError, InputError
+from latentflow.models.layers import Attention
 from latentflow.priors.base import PriorConfig, PriorModel, register_prior
-from latentflow.priors.transformer import SelfAttention
 
 
 @dataclass
@@ -93,7 +93,7 @@ class DiTBlock(nn.Module):
         super().__init__()
         self.ln1 = nn.LayerNorm(dim, elementwise_affine=False)
         self.ln2 = nn.LayerNorm(dim, elementwise_affine=False)
-        self.attn = SelfAttention(dim, heads, causal=False)
+        self.attn = Attention(dim, heads)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(approximate="tanh"), nn.Linear(4 * dim, dim))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
         nn.init.zeros_(self.ada[1].weight)

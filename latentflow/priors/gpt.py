@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentflow.errors import ConfigError, InputError
+from latentflow.models.layers import TransformerBlock
 from latentflow.priors.base import PriorConfig, PriorModel, register_prior
-from latentflow.priors.transformer import Block
 
 
 @dataclass
@@ -41,6 +41,10 @@ class GPTConfig(PriorConfig):
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got: {getattr(self, name)}")
+
+
+# checkpoints written before the priors used the shared TransformerBlock (ln1/ln2/mlp -> norm1/norm2/ffn)
+LEGACY_BLOCK_KEYS = ((".ln1.", ".norm1."), (".ln2.", ".norm2."), (".mlp.", ".ffn."))
 
 
 def check_tokens(tokens: torch.Tensor, config: PriorConfig, vocab: int) -> torch.Tensor:
@@ -68,6 +72,7 @@ class GPTPrior(PriorModel):
     """Causal transformer over raster-ordered tokens."""
 
     kind: ClassVar[str] = "gpt"
+    legacy_key_renames = LEGACY_BLOCK_KEYS
     config_class = GPTConfig
 
     def __init__(self, config: GPTConfig):
@@ -77,7 +82,7 @@ class GPTPrior(PriorModel):
         self.start_emb = nn.Embedding(config.num_classes + 1, d)  # index num_classes = no class
         self.pos_emb = nn.Parameter(torch.zeros(1, config.seq_len, d))
         nn.init.normal_(self.pos_emb, std=0.02)
-        self.blocks = nn.ModuleList(Block(d, config.num_heads, causal=True) for _ in range(config.num_layers))
+        self.blocks = nn.ModuleList(TransformerBlock(d, config.num_heads, norm_eps=1e-5, causal=True) for _ in range(config.num_layers))
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, config.vocab_size)
 

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentflow.errors import InputError
+from latentflow.models.layers import TransformerBlock
 from latentflow.priors.base import PriorModel, register_prior
-from latentflow.priors.gpt import GPTConfig, check_tokens
-from latentflow.priors.transformer import Block
+from latentflow.priors.gpt import LEGACY_BLOCK_KEYS, GPTConfig, check_tokens
 
 
 @dataclass
@@ -44,6 +44,7 @@ class MaskGITPrior(PriorModel):
     """Bidirectional masked-token transformer."""
 
     kind: ClassVar[str] = "maskgit"
+    legacy_key_renames = LEGACY_BLOCK_KEYS
     config_class = MaskGITConfig
 
     def __init__(self, config: MaskGITConfig):
@@ -54,7 +55,7 @@ class MaskGITPrior(PriorModel):
         self.class_emb = nn.Embedding(config.num_classes + 1, d)
         self.pos_emb = nn.Parameter(torch.zeros(1, config.seq_len + 1, d))
         nn.init.normal_(self.pos_emb, std=0.02)
-        self.blocks = nn.ModuleList(Block(d, config.num_heads, causal=False) for _ in range(config.num_layers))
+        self.blocks = nn.ModuleList(TransformerBlock(d, config.num_heads, norm_eps=1e-5, causal=False) for _ in range(config.num_layers))
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, config.vocab_size)
 

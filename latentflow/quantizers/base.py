@@ -25,18 +25,18 @@ Subclasses implement three methods on flat rows: ``quantize_flat(z)`` (N, D) ->
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 
+from latentflow import registry
 from latentflow.configuration import Config
 from latentflow.errors import ConfigError, InputError, NotSupportedError
 from latentflow.outputs import QuantizerOutput
+from latentflow.pretrained import PretrainedModule
 
 # name -> module that registers it on import (lazy, like latentflow.auto)
 _BUILTIN_QUANTIZERS: dict[str, str] = {
@@ -48,7 +48,8 @@ _BUILTIN_QUANTIZERS: dict[str, str] = {
     "lfq": "latentflow.quantizers.lfq",
     "bsq": "latentflow.quantizers.bsq",
 }
-_QUANTIZERS: dict[str, type["Quantizer"]] = {}
+registry.declare_builtins("quantizer", _BUILTIN_QUANTIZERS)
+_QUANTIZERS: dict[str, type["Quantizer"]] = registry.table("quantizer")
 
 
 # ---- config ----------------------------------------------------------------
@@ -76,16 +77,12 @@ def check_positive(owner: str, **values: float | int | None) -> None:
 
 def register_quantizer(cls: type["Quantizer"]) -> type["Quantizer"]:
     """Register a quantizer class under ``cls.config_class.name``. Usable as a decorator."""
-    _QUANTIZERS[cls.config_class.name] = cls
-    return cls
+    return registry.register_class("quantizer", cls.config_class.name, cls)
 
 
 def quantizer_class_for(name: str) -> type["Quantizer"]:
-    if name not in _QUANTIZERS and name in _BUILTIN_QUANTIZERS:
-        importlib.import_module(_BUILTIN_QUANTIZERS[name])
-    if name not in _QUANTIZERS:
-        raise ConfigError(f"unknown quantizer {name!r}; known: {sorted(set(_QUANTIZERS) | set(_BUILTIN_QUANTIZERS))}")
-    return _QUANTIZERS[name]
+    """The quantizer class registered as ``name`` (built-ins are imported on first use)."""
+    return registry.class_for("quantizer", name)
 
 
 def quantizer_from_config(config: dict[str, Any]) -> "Quantizer":
@@ -238,8 +235,9 @@ class FlatQuantized:
     dead_codes: torch.Tensor | None = None
 
 
-class Quantizer(nn.Module):
-    """Base class: layouts, fp32 math, statistics and the JSON config.
+class Quantizer(PretrainedModule):
+    """Base class: layouts, fp32 math, statistics, the JSON config and checkpoints
+    (``save_pretrained``/``from_pretrained``, the path models and priors use).
 
     Class attributes:
         config_class: the config dataclass (its ``name`` is the JSON ``name``).
@@ -248,6 +246,7 @@ class Quantizer(nn.Module):
     """
 
     config_class: ClassVar[type[QuantizerConfig]] = QuantizerConfig
+    registry_kind: ClassVar[str] = "quantizer"
 
     def __init__(self, config: QuantizerConfig):
         super().__init__()
@@ -282,6 +281,22 @@ class Quantizer(nn.Module):
     def to_config(self) -> dict[str, Any]:
         """``{"name": ..., "configuration": {...}}``: JSON-able, rebuilt by :func:`quantizer_from_config`."""
         return {"name": self.config_class.name, "configuration": self.config.to_dict()}
+
+    # ---- checkpoints: the shared path of latentflow.pretrained ------------------------
+    @classmethod
+    def registry_name(cls) -> str:
+        return cls.config_class.name
+
+    def config_json(self) -> dict[str, Any]:
+        return self.to_config()
+
+    @classmethod
+    def config_from_json(cls, data: dict[str, Any], **overrides: Any) -> QuantizerConfig:
+        data = {k: v for k, v in data.items() if not k.startswith("_")}  # _latentflow_version, ...
+        if set(data) != {"name", "configuration"} or data["name"] != cls.config_class.name:
+            raise ConfigError(
+                f'{cls.__name__} reads {{"name": {cls.config_class.name!r}, "configuration": {{...}}}}, got: {data!r}')
+        return cls.config_class.from_dict(data["configuration"], **overrides)
 
     # ---- family hooks on flat rows -------------------------------------------
     def quantize_flat(self, z: torch.Tensor) -> FlatQuantized:

@@ -39,7 +39,7 @@ def prior_cfg(kind: str, out: str, path: str = "", **overrides) -> TrainPriorCon
 
 def test_ar_prior_reaches_the_entropy_of_a_known_token_source(tmp_path):
     tokens, entropy_bits = markov_tokens(3000)
-    table = LatentTable(tokens, codec={"quantizer": {"codebook_size": 8}}, fingerprint="toy")
+    table = LatentTable(tokens, fingerprint="toy")
     cfg = prior_cfg("gpt", str(tmp_path / "gpt"), data__batch_size=64, train__max_steps=80,
                     optim__lr=3e-3, train__eval_every=80, data__val_fraction=0.1)
     summary = train_prior(cfg, table=table)
@@ -95,7 +95,7 @@ def test_prior_refuses_latents_of_another_codec(vae_latents, vq_latents, tmp_pat
 def test_resuming_a_prior_on_another_codec_is_refused(vq_latents, tmp_path):
     out = str(tmp_path / "p")
     train_prior(prior_cfg("gpt", out, vq_latents, train__max_steps=4, train__checkpoint_every=2), until=2)
-    other = LatentTable(torch.randint(32, (40, 8, 8)), codec={"quantizer": {"codebook_size": 32}}, fingerprint="other")
+    other = LatentTable(torch.randint(32, (40, 8, 8)), fingerprint="other")
     with pytest.raises(CodecMismatchError):
         train_prior(prior_cfg("gpt", out, train__max_steps=4), table=other)
 
@@ -118,3 +118,120 @@ def test_train_prior_job_runs_from_yaml_with_overrides(vq_latents, tmp_path, cap
     assert "nll_bits_per_token" in capsys.readouterr().out
     assert (tmp_path / "out" / "samples.png").exists() and (tmp_path / "out" / "final" / "model.safetensors").exists()
     assert run_job("prior", "doc", ["--config", str(config), "train.bogus=1"]) == 2  # unknown key: usage error
+
+
+# ---- checkpoints: the one save/load path (latentflow.pretrained) -----------------------------
+TINY_PRIORS = {
+    "gpt": {"vocab_size": 8, "latent_shape": [2, 3], "hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_classes": 3},
+    "maskgit": {"vocab_size": 8, "latent_shape": [2, 3], "hidden_size": 16, "num_layers": 1, "num_heads": 2},
+    "flow": {"latent_shape": [4, 4, 4], "hidden_size": 16, "num_layers": 1, "num_heads": 2, "patch_size": 2},
+    "flow_unet": {"latent_shape": [4, 4, 4], "network": "unet", "block_out_channels": [8, 16], "norm_num_groups": 4},
+}
+
+
+def tiny_prior(name: str):
+    torch.manual_seed(0)
+    prior = build_prior(name.split("_")[0], TINY_PRIORS[name])
+    with torch.no_grad():  # zero-initialised output layers (adaLN-Zero) would make any two flows agree
+        for p in prior.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return prior.eval()
+
+
+def prior_batch(prior) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    shape = (3, *prior.config.latent_shape)
+    return torch.randn(shape, generator=g) if not prior.discrete else torch.randint(prior.config.vocab_size, shape, generator=g)
+
+
+@pytest.mark.parametrize("name", sorted(TINY_PRIORS))
+def test_prior_save_load_gives_equal_outputs(name, tmp_path):
+    prior = tiny_prior(name)
+    prior.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = load_prior(str(tmp_path))
+    assert type(loaded) is type(prior) and loaded.config == prior.config and not loaded.training
+    assert loaded.weights_sha256 and type(prior).from_pretrained(str(tmp_path)).fingerprint() == loaded.fingerprint()
+    x = prior_batch(prior)
+    assert loaded.validation(x, seed=3) == prior.validation(x, seed=3)
+    kwargs = {"steps": 2}
+    a = prior.sample(2, generator=torch.Generator().manual_seed(0), **kwargs)
+    b = loaded.sample(2, generator=torch.Generator().manual_seed(0), **kwargs)
+    assert torch.equal(a, b)
+
+
+def test_prior_checkpoint_with_a_renamed_key_names_it(tmp_path):
+    from safetensors.torch import save_file
+
+    from latentflow.errors import CheckpointError
+
+    prior = tiny_prior("gpt")
+    prior.save_pretrained(tmp_path)
+    state = dict(prior.state_dict())
+    state["head.weight_renamed"] = state.pop("head.weight")
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError) as err:
+        load_prior(str(tmp_path))
+    assert "missing keys ['head.weight']" in str(err.value) and "unexpected keys ['head.weight_renamed']" in str(err.value)
+
+
+def test_prior_checkpoints_of_the_old_block_names_still_load(tmp_path):
+    """Priors written before the shared TransformerBlock (ln1/ln2/mlp) load into norm1/norm2/ffn."""
+    from safetensors.torch import save_file
+
+    prior = tiny_prior("maskgit")
+    prior.save_pretrained(tmp_path)
+    old = {k.replace(".norm1.", ".ln1.").replace(".norm2.", ".ln2.").replace(".ffn.", ".mlp."): v
+           for k, v in prior.state_dict().items()}
+    assert "blocks.0.ln1.weight" in old
+    save_file(old, str(tmp_path / "model.safetensors"))
+    x = prior_batch(prior)
+    assert load_prior(str(tmp_path)).validation(x) == prior.validation(x)
+
+
+def test_loading_a_prior_as_another_kind_or_a_model_folder_is_refused(tmp_path):
+    from latentflow.priors.gpt import GPTPrior
+
+    tiny_prior("maskgit").save_pretrained(tmp_path / "mg")
+    with pytest.raises(ConfigError, match="prior_kind 'gpt', got: 'maskgit'"):
+        GPTPrior.from_pretrained(str(tmp_path / "mg"))
+    with pytest.raises(ConfigError, match="not a prior checkpoint"):
+        load_prior("kl-f8")
+
+
+def test_priors_and_quantizers_share_the_models_registry():
+    import latentflow as lf
+    from latentflow import registry
+    from latentflow.priors.base import prior_class_for
+    from latentflow.priors.gpt import GPTPrior
+
+    assert prior_class_for("gpt") is GPTPrior is registry.class_for("prior", "gpt")
+    assert registry.class_for("quantizer", "fsq") is lf.FiniteScalarQuantizer
+    assert registry.class_for("model", "vae") is lf.VariationalAutoencoderModel
+    with pytest.raises(ConfigError, match="unknown prior 'nope'; registered: \\['flow', 'gpt', 'maskgit'\\]"):
+        prior_class_for("nope")
+
+
+# each subpackage, with the modules that make it up where importing the package alone would not load them
+SUBPACKAGES = {
+    "models": ["latentflow.models.vae", "latentflow.models.transvae", "latentflow.models.vq_autoencoder"],
+    "quantizers": ["latentflow.quantizers.vq", "latentflow.quantizers.fsq"],
+    "priors": ["latentflow.priors.gpt", "latentflow.priors.maskgit", "latentflow.priors.flow"],
+    "data": [], "evaluation": [], "pipeline": [], "training": [],
+}
+
+
+@pytest.mark.parametrize("package", sorted(SUBPACKAGES))
+def test_each_package_imports_alone_and_priors_do_not_import_the_trainer(package):
+    """Layers import downwards only: a fresh interpreter imports each package on its own, and
+    models, quantizers and priors never pull ``latentflow.training`` in."""
+    import subprocess
+    import sys
+
+    modules = [f"latentflow.{package}", *SUBPACKAGES[package]]
+    code = (f"import sys, importlib\nfor m in {modules!r}: importlib.import_module(m)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('latentflow.training')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    if package in ("models", "quantizers", "priors"):
+        assert out.stdout.strip() == "[]", f"latentflow.{package} imports the trainer: {out.stdout}"
