@@ -9,7 +9,7 @@ Formats (all through fsspec: local paths, ``s3://``, ``memory://``):
   columns are read by bytes, or by path (through fsspec) when the bytes are not embedded.
 * ``folder``: image files under a directory. Shard = a chunk of the sorted file list. Captions
   come from ``<stem>.txt`` / ``<stem>.caption`` sidecars (kohya, SimpleTuner, ai-toolkit) or
-  from a ``metadata.jsonl`` (HF ``imagefolder``), see :func:`_folder_metadata`.
+  from a ``metadata.jsonl`` (HF ``imagefolder``), see :func:`_metadata_line`.
 
 :func:`list_shards` refuses a source that names no data or names a missing column with a
 :class:`ConfigError`, before any Ray task starts; a bad sample stays a per-sample error.
@@ -43,10 +43,10 @@ from latentflow.errors import ConfigError, ShardReadError
 FORMATS = ("webdataset", "parquet", "hf", "folder")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
 STORAGE_OPTIONS_ENV = "LATENTFLOW_STORAGE_OPTIONS"
-_CAPTION_NAMES = ("caption", "text", "txt")
-_SIDECARS = (".txt", ".caption")  # caption files beside an image, in this order of preference
 METADATA_FILE = "metadata.jsonl"
+_CAPTION_NAMES = ("caption", "text", "txt")
 _LABEL_NAMES = ("label", "cls")
+_SIDECARS = (".txt", ".caption")  # caption files beside an image, in this order of preference
 
 
 @dataclass
@@ -192,8 +192,7 @@ def check_source(cfg: SourceConfig, shards: list[Shard] | None = None) -> None:
 
     Checks that the source has shards; for ``parquet`` and ``hf``, that the first shard's
     schema holds the image column (as bytes or an HF ``Image`` struct) and every configured
-    column; for ``folder``, that every ``metadata.jsonl`` parses and names files inside its
-    folder. A problem with one sample (a corrupt or missing image) is not checked here: it
+    column (listing a ``folder`` already checks its ``metadata.jsonl`` files). A problem with one sample (a corrupt or missing image) is not checked here: it
     stays a per-sample error.
 
     Args:
@@ -210,8 +209,6 @@ def check_source(cfg: SourceConfig, shards: list[Shard] | None = None) -> None:
     shards = _list_shards(cfg) if shards is None else shards
     if not shards:
         raise _no_match(cfg, cfg.urls or [_hf_ident(cfg)], "rows" if cfg.hf_load_args else "files")
-    if cfg.format == "folder":
-        _check_folder_metadata(cfg, shards)
     schema = _first_schema(shards[0], cfg)
     if schema is None:
         return
@@ -239,17 +236,6 @@ def _first_schema(shard: Shard, cfg: SourceConfig) -> pa.Schema | None:
         raise ShardReadError(f"cannot read the schema of {shard.url!r} ({shard.format}): {type(err).__name__}: {err}") from err
 
 
-def _check_folder_metadata(cfg: SourceConfig, shards: list[Shard]) -> None:
-    """Parse every ``metadata.jsonl`` of the folders; a configured caption/label key must be in its first line."""
-    options = cfg.fs_options()
-    for url in sorted({s.url for s in shards}):
-        fs, _, _, files = _folder_listing(url, options)
-        for path in (p for p in files if posixpath.basename(p) == METADATA_FILE):
-            first = next(iter(_metadata_lines(fs, path, _stamp(files[path])).values()), "{}")
-            for role, wanted in (("caption", cfg.caption_column), ("label", cfg.label_column)):
-                _column(list(json.loads(first)), wanted, (), role, path)
-
-
 def _is_image_type(kind: pa.DataType) -> bool:
     if pa.types.is_struct(kind):
         return any(kind.field(i).name in ("bytes", "path") for i in range(kind.num_fields))
@@ -271,7 +257,9 @@ def _parquet_shards(cfg: SourceConfig, urls: list[str], options: dict) -> list[S
 def _folder_shards(cfg: SourceConfig, options: dict) -> list[Shard]:
     shards, empty = [], []
     for url in sorted({u for pattern in cfg.urls for u in braceexpand(pattern)}):
-        count = len(_folder_listing(url, options)[2])
+        fs, _, images, files = _folder_listing(url, options)
+        _check_metadata_files(cfg, fs, files)
+        count = len(images)
         empty += [] if count else [url]
         for start in range(0, count, cfg.shard_size):
             stop = min(start + cfg.shard_size, count)
@@ -279,6 +267,14 @@ def _folder_shards(cfg: SourceConfig, options: dict) -> list[Shard]:
     if empty:
         raise _no_match(cfg, empty, f"images ({'/'.join(IMAGE_EXTENSIONS)})")
     return shards
+
+
+def _check_metadata_files(cfg: SourceConfig, fs: Any, files: dict[str, dict]) -> None:
+    """Parse every ``metadata.jsonl`` of a folder; a configured caption/label key must be in its first line."""
+    for path in (p for p in files if posixpath.basename(p) == METADATA_FILE):
+        first = next(iter(_metadata_lines(fs, path, _stamp(files[path])).values()), "{}")
+        for role, wanted in (("caption", cfg.caption_column), ("label", cfg.label_column)):
+            _column(list(json.loads(first)), wanted, (), role, path)
 
 
 def _hf_shards(cfg: SourceConfig, options: dict) -> list[Shard]:
@@ -381,8 +377,10 @@ def _tar_record(sample: dict[str, Any], index: int) -> Record:
     )
 
 
-def _parse_label(raw: bytes | str | int | None) -> int | None:
-    """An integer label from a ``.cls`` member or a metadata value; None when it is not an integer."""
+def _parse_label(raw: Any) -> int | None:
+    """An integer label from a ``.cls`` member, a column or a metadata value; None when it is not an integer."""
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw
     if isinstance(raw, bytes):
@@ -444,8 +442,8 @@ def _table_records(table: pa.Table, cfg: SourceConfig, stem: str, offset: int) -
         yield Record(
             key=str(data["key"][i]) if data["key"] is not None else f"{stem}/{offset + i:09d}",
             image=_image_bytes(data["image"][i], options),
-            caption=data["caption"][i] if data["caption"] is not None else None,
-            label=int(data["label"][i]) if data["label"] is not None and data["label"][i] is not None else None,
+            caption=_text(data["caption"][i]) if data["caption"] is not None else None,
+            label=_parse_label(data["label"][i]) if data["label"] is not None else None,
             json=meta if meta is None or isinstance(meta, str) else json.dumps(meta, sort_keys=True),
             index_in_shard=i,
         )
@@ -454,8 +452,9 @@ def _table_records(table: pa.Table, cfg: SourceConfig, stem: str, offset: int) -
 def _image_bytes(value: Any, options: dict) -> bytes | None:
     """Raw bytes, or an HF ``Image`` struct ``{"bytes": ..., "path": ...}``.
 
-    A struct without bytes is read from its path (what ``load_dataset("imagefolder")`` then
-    ``save_to_disk`` stores); a path that does not exist gives None, a per-sample error.
+    A struct without bytes is read from its path (what ``load_dataset("imagefolder")`` holds, and
+    what ``save_to_disk`` of older ``datasets`` versions stores); a path that does not exist gives
+    None, which the processor records as a per-sample ``missing_image`` error.
     """
     if isinstance(value, dict):
         if not value.get("bytes") and value.get("path"):

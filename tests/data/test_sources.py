@@ -209,24 +209,29 @@ def test_folder_caption_sidecars(where):
 
 def write_metadata(root, lines) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "metadata.jsonl").write_text("".join((json.dumps(x) if isinstance(x, dict) else x) + "\n" for x in lines))
+    (root / "metadata.jsonl").write_bytes(jsonl(lines))
 
 
-def test_folder_metadata_jsonl(tmp_path):
+def jsonl(rows) -> bytes:
+    return "".join((json.dumps(x) if isinstance(x, dict) else x) + "\n" for x in rows).encode()
+
+
+def test_folder_metadata_jsonl(where):
+    base, options = where
     for i, name in enumerate(["a.png", "sub/b.png", "sub/deep/c.png", "d.png", "e.png"]):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_bytes(png(i))
-    write_metadata(tmp_path, [{"file_name": "a.png", "text": "alpha", "label": 3, "score": 0.5},
-                              {"file_name": "sub/deep/c.png", "text": "gamma", "label": "7"},
-                              {"file_name": "d.png", "text": "from metadata", "label": 1}, ""])
-    write_metadata(tmp_path / "sub", [{"file_name": "b.png", "text": "beta", "label": 2}])
-    (tmp_path / "d.txt").write_text("sidecar beats metadata\n")
-    records = folder_records(SourceConfig(format="folder", urls=str(tmp_path)))
+        put(f"{base}/meta/{name}", png(i), options)
+    put(f"{base}/meta/metadata.jsonl", jsonl([{"file_name": "a.png", "text": "alpha", "label": 3, "score": 0.5},
+                                              {"file_name": "sub/deep/c.png", "text": "gamma", "label": "7"},
+                                              {"file_name": "d.png", "text": "from metadata", "label": 1}, ""]), options)
+    put(f"{base}/meta/sub/metadata.jsonl", jsonl([{"file_name": "b.png", "text": "beta", "label": 2}]), options)
+    put(f"{base}/meta/d.txt", b"sidecar beats metadata\n", options)
+    cfg = SourceConfig(format="folder", urls=f"{base}/meta", shard_size=2, storage_options=options)
+    records = folder_records(cfg)
     assert {k: (r.caption, r.label) for k, r in records.items()} == {
         "a": ("alpha", 3), "sub/b": ("beta", 2), "sub/deep/c": ("gamma", 7), "d": ("sidecar beats metadata", 1), "e": (None, None)}
     assert json.loads(records["a"].json) == {"file_name": "a.png", "text": "alpha", "label": 3, "score": 0.5}
     assert records["e"].json is None  # not in metadata: still read (HF imagefolder would drop it)
-    by_column = folder_records(SourceConfig(format="folder", urls=str(tmp_path), caption_column="file_name"))
+    by_column = folder_records(cfg.replace(caption_column="file_name"))
     assert by_column["sub/deep/c"].caption == "sub/deep/c.png" and by_column["d"].caption == "sidecar beats metadata"
 
 
@@ -366,10 +371,11 @@ def test_column_mistakes_are_refused_before_reading(tmp_path):
 
 
 def test_a_bad_sample_stays_a_per_sample_problem(tmp_path):
-    pq.write_table(pa.table({"image": [png(0), b"not an image", None]}), tmp_path / "p.parquet")
+    pq.write_table(pa.table({"image": [png(0), b"not an image", None], "label": ["3", "cat", None]}), tmp_path / "p.parquet")
     cfg = SourceConfig(format="parquet", urls=str(tmp_path))
     check_source(cfg)
-    assert [r.image for r in read_shard(list_shards(cfg)[0], cfg)] == [png(0), b"not an image", None]
+    records = read_shard(list_shards(cfg)[0], cfg)
+    assert [(r.image, r.label) for r in records] == [(png(0), 3), (b"not an image", None), (None, None)]
 
 
 def test_folder_captions_reach_the_encoded_rows(tmp_path, vae, encode_job):
