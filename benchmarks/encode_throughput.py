@@ -48,7 +48,7 @@ from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
 from latentflow.data.sources import SourceConfig, list_shards, read_shard
 from latentflow.pipeline.config import EncodeJobConfig
 from latentflow.pipeline.runner import run_encode_job
-from latentflow.pipeline.stages import pack_pixels
+from latentflow.data.encode import pack_pixels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.samples
 from tests.samples import write_sample_webdataset  # noqa: E402

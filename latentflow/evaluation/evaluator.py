@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentflow.data.encoding import codebook_size_of
 from latentflow.metrics import ChannelStats, psnr, ssim
 
 LPIPS_SKIPPED = "LPIPS skipped: no lpips_weights configured (latentflow never downloads weights)"
@@ -41,12 +42,6 @@ def load_lpips(weights: str | None, device: str = "cpu") -> tuple[torch.nn.Modul
     from latentflow.training.perceptual import PerceptualLoss
 
     return PerceptualLoss(weights).to(device), f"LPIPS from local weights {os.path.basename(weights)}"
-
-
-def codebook_size_of(model) -> int | None:
-    """Codebook size of a discrete model (``model.quantizer.codebook_size`` or ``model.codebook_size``)."""
-    size = getattr(getattr(model, "quantizer", None), "codebook_size", None) or getattr(model, "codebook_size", None)
-    return int(size) if size is not None else None
 
 
 class ModelEvaluator:

@@ -1,7 +1,7 @@
 """``run_evaluation``: score one or more models on one dataset with Ray Data; write JSON + PNGs.
 
-Data path: shards (``list_shards``) -> ``flat_map`` read + process in CPU tasks ->
-materialized once -> per model, ``map_batches`` with :class:`ModelEvaluator` on a
+Data path: the encode job's own read and preprocess stages (``ShardDatasource`` ->
+``preprocess_batch``, one block per shard) -> rows of float pixels -> materialized once -> per model, ``map_batches`` with :class:`ModelEvaluator` on a
 one-actor pool (fractional CPUs, so read tasks always find a CPU) -> rows merged on
 the driver (:func:`~latentflow.evaluation.report.merge_rows`) -> report and plots.
 
@@ -13,48 +13,59 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import fsspec
 import numpy as np
+import pyarrow as pa
 import torch
 
-from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
-from latentflow.data.records import SampleError, Shard
-from latentflow.data.sources import SourceConfig, iter_shard, list_shards
+from latentflow.data.encode import unpack_pixels
+from latentflow.data.sources import list_shards
 from latentflow.evaluation import plots
 from latentflow.evaluation.config import EvalJobConfig
 from latentflow.evaluation.evaluator import ModelEvaluator, load_lpips, load_model
 from latentflow.evaluation.report import merge_rows, model_metadata, public, write_report
+from latentflow.pipeline.datasource import ShardDatasource
+from latentflow.pipeline.schema import KIND_EMPTY, KIND_SAMPLE, sample_of
+from latentflow.pipeline.stages import preprocess_batch
 
 logger = logging.getLogger(__name__)
 
 
-def read_and_process(row: dict[str, Any], source: dict, processor: dict, downsample_factor: int) -> Iterator[dict[str, Any]]:
-    """One shard -> rows ``{key, pixel_values (3, R, R) float32, error}``; bad samples keep zeros + an error."""
-    cfg = SourceConfig.from_dict(source)
-    proc = ImageProcessor(ImageProcessorConfig.from_dict(processor), downsample_factor)
-    blank = np.zeros((3, proc.config.resolution, proc.config.resolution), dtype=np.float32)
-    for record in iter_shard(Shard.from_dict(json.loads(row["shard"])), cfg):
-        try:
-            yield {"key": record.key, "pixel_values": proc.process(record.image, record.key).pixel_values, "error": ""}
-        except SampleError as err:
-            yield {"key": record.key, "pixel_values": blank, "error": f"{err.stage}/{err.error_type}: {err}"}
+def evaluation_rows(batch: pa.Table, resolution: int) -> dict[str, np.ndarray]:
+    """A preprocessed block (the encode job's stages) -> rows ``{key, pixel_values (3, R, R) float32, error}``;
+    failed samples and unreadable shards keep zeros and their error."""
+    rows = []
+    for row in batch.to_pylist():
+        if row["kind"] == KIND_SAMPLE:
+            pixels, error = unpack_pixels(sample_of(row).pixels), ""
+        else:
+            pixels, error = np.zeros((3, resolution, resolution), np.float32), f"{row['error_stage']}/{row['error_type']}: {row['error_message']}"
+            if row["kind"] == KIND_EMPTY:
+                continue
+        rows.append({"key": row["key"] or row["shard"], "pixel_values": pixels, "error": error})
+    return {"key": np.array([r["key"] for r in rows], dtype=object), "error": np.array([r["error"] for r in rows], dtype=object),
+            "pixel_values": np.stack([r["pixel_values"] for r in rows]) if rows else np.zeros((0, 3, resolution, resolution), np.float32)}
 
 
 def build_dataset(cfg: EvalJobConfig, downsample_factor: int):
-    """The processed images as a materialized Ray Dataset, in shard order, at most ``max_images`` rows."""
+    """The processed images as a materialized Ray Dataset, in shard order, at most ``max_images`` rows.
+
+    The same read and preprocess stages as the encode job (one block per shard), so evaluation
+    sees exactly the pixels an encode job would encode.
+    """
     import ray
 
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     shards = list_shards(cfg.source)
-    ds = ray.data.from_items([{"shard": json.dumps(s.to_dict())} for s in shards])
-    ds = ds.flat_map(read_and_process, fn_kwargs={
-        "source": cfg.source.to_dict(), "processor": cfg.processor.to_dict(), "downsample_factor": downsample_factor})
+    ds = ray.data.read_datasource(ShardDatasource(shards, cfg.source, cfg.source.storage_options), override_num_blocks=len(shards))
+    ds = ds.map_batches(preprocess_batch, batch_size=None, batch_format="pyarrow",
+                        fn_kwargs={"processor_config": cfg.processor.to_dict(), "downsample_factor": downsample_factor})
+    ds = ds.map_batches(evaluation_rows, batch_size=None, batch_format="pyarrow", fn_kwargs={"resolution": cfg.processor.resolution})
     if cfg.max_images is not None:
         ds = ds.limit(cfg.max_images)
     return ds.materialize()

@@ -24,12 +24,9 @@ from ray.data.datasource import Datasink
 from ray.data.datasource.datasink import WriteResult
 
 from latentflow.data.sinks import ShardWriter
-from latentflow.pipeline.datasource import KIND_EMPTY, KIND_ERROR, KIND_FAILED, KIND_SAMPLE
-from latentflow.pipeline.stages import array_names, table_arrays
+from latentflow.pipeline.schema import KIND_EMPTY, KIND_ERROR, KIND_FAILED, KIND_SAMPLE, encoded_shard, error_rows
 
 logger = logging.getLogger(__name__)
-
-PASS_THROUGH = ("key", "shard", "index_in_shard", "caption", "label", "json", "original_size", "crop_box", "bucket")
 
 
 @dataclass
@@ -102,34 +99,7 @@ def commit_shard(writer: ShardWriter, part: pa.Table) -> ShardResult:
     if got != expected and KIND_EMPTY not in kinds:
         # internal invariant: the pipeline never splits a shard across write calls
         raise RuntimeError(f"shard {shard!r}: write got {got} of its {expected} rows; refusing a partial commit")
-    samples = part.filter(pa.array([k == KIND_SAMPLE for k in kinds]))
-    errors = error_rows(part)
-    writer.write_shard(shard, latent_table(samples, writer.array_names), errors)
-    logger.info("committed shard %s: %d rows, %d errors", shard, samples.num_rows, len(errors))
-    return ShardResult(shard, url, rows=samples.num_rows, errors=errors)
-
-
-def error_rows(part: pa.Table) -> list[dict[str, str]]:
-    """``errors.parquet`` rows (key, shard, stage, error_type, message) of one shard."""
-    rows = part.filter(pa.array([k in (KIND_ERROR, KIND_FAILED) for k in part.column("kind").to_pylist()]))
-    return [
-        {"key": r["key"] or "", "shard": r["shard"], "stage": r["error_stage"], "error_type": r["error_type"], "message": r["error_message"]}
-        for r in rows.select(["key", "shard", "error_stage", "error_type", "error_message"]).to_pylist()
-    ]
-
-
-def latent_table(samples: pa.Table, names: list[str]) -> dict[str, Any]:
-    """The columns ``ShardWriter.write_shard`` takes: pass-through metadata + one per stored array.
-
-    Args:
-        samples: the shard's encoded rows (``kind="sample"``).
-        names: the stored arrays of the codec (``latent``, ``logvar``, ``indices``, ``flip_*``).
-
-    Returns:
-        ``{column: values}``; each array column is a list of per-row ndarrays.
-    """
-    columns: dict[str, Any] = {name: samples.column(name) for name in PASS_THROUGH if name in samples.column_names}
-    present = set(array_names(samples))
-    for name in names:
-        columns[name] = table_arrays(samples, name) if name in present else []
-    return columns
+    encoded = encoded_shard(part, writer.array_names)
+    writer.write_shard(shard, encoded.columns, list(encoded.errors))
+    logger.info("committed shard %s: %d rows, %d errors", shard, encoded.rows, len(encoded.errors))
+    return ShardResult(shard, url, rows=encoded.rows, errors=list(encoded.errors))

@@ -26,29 +26,9 @@ from ray.data.datasource import Datasource, ReadTask
 
 from latentflow.data.records import Shard
 from latentflow.data.sources import SourceConfig, read_shard
+from latentflow.pipeline.schema import KIND_FAILED, RECORD_SCHEMA, records_table, shard_row
 
 logger = logging.getLogger(__name__)
-
-KIND_SAMPLE, KIND_ERROR, KIND_FAILED, KIND_EMPTY = "sample", "error", "shard_failed", "shard_empty"
-
-RECORD_SCHEMA = pa.schema(
-    [
-        ("kind", pa.string()),
-        ("key", pa.string()),
-        ("shard", pa.string()),
-        ("shard_url", pa.string()),
-        ("shard_rows", pa.int64()),
-        ("index_in_shard", pa.int64()),
-        ("image", pa.binary()),
-        ("caption", pa.string()),
-        ("label", pa.int64()),
-        ("json", pa.string()),
-        ("error_stage", pa.string()),
-        ("error_type", pa.string()),
-        ("error_message", pa.string()),
-    ]
-)
-
 
 class ShardDatasource(Datasource):
     """Reads input shards, one block per shard, retrying unreadable shards.
@@ -106,39 +86,6 @@ def _with_storage_options(source: SourceConfig, storage_options: dict) -> Source
     return source
 
 
-def records_table(shard: Shard, records: list) -> pa.Table:
-    """The block of one shard's records (or a single ``shard_empty`` row)."""
-    if not records:
-        return _single_row(shard, KIND_EMPTY, 0)
-    n = len(records)
-    columns = {
-        "kind": [KIND_SAMPLE] * n,
-        "key": [r.key for r in records],
-        "shard": [shard.shard_id] * n,
-        "shard_url": [shard.url] * n,
-        "shard_rows": [n] * n,
-        "index_in_shard": [r.index_in_shard for r in records],
-        "image": [r.image for r in records],
-        "caption": [r.caption for r in records],
-        "label": [r.label for r in records],
-        "json": [r.json for r in records],
-        "error_stage": [None] * n,
-        "error_type": [None] * n,
-        "error_message": [None] * n,
-    }
-    return pa.Table.from_pydict(columns, schema=RECORD_SCHEMA)
-
-
 def shard_failed_table(shard: Shard, err: Exception | None, attempts: int) -> pa.Table:
     message = f"{type(err).__name__}: {err} (after {attempts} attempts)"
-    return _single_row(shard, KIND_FAILED, 0, ("read", "shard_unreadable", message))
-
-
-def _single_row(shard: Shard, kind: str, rows: int, error: tuple[str, str, str] | None = None) -> pa.Table:
-    stage, etype, message = error or (None, None, None)
-    row = {
-        "kind": kind, "key": None, "shard": shard.shard_id, "shard_url": shard.url, "shard_rows": rows,
-        "index_in_shard": -1, "image": None, "caption": None, "label": None, "json": None,
-        "error_stage": stage, "error_type": etype, "error_message": message,
-    }
-    return pa.Table.from_pylist([row], schema=RECORD_SCHEMA)
+    return shard_row(shard, KIND_FAILED, ("read", "shard_unreadable", message))

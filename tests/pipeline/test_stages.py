@@ -14,8 +14,10 @@ from latentflow.data.processors import ImageProcessorConfig
 from latentflow.data.sinks import finalize, prepare_output
 from latentflow.data.sources import SourceConfig, list_shards
 from latentflow.pipeline.datasink import LatentDatasink, commit_shard
-from latentflow.pipeline.datasource import KIND_FAILED, ShardDatasource, read_shard_block
-from latentflow.pipeline.stages import EncoderActor, pack_pixels, preprocess_batch, table_arrays, unpack_pixels
+from latentflow.data.encode import pack_pixels, unpack_pixels
+from latentflow.pipeline.datasource import ShardDatasource, read_shard_block
+from latentflow.pipeline.schema import KIND_FAILED, table_arrays
+from latentflow.pipeline.stages import EncoderActor, preprocess_batch
 from pipeline_helpers import (
     RESOLUTION, bad_samples, good_samples, read_errors, read_rows, reference_latents, tiny_vae, truncated_tar, write_tar,
 )
@@ -86,7 +88,7 @@ def test_buckets_are_batched_separately(photos, tiny_model_dir, tmp_path):
     shapes = [a.shape for a in table_arrays(out, "latent")]
     buckets = out.column("bucket").to_pylist()
     assert len(set(shapes)) == 2
-    assert all(s == (4, b[0] // 2, b[1] // 2) for s, b in zip(shapes, buckets))
+    assert all(s == (4, int(b.split("x")[0]) // 2, int(b.split("x")[1]) // 2) for s, b in zip(shapes, buckets))
 
 
 def test_non_finite_latents_are_per_sample_errors_and_get_committed(photos, tmp_path):
@@ -120,7 +122,7 @@ def test_a_partial_shard_is_never_committed(photos, tiny_model_dir, tmp_path):
 
 def test_uint8_pixels_encode_bit_exactly_like_float_and_a_mixed_batch_is_unpacked(photos, tiny_model_dir, tmp_path):
     from latentflow.data.encoding import LatentEncoder
-    from latentflow.pipeline.stages import PIXELS, PIXELS_DTYPE
+    PIXELS, PIXELS_DTYPE = "pixels", "pixels_dtype"  # noqa: N806 - schema.PIXELS_FIELDS
 
     codes = torch.from_numpy(np.random.default_rng(0).integers(0, 256, size=(3, 3, 32, 32)).astype(np.uint8))
     encoder = LatentEncoder(tiny_vae(0), StoreConfig(), device="cpu", channels_last=False)

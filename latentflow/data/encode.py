@@ -1,0 +1,188 @@
+"""The one encode path: records -> processed samples -> encoded rows of one shard.
+
+Every consumer of "turn a shard's samples into latents" goes through here: the
+in-process encode (:func:`latentflow.data.local.encode_locally`), the Ray pipeline's
+preprocess tasks and encoder actors (thin adapters that carry these values between
+processes as Arrow, :mod:`latentflow.pipeline.schema`), the evaluation job and the
+autoencoder trainer's image stream. One error convention: a bad sample becomes a row of
+``errors.parquet`` (:data:`~latentflow.data.records.ERROR_COLUMNS`), never an exception.
+
+Example::
+
+    shard = encode_shard(read_shard(s, source), processor, LatentEncoder(model), s.shard_id)
+    writer.write_shard(shard.shard_id, shard.columns, shard.errors)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from latentflow.data.records import Record, SampleError
+
+ROW_METADATA = ("key", "index_in_shard", "caption", "label", "json", "original_size", "crop_box", "bucket")
+
+
+# ---- pixels on the wire ------------------------------------------------------------------
+
+
+def pack_pixels(values: np.ndarray) -> np.ndarray:
+    """uint8 codes when they rebuild ``values`` bit-exactly (the processor's ``u8 / 127.5 - 1``), else float32.
+
+    uint8 is 4x fewer bytes through Ray's object store and to a GPU; the encoder rebuilds the
+    exact float32 values on its device.
+    """
+    codes = np.rint((values + 1.0) * 127.5)
+    if codes.min() >= 0 and codes.max() <= 255:
+        codes = codes.astype(np.uint8)
+        if np.array_equal(unpack_pixels(codes), values):
+            return codes
+    return np.ascontiguousarray(values, dtype=np.float32)
+
+
+def unpack_pixels(packed: np.ndarray) -> np.ndarray:
+    """float32 pixel values in [-1, 1] from :func:`pack_pixels` output."""
+    if packed.dtype == np.uint8:
+        return packed.astype(np.float32) / 127.5 - 1.0
+    return packed.astype(np.float32, copy=False)
+
+
+# ---- stage 1: records -> processed samples ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessedSample:
+    """One record after the processor: its pass-through metadata and packed pixels (3, H, W)."""
+
+    key: str
+    pixels: np.ndarray
+    original_size: tuple[int, int]
+    crop_box: tuple[int, int, int, int]
+    index_in_shard: int = 0
+    caption: str | None = None
+    label: int | None = None
+    json: str | None = None
+
+    @property
+    def bucket(self) -> str:
+        """``"HxW"`` of the processed pixels."""
+        return f"{self.pixels.shape[-2]}x{self.pixels.shape[-1]}"
+
+
+def process_record(record: Record, processor, key: str | None = None) -> ProcessedSample:
+    """Process one record (``key`` overrides the crop seed, e.g. per epoch in training).
+
+    Raises:
+        SampleError: the sample is bad (missing, corrupt, too small, ...); any other failure of
+            the processor is turned into one too (stage ``process``).
+    """
+    try:
+        out = processor.process(record.image, key or record.key)
+    except SampleError:
+        raise
+    except Exception as err:  # noqa: BLE001 - an unexpected processor failure is still one sample's
+        raise SampleError("process", type(err).__name__, str(err)) from None
+    return ProcessedSample(record.key, pack_pixels(out.pixel_values), tuple(out.original_size), tuple(out.crop_box),
+                           record.index_in_shard, record.caption, record.label, record.json)
+
+
+def process_records(records: Iterable[Record], processor, shard_id: str) -> tuple[list[ProcessedSample], list[dict]]:
+    """Process every record; bad ones become ``errors.parquet`` rows instead of exceptions."""
+    good, errors = [], []
+    for record in records:
+        try:
+            good.append(process_record(record, processor))
+        except SampleError as err:
+            errors.append(err.to_row(record.key, shard_id))
+    return good, errors
+
+
+# ---- stage 2: processed samples -> encoded rows -----------------------------------------------
+
+
+def bucket_batches(shapes: list[tuple[int, ...]], batch_size: int) -> list[list[int]]:
+    """Positions grouped by shape (one bucket per batch, buckets in sorted order, positions kept in
+    order inside a bucket), chunked to ``batch_size``."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be > 0, got: {batch_size}")
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault(tuple(shape), []).append(i)
+    return [idx[s : s + batch_size] for shape in sorted(groups) for idx in [groups[shape]] for s in range(0, len(idx), batch_size)]
+
+
+@dataclass(frozen=True)
+class EncodedShard:
+    """The encoded rows of one input shard, ready for ``ShardWriter.write_shard``.
+
+    Attributes:
+        shard_id: the input shard.
+        columns: ``key`` and the other :data:`ROW_METADATA` columns, plus one list of per-row
+            arrays per stored array (``latent``, ``logvar``, ``indices``, ``flip_*``).
+        errors: ``errors.parquet`` rows of the shard's failed samples (read, process, encode).
+    """
+
+    shard_id: str
+    columns: dict[str, list] = field(default_factory=dict)
+    errors: tuple[dict, ...] = ()
+
+    @property
+    def rows(self) -> int:
+        return len(self.columns.get("key", []))
+
+
+def stack_pixels(samples: list[ProcessedSample]):
+    """A batch tensor (B, 3, H, W) of one bucket: uint8 codes when all are, else float32 values."""
+    import torch
+
+    if all(s.pixels.dtype == np.uint8 for s in samples):  # normalized by the encoder, on its device
+        return torch.from_numpy(np.stack([s.pixels for s in samples]))
+    return torch.from_numpy(np.stack([unpack_pixels(s.pixels) for s in samples]))  # never stack codes with floats
+
+
+def encode_processed(samples: list[ProcessedSample], encoder, shard_id: str, batch_size: int = 16,
+                     errors: Iterable[dict] = ()) -> EncodedShard:
+    """Encode processed samples batch by batch, one bucket per batch.
+
+    Args:
+        samples: the shard's processed samples.
+        encoder: a :class:`~latentflow.data.encoding.LatentEncoder`.
+        shard_id: names the shard in error rows.
+        batch_size: samples per forward.
+        errors: earlier error rows of this shard (read / process), kept first.
+
+    Returns:
+        the shard's rows in input order (rows whose latents are not finite become errors).
+    """
+    arrays: list[dict[str, np.ndarray] | None] = [None] * len(samples)
+    errors = list(errors)
+    for idx in bucket_batches([s.pixels.shape for s in samples], batch_size):
+        batch = [samples[i] for i in idx]
+        out = encoder.encode_batch(stack_pixels(batch), [s.key for s in batch])
+        errors += [{**e, "shard": shard_id} for e in out.pop("errors")]
+        kept = out.pop("row").tolist()
+        out.pop("key")
+        for j, pos in enumerate(kept):
+            arrays[idx[pos]] = {name: value[j] for name, value in out.items()}
+    return EncodedShard(shard_id, _columns(samples, arrays), tuple(errors))
+
+
+def _columns(samples: list[ProcessedSample], arrays: list[dict[str, np.ndarray] | None]) -> dict[str, list]:
+    columns: dict[str, list] = {name: [] for name in ROW_METADATA}
+    for sample, arr in zip(samples, arrays):
+        if arr is None:
+            continue
+        for name in ROW_METADATA:
+            value: Any = getattr(sample, name)
+            columns[name].append(list(value) if isinstance(value, tuple) else value)
+        for name, value in arr.items():
+            columns.setdefault(name, []).append(value)
+    return columns
+
+
+def encode_shard(records: Iterable[Record], processor, encoder, shard_id: str, batch_size: int = 16) -> EncodedShard:
+    """Read -> process -> encode one shard's records in this process."""
+    samples, errors = process_records(records, processor, shard_id)
+    return encode_processed(samples, encoder, shard_id, batch_size, errors)

@@ -1,0 +1,155 @@
+"""The Arrow blocks that pass between the encode job's Ray stages, declared in one place.
+
+Every block holds the rows of exactly one input shard (the unit of commit)::
+
+    read task         RECORD_SCHEMA     kind, key, shard, shard_url, shard_rows, index_in_shard,
+                                        image, caption, label, json, error_stage/type/message
+    preprocess task   + PIXELS_FIELDS   image dropped; pixels (bytes) + dtype + shape, original_size, crop_box
+    encoder actor     + array columns   pixels dropped; bucket "HxW", array__<name> (bytes) + __shape + __dtype
+    datasink          -> EncodedShard   (latentflow.data.encode), committed by ShardWriter
+
+Rows of ``kind`` ``sample`` are samples; ``error`` rows are failed samples (they keep their
+place so a shard's row count is checked at commit); a ``shard_failed`` or ``shard_empty``
+row stands for a whole shard. The values themselves are the data layer's types:
+:class:`~latentflow.data.records.Record`, :class:`~latentflow.data.encode.ProcessedSample`,
+:class:`~latentflow.data.encode.EncodedShard`; this module only converts them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from latentflow.data.encode import EncodedShard, ProcessedSample
+from latentflow.data.records import Record, Shard
+
+KIND_SAMPLE, KIND_ERROR, KIND_FAILED, KIND_EMPTY = "sample", "error", "shard_failed", "shard_empty"
+_ERROR_FIELDS = [("error_stage", pa.string()), ("error_type", pa.string()), ("error_message", pa.string())]
+_ROW_FIELDS = [
+    ("kind", pa.string()), ("key", pa.string()), ("shard", pa.string()), ("shard_url", pa.string()),
+    ("shard_rows", pa.int64()), ("index_in_shard", pa.int64()),
+]
+_META_FIELDS = [("caption", pa.string()), ("label", pa.int64()), ("json", pa.string())]
+RECORD_SCHEMA = pa.schema(_ROW_FIELDS + [("image", pa.binary())] + _META_FIELDS + _ERROR_FIELDS)
+PIXELS_FIELDS = [("pixels", pa.binary()), ("pixels_dtype", pa.string()), ("pixels_shape", pa.list_(pa.int32())),
+                 ("original_size", pa.list_(pa.int32())), ("crop_box", pa.list_(pa.int32()))]
+PROCESSED_SCHEMA = pa.schema(_ROW_FIELDS + _META_FIELDS + _ERROR_FIELDS + PIXELS_FIELDS)
+ARRAY_PREFIX = "array__"  # encoder outputs: array__<name> (bytes) + array__<name>__shape + array__<name>__dtype
+
+
+# ---- read task: records ----------------------------------------------------------------------
+
+
+def records_table(shard: Shard, records: list[Record]) -> pa.Table:
+    """The block of one shard's records (or a single ``shard_empty`` row)."""
+    if not records:
+        return shard_row(shard, KIND_EMPTY)
+    rows = [{**_shard_fields(shard, len(records)), "kind": KIND_SAMPLE, "key": r.key, "index_in_shard": r.index_in_shard,
+             "image": r.image, "caption": r.caption, "label": r.label, "json": r.json} for r in records]
+    return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+
+
+def shard_row(shard: Shard, kind: str, error: tuple[str, str, str] | None = None) -> pa.Table:
+    """A one-row block standing for a whole shard: ``shard_empty``, or ``shard_failed`` with its error."""
+    stage, etype, message = error or (None, None, None)
+    row = {**_shard_fields(shard, 0), "kind": kind, "index_in_shard": -1,
+           "error_stage": stage, "error_type": etype, "error_message": message}
+    return pa.Table.from_pylist([row], schema=RECORD_SCHEMA)
+
+
+def _shard_fields(shard: Shard, rows: int) -> dict[str, Any]:
+    return {"shard": shard.shard_id, "shard_url": shard.url, "shard_rows": rows}
+
+
+def record_of(row: dict[str, Any]) -> Record:
+    return Record(row["key"], row.get("image"), row["caption"], row["label"], row["json"], row["index_in_shard"])
+
+
+def mark_error(row: dict[str, Any], err: dict[str, str]) -> None:
+    """Turn a row into an ``error`` row (``err``: an ``errors.parquet`` row)."""
+    row.update({"kind": KIND_ERROR, "error_stage": err["stage"], "error_type": err["error_type"], "error_message": err["message"]})
+
+
+# ---- preprocess task: processed samples ----------------------------------------------------------
+
+
+def with_pixels(row: dict[str, Any], sample: ProcessedSample | None) -> dict[str, Any]:
+    """``row`` (image dropped) plus the sample's packed pixels and geometry (None for non-samples)."""
+    row.pop("image", None)
+    px = sample.pixels if sample is not None else None
+    row.update({
+        "pixels": None if px is None else px.tobytes(), "pixels_dtype": None if px is None else str(px.dtype),
+        "pixels_shape": None if px is None else list(px.shape),
+        "original_size": None if sample is None else list(sample.original_size),
+        "crop_box": None if sample is None else list(sample.crop_box),
+    })
+    return row
+
+
+def sample_of(row: dict[str, Any]) -> ProcessedSample:
+    pixels = np.frombuffer(row["pixels"], dtype=row["pixels_dtype"]).reshape(row["pixels_shape"])
+    return ProcessedSample(row["key"], pixels, tuple(row["original_size"]), tuple(row["crop_box"]),
+                           row["index_in_shard"], row["caption"], row["label"], row["json"])
+
+
+# ---- encoder actor: encoded rows ----------------------------------------------------------------
+
+
+def encoded_table(rows: list[dict[str, Any]], encoded: EncodedShard) -> pa.Table:
+    """The actor's output block: ``rows`` (pixels dropped; samples, errors, shard rows) with each
+    encoded sample's arrays and bucket, and the encoder's failures marked as errors."""
+    by_key = {k: i for i, k in enumerate(encoded.columns.get("key", []))}
+    failed = {e["key"]: e for e in encoded.errors}
+    names = sorted(n for n in encoded.columns if n not in ("key", "index_in_shard", "caption", "label", "json",
+                                                              "original_size", "crop_box", "bucket"))
+    for row in rows:
+        for name in ("pixels", "pixels_dtype", "pixels_shape"):
+            row.pop(name, None)
+        i = by_key.get(row["key"]) if row["kind"] == KIND_SAMPLE else None
+        if row["kind"] == KIND_SAMPLE and i is None and row["key"] in failed:
+            mark_error(row, failed[row["key"]])
+        row["bucket"] = encoded.columns["bucket"][i] if i is not None else None
+        for name in names:
+            value = None if i is None else np.ascontiguousarray(encoded.columns[name][i])
+            row[ARRAY_PREFIX + name] = None if value is None else value.tobytes()
+            row[f"{ARRAY_PREFIX}{name}__shape"] = None if value is None else list(value.shape)
+            row[f"{ARRAY_PREFIX}{name}__dtype"] = None if value is None else str(value.dtype)
+    return pa.Table.from_pylist(rows) if rows else pa.table({})
+
+
+def array_names(table: pa.Table) -> list[str]:
+    """The encoder arrays a block carries."""
+    n = len(ARRAY_PREFIX)
+    return sorted(c[n:] for c in table.column_names if c.startswith(ARRAY_PREFIX) and "__" not in c[n:])
+
+
+def table_arrays(table: pa.Table, name: str) -> list[np.ndarray | None]:
+    """The per-row arrays ``name`` of an encoded block (None where a row has none)."""
+    data = table.column(ARRAY_PREFIX + name).to_pylist()
+    shapes = table.column(f"{ARRAY_PREFIX}{name}__shape").to_pylist()
+    dtypes = table.column(f"{ARRAY_PREFIX}{name}__dtype").to_pylist()
+    return [None if d is None else np.frombuffer(d, dtype=t).reshape(s) for d, s, t in zip(data, shapes, dtypes)]
+
+
+def error_rows(part: pa.Table) -> list[dict[str, str]]:
+    """``errors.parquet`` rows (key, shard, stage, error_type, message) of one shard's block."""
+    kinds = part.column("kind").to_pylist()
+    rows = part.filter(pa.array([k in (KIND_ERROR, KIND_FAILED) for k in kinds]))
+    return [
+        {"key": r["key"] or "", "shard": r["shard"], "stage": r["error_stage"], "error_type": r["error_type"], "message": r["error_message"]}
+        for r in rows.select(["key", "shard", "error_stage", "error_type", "error_message"]).to_pylist()
+    ]
+
+
+def encoded_shard(part: pa.Table, names: list[str]) -> EncodedShard:
+    """The :class:`EncodedShard` of one shard's encoded block (``names``: the codec's stored arrays)."""
+    kinds = part.column("kind").to_pylist()
+    samples = part.filter(pa.array([k == KIND_SAMPLE for k in kinds]))
+    meta = ("key", "index_in_shard", "caption", "label", "json", "original_size", "crop_box", "bucket")
+    columns: dict[str, list] = {n: samples.column(n).to_pylist() for n in meta if n in samples.column_names}
+    present = set(array_names(samples))
+    for name in names:
+        columns[name] = table_arrays(samples, name) if name in present else []
+    return EncodedShard(part.column("shard")[0].as_py(), columns, tuple(error_rows(part)))
