@@ -16,8 +16,6 @@ scaling/shift, resampled from ``mean + std * eps`` where logvar is stored.
 
 from __future__ import annotations
 
-import hashlib
-
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -137,8 +135,9 @@ def build_image_stream(source: dict[str, Any], processor: dict[str, Any], downsa
     Args:
         shard_slice: which of the sorted shards to use (``slice(-k, None)`` holds out the last k).
     """
+    from latentflow.data.encode import process_record, unpack_pixels
     from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
-    from latentflow.data.records import SampleError
+    from latentflow.data.records import SampleError, key_seed
     from latentflow.data.sources import SourceConfig, list_shards, read_shard
 
     source_cfg = SourceConfig.from_dict(source)
@@ -150,24 +149,20 @@ def build_image_stream(source: dict[str, Any], processor: dict[str, Any], downsa
     augment = proc.config.crop == "random"
 
     def process(record) -> np.ndarray:
-        if record.image is None:
-            raise SampleError("read", "missing_image", f"sample {record.key!r} has no image")
+        # the encode job's own per-record path; a bad sample raises SampleError (skipped, counted)
         if not augment:
-            return proc.process(record.image, record.key).pixel_values
+            return unpack_pixels(process_record(record, proc).pixels)
         # A fresh random crop (and, with processor.flip, a coin-flip mirror) every epoch, still a
         # deterministic function of (seed, epoch, key) so a resumed run sees the same pixels.
-        out = proc.process(record.image, f"{record.key}@epoch{stream.epoch}")
-        if out.flip_pixel_values is not None and np.random.default_rng([seed, stream.epoch, _key_int(record.key)]).random() < 0.5:
-            return out.flip_pixel_values
-        return out.pixel_values
+        epoch_key = f"{record.key}@epoch{stream.epoch}"
+        pixels = unpack_pixels(process_record(record, proc, key=epoch_key).pixels)
+        if proc.config.flip and np.random.default_rng(key_seed(seed, epoch_key)).random() < 0.5:
+            return np.ascontiguousarray(pixels[:, :, ::-1])
+        return pixels
 
     stream = ImageStream(shards, lambda s: read_shard(s, source_cfg), process, batch_size, seed, shuffle,
                          rank, world, skip_errors=(SampleError,))
     return stream
-
-
-def _key_int(key: str) -> int:
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
 
 
 # ---- stage 2 ------------------------------------------------------------------------
