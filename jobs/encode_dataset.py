@@ -1,5 +1,8 @@
 """python jobs/encode_dataset.py --config configs/encode/default.yaml [key=value ...] [--overwrite]
 
+With no arguments it runs the embedded default, ``configs/encode/default.yaml`` (the shipped
+photos, encoded by ``models/kl-f8`` into ``./outputs/default``).
+
 Encode a dataset of images (WebDataset tars, Parquet, a Hugging Face dataset or a folder;
 local or s3://) into latents with a fixed autoencoder, exactly once and resumably, as
 Parquet (readable with ``datasets.load_dataset``) and Zarr, with codec metadata.
@@ -15,7 +18,8 @@ directory, so give ``output`` as an absolute path or a URL.
 
 Rerunning the same command skips committed shards; new input shards are appended; a
 different model, weights or processor config is refused unless ``--overwrite``.
-Exit status: 0 on success, 1 when failures exceed ``max_error_rate``, 2 on a config/usage error.
+Exit status: 0 on success, 1 when failures exceed ``max_error_rate``, 2 on a config/usage error
+(one line ``error: ...`` on stderr, checked before Ray starts and before anything is written).
 """
 
 from __future__ import annotations
@@ -23,31 +27,75 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from pathlib import Path
 
-from latentflow.errors import LatentflowError
+import yaml
+
+from latentflow.errors import ConfigError, LatentflowError
 from latentflow.pipeline.config import EncodeJobConfig
 from latentflow.pipeline.runner import EncodeSummary, run_encode_job
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "configs" / "encode" / "default.yaml"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML job config, e.g. configs/encode/default.yaml")
+    parser.add_argument("--config", default=None, help=f"YAML job config (default: the embedded {DEFAULT_CONFIG.relative_to(REPO)})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output instead of resuming/refusing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, dotted for sections (processor.resolution=128)")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # key=value overrides before or after the options
+
+
+def load_config(args: argparse.Namespace) -> EncodeJobConfig:
+    """The job config from ``--config`` (else the embedded default) and the overrides.
+
+    The embedded default's relative source paths name files shipped in this repository, so they
+    are resolved against it (the job then runs from any directory); its output stays relative to
+    the current directory.
+    """
+    path = args.config or str(DEFAULT_CONFIG)
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config {path!r} is not a file; give a YAML job file, e.g. --config {DEFAULT_CONFIG.relative_to(REPO)}")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" line {where.line + 1}" if where else ""
+        raise ConfigError(f"--config {path!r} is not valid YAML ({getattr(err, 'problem', None) or type(err).__name__}{line}); fix the file") from None
+    if args.config is None and isinstance(data.get("source"), dict):
+        data["source"]["urls"] = [u if "://" in u or os.path.isabs(u) else str(REPO / u) for u in data["source"].get("urls", [])]
+    config = EncodeJobConfig.from_yaml_data(data, args.overrides, where=path)
+    return config.replace(overwrite=True) if args.overwrite else config
+
+
+def one_line(err: BaseException) -> str:
+    """``Type: message`` on one line; a Ray task error shows the latentflow error it carries."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, LatentflowError):
+        err = cause
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}"
 
 
 def print_summary(summary: EncodeSummary) -> None:
     s = summary
     print(
-        f"\nencoded {s.rows} images in {s.seconds:.1f} s ({s.images_per_s:.2f} images/s); "
-        f"{s.errors} sample errors ({s.error_rate:.1%}); shards: {s.shards_committed} committed, "
-        f"{s.shards_skipped} already done, {len(s.shards_failed)} failed of {s.shards_total}"
+        f"\nthis run: encoded {s.rows} images in {s.seconds:.1f} s ({s.images_per_s:.2f} images/s); "
+        f"{s.errors} sample errors; shards: {s.shards_committed} committed, {s.shards_skipped} already done, "
+        f"{len(s.shards_failed)} failed of {s.shards_total}"
     )
     for url in s.shards_failed:
         print(f"  failed shard: {url}")
+    t = s.totals
+    print(
+        f"the output holds: {t.rows} images in {t.shards} committed shards; {t.sample_errors} sample errors "
+        f"({s.error_rate:.1%} of samples); {len(s.shards_failed)} shard(s) failing ({s.shard_failure_rate:.1%} of shards)"
+    )
     out = s.output.rstrip("/")
     print(f"output: {out}/latentflow.json  {out}/parquet/  {out}/zarr/  {out}/errors.parquet")
     print(f'load it: import datasets; ds = datasets.load_dataset("{out}", split="train")'
@@ -58,19 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = EncodeJobConfig.from_yaml(args.config, args.overrides)
-        if args.overwrite:
-            config = config.replace(overwrite=True)
+        config = load_config(args)
         print("config:", json.dumps(config.to_public_dict(), sort_keys=True))
         summary = run_encode_job(config, progress=not args.no_progress)
-    except LatentflowError as err:
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - only ours (or Ray's wrapping of ours) become one line
+        if not isinstance(err, LatentflowError) and not isinstance(getattr(err, "cause", None), LatentflowError):
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     print_summary(summary)
     if not summary.ok:
         print(
             f"FAILED: error rate {summary.error_rate:.1%} / shard failure rate {summary.shard_failure_rate:.1%} "
-            f"exceeds max_error_rate={summary.max_error_rate:.1%}",
+            f"of the output exceeds max_error_rate={summary.max_error_rate:.1%}",
             file=sys.stderr,
         )
         return 1

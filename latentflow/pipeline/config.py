@@ -54,13 +54,20 @@ class EncodeJobConfig(DataConfig):
             a CPU per thread on CPU actors, so read/preprocess and write tasks always find a
             CPU (a pool that reserves every CPU hangs Ray Data).
         torch_threads: intra-op threads per actor; None -> the cores / num_actors.
-        preprocess_num_cpus: logical CPUs per read+preprocess task.
+        preprocess_num_cpus: logical CPUs per read+preprocess task; None -> 1, or half a CPU where
+            no node has 2 (``pipeline.runner.pool_shape`` checks that reads fit beside the actors).
         device: ``auto`` (cuda when available), ``cpu`` or ``cuda``.
         formats: sinks to write: ``parquet`` and/or ``zarr``.
         max_error_rate: the job exits non-zero when failed samples (or failed shards) exceed this fraction.
         shard_retries: extra attempts to read a shard before it is recorded as failed.
         overwrite: replace an output written by a different model/processor instead of refusing.
         storage_options: fsspec options for the model and the output (credentials: used, never stored).
+        shared_filesystem: local paths (source, output) are on a filesystem every Ray node sees
+            (NFS, a shared mount). Without it a job refuses local paths on a cluster of more than
+            one node: each node would read or write its own disk.
+        placement_timeout_s: a job whose read, encode or write tasks stay unplaced this long
+            (the cluster has no node with room for them) fails with the cluster's shape instead
+            of waiting forever; 0 waits forever.
     """
 
     model: str = ""
@@ -75,13 +82,15 @@ class EncodeJobConfig(DataConfig):
     actors_per_gpu: int = 2
     actor_num_cpus: float | None = None
     torch_threads: int | None = None
-    preprocess_num_cpus: float = 1.0
+    preprocess_num_cpus: float | None = None
     device: str = "auto"
     formats: tuple[str, ...] = FORMATS
     max_error_rate: float = 0.05
     shard_retries: int = 2
     overwrite: bool = False
     storage_options: dict[str, Any] | None = None
+    shared_filesystem: bool = False
+    placement_timeout_s: float = 120.0
 
     def validate(self) -> None:
         name = type(self).__name__
@@ -99,12 +108,17 @@ class EncodeJobConfig(DataConfig):
         if self.num_actors is not None:
             check_positive(name, "num_actors", self.num_actors)
         check_positive(name, "actors_per_gpu", self.actors_per_gpu)
-        check_positive(name, "preprocess_num_cpus", self.preprocess_num_cpus)
+        if self.preprocess_num_cpus is not None:
+            check_positive(name, "preprocess_num_cpus", self.preprocess_num_cpus)
         check_positive(name, "shard_retries", self.shard_retries, allow_zero=True)
         if self.actor_num_cpus is not None:
             check_positive(name, "actor_num_cpus", self.actor_num_cpus)
         if self.torch_threads is not None:
             check_positive(name, "torch_threads", self.torch_threads)
+        if self.processor.flip:  # the encoder builds flipped views itself when store.flip asks for them
+            raise ConfigError(f"{name}.processor.flip is ignored by the encode job; to encode flipped views set "
+                              f"store.flip=true (and processor.flip=false), got: processor.flip=True")
+        check_positive(name, "placement_timeout_s", self.placement_timeout_s, allow_zero=True)
         if not 0.0 <= self.max_error_rate <= 1.0:
             raise ConfigError(f"{name}.max_error_rate must be in [0, 1], got: {self.max_error_rate}")
 
@@ -131,9 +145,14 @@ class EncodeJobConfig(DataConfig):
         """
         with open(path) as f:
             data = yaml.safe_load(f) or {}
+        return cls.from_yaml_data(data, overrides, where=path)
+
+    @classmethod
+    def from_yaml_data(cls, data: Any, overrides: list[str] | None = None, where: str = "the config") -> "EncodeJobConfig":
+        """:meth:`from_yaml` on data already read from YAML (``where`` names it in errors)."""
         if not isinstance(data, dict):
-            raise ConfigError(f"{path!r} must hold a YAML mapping at the top level, got: {type(data).__name__}")
-        return cls.from_dict(apply_overrides(data, overrides or []))
+            raise ConfigError(f"{where!r} must hold a YAML mapping at the top level, got: {type(data).__name__}")
+        return cls.from_dict(apply_overrides(data, overrides or [], cls))
 
     def resolved_storage_options(self) -> dict[str, Any]:
         """Storage options from the config, else from ``$LATENTFLOW_STORAGE_OPTIONS`` (JSON), else ``{}``."""
@@ -145,8 +164,13 @@ class EncodeJobConfig(DataConfig):
         return dict(own) if own is not None else self.resolved_storage_options()
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b=value`` strings to a nested dict (values parsed as YAML). Returns a new dict."""
+def apply_overrides(data: dict[str, Any], overrides: list[str], config_class: type | None = None) -> dict[str, Any]:
+    """Apply ``a.b=value`` strings to a nested dict (values parsed as YAML). Returns a new dict.
+
+    A value that does not parse as YAML, or parses to a mapping where the field wants a string
+    or a list (``/d/shard-{000000..000099}.tar``: braces read as a YAML mapping), is taken as
+    the raw string; a string given to a list field becomes a one-item list.
+    """
     out = json.loads(json.dumps(data))
     for item in overrides:
         if "=" not in item:
@@ -158,5 +182,48 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {key!r} is not a section")
-        node[keys[-1]] = yaml.safe_load(raw)
+        node[keys[-1]] = _override_value(raw, _field_type(config_class or EncodeJobConfig, keys))
     return out
+
+
+def _field_type(config_class: type, keys: list[str]) -> Any:
+    """The declared type of the dotted field ``keys`` (None where a key is not a known field)."""
+    from latentflow.configuration import _section_type
+
+    tp: Any = config_class
+    for key in keys:
+        section, _ = _section_type(tp)
+        if section is None or key not in section.field_types():
+            return None
+        tp = section.field_types()[key]
+    return tp
+
+
+def _override_value(raw: str, tp: Any) -> Any:
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw  # not YAML (e.g. "{000..009}.tar"): the string itself
+    wants = _kinds(tp)
+    if isinstance(value, dict) and wants & {str, list} and dict not in wants:
+        return [raw] if str not in wants else raw
+    if isinstance(value, str) and list in wants and str not in wants:
+        return [value]
+    return value
+
+
+def _kinds(tp: Any) -> set[type]:
+    """The plain kinds a type annotation accepts: {str}, {list}, {dict, NoneType}, ..."""
+    import typing
+
+    if tp is None:
+        return set()
+    args = typing.get_args(tp)
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        return {list}
+    if origin is dict:
+        return {dict}
+    if args and origin is not None and not isinstance(origin, type):  # a Union / Optional
+        return set().union(*(_kinds(a) for a in args))
+    return {tp} if isinstance(tp, type) else set()

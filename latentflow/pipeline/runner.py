@@ -21,7 +21,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,9 @@ from typing import Any
 from latentflow import hub
 from latentflow.data.codec import build_codec
 from latentflow.data.sinks import finalize, prepare_output, read_output_codec
-from latentflow.data.sources import list_shards
-from latentflow.errors import CheckpointError
+from latentflow.errors import CheckpointError, ConfigError
 from latentflow.pipeline.config import EncodeJobConfig
+from latentflow.pipeline.preflight import alive_nodes, check_before_ray, check_cluster, describe_nodes
 from latentflow.pipeline.datasink import LatentDatasink, ShardResult
 from latentflow.pipeline.datasource import ShardDatasource
 from latentflow.pipeline.stages import EncoderActor, preprocess_batch
@@ -39,8 +39,28 @@ from latentflow.pipeline.stages import EncoderActor, preprocess_batch
 logger = logging.getLogger(__name__)
 
 @dataclass
+class OutputTotals:
+    """What an output holds after a run, counted from its commit markers (every run, not only this one)."""
+
+    rows: int = 0
+    shards: int = 0
+    sample_errors: int = 0
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, Any]) -> "OutputTotals":
+        return cls(int(counts.get("rows", 0)), int(counts.get("shards", 0)), int(counts.get("sample_errors", 0)))
+
+
+@dataclass
 class EncodeSummary:
-    """What a job did. ``ok`` is False when failures exceed ``max_error_rate``."""
+    """What a run did (``rows``, ``errors``: sample errors of the shards it committed, ``shards_*``)
+    and what the output holds after it (``totals``).
+
+    Rates are over the whole output, so a rerun that only retries a bad shard does not read as
+    100% failed: ``error_rate`` is sample errors / samples of every committed shard,
+    ``shard_failure_rate`` the shards still failing / every shard of the source. ``ok`` is False
+    when either exceeds ``max_error_rate``.
+    """
 
     output: str
     shards_total: int = 0
@@ -51,6 +71,7 @@ class EncodeSummary:
     errors: int = 0
     seconds: float = 0.0
     max_error_rate: float = 0.0
+    totals: OutputTotals = field(default_factory=OutputTotals)
 
     @property
     def images_per_s(self) -> float:
@@ -58,20 +79,27 @@ class EncodeSummary:
 
     @property
     def error_rate(self) -> float:
-        done = self.rows + self.errors
-        return self.errors / done if done else 0.0
+        seen = self.totals.rows + self.totals.sample_errors
+        return self.totals.sample_errors / seen if seen else 0.0
 
     @property
     def shard_failure_rate(self) -> float:
-        tried = self.shards_total - self.shards_skipped
-        return len(self.shards_failed) / tried if tried else 0.0
+        return len(self.shards_failed) / self.shards_total if self.shards_total else 0.0
 
     @property
     def ok(self) -> bool:
         return self.error_rate <= self.max_error_rate and self.shard_failure_rate <= self.max_error_rate
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "images_per_s": self.images_per_s, "error_rate": self.error_rate, "ok": self.ok}
+        return {**asdict(self), "images_per_s": self.images_per_s, "error_rate": self.error_rate,
+                "shard_failure_rate": self.shard_failure_rate, "ok": self.ok}
+
+    def run_dict(self) -> dict[str, Any]:
+        """This run's own figures (what ``latentflow.json`` appends to ``runs``)."""
+        out = asdict(self)
+        out.pop("totals")
+        out["sample_errors"] = out.pop("errors")
+        return {**out, "images_per_s": self.images_per_s}
 
 
 def run_encode_job(config: EncodeJobConfig, progress: bool = True) -> EncodeSummary:
@@ -91,9 +119,10 @@ def run_encode_job(config: EncodeJobConfig, progress: bool = True) -> EncodeSumm
         CheckpointError: the model cannot be found.
     """
     options = config.resolved_storage_options()
+    shards = check_before_ray(config)  # the source matches shards, the output can be written (ConfigError)
     model = load_model(config.model, options)
     source = config.source.replace(storage_options=config.source_storage_options())
-    shards = list_shards(source)
+    join_cluster(config)  # a running cluster: local paths and the pool's fit are checked before anything is written
     codec = build_codec(model, config.processor, config.store, source.urls, config.dtype, model_location=config.model)
     codec = merged_sources_codec(config.output, codec, options, config.overwrite)
     # refuses another encoder's output (CodecMismatchError) unless overwrite; records the codec first
@@ -105,21 +134,25 @@ def run_encode_job(config: EncodeJobConfig, progress: bool = True) -> EncodeSumm
     results = _run_ray(config, source, model, codec, pending, options, progress) if pending else []
     summary.seconds = time.perf_counter() - start
     shard_errors = _tally(summary, results)
-    finalize(config.output, codec, options, {**summary.to_dict(), "shard_errors": shard_errors, "failed_shards": summary.shards_failed})
+    info = finalize(config.output, codec, options, {**summary.run_dict(), "shard_errors": shard_errors, "failed_shards": summary.shards_failed})
+    summary.totals = OutputTotals.from_counts(info["counts"])
     return summary
 
 
 def _tally(summary: EncodeSummary, results: list[ShardResult]) -> list[dict]:
-    """Add the shard results to ``summary``; returns the error rows of failed shards (they have no marker)."""
+    """Add the shard results to ``summary``; returns the error rows of failed shards (they have no marker).
+
+    A failed shard counts once, in ``shards_failed``, never among the sample errors.
+    """
     shard_errors = []
     for r in results:
-        summary.errors += len(r.errors)
         if r.failed:
             summary.shards_failed.append(r.url)
             shard_errors += r.errors
         else:
             summary.shards_committed += 1
             summary.rows += r.rows
+            summary.errors += len(r.errors)
     return shard_errors
 
 
@@ -158,6 +191,8 @@ def _run_ray(config: EncodeJobConfig, source, model, codec: dict, pending: list,
     from ray.data import DataContext
 
     ensure_ray()
+    nodes = alive_nodes()
+    shape = pool_shape(config, nodes, len(pending))
     ctx = DataContext.get_current()
     saved = ctx.target_max_block_size, ctx.max_consecutive_actor_init_deaths
     ctx.target_max_block_size = None  # never split a shard's block: it is the unit of commit
@@ -166,55 +201,87 @@ def _run_ray(config: EncodeJobConfig, source, model, codec: dict, pending: list,
     ctx.max_consecutive_actor_init_deaths = ACTOR_INIT_DEATHS
     sink = LatentDatasink(config.output, codec, config.formats, options)
     watcher = ProgressWatcher(config.output, options, total_shards=len(pending)) if progress else None
+    watchdog = _watchdog(config, options, nodes, shape)
     try:
         # commits wait on storage, not on the CPU: a small reservation lets them overlap the encoder
-        encode_plan(config, source, model, pending, options).write_datasink(sink, ray_remote_args={"num_cpus": WRITE_NUM_CPUS})
+        plan = encode_plan(config, source, model, pending, options, shape=shape)
+        plan.write_datasink(sink, ray_remote_args={"num_cpus": shape.write_num_cpus})
+    except KeyboardInterrupt:
+        if watchdog is not None and watchdog.fired:  # the watchdog interrupted a job that cannot be placed
+            raise ConfigError(watchdog.message) from None
+        raise
     finally:
         ctx.target_max_block_size, ctx.max_consecutive_actor_init_deaths = saved
+        if watchdog is not None:
+            watchdog.stop()
         if watcher:
             watcher.stop()
     return sink.results
 
 
-def encode_plan(config: EncodeJobConfig, source, model, pending: list, options: dict, resources: dict | None = None):
+def _watchdog(config: EncodeJobConfig, options: dict, nodes: list[dict], shape: "PoolShape"):
+    """A :class:`PlacementWatchdog` that interrupts the driver (main thread only) when tasks stay unplaced."""
+    import _thread
+
+    from latentflow.data.sinks import committed_shards
+    from latentflow.pipeline.placement import PlacementWatchdog, pending_demand
+
+    if not config.placement_timeout_s or threading.current_thread() is not threading.main_thread():
+        return None
+    explain = (f"the Ray cluster has {describe_nodes(nodes)}, and the job reserves {shape.num_cpus:g} CPU per encoder actor "
+               f"({shape.actors} actors), {shape.read_num_cpus:g} per read and {shape.write_num_cpus:g} per write, each on "
+               f"one node; free CPUs on the nodes (other jobs?), lower preprocess_num_cpus / num_actors, or raise placement_timeout_s")
+    return PlacementWatchdog(config.placement_timeout_s, pending_demand, lambda: len(committed_shards(config.output, options)),
+                             on_stall=lambda _: _thread.interrupt_main(), explain=explain)
+
+
+def encode_plan(config: EncodeJobConfig, source, model, pending: list, options: dict,
+                resources: dict | list[dict] | None = None, shape: "PoolShape | None" = None):
     """The lazy Ray Dataset of encoded shards: read + preprocess tasks, then the encoder pool.
 
-    ``resources``: the cluster's ``{"CPU": n, "GPU": m}`` (default: ``ray.cluster_resources()``).
+    ``resources``: one node's ``{"CPU": n, "GPU": m}`` or a list of them, one per node (default:
+    the alive nodes of the connected cluster); ``shape`` (default: :func:`pool_shape` of them).
     Nothing runs until the dataset is consumed, so a GPU plan can be built on a CPU-only cluster.
     """
     import ray
+
+    shape = shape or pool_shape(config, _node_list(resources), len(pending))
 
     ds = ray.data.read_datasource(
         ShardDatasource(pending, source, source.storage_options, config.shard_retries),
         override_num_blocks=len(pending),
     )
     ds = ds.map_batches(
-        preprocess_batch, batch_size=None, batch_format="pyarrow", num_cpus=config.preprocess_num_cpus,
+        preprocess_batch, batch_size=None, batch_format="pyarrow", num_cpus=shape.read_num_cpus,
         fn_kwargs={"processor_config": config.processor.to_dict(), "downsample_factor": model.downsample_factor},
     )
     # each call gets a whole block (one shard, the unit of commit). Public map_batches refuses
     # batch_size=None when GPUs are requested; map_batches_internal (a DeveloperAPI) is
     # map_batches without that check, as GroupedData.map_groups uses it for whole groups on GPUs
     return ds.map_batches_internal(EncoderActor, batch_size=None, batch_format="pyarrow",
-                                   **actor_options(config, options, model, len(pending), resources))
+                                   **actor_options(config, options, model, len(pending), resources, shape))
 
 
 MAX_AUTO_CPU_ACTORS = 8
+MIN_ACTOR_CPUS = 0.1
 
 
 @dataclass(frozen=True)
 class PoolShape:
     """How the encoder pool uses a cluster: ``actors`` x ``threads`` intra-op threads, each
-    reserving ``num_cpus`` logical CPUs and ``num_gpus`` GPUs (a fraction when actors share one)."""
+    reserving ``num_cpus`` logical CPUs and ``num_gpus`` GPUs (a fraction when actors share one);
+    each read+preprocess task reserves ``read_num_cpus`` and each write task ``write_num_cpus``."""
 
     actors: int
     threads: int
     num_cpus: float
     num_gpus: float
+    read_num_cpus: float = 1.0
+    write_num_cpus: float = 0.5
 
 
-def pool_shape(config: EncodeJobConfig, cpus: float, gpus: float, node_cores: int) -> PoolShape:
-    """The encoder pool for a cluster with ``cpus`` logical CPUs and ``gpus`` GPUs.
+def pool_shape(config: EncodeJobConfig, nodes: list[dict[str, float]], blocks: int | None = None) -> PoolShape:
+    """The encoder pool for a cluster whose alive nodes have ``nodes`` = ``[{"CPU": c, "GPU": g}, ...]``.
 
     GPUs: ``actors_per_gpu`` actors per GPU, each reserving its share (``num_actors`` overrides;
     each actor then reserves ``1/k`` of a GPU, ``k`` actors per GPU rounded up, so every actor
@@ -227,23 +294,53 @@ def pool_shape(config: EncodeJobConfig, cpus: float, gpus: float, node_cores: in
     intra-op barrier whenever a read, write or Ray's own work takes a core: measured with
     the mid-size KL model on 2 cores, 2 x 1 thread encodes about 0.86 of the bare model's rate in
     the steady state against 0.77 for 1 x 2 threads (``benchmarks/encode_throughput.py``).
-    Each actor reserves half a CPU per thread, so reads and writes always find a CPU
-    (a pool that reserves every CPU starves them and the job hangs).
+
+    Ray places every task and actor on ONE node, so the fit is per node: however Ray spreads
+    the actors, some node must keep a read task's CPUs free beside them (a pool that leaves
+    none hangs Ray Data forever: two 1-CPU nodes, each holding a 0.5-CPU actor, never place a
+    1-CPU read). Actors reserve half a CPU per thread, less where that is needed to fit; an
+    automatic pool shrinks; reads reserve ``preprocess_num_cpus`` (default 1, half a CPU on
+    nodes of one CPU). ``blocks``: pending shards; an automatic pool has no more actors.
+
+    Raises:
+        ConfigError: no pool fits the cluster (the message names its shape and the fix).
     """
-    cores = max(1, int(cpus))
+    nodes = [n for n in nodes if n.get("CPU", 0) > 0]
+    if not nodes:
+        raise ConfigError("the Ray cluster has no alive node with a CPU; start a node with --num-cpus >= 1")
+    biggest = max(n["CPU"] for n in nodes)
+    read = config.preprocess_num_cpus if config.preprocess_num_cpus is not None else min(1.0, biggest / 2)
+    write = min(WRITE_NUM_CPUS, read)
+    gpus = sum(int(n.get("GPU", 0)) for n in nodes)
     on_gpu = gpus >= 1 and config.device != "cpu"
+    hosts = [n for n in nodes if int(n.get("GPU", 0)) >= 1] if on_gpu else nodes  # where actors can go
+    cores = max(1, int(sum(n["CPU"] for n in hosts)))
     if config.num_actors or on_gpu:
-        actors = config.num_actors or int(gpus) * config.actors_per_gpu  # no num_actors: on_gpu holds
-        threads = config.torch_threads or max(1, min(node_cores, cores) // actors)
+        actors = config.num_actors or gpus * config.actors_per_gpu  # no num_actors: on_gpu holds
+        per_node = -(-actors // len(hosts))
+        threads = config.torch_threads or max(1, int(min(n["CPU"] for n in hosts)) // per_node)
     elif config.torch_threads:
         threads = config.torch_threads
         actors = max(1, cores // threads)
     else:
         actors = min(cores, MAX_AUTO_CPU_ACTORS)
-        threads = max(1, cores // actors)
+        threads = max(1, min(cores // actors, int(biggest)))
+    auto = not config.num_actors
+    if blocks is not None and auto:
+        actors = max(1, min(actors, blocks))
+    share = _gpu_share(actors, gpus) if on_gpu else 0
     wanted = 1.0 if on_gpu else 0.5 * threads
-    num_cpus = config.actor_num_cpus if config.actor_num_cpus is not None else _spare(wanted, cores, actors)
-    return PoolShape(actors, threads, num_cpus, _gpu_share(actors, int(gpus)) if on_gpu else 0)
+    while True:
+        num_cpus = config.actor_num_cpus if config.actor_num_cpus is not None else _spare(wanted, nodes, hosts, actors, read, share)
+        if num_cpus is not None and _fits(actors, num_cpus, nodes, hosts, read, share):
+            return PoolShape(actors, threads, num_cpus, share, read, write)
+        if not auto or actors == 1:
+            raise ConfigError(
+                f"no encoder pool of {actors} actor(s) fits the Ray cluster ({describe_nodes(nodes)}): Ray places each task on "
+                f"one node, and however the actors ({num_cpus or MIN_ACTOR_CPUS:g} CPU each) are spread, some node must keep "
+                f"{read:g} CPU free for a read task; set num_actors lower or preprocess_num_cpus=0.5, or use nodes with more CPUs")
+        actors -= 1
+        share = _gpu_share(actors, gpus) if on_gpu else 0
 
 
 def _gpu_share(actors: int, gpus: int) -> float:
@@ -253,12 +350,53 @@ def _gpu_share(actors: int, gpus: int) -> float:
     return 1.0 if per_gpu <= 1 else math.floor(10_000 / per_gpu) / 10_000
 
 
-def _spare(wanted: float, cores: int, actors: int) -> float:
-    """``wanted`` CPUs per actor, less where the pool would leave no whole CPU for reads and writes."""
-    return max(0.1, math.floor(min(wanted, (cores - 1) / actors) * 1000) / 1000) if cores > 1 else 0.1  # floor: never over
+def _spare(wanted: float, nodes: list[dict], hosts: list[dict], actors: int, read: float, share: float) -> float | None:
+    """The most CPUs per actor, up to ``wanted`` (in steps of 0.001, never below 0.1), with which
+    the pool fits (:func:`_fits`); None when even 0.1 does not."""
+    hi = math.floor(wanted * 1000)
+    lo = round(MIN_ACTOR_CPUS * 1000)
+    if hi < lo or not _fits(actors, lo / 1000, nodes, hosts, read, share):
+        return None
+    while lo < hi:  # fewer CPUs per actor fit at least as well: bisect for the largest that fits
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if _fits(actors, mid / 1000, nodes, hosts, read, share) else (lo, mid - 1)
+    return lo / 1000
 
 
-def actor_options(config: EncodeJobConfig, options: dict, model, blocks: int | None = None, resources: dict | None = None) -> dict[str, Any]:
+def _fits(actors: int, num_cpus: float, nodes: list[dict], hosts: list[dict], read: float, share: float) -> bool:
+    """Whether ``actors`` of ``num_cpus`` (and ``share`` of a GPU) can all be placed, and however Ray
+    places them, some node keeps ``read`` CPUs free.
+
+    A node of ``c`` CPUs is left without room for a read once it holds ``floor((c - read) / u) + 1``
+    actors of ``u`` CPUs; when that is more actors than it can hold, it never is. The pool is safe
+    when the actors are too few to do that on every node that could take a read.
+    """
+    eps = 1e-9
+
+    def room(n: dict) -> int:  # actors this node can hold
+        by_gpu = math.floor(int(n.get("GPU", 0)) / share + eps) if share else actors
+        return min(math.floor(n["CPU"] / num_cpus + eps), by_gpu)
+
+    if sum(room(n) for n in hosts) < actors:
+        return False
+    readers = [n for n in nodes if n["CPU"] + eps >= read]
+    if any(all(n is not h for h in hosts) for n in readers):
+        return True  # a node no actor can use always has room for reads
+    blocking = [math.floor((n["CPU"] - read) / num_cpus + eps) + 1 for n in readers]
+    if any(b > room(n) for b, n in zip(blocking, readers)):
+        return True
+    return bool(readers) and actors < sum(blocking)
+
+
+def _node_list(resources: dict | list[dict] | None) -> list[dict]:
+    """Nodes as ``[{"CPU": .., "GPU": ..}]``: the connected cluster's, one node's dict, or the list given."""
+    if resources is None:
+        return alive_nodes()
+    return [resources] if isinstance(resources, dict) else list(resources)
+
+
+def actor_options(config: EncodeJobConfig, options: dict, model, blocks: int | None = None,
+                  resources: dict | list[dict] | None = None, shape: PoolShape | None = None) -> dict[str, Any]:
     """``map_batches`` kwargs of the encoder pool (see :func:`pool_shape`).
 
     Ray Data's actor pools restart dead actors and retry their tasks by default
@@ -268,14 +406,11 @@ def actor_options(config: EncodeJobConfig, options: dict, model, blocks: int | N
     second one queued on a busy actor would wait while another actor idles. There are never
     more actors than ``blocks`` (pending shards): each one costs a model load.
     """
-    import ray
     from ray.data import ActorPoolStrategy
 
-    resources = ray.cluster_resources() if resources is None else resources
-    shape = pool_shape(config, resources.get("CPU", os.cpu_count() or 1), resources.get("GPU", 0), os.cpu_count() or 1)
-    if blocks is not None and blocks < shape.actors and not config.num_actors:
-        shape = replace(shape, actors=max(1, blocks))
-    logger.info("encoder pool: %d actor(s) x %d thread(s), %.2f CPU and %.2f GPU each", shape.actors, shape.threads, shape.num_cpus, shape.num_gpus)
+    shape = shape or pool_shape(config, _node_list(resources), blocks)
+    logger.info("encoder pool: %d actor(s) x %d thread(s), %.2f CPU and %.2f GPU each; reads %.2f CPU, writes %.2f CPU",
+                shape.actors, shape.threads, shape.num_cpus, shape.num_gpus, shape.read_num_cpus, shape.write_num_cpus)
     return {
         "compute": ActorPoolStrategy(size=shape.actors, max_tasks_in_flight_per_actor=None if shape.num_gpus else 1),
         "num_gpus": shape.num_gpus,
@@ -296,9 +431,28 @@ def ensure_ray() -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, logging_level=logging.WARNING)
     else:
         ray.init(include_dashboard=False, log_to_driver=True)
+
+
+def join_cluster(config: EncodeJobConfig) -> list[dict] | None:
+    """Join the running Ray cluster (``$RAY_ADDRESS``, or an initialized Ray) and check the job fits it:
+    local paths on several nodes need ``shared_filesystem``, and the encoder pool must fit per node.
+    Returns its alive nodes; None (nothing started) when the job will start its own local Ray.
+
+    Raises:
+        ConfigError: a check failed (the message names the cluster's shape and the fix).
+    """
+    import ray
+
+    if not (ray.is_initialized() or os.environ.get("RAY_ADDRESS")):
+        return None
+    ensure_ray()
+    nodes = alive_nodes()
+    check_cluster(config, nodes)
+    pool_shape(config, nodes)
+    return nodes
 
 
 class ProgressWatcher:

@@ -84,7 +84,7 @@ def _shape(cpus, gpus, **overrides):
     from latentflow.pipeline.runner import pool_shape
 
     cfg = EncodeJobConfig.from_dict({"model": "m", "source": {"urls": ["a.tar"]}, **overrides})
-    s = pool_shape(cfg, cpus, gpus, node_cores=int(cpus))
+    s = pool_shape(cfg, [{"CPU": cpus, "GPU": gpus}])
     return s.actors, s.threads, s.num_cpus, s.num_gpus
 
 
@@ -92,9 +92,10 @@ def test_pool_shape_cpu_defaults_leave_a_cpu_for_reads_and_writes():
     assert _shape(2, 0) == (2, 1, 0.5, 0)  # one single-threaded actor per core
     assert _shape(16, 0) == (8, 2, 1.0, 0)  # capped at 8 actors, then more threads each
     assert _shape(64, 0)[:2] == (8, 8)
+    assert _shape(1, 0) == (1, 1, 0.5, 0)  # a 1-CPU node: reads take the other half
     for cpus in (1, 2, 3, 4, 8, 16, 64):
         actors, _, num_cpus, _ = _shape(cpus, 0)
-        assert actors * num_cpus <= max(cpus - 1, 0.1 * actors) + 1e-9, cpus  # never every CPU reserved
+        assert actors * num_cpus + min(1.0, cpus / 2) <= cpus + 1e-9, cpus  # a read always fits beside the pool
 
 
 def test_pool_shape_gpus_and_explicit_settings():

@@ -1,0 +1,129 @@
+"""The encode job refuses bad setups before Ray starts: exit status 2, ONE line on stderr that
+names the fix, and nothing written. Each case runs ``python jobs/encode_dataset.py`` as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from latentflow.errors import ConfigError
+from latentflow.pipeline.config import EncodeJobConfig, apply_overrides
+from pipeline_helpers import good_samples, write_tar
+
+ROOT = Path(__file__).resolve().parents[2]
+JOB = str(ROOT / "jobs" / "encode_dataset.py")
+
+
+def _run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {})}
+    env.pop("RAY_ADDRESS", None)  # never a cluster: these refusals come before Ray starts
+    return subprocess.run([sys.executable, JOB, *args], cwd=str(cwd), env=env, capture_output=True, text=True, timeout=120)
+
+
+def _refused(done: subprocess.CompletedProcess, fix: str) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(lines) == 1, done.stderr[-2000:]
+    assert lines[0].startswith("error: ") and fix in lines[0], lines[0]
+    assert "Traceback" not in done.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def shard(tmp_path_factory, photos) -> str:
+    return write_tar(str(tmp_path_factory.mktemp("src") / "p-000000.tar"), good_samples(photos, "p", 2))
+
+
+def _args(model: str, shard: str, out, *more: str) -> list[str]:
+    return ["--config", str(ROOT / "configs/encode/default.yaml"), f"model={model}", f"source.urls=[{shard}]",
+            f"output={out}", "processor.resolution=32", "--no-progress", *more]
+
+
+@pytest.mark.parametrize("override, fix", [
+    ("source.urls=/nowhere/shard-{000000..000099}.tar", "/nowhere/shard-000000.tar"),  # braces: no YAML traceback
+    ("source.urls={000000..000001}.tar", "matched no files: ['000000.tar', '000001.tar']"),  # not YAML: the string
+    ("processor.flip=true", "store.flip=true"),
+    ("model=no-such-model", "pass model=<directory or s3:// URL>"),
+    ("batch_size=0", "batch_size must be > 0, got: 0"),
+])
+def test_bad_config_values_are_one_line(tiny_model_dir, shard, tmp_path, override, fix):
+    out = tmp_path / "out"
+    _refused(_run([*_args(tiny_model_dir, shard, out), override], tmp_path), fix)
+    assert not out.exists()
+
+
+def test_missing_config_file_and_bad_yaml(tmp_path):
+    _refused(_run(["--config", "nope.yaml"], tmp_path), "give a YAML job file")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    _refused(_run(["--config", str(bad)], tmp_path), "not valid YAML")
+
+
+def test_unwritable_output_is_refused_and_left_absent(tiny_model_dir, shard, tmp_path):
+    # /sys refuses new entries even to root (tests run as root here, where chmod does not bind)
+    _refused(_run(_args(tiny_model_dir, shard, "/sys/latentflow-test-out"), tmp_path), "give an output you can write")
+    assert not Path("/sys/latentflow-test-out").exists()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    _refused(_run(_args(tiny_model_dir, shard, blocker / "out"), tmp_path), "is not writable")
+    assert blocker.read_text() == "x"
+
+
+def test_probe_leaves_an_existing_output_untouched(tiny_model_dir, shard, tmp_path):
+    out = tmp_path / "deep" / "er" / "out"
+    # refused later (a bad model), after the writability probe: no folder made by the probe remains
+    _refused(_run(_args("no-such-model", shard, out), tmp_path), "not found")
+    assert not (tmp_path / "deep").exists()
+    out.mkdir(parents=True)
+    (out / "keep.txt").write_text("mine")
+    _refused(_run(_args("no-such-model", shard, out), tmp_path), "not found")
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_relative_output_under_ray_job_working_dir_is_refused(tiny_model_dir, shard, tmp_path):
+    # what `ray job submit --working-dir .` hands the driver (see ray's job_supervisor._get_driver_env_vars)
+    env = {"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip"}, "metadata": {}})}
+    _refused(_run(_args(tiny_model_dir, shard, "outputs/rel"), tmp_path, env), "give output as an absolute path or s3:// URL")
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_config_error_inside_a_source_is_one_line(tiny_model_dir, tmp_path):
+    table = pa.table({"img": [b"not an image"], "key": ["a"]})
+    pq.write_table(table, tmp_path / "part-0.parquet")
+    out = tmp_path / "out"
+    args = _args(tiny_model_dir, str(tmp_path / "part-0.parquet"), out, "source.format=parquet", "source.image_column=pixels")
+    _refused(_run(args, tmp_path), "pixels")
+    assert not out.exists()
+
+
+def test_brace_overrides_take_the_raw_string():
+    data = {"source": {"urls": ["x"]}, "model": "m"}
+    out = apply_overrides(data, ["source.urls=/d/shard-{000000..000099}.tar", "model={a..b}", "formats=zarr"])
+    assert out["source"]["urls"] == "/d/shard-{000000..000099}.tar" and out["model"] == "{a..b}" and out["formats"] == ["zarr"]
+    assert apply_overrides(data, ["source.urls={000..009}.tar"])["source"]["urls"] == "{000..009}.tar"
+    assert EncodeJobConfig.from_dict(out).source.urls in ("/d/shard-{000000..000099}.tar", ["/d/shard-{000000..000099}.tar"])
+    assert apply_overrides(data, ["source.hf_load_args={path: x}"])["source"]["hf_load_args"] == {"path": "x"}  # a dict field keeps YAML
+
+
+def test_processor_flip_is_refused_in_the_encode_job():
+    with pytest.raises(ConfigError, match="store.flip=true"):
+        EncodeJobConfig.from_dict({"model": "m", "source": {"urls": ["a.tar"]}, "processor": {"flip": True}})
+    assert EncodeJobConfig.from_dict({"model": "m", "source": {"urls": ["a.tar"]}, "store": {"flip": True}}).store.flip
+
+
+@pytest.mark.slow
+def test_no_arguments_runs_the_embedded_default(tmp_path):
+    """``python jobs/encode_dataset.py`` from any folder: the shipped photos through models/kl-f8."""
+    done = subprocess.run([sys.executable, JOB, "--no-progress", "processor.resolution=64"], cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "this run: encoded" in done.stdout and "the output holds:" in done.stdout
+    info = json.loads((tmp_path / "outputs" / "default" / "latentflow.json").read_text())
+    assert info["counts"]["shards"] == 2 and info["counts"]["rows"] > 0
