@@ -28,6 +28,7 @@ _BUILTIN_MODULES: dict[str, str] = {
     "vq_autoencoder": "latentflow.models.vq_autoencoder",
     "vqvae2": "latentflow.models.vq_autoencoder",
     "transvae": "latentflow.models.transvae",
+    "diffusers": "latentflow.models.diffusers_bridge",  # every other diffusers autoencoder class
 }
 
 # diffusers' "_class_name" -> our model_type, for folders written by diffusers.
@@ -54,6 +55,8 @@ def model_type_of(config_dict: dict[str, Any]) -> str:
         return config_dict["model_type"]
     if config_dict.get("_class_name") in _CLASS_NAME_ALIASES:
         return _CLASS_NAME_ALIASES[config_dict["_class_name"]]
+    if "_class_name" in config_dict:  # a diffusers folder: the bridge supports it or names the classes it does
+        return "diffusers"
     raise ConfigError(f"config has no 'model_type' key (keys: {sorted(config_dict)})")
 
 
@@ -87,9 +90,19 @@ class AutoModel:
         return model_class_for(config.model_type)(config)
 
     @staticmethod
-    def from_pretrained(name_or_path: str, storage_options: dict | None = None, subfolder: str | None = None, **kwargs: Any):
-        fs, path = hub.resolve_pretrained(name_or_path, storage_options, subfolder)
+    def from_pretrained(name_or_path: str, storage_options: dict | None = None, subfolder: str | None = None,
+                        revision: str | None = None, **kwargs: Any):
+        """Load any model: a latentflow or diffusers folder, an fsspec URL, a ``models/`` name or a hub id.
+
+        A hub id is fetched (only ``subfolder``'s config and safetensors of ``kwargs["variant"]``; from the
+        local cache with ``HF_HUB_OFFLINE=1``) and ``model.hub_revision`` is the commit it resolved to.
+        ``kwargs`` (``variant``, ``torch_dtype``, config overrides) go to the family's ``from_pretrained``.
+        """
+        location, commit = hub.locate(name_or_path, subfolder, kwargs.get("variant"), revision)
+        fs, path = hub.resolve_pretrained(location, storage_options, subfolder)
         model_type = model_type_of(read_config_dict(fs.unstrip_protocol(path), storage_options))
-        return model_class_for(model_type).from_pretrained(
-            name_or_path, storage_options=storage_options, subfolder=subfolder, **kwargs
+        model = model_class_for(model_type).from_pretrained(
+            location, storage_options=storage_options, subfolder=subfolder, **kwargs
         )
+        model.hub_revision = commit
+        return model

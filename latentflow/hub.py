@@ -1,4 +1,4 @@
-"""Finding and reading checkpoints: local dirs, fsspec URLs, ``models/`` names, hub cache.
+"""Finding and reading checkpoints: local dirs, fsspec URLs, ``models/`` names, Hugging Face hub ids.
 
 Only safetensors and JSON are ever read. Pickle-based files (``.bin``, ``.pt``,
 ``.pth``, ``.ckpt``) are refused: unpickling runs arbitrary code.
@@ -15,9 +15,10 @@ import fsspec
 import torch
 from safetensors.torch import load as load_safetensors_bytes
 
-from latentflow.errors import CheckpointError
+from latentflow.errors import CheckpointError, ConfigError
 
 WEIGHTS_NAME = "model.safetensors"
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 MODELS_DIR_ENV = "LATENTFLOW_MODELS_DIR"
 
@@ -32,11 +33,19 @@ def _is_url(path: str) -> bool:
     return "://" in path
 
 
+def is_hub_id(name_or_path: str) -> bool:
+    """``org/name``: not a URL, not an existing local path, not a name under ``models/``."""
+    name = str(name_or_path)
+    return (not _is_url(name) and not Path(name).exists() and not (models_dir() / name).is_dir()
+            and name.count("/") == 1 and not name.startswith((".", "/")))
+
+
 def resolve_pretrained(name_or_path: str, storage_options: dict | None = None, subfolder: str | None = None):
     """Resolve a checkpoint location to ``(fs, path)``.
 
-    Order: an fsspec URL; an existing local path; a name under ``models/``;
-    a Hugging Face hub id found in the local cache (never downloaded here).
+    Order: an fsspec URL; an existing local path; a name under ``models/``; a Hugging Face
+    hub id (its snapshot, downloaded or, with ``HF_HUB_OFFLINE=1``, from the local cache:
+    see :func:`download`).
     """
     name_or_path = str(name_or_path)
     fs, path = None, None
@@ -47,7 +56,7 @@ def resolve_pretrained(name_or_path: str, storage_options: dict | None = None, s
     elif (models_dir() / name_or_path).is_dir():
         fs, path = fsspec.filesystem("file"), str(models_dir() / name_or_path)
     else:
-        path = _from_hub_cache(name_or_path)
+        path = _from_hub(name_or_path, subfolder)
         fs = fsspec.filesystem("file")
     if subfolder:
         path = f"{path.rstrip('/')}/{subfolder}"
@@ -56,20 +65,73 @@ def resolve_pretrained(name_or_path: str, storage_options: dict | None = None, s
     return fs, path
 
 
-def _from_hub_cache(repo_id: str) -> str:
-    available = sorted(p.name for p in models_dir().iterdir()) if models_dir().is_dir() else []
-    hint = (
-        f"{repo_id!r} is not a local path, an fsspec URL, or a name in {str(models_dir())!r} "
-        f"(available: {available})"
-    )
-    if repo_id.count("/") != 1:
-        raise CheckpointError(hint)
+def locate(name_or_path: str, subfolder: str | None = None, variant: str | None = None,
+           revision: str | None = None) -> tuple[str, str | None]:
+    """``(location to load from, pinned commit)``: a hub id becomes its local snapshot folder and the
+    commit hash it resolved to; anything else comes back unchanged with ``None``.
+
+    Raises:
+        ConfigError: ``revision`` was given for something that is not a hub id.
+    """
+    if not is_hub_id(name_or_path):
+        if revision:
+            raise ConfigError(f"revision={revision!r} applies to hub ids (org/name) only, got a local path or URL: {name_or_path!r}")
+        return str(name_or_path), None
+    return download(str(name_or_path), subfolder, variant, revision)
+
+
+def hub_allow_patterns(subfolder: str | None = None, variant: str | None = None) -> list[str]:
+    """The files an autoencoder needs from a hub repo: its ``config.json`` and the safetensors of
+    ``variant`` (single or sharded, diffusers or latentflow names), inside ``subfolder``; with a
+    subfolder also the pipeline's small JSON files (some families read ``scheduler_config.json``).
+    Never pickles, never other variants, never the other components of a pipeline."""
+    p = f"{subfolder.strip('/')}/" if subfolder else ""
+    shard = "-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9]"
+    if variant:
+        weights = [f"{DIFFUSERS_WEIGHTS}.{variant}.safetensors", f"{DIFFUSERS_WEIGHTS}{shard}.{variant}.safetensors",
+                   f"{DIFFUSERS_WEIGHTS}.safetensors.index.{variant}.json", f"model.{variant}.safetensors"]
+    else:
+        weights = [WEIGHTS_NAME, f"model{shard}.safetensors", "model.safetensors.index.json",
+                   f"{DIFFUSERS_WEIGHTS}.safetensors", f"{DIFFUSERS_WEIGHTS}{shard}.safetensors",
+                   f"{DIFFUSERS_WEIGHTS}.safetensors.index.json"]
+    pipeline = ["model_index.json", "scheduler/scheduler_config.json"] if subfolder else []
+    return [f"{p}config.json"] + [p + w for w in weights] + pipeline
+
+
+def download(repo_id: str, subfolder: str | None = None, variant: str | None = None,
+             revision: str | None = None) -> tuple[str, str]:
+    """Fetch what :func:`hub_allow_patterns` names from the Hugging Face hub into its cache.
+
+    With ``HF_HUB_OFFLINE=1`` (read at call time) nothing is fetched: the snapshot resolves from
+    the local cache (``$HF_HUB_CACHE``, ``refs/<revision>`` -> ``snapshots/<commit>``).
+
+    Returns:
+        ``(snapshot folder, commit hash)``; the commit pins the revision in a codec.
+    """
     try:
         from huggingface_hub import snapshot_download
+    except ImportError as err:  # pragma: no cover - a core dependency
+        raise CheckpointError(f"loading hub id {repo_id!r} needs huggingface_hub: pip install huggingface_hub") from err
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    try:
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=hub_allow_patterns(subfolder, variant),
+                                   cache_dir=os.environ.get("HF_HUB_CACHE") or None, local_files_only=offline)
+    except Exception as err:  # noqa: BLE001 - not found, offline cache miss, no network
+        where = "the local hub cache (HF_HUB_OFFLINE=1)" if offline else "the hub"
+        raise CheckpointError(
+            f"{repo_id!r} (revision={revision!r}, subfolder={subfolder!r}, variant={variant!r}) is not a local path, "
+            f"an fsspec URL or a name in {str(models_dir())!r}, and could not be read from {where}: "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    return str(folder), Path(folder).name
 
-        return snapshot_download(repo_id, local_files_only=True, allow_patterns=["*.json", "*.safetensors"])
-    except Exception as err:  # offline cache miss, or huggingface_hub missing
-        raise CheckpointError(f"{hint}; not in the local hub cache either ({type(err).__name__})") from err
+
+def _from_hub(repo_id: str, subfolder: str | None = None) -> str:
+    if repo_id.count("/") != 1:
+        available = sorted(p.name for p in models_dir().iterdir()) if models_dir().is_dir() else []
+        raise CheckpointError(f"{repo_id!r} is not a local path, an fsspec URL, or a name in {str(models_dir())!r} "
+                              f"(available: {available})")
+    return download(repo_id, subfolder)[0]
 
 
 def refuse_pickles(fs, directory: str, wanted: str) -> None:

@@ -11,7 +11,7 @@ Rules (``rule``), for batched latents (B, C, h, w) or (B, C, t, h, w):
 ``scale``                     ``z * scaling_factor`` (SD 1.x/2.x, SDXL)
 ``shift_scale``               ``(z - shift_factor) * scaling_factor`` (SD3, FLUX.1)
 ``per_channel``               ``(z - mean[c]) / std[c] * scaling_factor`` (Wan, Qwen-Image, Mochi, LTX)
-``per_channel_per_frame``     the same with ``mean[c][t]``, ``std[c][t]`` per latent frame (Cosmos)
+``per_channel_per_frame``     the same with ``mean[c][t]``, ``std[c][t]`` per latent frame (Cosmos; the first T of T_max)
 ``batchnorm``                 fold each ``patch_size`` x ``patch_size`` patch into channels, then
                               ``(z - mean) / sqrt(var + eps)`` per folded channel, unfold (FLUX.2)
 ============================  ===================================================================
@@ -154,11 +154,13 @@ class Normalization:
         std = torch.tensor(self.std, dtype=z.dtype, device=z.device)
         if mean.shape[0] != z.shape[1]:
             raise InputError(f"normalization has {mean.shape[0]} channels, latents have {z.shape[1]} (shape {tuple(z.shape)})")
-        if self.rule == "per_channel_per_frame":  # (C, T) over (B, C, T, h, w)
-            if z.ndim != 5 or mean.shape[1] != z.shape[2]:
-                raise InputError(f"per-frame statistics of shape {tuple(mean.shape)} need latents (B, C, {mean.shape[1]}, h, w), "
+        if self.rule == "per_channel_per_frame":  # (C, T_max) over (B, C, T, h, w): the first T frames' statistics
+            if z.ndim != 5 or mean.shape[1] < z.shape[2]:
+                raise InputError(f"per-frame statistics of shape {tuple(mean.shape)} need latents (B, C, T <= {mean.shape[1]}, h, w), "
                                  f"got: {tuple(z.shape)}")
-            shape = (1, mean.shape[0], mean.shape[1]) + (1,) * (z.ndim - 3)
+            t = z.shape[2]  # as Cosmos' pipelines slice [:, :, :T]
+            mean, std = mean[:, :t], std[:, :t]
+            shape = (1, mean.shape[0], t) + (1,) * (z.ndim - 3)
         else:
             shape = (1, -1) + (1,) * (z.ndim - 2)
         return mean.view(shape), std.view(shape)
