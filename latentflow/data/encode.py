@@ -23,6 +23,7 @@ import numpy as np
 from latentflow.data.records import Record, SampleError
 
 ROW_METADATA = ("key", "index_in_shard", "caption", "label", "json", "original_size", "crop_box", "bucket")
+CLIP_METADATA = ("video_key", "clip_index", "start_time", "fps", "num_frames", "padded_frames")
 
 
 # ---- pixels on the wire ------------------------------------------------------------------
@@ -53,8 +54,21 @@ def unpack_pixels(packed: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class ClipInfo:
+    """Where a video clip row comes from: its video, its place in it and its frames."""
+
+    video_key: str
+    clip_index: int
+    start_time: float
+    fps: float
+    num_frames: int
+    padded_frames: int = 0
+
+
+@dataclass(frozen=True)
 class ProcessedSample:
-    """One record after the processor: its pass-through metadata and packed pixels (3, H, W)."""
+    """One row after the processor: its pass-through metadata and packed pixels, (3, H, W) for an
+    image or (3, T, H, W) for a video clip (with ``clip`` set)."""
 
     key: str
     pixels: np.ndarray
@@ -64,28 +78,44 @@ class ProcessedSample:
     caption: str | None = None
     label: int | None = None
     json: str | None = None
+    clip: ClipInfo | None = None
 
     @property
     def bucket(self) -> str:
-        """``"HxW"`` of the processed pixels."""
-        return f"{self.pixels.shape[-2]}x{self.pixels.shape[-1]}"
+        """``"HxW"`` (or ``"TxHxW"`` for clips) of the processed pixels."""
+        return "x".join(str(s) for s in self.pixels.shape[1:])
 
 
-def process_record(record: Record, processor, key: str | None = None) -> ProcessedSample:
-    """Process one record (``key`` overrides the crop seed, e.g. per epoch in training).
+def process_record(record: Record, processor, key: str | None = None) -> list[ProcessedSample]:
+    """Process one record into its rows: one per image, one per clip of a video (a processor with
+    ``process_clips``). ``key`` overrides the crop seed, e.g. per epoch in training.
 
     Raises:
         SampleError: the sample is bad (missing, corrupt, too small, ...); any other failure of
             the processor is turned into one too (stage ``process``).
     """
     try:
+        if hasattr(processor, "process_clips"):
+            return [_clip_sample(record, clip) for clip in processor.process_clips(record.image, key or record.key)]
         out = processor.process(record.image, key or record.key)
     except SampleError:
         raise
     except Exception as err:  # noqa: BLE001 - an unexpected processor failure is still one sample's
         raise SampleError("process", type(err).__name__, str(err)) from None
-    return ProcessedSample(record.key, pack_pixels(out.pixel_values), tuple(out.original_size), tuple(out.crop_box),
-                           record.index_in_shard, record.caption, record.label, record.json)
+    return [ProcessedSample(record.key, pack_pixels(out.pixel_values), tuple(out.original_size), tuple(out.crop_box),
+                            record.index_in_shard, record.caption, record.label, record.json)]
+
+
+def clip_key(video_key: str, index: int) -> str:
+    """The row key of clip ``index`` of a video."""
+    return f"{video_key}/clip{index:04d}"
+
+
+def _clip_sample(record: Record, clip) -> ProcessedSample:
+    info = ClipInfo(record.key, clip.clip_index, float(clip.start_time), float(clip.fps), int(clip.num_frames),
+                    int(getattr(clip, "padded_frames", 0)))
+    return ProcessedSample(clip_key(record.key, clip.clip_index), pack_pixels(clip.pixel_values), tuple(clip.original_size),
+                           tuple(clip.crop_box), record.index_in_shard, record.caption, record.label, record.json, info)
 
 
 def process_records(records: Iterable[Record], processor, shard_id: str) -> tuple[list[ProcessedSample], list[dict]]:
@@ -93,7 +123,7 @@ def process_records(records: Iterable[Record], processor, shard_id: str) -> tupl
     good, errors = [], []
     for record in records:
         try:
-            good.append(process_record(record, processor))
+            good += process_record(record, processor)
         except SampleError as err:
             errors.append(err.to_row(record.key, shard_id))
     return good, errors
@@ -170,13 +200,16 @@ def encode_processed(samples: list[ProcessedSample], encoder, shard_id: str, bat
 
 
 def _columns(samples: list[ProcessedSample], arrays: list[dict[str, np.ndarray] | None]) -> dict[str, list]:
-    columns: dict[str, list] = {name: [] for name in ROW_METADATA}
+    clips = any(s.clip is not None for s in samples)
+    columns: dict[str, list] = {name: [] for name in ROW_METADATA + (CLIP_METADATA if clips else ())}
     for sample, arr in zip(samples, arrays):
         if arr is None:
             continue
         for name in ROW_METADATA:
             value: Any = getattr(sample, name)
             columns[name].append(list(value) if isinstance(value, tuple) else value)
+        for name in CLIP_METADATA if clips else ():
+            columns[name].append(getattr(sample.clip, name) if sample.clip else None)
         for name, value in arr.items():
             columns.setdefault(name, []).append(value)
     return columns

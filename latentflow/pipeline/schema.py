@@ -4,7 +4,8 @@ Every block holds the rows of exactly one input shard (the unit of commit)::
 
     read task         RECORD_SCHEMA     kind, key, shard, shard_url, shard_rows, index_in_shard,
                                         image, caption, label, json, error_stage/type/message
-    preprocess task   + PIXELS_FIELDS   image dropped; pixels (bytes) + dtype + shape, original_size, crop_box
+    preprocess task   + PIXELS_FIELDS   image dropped; pixels (bytes) + dtype + shape, original_size, crop_box;
+                      + CLIP_FIELDS     a video record becomes one row per clip (key "<video>/clipNNNN")
     encoder actor     + array columns   pixels dropped; bucket "HxW", array__<name> (bytes) + __shape + __dtype
     datasink          -> EncodedShard   (latentflow.data.encode), committed by ShardWriter
 
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from latentflow.data.encode import EncodedShard, ProcessedSample
+from latentflow.data.encode import CLIP_METADATA, ROW_METADATA, ClipInfo, EncodedShard, ProcessedSample
 from latentflow.data.records import Record, Shard
 
 KIND_SAMPLE, KIND_ERROR, KIND_FAILED, KIND_EMPTY = "sample", "error", "shard_failed", "shard_empty"
@@ -35,7 +36,9 @@ _META_FIELDS = [("caption", pa.string()), ("label", pa.int64()), ("json", pa.str
 RECORD_SCHEMA = pa.schema(_ROW_FIELDS + [("image", pa.binary())] + _META_FIELDS + _ERROR_FIELDS)
 PIXELS_FIELDS = [("pixels", pa.binary()), ("pixels_dtype", pa.string()), ("pixels_shape", pa.list_(pa.int32())),
                  ("original_size", pa.list_(pa.int32())), ("crop_box", pa.list_(pa.int32()))]
-PROCESSED_SCHEMA = pa.schema(_ROW_FIELDS + _META_FIELDS + _ERROR_FIELDS + PIXELS_FIELDS)
+CLIP_FIELDS = [("video_key", pa.string()), ("clip_index", pa.int64()), ("start_time", pa.float64()), ("fps", pa.float64()),
+               ("num_frames", pa.int64()), ("padded_frames", pa.int64())]  # video clip rows; null for images
+PROCESSED_SCHEMA = pa.schema(_ROW_FIELDS + _META_FIELDS + _ERROR_FIELDS + PIXELS_FIELDS + CLIP_FIELDS)
 ARRAY_PREFIX = "array__"  # encoder outputs: array__<name> (bytes) + array__<name>__shape + array__<name>__dtype
 
 
@@ -75,10 +78,20 @@ def mark_error(row: dict[str, Any], err: dict[str, str]) -> None:
 # ---- preprocess task: processed samples ----------------------------------------------------------
 
 
+def processed_rows(row: dict[str, Any], samples: list[ProcessedSample] | None) -> list[dict[str, Any]]:
+    """The processed rows of one record row: one per sample (clips of a video get their own keys),
+    or the row itself (an error, or a whole-shard row) with empty pixel fields."""
+    if not samples:
+        return [with_pixels(row, None)]
+    return [with_pixels({**row, "key": s.key}, s) for s in samples]
+
+
 def with_pixels(row: dict[str, Any], sample: ProcessedSample | None) -> dict[str, Any]:
-    """``row`` (image dropped) plus the sample's packed pixels and geometry (None for non-samples)."""
+    """``row`` (image dropped) plus the sample's packed pixels, geometry and clip fields (None for non-samples)."""
     row.pop("image", None)
     px = sample.pixels if sample is not None else None
+    clip = sample.clip if sample is not None else None
+    row.update({name: getattr(clip, name) if clip else None for name, _ in CLIP_FIELDS})
     row.update({
         "pixels": None if px is None else px.tobytes(), "pixels_dtype": None if px is None else str(px.dtype),
         "pixels_shape": None if px is None else list(px.shape),
@@ -90,8 +103,9 @@ def with_pixels(row: dict[str, Any], sample: ProcessedSample | None) -> dict[str
 
 def sample_of(row: dict[str, Any]) -> ProcessedSample:
     pixels = np.frombuffer(row["pixels"], dtype=row["pixels_dtype"]).reshape(row["pixels_shape"])
+    clip = ClipInfo(*(row[name] for name, _ in CLIP_FIELDS)) if row.get("video_key") is not None else None
     return ProcessedSample(row["key"], pixels, tuple(row["original_size"]), tuple(row["crop_box"]),
-                           row["index_in_shard"], row["caption"], row["label"], row["json"])
+                           row["index_in_shard"], row["caption"], row["label"], row["json"], clip)
 
 
 # ---- encoder actor: encoded rows ----------------------------------------------------------------
@@ -102,8 +116,7 @@ def encoded_table(rows: list[dict[str, Any]], encoded: EncodedShard) -> pa.Table
     encoded sample's arrays and bucket, and the encoder's failures marked as errors."""
     by_key = {k: i for i, k in enumerate(encoded.columns.get("key", []))}
     failed = {e["key"]: e for e in encoded.errors}
-    names = sorted(n for n in encoded.columns if n not in ("key", "index_in_shard", "caption", "label", "json",
-                                                              "original_size", "crop_box", "bucket"))
+    names = sorted(n for n in encoded.columns if n not in ROW_METADATA + CLIP_METADATA)
     for row in rows:
         for name in ("pixels", "pixels_dtype", "pixels_shape"):
             row.pop(name, None)
@@ -147,7 +160,8 @@ def encoded_shard(part: pa.Table, names: list[str]) -> EncodedShard:
     """The :class:`EncodedShard` of one shard's encoded block (``names``: the codec's stored arrays)."""
     kinds = part.column("kind").to_pylist()
     samples = part.filter(pa.array([k == KIND_SAMPLE for k in kinds]))
-    meta = ("key", "index_in_shard", "caption", "label", "json", "original_size", "crop_box", "bucket")
+    clips = "video_key" in samples.column_names and samples.column("video_key").null_count < samples.num_rows
+    meta = ROW_METADATA + (CLIP_METADATA if clips else ())
     columns: dict[str, list] = {n: samples.column(n).to_pylist() for n in meta if n in samples.column_names}
     present = set(array_names(samples))
     for name in names:

@@ -26,7 +26,7 @@ from latentflow.data.encode import encode_processed, process_record
 from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
 from latentflow.data.records import SampleError
 from latentflow.pipeline.schema import (
-    KIND_SAMPLE, PROCESSED_SCHEMA, encoded_table, mark_error, record_of, sample_of, with_pixels,
+    KIND_SAMPLE, PROCESSED_SCHEMA, encoded_table, mark_error, processed_rows, record_of, sample_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -58,15 +58,17 @@ def preprocess_batch(batch: pa.Table, processor_config: dict[str, Any], downsamp
         pixels and geometry; failed samples turned into ``error`` rows.
     """
     processor = _processor(processor_config, downsample_factor)
-    rows = batch.to_pylist()
-    for row in rows:
-        sample = None
+    rows = []
+    for row in batch.to_pylist():
+        samples = None
         if row["kind"] == KIND_SAMPLE:
             try:
-                sample = process_record(record_of(row), processor)
+                samples = process_record(record_of(row), processor)
             except SampleError as err:
                 mark_error(row, err.to_row(row["key"], row["shard"]))
-        with_pixels(row, sample)
+        rows += processed_rows(row, samples)
+    if any(r["kind"] == KIND_SAMPLE for r in rows):  # clips: the shard's row count is what reaches the sink
+        rows = [{**r, "shard_rows": len(rows)} for r in rows]
     return pa.Table.from_pylist(rows, schema=PROCESSED_SCHEMA)
 
 
@@ -90,6 +92,7 @@ class EncoderActor:
         storage_options: fsspec options to read the checkpoint (never stored).
         expected_fingerprint: the weights sha256 the driver put in the codec; a mismatch
             (weights replaced mid-job) fails the actor instead of mixing encoders.
+        model_kwargs: ``subfolder`` / ``variant`` / ``revision`` (the commit the driver pinned).
     """
 
     def __init__(
@@ -103,6 +106,7 @@ class EncoderActor:
         torch_threads: int | None = None,
         storage_options: dict | None = None,
         expected_fingerprint: str | None = None,
+        model_kwargs: dict[str, str] | None = None,
     ):
         import torch
 
@@ -113,7 +117,7 @@ class EncoderActor:
         if torch_threads:
             torch.set_num_threads(torch_threads)
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        self.model = AutoModel.from_pretrained(model, storage_options=storage_options)
+        self.model = AutoModel.from_pretrained(model, storage_options=storage_options, **(model_kwargs or {}))
         if expected_fingerprint and self.model.fingerprint() != expected_fingerprint:
             raise CodecMismatchError(
                 f"weights at {model!r} changed while the job ran: sha256 {self.model.fingerprint()} "

@@ -151,11 +151,11 @@ def build_image_stream(source: dict[str, Any], processor: dict[str, Any], downsa
     def process(record) -> np.ndarray:
         # the encode job's own per-record path; a bad sample raises SampleError (skipped, counted)
         if not augment:
-            return unpack_pixels(process_record(record, proc).pixels)
+            return unpack_pixels(process_record(record, proc)[0].pixels)
         # A fresh random crop (and, with processor.flip, a coin-flip mirror) every epoch, still a
         # deterministic function of (seed, epoch, key) so a resumed run sees the same pixels.
         epoch_key = f"{record.key}@epoch{stream.epoch}"
-        pixels = unpack_pixels(process_record(record, proc, key=epoch_key).pixels)
+        pixels = unpack_pixels(process_record(record, proc, key=epoch_key)[0].pixels)
         if proc.config.flip and np.random.default_rng(key_seed(seed, epoch_key)).random() < 0.5:
             return np.ascontiguousarray(pixels[:, :, ::-1])
         return pixels
