@@ -14,16 +14,20 @@ Example::
 
 from __future__ import annotations
 
-import functools
+import copy
 import random
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import fsspec
 import numpy as np
 import torch
 
+from latentflow.data.batches import BatchPlan, Block, GroupRows
 from latentflow.data.codec import Codec, as_codec
 from latentflow.data.sinks import committed_shards, merge_stats, read_output_codec
+from latentflow.data.zarr_rows import ArraySpec, array_spec, read_array
 from latentflow.errors import CodecMismatchError, ConfigError
 from latentflow.normalization import Normalization
 
@@ -44,52 +48,101 @@ def read_codec(path: str, storage_options: dict | None = None) -> Codec:
     return codec
 
 
-def load_latents(path: str, storage_options: dict | None = None, split: str = "train"):
-    """The Parquet latents as a ``datasets.Dataset`` with correctly shaped array columns.
+def load_latents(path: str, storage_options: dict | None = None, split: str = "train", bucket: str | None = None):
+    """The Parquet latents of committed shards as a ``datasets.Dataset`` with typed array columns.
 
     Args:
         path: output directory (local or fsspec URL).
         storage_options: fsspec options.
         split: the split name to return.
+        bucket: with aspect-ratio buckets, ``"HxW"`` reads only that bucket's files
+            (``parquet/<H>x<W>/*.parquet``): ``ArrayND`` columns of one fixed shape. Without it a
+            bucketed output comes back as nested lists (one tensor of its own shape per row).
 
     Returns:
         ``datasets.Dataset``; ``.with_format("torch")`` gives (C, h, w) tensors per row
         (float16 comes back as float32; cast with the codec's ``dtype`` if needed).
+
+    The same per-bucket view without latentflow: ``datasets.load_dataset(path, "<H>x<W>", split="train")``.
     """
     import datasets
 
-    read_codec(path, storage_options)
+    codec = read_codec(path, storage_options)
     markers = committed_shards(path, storage_options)
     # only committed shards: a file a crashed writer left without its marker is never read
     files = sorted(f for m in markers.values() for f in m["files"] if f.endswith(".parquet"))
+    if bucket is not None:
+        files = [f for f in files if f.rsplit("/", 2)[-2] == bucket]
     if not files:
-        raise FileNotFoundError(f"{path!r} has no committed Parquet shards")
+        found = sorted({b for m in markers.values() for b in m.get("buckets", {})})
+        raise FileNotFoundError(f"{path!r} has no committed Parquet shards" + (f" of bucket {bucket!r} (buckets: {found})" if bucket else ""))
     protocol = str(path).split("://")[0] if "://" in str(path) else "file"
     kwargs = {"storage_options": {protocol: storage_options}} if storage_options else {}  # datasets keys them by protocol
+    if codec.bucketed and bucket is None:  # files of several shapes: read every one as nested lists
+        kwargs["features"] = _nested_features(files[0], storage_options)
     return datasets.load_dataset("parquet", data_files={split: files}, split=split, **kwargs)
+
+
+def _nested_features(url: str, storage_options: dict | None):
+    import datasets
+    import pyarrow.parquet as pq
+
+    from latentflow.data.tables import as_nested, schema_features
+
+    fs, p = _root(url, storage_options)
+    with fs.open(p, "rb") as f:
+        features = schema_features(pq.read_schema(f))
+    return datasets.Features.from_dict({k: as_nested(v) for k, v in features.items()})
 
 
 # ---- torch dataset over zarr --------------------------------------------------------
 
 
+_META = ("key", "caption", "json", "label", "original_size", "crop_box", "index_in_shard")
+_STRINGS = ("key", "caption", "json")
+
+
+@dataclass(frozen=True)
+class _Group:
+    """One committed Zarr group: ``<bucket>/<shard>``, its row count and how each array reads."""
+
+    path: str
+    bucket: str
+    rows: int
+    specs: dict
+
+
 class LatentDataset(torch.utils.data.Dataset):
-    """Random access by row over the Zarr latents of committed shards.
+    """The Zarr latents of committed shards: random access by row, and fast shuffled batches.
 
     Args:
         path: output directory.
-        normalize: False; True for the model's own scaling/shift (or latents_mean/std);
-            ``"stats"`` for the per-channel mean/std measured over this dataset.
-        resample: draw ``mean + exp(logvar / 2) * noise`` each time (needs stored logvar).
+        normalize: False; True for the codec's rule (``codec.normalization``); ``"stats"`` for
+            the per-channel mean/std measured over this dataset.
+        resample: draw ``mean + exp(logvar / 2) * noise`` (needs stored logvar; flips too).
         expected_fingerprint: refuse (CodecMismatchError) unless the codec fingerprint equals it.
         storage_options: fsspec options.
-        seed: seed of the resampling noise (with the row index, for reproducible epochs use a new seed each).
+        seed: seed of the item resampling noise (batches seed theirs by position).
+        buckets: read only these bucket shapes (``"HxW"``); default: all.
+        fields: which stored arrays and metadata to return (default: every stored array except
+            ``logvar``/``flip_logvar``, which feed ``resample``, and every metadata column).
+        cache_groups: whole groups kept decoded for random access (``__getitem__``).
 
-    Items are dicts: ``key``, ``latent`` (C, h, w) float32 (or ``indices`` for discrete codecs),
-    ``original_size`` and ``crop_box`` when stored, ``bucket`` ("hxw").
+    Items are dicts: ``key``, ``bucket`` ("HxW"), ``latent`` (C, h, w) float32 (or ``indices``
+    (h, w) int64 for discrete codecs), ``flip_*`` where stored, and where stored ``caption``,
+    ``json``, ``label`` (int, or None), ``original_size``, ``crop_box``, ``index_in_shard``.
+    :meth:`iter_batches` yields the same keys with rows stacked (strings as lists).
+
+    Example::
+
+        ds = LatentDataset("s3://bucket/latents", normalize=True, storage_options=opts)
+        for batch in ds.iter_batches(64, seed=0, epoch=0, rank=rank, world=world, drop_last=True):
+            batch["latent"]           # (64, C, h, w), one bucket shape per batch
     """
 
     def __init__(self, path: str, normalize: bool | str = False, resample: bool = False, expected_fingerprint: str | None = None,
-                 storage_options: dict | None = None, seed: int = 0):
+                 storage_options: dict | None = None, seed: int = 0, buckets: list[str] | None = None,
+                 fields: tuple[str, ...] | None = None, cache_groups: int = 16):
         self.path, self.storage_options = str(path).rstrip("/"), storage_options
         self.codec = read_codec(path, storage_options)
         if expected_fingerprint is not None and expected_fingerprint != self.codec.fingerprint:
@@ -98,9 +151,17 @@ class LatentDataset(torch.utils.data.Dataset):
         if resample and "logvar" not in arrays:
             raise ConfigError(f"resample=True needs stored logvar; {path!r} stores {arrays}")
         self.normalize, self.resample, self.seed = normalize, resample, seed
+        self.fields = tuple(fields) if fields is not None else tuple(a for a in arrays if not a.endswith("logvar")) + _META
+        unknown = set(self.fields) - set(arrays) - set(_META)
+        if unknown:
+            raise ConfigError(f"fields {sorted(unknown)} are neither stored arrays {list(arrays)} nor metadata {list(_META)}")
         self._norm_config = self._normalization(normalize)
-        self.groups, self.index = self._build_index()
+        self.fs, self._root = _root(self.path, storage_options)
+        self.groups = self._build_index(buckets)
+        self._set_rows([GroupRows(g.bucket, 0, g.rows) for g in self.groups])
         self._epoch_rng = np.random.default_rng(seed)
+        self.cache_groups = cache_groups
+        self._cache: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
 
     def _normalization(self, normalize: bool | str) -> Normalization | None:
         if not normalize:
@@ -113,24 +174,33 @@ class LatentDataset(torch.utils.data.Dataset):
             return Normalization.from_values(latents_mean=stats["mean"], latents_std=[max(s, 1e-12) for s in stats["std"]], source="dataset")
         return self.codec.normalization
 
-    def _build_index(self) -> tuple[list[str], list[tuple[int, int]]]:
+    # ---- the index: groups of committed shards (metadata only, no array reads) ---------------
+    def _build_index(self, buckets: list[str] | None) -> list[_Group]:
         markers = committed_shards(self.path, self.storage_options)
         wanted = {s for s, m in markers.items() if m["rows"] and "zarr" in m.get("formats", ["zarr"])}
         root = self._open(f"{self.path}/zarr")
         found = {shard for _, bucket in root.groups() for shard, _ in bucket.groups()}
         if not wanted <= found:  # consolidated metadata older than the last commits (job not finalized yet)
             root = self._open(f"{self.path}/zarr", consolidated=False)
-        groups, index = [], []
+        specs: dict[ArraySpec, ArraySpec] = {}  # interned: groups of one bucket share them
+        groups = []
         for bucket in sorted(name for name, _ in root.groups()):
+            if buckets is not None and bucket not in buckets:
+                continue
             for shard_id, group in sorted(root[bucket].groups()):
                 if shard_id not in markers:
                     continue  # written but never committed (crashed writer)
                 if group.attrs.get("codec_fingerprint") != self.codec.fingerprint:
                     raise CodecMismatchError(f"shard {shard_id!r} was written by encoder {group.attrs.get('codec_fingerprint')}, "
                                              f"the dataset's is {self.codec.fingerprint}")
-                groups.append(f"{bucket}/{shard_id}")
-                index += [(len(groups) - 1, row) for row in range(group["keys"].shape[0])]
-        return groups, index
+                arrays = {name: specs.setdefault(spec, spec) for name, arr in group.arrays()
+                          for spec in [array_spec(arr.metadata)]}
+                groups.append(_Group(f"{bucket}/{shard_id}", bucket, int(group["keys"].shape[0]), arrays))
+        return groups
+
+    def _set_rows(self, rows: list[GroupRows]) -> None:
+        self._rows = rows
+        self._offsets = np.cumsum([0] + [r.stop - r.start for r in rows])
 
     def _open(self, url: str, consolidated: bool | None = None):
         import zarr
@@ -139,37 +209,163 @@ class LatentDataset(torch.utils.data.Dataset):
         options = self.storage_options if remote else None
         return zarr.open_group(url, mode="r", storage_options=options, use_consolidated=consolidated)
 
-    @functools.lru_cache(maxsize=256)
-    def _group(self, g: int):
-        return self._open(f"{self.path}/zarr/{self.groups[g]}")
+    def _open_array(self, path: str):
+        import zarr
+
+        url = self.fs.unstrip_protocol(path) if "://" in self.path else path
+        remote = "://" in url and not url.startswith("file://")
+        return zarr.open_array(url, mode="r", storage_options=self.storage_options if remote else None)
+
+    # ---- views ----------------------------------------------------------------------------
+    def split(self, holdout_rows: int) -> tuple["LatentDataset", "LatentDataset"]:
+        """``(rest, held_out)``: the first rows of every group, ``holdout_rows`` in all, spread over groups
+        in proportion to their sizes (every shard and bucket is represented), and the rest."""
+        sizes = np.array([r.stop - r.start for r in self._rows])
+        total = int(sizes.sum())
+        if not 0 <= holdout_rows <= total:
+            raise ConfigError(f"holdout_rows must be in [0, {total}], got: {holdout_rows}")
+        share = sizes * holdout_rows / max(total, 1)
+        take = np.floor(share).astype(int)
+        for i in np.argsort(-(share - take), kind="stable")[: holdout_rows - int(take.sum())]:
+            take[i] += 1  # largest remainders
+        held = [GroupRows(r.bucket, r.start, r.start + int(k)) for r, k in zip(self._rows, take)]
+        rest = [GroupRows(r.bucket, r.start + int(k), r.stop) for r, k in zip(self._rows, take)]
+        return self._view(rest), self._view(held)
+
+    def _view(self, rows: list[GroupRows]) -> "LatentDataset":
+        view = copy.copy(self)
+        view._set_rows(rows)
+        view._cache = OrderedDict()
+        return view
+
+    @property
+    def bucket_rows(self) -> dict[str, int]:
+        """Rows per bucket shape in this dataset (or view)."""
+        out: dict[str, int] = {}
+        for r in self._rows:
+            out[r.bucket] = out.get(r.bucket, 0) + r.stop - r.start
+        return out
+
+    def has_field(self, name: str) -> bool:
+        """Every group (with rows) stores ``name`` (e.g. ``label``: every row has a label)."""
+        return all(name in self.groups[g].specs for g, r in enumerate(self._rows) if r.stop > r.start)
+
+    # ---- reading ------------------------------------------------------------------------
+    def _read(self, block: Block, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The wanted arrays of one row range; metadata a group lacks comes back as None per row."""
+        group = self.groups[block.group]
+        base = f"{self._root}/zarr/{group.path}"
+        out = {}
+        for name in fields:
+            spec = group.specs.get("keys" if name == "key" else name)
+            if spec is None:
+                out[name] = np.full(len(block), None, dtype=object)
+                continue
+            out[name] = read_array(self.fs, f"{base}/{'keys' if name == 'key' else name}", spec, group.rows,
+                                   block.start, block.stop, self._open_array)
+        return out
+
+    def _read_fields(self) -> tuple[str, ...]:
+        extra = tuple(f"{n.removesuffix('latent')}logvar" for n in self.fields
+                      if self.resample and n.endswith("latent") and f"{n.removesuffix('latent')}logvar" in self.codec.arrays)
+        return self.fields + extra
 
     def __len__(self) -> int:
-        return len(self.index)
+        return int(self._offsets[-1])
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"row {i} out of range for {len(self)} rows")
+        i = i % len(self)
+        g = int(np.searchsorted(self._offsets, i, side="right")) - 1
+        return g, self._rows[g].start + i - int(self._offsets[g])
 
     def bucket_of(self, i: int) -> str:
-        return self.groups[self.index[i][0]].split("/", 1)[0]
+        return self._rows[self._locate(i)[0]].bucket
+
+    def _group_data(self, g: int) -> dict[str, np.ndarray]:
+        if g in self._cache:
+            self._cache.move_to_end(g)
+            return self._cache[g]
+        data = self._read(Block(g, 0, self.groups[g].rows), self._read_fields())
+        self._cache[g] = data
+        while len(self._cache) > max(self.cache_groups, 1):
+            self._cache.popitem(last=False)
+        return data
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        g, row = self.index[i]
-        group = self._group(g)
-        item: dict[str, Any] = {"key": str(group["keys"][row]), "bucket": self.bucket_of(i)}
-        for name in ("original_size", "crop_box"):
-            if name in group:
-                item[name] = torch.from_numpy(np.asarray(group[name][row]))
-        if "indices" in self.codec.arrays:
-            item["indices"] = torch.from_numpy(np.asarray(group["indices"][row]).astype(np.int64))
-        if "latent" in self.codec.arrays:
-            item["latent"] = self._latent(group, row, i)
-        return item
+        g, row = self._locate(i)
+        data = self._group_data(g)
+        batch = self._assemble({k: v[row:row + 1] for k, v in data.items()}, self.groups[g].bucket, None)
+        item = {k: (v[0] if isinstance(v, (list, torch.Tensor)) else v) for k, v in batch.items()}
+        if isinstance(item.get("label"), torch.Tensor):
+            item["label"] = int(item["label"])
+        return {k: v for k, v in item.items() if v is not None}  # what this row lacks is left out
 
-    def _latent(self, group, row: int, i: int) -> torch.Tensor:
-        z = torch.from_numpy(np.asarray(group["latent"][row], dtype=np.float32))  # (C, h, w)
-        if self.resample:
-            logvar = torch.from_numpy(np.asarray(group["logvar"][row], dtype=np.float32))
-            gen = torch.Generator().manual_seed(int(self._epoch_rng.integers(2**62)) ^ i)
-            z = z + torch.exp(0.5 * logvar) * torch.randn(z.shape, generator=gen)
-        if self._norm_config is not None:
-            z = self._norm_config.normalize(z[None])[0]
+    # ---- batches ------------------------------------------------------------------------
+    def batch_plan(self, batch_size: int, shuffle: bool = True, seed: int = 0, epoch: int = 0, rank: int = 0, world: int = 1,
+                   drop_last: bool = False, buffer_rows: int = 8192, block_rows: int | None = None) -> BatchPlan:
+        """Which rows each batch of :meth:`iter_batches` holds (row counts only, no IO)."""
+        return BatchPlan(self._rows, batch_size, shuffle, seed, epoch, rank, world, drop_last, buffer_rows, block_rows)
+
+    def iter_batches(self, batch_size: int, shuffle: bool = True, seed: int = 0, epoch: int = 0, rank: int = 0, world: int = 1,
+                     drop_last: bool = False, start: int = 0, buffer_rows: int = 8192,
+                     block_rows: int | None = None) -> Iterator[dict[str, Any]]:
+        """Batches of one epoch, read a window of whole row ranges at a time and shuffled within it.
+
+        Args:
+            batch_size: rows per batch; every batch holds one bucket shape.
+            shuffle: shuffle blocks and rows (seeded by ``seed`` and ``epoch``); off: storage order.
+            seed, epoch: the order (and the resampling noise) is a pure function of them.
+            rank, world: disjoint blocks of rows per rank (counts may differ by up to one block).
+            drop_last: drop each bucket's last incomplete batch.
+            start: skip the first ``start`` batches without reading them (resume).
+            buffer_rows: the shuffle buffer: about this many rows are in memory at once.
+            block_rows: rows per contiguous block (default: whole groups up to 1024 rows).
+
+        Yields:
+            dicts of stacked tensors (``latent`` (B, C, h, w), ``label`` (B,) or None, ...) and
+            lists (``key``, ``caption``, ``json``), plus ``bucket``; see the class docstring.
+        """
+        plan = self.batch_plan(batch_size, shuffle, seed, epoch, rank, world, drop_last, buffer_rows, block_rows)
+        fields = self._read_fields()
+        windows: dict[str, tuple[int, dict[str, np.ndarray]]] = {}  # the open window of each bucket
+        for i, (bucket, window, rows) in enumerate(plan.batches(start), start=start):
+            if windows.get(bucket, (-1,))[0] != window:
+                windows.pop(bucket, None)  # free the last window before reading the next
+                parts = [self._read(b, fields) for b in plan.window_blocks(bucket, window)]
+                windows[bucket] = (window, {k: np.concatenate([p[k] for p in parts]) for k in fields})
+            data = windows[bucket][1]
+            gen = torch.Generator().manual_seed(int(np.random.default_rng([seed, epoch, rank, i]).integers(2**62)))
+            yield self._assemble({k: v[rows] for k, v in data.items()}, bucket, gen)
+
+    def _assemble(self, data: dict[str, np.ndarray], bucket: str, generator: torch.Generator | None) -> dict[str, Any]:
+        """Rows as tensors: float latents (resampled, normalized), int64 indices and labels, metadata."""
+        out: dict[str, Any] = {"bucket": bucket}
+        for name in self.fields:
+            values = data[name]
+            if values.dtype == object and name not in _STRINGS and all(v is None for v in values):
+                continue  # not stored for these rows
+            if name in _STRINGS:
+                out[name] = [None if v is None or (name != "key" and v == "") else str(v) for v in values]
+            elif values.dtype == object:  # metadata some groups lack
+                out[name] = None if any(v is None for v in values) else torch.as_tensor(np.stack(list(values)).astype(np.int64))
+            elif name.endswith("indices") or name in _META:
+                out[name] = torch.from_numpy(np.ascontiguousarray(values).astype(np.int64))
+            else:
+                out[name] = self._latent(name, values, data, generator)
+        return out
+
+    def _latent(self, name: str, values: np.ndarray, data: dict[str, np.ndarray], generator: torch.Generator | None) -> torch.Tensor:
+        z = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))  # (B, C, h, w)
+        logvar = f"{name.removesuffix('latent')}logvar"
+        if self.resample and name.endswith("latent") and logvar in data:
+            if generator is None:  # items: fresh noise every access
+                generator = torch.Generator().manual_seed(int(self._epoch_rng.integers(2**62)))
+            std = torch.exp(0.5 * torch.from_numpy(np.asarray(data[logvar], dtype=np.float32)).clamp(-30.0, 20.0))
+            z = z + std * torch.randn(z.shape, generator=generator)
+        if self._norm_config is not None and name.endswith("latent"):
+            z = self._norm_config.normalize(z)
         return z
 
 

@@ -3,10 +3,12 @@
 Output layout::
 
     <out>/latentflow.json                 codec + counts + stats + creation time (at finalize)
-    <out>/README.md                       dataset card; its ``configs:`` points at parquet/*.parquet
+    <out>/README.md                       dataset card: ``configs:`` (default + one per bucket), typed
+                                          features, and a content version (refreshes datasets' cache)
     <out>/_codec.json                     the codec, written when a job starts (refuses mixing)
-    <out>/parquet/<shard_id>.parquet      one file per input shard
-    <out>/zarr/<H>x<W>/<shard_id>/...     one group per (bucket, input shard): latent, keys, ...
+    <out>/parquet/<shard_id>.parquet      one file per input shard (with buckets:
+                                          parquet/<H>x<W>/<shard_id>.parquet, one per bucket)
+    <out>/zarr/<H>x<W>/<shard_id>/...     one group per (bucket, input shard): latent, keys, caption, label, ...
     <out>/_done/<shard_id>.json           commit marker: rows, key hash, checksum, stats, errors
     <out>/errors.parquet                  per-sample failures (at finalize)
 
@@ -157,15 +159,26 @@ class ShardWriter:
         objects: dict[str, bytes] = {}
         units: list[str] = []
         if "parquet" in self.formats and columns["key"]:  # no file for an all-bad shard (datasets cannot read empty ones)
-            rel = f"parquet/{shard_id}.parquet"
-            buf = io.BytesIO()
-            pq.write_table(parquet_table(columns, self.array_names, self.variable, self.codec), buf, compression="zstd")
-            objects[rel] = buf.getvalue()
-            units.append(rel)
+            for rel, rows in self._parquet_files(shard_id, columns).items():
+                buf = io.BytesIO()
+                pq.write_table(parquet_table(rows, self.array_names, False, self.codec), buf, compression="zstd")
+                objects[rel] = buf.getvalue()
+                units.append(rel)
         if "zarr" in self.formats:
             objects.update(self._zarr_objects(shard_id, columns))
             units += sorted({f"zarr/{bucket}/{shard_id}" for bucket in self._buckets(columns)})
         return objects, units
+
+    def _parquet_files(self, shard_id: str, columns: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """``{relative path: columns}``: ``parquet/<shard>.parquet``, or with buckets one file per
+        bucket, ``parquet/<H>x<W>/<shard>.parquet``, so every file has one fixed (typed) shape."""
+        buckets = self._buckets(columns)
+        files = {}
+        for bucket, rows in buckets.items():
+            part = {name: (_stack(col, rows) if name in self.array_names else [col[i] for i in rows]) for name, col in columns.items()}
+            part["bucket"] = [bucket] * len(rows)
+            files[f"parquet/{bucket}/{shard_id}.parquet" if self.variable else f"parquet/{shard_id}.parquet"] = part
+        return files
 
     def _zarr_objects(self, shard_id: str, columns: dict[str, Any]) -> dict[str, bytes]:
         import zarr
@@ -185,6 +198,7 @@ class ShardWriter:
                     group.create_array(name, data=np.array([columns[name][i] for i in rows], dtype=np.int32).reshape(-1, width))
             if "index_in_shard" in columns:
                 group.create_array("index_in_shard", data=np.array([columns["index_in_shard"][i] for i in rows], dtype=np.int64))
+            _write_row_metadata(group, columns, rows)
         objects = {f"zarr/{path}": value.to_bytes() for path, value in store.items()}
         # the root and bucket groups: identical from every writer, so each process writes them once
         return {rel: data for rel, data in objects.items() if not (_is_parent(rel) and (self.session, self.out_url, rel) in _KNOWN_PARENTS)}
@@ -240,6 +254,9 @@ class ShardWriter:
         parquet = _join(self.root, "parquet", f"{shard_id}.parquet")
         if f"parquet/{shard_id}.parquet" not in units and self.fs.exists(parquet):
             found.append(parquet)
+        if self.variable and "parquet" in self.formats:  # per-bucket files of buckets this attempt lacks
+            pattern = _join(self.root, "parquet", "*", f"{shard_id}.parquet")
+            found += [p for p in self.fs.glob(pattern) if _relative(self.root, p) not in units]
         return found
 
     def _put(self, objects: dict[str, bytes], atomic: bool = False) -> None:
@@ -330,6 +347,21 @@ def _write_rows(group, name: str, data: np.ndarray) -> None:
     """One chunk per row (random access by row), all rows in one shard file (one writer per file)."""
     chunks = (1, *data.shape[1:])
     group.create_array(name, data=data, chunks=chunks, shards=(max(data.shape[0], 1), *data.shape[1:]))
+
+
+def _write_row_metadata(group, columns: dict[str, Any], rows: list[int]) -> None:
+    """Captions, JSON and labels beside the arrays, so a Zarr reader carries them without the Parquet
+    files: ``caption``/``json`` as strings ("" where missing), ``label`` only when every row has one."""
+    import zarr
+
+    for name in ("caption", "json"):
+        values = [columns[name][i] for i in rows] if name in columns else []
+        if any(v is not None for v in values):
+            arr = group.create_array(name, shape=(len(rows),), dtype=zarr.dtype.VariableLengthUTF8(), chunks=(max(len(rows), 1),))
+            arr[:] = np.array(["" if v is None else str(v) for v in values], dtype=object)
+    labels = [columns["label"][i] for i in rows] if "label" in columns else []
+    if labels and all(v is not None for v in labels):
+        group.create_array("label", data=np.asarray(labels, dtype=np.int64))
 
 
 def _is_float(arr: Any) -> bool:
@@ -514,14 +546,66 @@ def _write_errors(fs, path: str, errors: list[dict]) -> None:
         f.write(buf.getvalue())
 
 
+def content_version(markers: dict[str, dict]) -> str:
+    """sha256 over the committed set (shard ids, row counts, key hashes, checksums, encoders).
+
+    It changes whenever any committed shard changes, and goes into the dataset card so that
+    ``datasets`` (whose cache id for a local folder hashes the card's configs, not the files)
+    never serves an earlier content's cache after an ``--overwrite`` or an append.
+    """
+    parts = [[m["shard_id"], m["rows"], m.get("keys_sha256"), m.get("checksum"), m.get("codec_fingerprint")]
+             for _, m in sorted(markers.items())]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _card_configs(fs, codec: Codec, markers: dict) -> tuple[list[dict], list[dict]]:
+    """The card's ``configs`` and ``dataset_info``: ``default`` reads every Parquet file; with buckets,
+    one config per bucket reads only ``parquet/<H>x<W>/*.parquet`` (fixed shape: ``ArrayND``)."""
+    from latentflow.data.tables import as_nested, card_features, schema_features
+
+    one_file: dict[str, str] = {}  # bucket -> one committed Parquet file of it
+    for m in markers.values():
+        for f in m.get("files", []):
+            if f.endswith(".parquet"):
+                one_file.setdefault(f.rsplit("/", 2)[-2] if codec.bucketed else "", f)
+    features: dict[str, dict] = {}
+    for bucket, f in sorted(one_file.items()):
+        with fs.open(f, "rb") as fh:
+            features[bucket] = schema_features(pq.read_schema(fh))
+    description = f"latentflow content {content_version(markers)}"
+    default_files = "parquet/*/*.parquet" if codec.bucketed else "parquet/*.parquet"
+    configs = [{"config_name": "default", "data_files": [{"split": "train", "path": default_files}], "description": description}]
+    infos = []
+    merged: dict[str, dict] = {}
+    for bucket_features in features.values():
+        merged.update({k: as_nested(v) if codec.bucketed else v for k, v in bucket_features.items()})
+    if merged:
+        infos.append({"config_name": "default", "features": card_features(merged)})
+    for bucket in sorted(b for b in features if b):
+        configs.append({"config_name": bucket, "data_files": [{"split": "train", "path": f"parquet/{bucket}/*.parquet"}],
+                        "description": description})
+        infos.append({"config_name": bucket, "features": card_features(features[bucket])})
+    return configs, infos
+
+
 def _write_card(fs, path: str, codec: Codec, markers: dict) -> None:
+    """``README.md``: YAML ``configs`` + ``dataset_info`` (typed features per config) and a short text."""
+    import yaml
+
+    configs, infos = _card_configs(fs, codec, markers)
+    header = yaml.safe_dump({"configs": configs, **({"dataset_info": infos} if infos else {})}, sort_keys=False)
     model = codec.model
+    buckets = [c["config_name"] for c in configs[1:]]
+    usage = "ds = latentflow.load_latents(\"<this directory>\")\n"
+    if buckets:
+        usage += f"one_shape = datasets.load_dataset(\"<this directory>\", \"{buckets[0]}\", split=\"train\")  # Array3D\n"
     card = (
-        "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: parquet/*.parquet\n---\n\n"
+        f"---\n{header}---\n\n"
         f"# Latents encoded by latentflow\n\nModel: `{model.cls}` (model_type `{model.model_type}`, "
         f"weights sha256 `{model.weights_sha256}`).\nStored: {', '.join(codec.arrays)} as {codec.dtype}.\n"
-        f"Rows: {sum(m['rows'] for m in markers.values())} in {len(markers)} shards.\n\n"
-        "```python\nimport latentflow\nds = latentflow.load_latents(\"<this directory>\")\n```\n"
+        f"Rows: {sum(m['rows'] for m in markers.values())} in {len(markers)} shards.\n"
+        + (f"Buckets (one config each): {', '.join(buckets)}.\n" if buckets else "")
+        + f"\n```python\nimport datasets, latentflow\n{usage}```\n"
     )
     with fs.open(path, "w") as f:
         f.write(card)

@@ -2,9 +2,11 @@
 
 The Parquet schema carries Hugging Face ``datasets`` features (``Array2D``..``Array5D``
 with their dtype, under the ``huggingface`` schema-metadata key), so
-``datasets.load_dataset`` returns correctly shaped arrays. When the processor uses
-aspect-ratio buckets the per-row shape varies, and latents are stored as nested
-lists (``List(List(List(Value)))``) instead: still one tensor of the right shape per row.
+``datasets.load_dataset`` returns correctly shaped arrays. With aspect-ratio buckets the
+sink writes one file per (bucket, shard), each of one fixed shape, so every file is typed
+too; :func:`card_features` gives the dataset card's per-config features (``ArrayND`` per
+bucket, nested lists for the default config that mixes shapes). Every row has a ``bucket``
+column: ``"HxW"`` of the input pixels.
 
 Note: ``with_format("torch")``/``("numpy")`` in ``datasets`` return float16 arrays as
 float32 and unsigned indices as int64; the codec records the stored dtype.
@@ -18,10 +20,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-META_COLUMNS = ("key", "shard", "index_in_shard", "caption", "label", "json", "original_size", "crop_box")
+META_COLUMNS = ("key", "shard", "bucket", "index_in_shard", "caption", "label", "json", "original_size", "crop_box")
 _META_TYPES = {
     "key": pa.string(),
     "shard": pa.string(),
+    "bucket": pa.string(),
     "index_in_shard": pa.int64(),
     "caption": pa.string(),
     "label": pa.int64(),
@@ -122,7 +125,7 @@ def _feature_dict(feature) -> dict:
 
 
 def _meta_feature(name: str) -> dict:
-    value = {"key": "string", "shard": "string", "index_in_shard": "int64", "caption": "string", "label": "int64", "json": "string"}
+    value = {"key": "string", "shard": "string", "bucket": "string", "index_in_shard": "int64", "caption": "string", "label": "int64", "json": "string"}
     if name in value:
         return {"dtype": value[name], "_type": "Value"}
     return {"feature": {"dtype": "int32", "_type": "Value"}, "length": 2 if name == "original_size" else 4, "_type": "List"}
@@ -140,3 +143,24 @@ def parquet_table(columns: dict[str, Any], array_names: list[str], variable: boo
     table = pa.table(arrays)
     metadata = {"huggingface": json.dumps({"info": {"features": features}}), "latentflow": codec.to_json()}
     return table.replace_schema_metadata(metadata)
+
+
+def schema_features(schema: pa.Schema) -> dict[str, dict]:
+    """The ``datasets`` feature dicts a Parquet file's schema metadata carries (``{}`` when none)."""
+    raw = (schema.metadata or {}).get(b"huggingface")
+    return dict(json.loads(raw)["info"]["features"]) if raw else {}
+
+
+def as_nested(feature: dict) -> dict:
+    """An ``ArrayND`` feature dict as the nested ``List`` feature that holds any shape of its rank
+    (the default config of a bucketed output mixes shapes); other features unchanged."""
+    if feature.get("_type", "").startswith("Array") and feature["_type"].endswith("D"):
+        return _nested_feature(feature["dtype"], len(feature["shape"]))
+    return feature
+
+
+def card_features(features: dict[str, dict]) -> list[dict]:
+    """Feature dicts as the dataset card's YAML ``dataset_info.features`` list."""
+    from datasets import Features
+
+    return Features.from_dict(features)._to_yaml_list()

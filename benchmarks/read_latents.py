@@ -1,0 +1,129 @@
+"""python benchmarks/read_latents.py [--rows 1280] [--per-shard 128] [--batch-size 64] [--epochs 3]
+
+Reader speed over one cached latent output: random batches of ``--batch-size`` rows of
+(4, 32, 32) float32 latents (plus keys, captions, labels), one epoch over ``--rows`` rows,
+the median of ``--epochs`` epochs, five ways measured in one run:
+
+1. ``LatentDataset.iter_batches`` (whole row ranges per read, shuffled in a buffer);
+2. ``LatentDataset`` through a ``DataLoader`` + ``BucketBatchSampler``, 0 workers;
+3. the same with 2 workers (persistent, so worker start-up is paid once);
+4. ``load_latents(out).with_format("torch")`` indexed by random batches of row ids;
+5. an in-memory tensor indexed by random batches (the ceiling).
+
+The output is written directly with ``ShardWriter`` (random latents, the codec of a tiny VAE),
+so no encoder runs. Prints rows/s and each reader's ratio to the in-memory tensor and to
+``with_format("torch")``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=1280)
+    p.add_argument("--per-shard", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--out", default=None, help="output folder (default: a temp dir)")
+    return p.parse_args()
+
+
+def write_cache(out: str, rows: int, per_shard: int, resolution: int = 64, logvar: bool = False, seed: int = 0) -> str:
+    """A latent output of ``rows`` random (4, resolution/2, resolution/2) latents, written with ``ShardWriter``."""
+    from latentflow.data.codec import StoreConfig, build_codec
+    from latentflow.data.processors import ImageProcessorConfig
+    from latentflow.data.sinks import ShardWriter, finalize, prepare_output
+    from latentflow.models.vae import VariationalAutoencoderConfig, VariationalAutoencoderModel
+
+    torch.manual_seed(0)
+    vae = VariationalAutoencoderModel(VariationalAutoencoderConfig(block_out_channels=(8, 16), latent_channels=4)).eval()
+    codec = build_codec(vae, ImageProcessorConfig(resolution=resolution), StoreConfig(logvar=logvar), "bench.tar")
+    prepare_output(out, codec, overwrite=True)
+    writer = ShardWriter(out, codec)
+    rng = np.random.default_rng(seed)
+    side = resolution // 2
+    for s, start in enumerate(range(0, rows, per_shard)):
+        n = min(per_shard, rows - start)
+        cols = {"key": [f"s{s:05d}-{i:05d}" for i in range(n)], "index_in_shard": list(range(n)),
+                "latent": rng.normal(size=(n, 4, side, side)).astype(np.float32),
+                "caption": [f"a photo {start + i}" for i in range(n)], "label": [int(v) for v in rng.integers(0, 10, n)]}
+        if logvar:
+            cols["logvar"] = np.full((n, 4, side, side), -2.0, np.float32)
+        writer.write_shard(f"s{s:05d}", cols, [])
+    finalize(out, codec)
+    return out
+
+
+def rate(run_epoch, rows: int, epochs: int) -> float:
+    """Median rows/s of ``epochs`` calls of ``run_epoch(epoch)`` (each must read ``rows`` rows)."""
+    rates = []
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        seen = run_epoch(epoch)
+        assert seen == rows, (seen, rows)
+        rates.append(rows / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def main() -> None:
+    args = parse_args()
+    from latentflow.data.readers import BucketBatchSampler, LatentDataset, load_latents
+
+    out = args.out or str(Path(tempfile.mkdtemp(prefix="read-latents-")) / "latents")
+    write_cache(out, args.rows, args.per_shard)
+    b, n = args.batch_size, args.rows
+    ds = LatentDataset(out)
+    results = {}
+
+    def batches(epoch):
+        return sum(len(x["key"]) for x in ds.iter_batches(b, shuffle=True, seed=0, epoch=epoch))
+
+    results["LatentDataset.iter_batches"] = rate(batches, n, args.epochs)
+
+    def loader(workers):
+        fresh = LatentDataset(out)
+        sampler = BucketBatchSampler(fresh, b, shuffle=True, seed=0)
+        dl = torch.utils.data.DataLoader(fresh, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0)
+
+        def run(epoch):
+            sampler.set_epoch(epoch)
+            return sum(len(x["key"]) for x in dl)
+        return run
+
+    results["DataLoader(LatentDataset), 0 workers"] = rate(loader(0), n, args.epochs)
+    results["DataLoader(LatentDataset), 2 workers"] = rate(loader(2), n, args.epochs)
+
+    hf = load_latents(out).with_format("torch")
+
+    def hf_epoch(epoch):
+        perm = np.random.default_rng([0, epoch]).permutation(n)
+        return sum(len(hf[perm[i:i + b].tolist()]["latent"]) for i in range(0, n, b))
+
+    results['load_latents().with_format("torch")'] = rate(hf_epoch, n, args.epochs)
+    memory = torch.from_numpy(np.stack(load_latents(out).with_format("numpy")["latent"]))
+
+    def memory_epoch(epoch):
+        perm = torch.from_numpy(np.random.default_rng([0, epoch]).permutation(n))
+        return sum(len(memory[perm[i:i + b]]) for i in range(0, n, b))
+
+    results["in-memory tensor"] = rate(memory_epoch, n, args.epochs)
+    ceiling, hf_rate = results["in-memory tensor"], results['load_latents().with_format("torch")']
+    print(f"{args.rows} rows of (4, 32, 32) float32, random batches of {b}, median of {args.epochs} epochs, torch threads {torch.get_num_threads()}")
+    print(f"{'reader':42s} {'rows/s':>10s} {'vs memory':>10s} {'vs HF torch':>12s}")
+    for name, value in results.items():
+        print(f"{name:42s} {value:10.0f} {value / ceiling:10.3f} {value / hf_rate:12.2f}")
+    print(json.dumps({k: round(v) for k, v in results.items()}))
+
+
+if __name__ == "__main__":
+    main()
