@@ -28,6 +28,7 @@ _BUILTIN_MODULES: dict[str, str] = {
     "vq_autoencoder": "latentflow.models.vq_autoencoder",
     "vqvae2": "latentflow.models.vq_autoencoder",
     "transvae": "latentflow.models.transvae",
+    "causal_video_autoencoder_kl": "latentflow.models.causal_video_vae",
     "diffusers": "latentflow.models.diffusers_bridge",  # every other diffusers autoencoder class
 }
 
