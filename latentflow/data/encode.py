@@ -162,6 +162,11 @@ class EncodedShard:
     def rows(self) -> int:
         return len(self.columns.get("key", []))
 
+    @property
+    def all_failed(self) -> bool:
+        """Samples were read and every one failed: such a shard is not committed (a rerun retries it)."""
+        return self.rows == 0 and bool(self.errors)
+
 
 def stack_pixels(samples: list[ProcessedSample]):
     """A batch tensor (B, 3, H, W) of one bucket: uint8 codes when all are, else float32 values."""

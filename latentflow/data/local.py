@@ -15,17 +15,21 @@ from typing import Any
 
 from latentflow.data.codec import ModelRef, build_codec
 from latentflow.data.encoding import LatentEncoder, StoreConfig
-from latentflow.data.encode import encode_shard
+from latentflow.data.encode import EncodedShard, encode_shard
 from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
 from latentflow.data.records import Shard
 from latentflow.data.sinks import ShardWriter, finalize, prepare_output
 from latentflow.data.sources import SourceConfig, list_shards, read_shard
 
 
-def encode_shard_locally(shard: Shard, source: SourceConfig, processor: ImageProcessor, encoder: LatentEncoder, writer: ShardWriter, batch_size: int = 16) -> dict[str, Any]:
-    """Read, process, encode and commit one shard in this process. Returns its marker."""
+def encode_shard_locally(shard: Shard, source: SourceConfig, processor: ImageProcessor, encoder: LatentEncoder,
+                         writer: ShardWriter, batch_size: int = 16) -> EncodedShard:
+    """Read, process, encode and commit one shard in this process (a shard whose samples all
+    failed is not committed, as in the Ray job)."""
     encoded = encode_shard(read_shard(shard, source), processor, encoder, shard.shard_id, batch_size)
-    return writer.write_shard(shard.shard_id, encoded.columns, list(encoded.errors))
+    if not encoded.all_failed:
+        writer.write_shard(shard.shard_id, encoded.columns, list(encoded.errors))
+    return encoded
 
 
 def encode_locally(model, source: SourceConfig, out_url: str, processor_config: ImageProcessorConfig | None = None,
@@ -50,7 +54,10 @@ def encode_locally(model, source: SourceConfig, out_url: str, processor_config: 
     prepare_output(out_url, codec, storage_options, overwrite=overwrite)
     writer = ShardWriter(out_url, codec, formats, storage_options, session=uuid.uuid4().hex)
     processor, encoder = ImageProcessor(processor_config, model.downsample_factor), LatentEncoder(model, store)
+    failed: list[EncodedShard] = []
     for shard in list_shards(source):
-        encode_shard_locally(shard, source, processor, encoder, writer, batch_size)
-    finalize(out_url, codec, storage_options, {"note": note})
+        encoded = encode_shard_locally(shard, source, processor, encoder, writer, batch_size)
+        failed += [encoded] if encoded.all_failed else []
+    finalize(out_url, codec, storage_options, {"note": note, "failed_shards": [f.shard_id for f in failed],
+                                               "shard_errors": [e for f in failed for e in f.errors]})
     return codec

@@ -487,10 +487,12 @@ def finalize(out_url: str, codec: Codec, storage_options: dict | None = None, su
         from the committed markers (rows, shards, ``sample_errors``, ``failed_shards``: shards this
         run could not read; they have no marker and the next run retries them).
     """
-    summary = _scrub(dict(summary or {}))
+    summary = dict(summary or {})
+    shard_errors = list(summary.pop("shard_errors", []))  # error rows: their "key" is a sample key, not a secret
+    summary = _scrub(summary)
     fs, root = fsspec.url_to_fs(str(out_url), **(storage_options or {}))
     markers = committed_shards(out_url, storage_options)
-    errors = [e for m in markers.values() for e in m.get("errors", [])] + list(summary.pop("shard_errors", []))
+    errors = [e for m in markers.values() for e in m.get("errors", [])] + shard_errors
     _write_errors(fs, _join(root, "errors.parquet"), errors)
     _write_card(fs, _join(root, "README.md"), codec, markers)
     if fs.exists(_join(root, "zarr", "zarr.json")):

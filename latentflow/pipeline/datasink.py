@@ -100,6 +100,9 @@ def commit_shard(writer: ShardWriter, part: pa.Table) -> ShardResult:
         # internal invariant: the pipeline never splits a shard across write calls
         raise RuntimeError(f"shard {shard!r}: write got {got} of its {expected} rows; refusing a partial commit")
     encoded = encoded_shard(part, writer.array_names)
+    if encoded.all_failed:  # no marker: reported as failed, so a rerun after the fix retries it
+        logger.warning("shard %s: all %d samples failed; not committed", shard, len(encoded.errors))
+        return ShardResult(shard, url, errors=list(encoded.errors), failed=True)
     writer.write_shard(shard, encoded.columns, list(encoded.errors))
     logger.info("committed shard %s: %d rows, %d errors", shard, encoded.rows, len(encoded.errors))
     return ShardResult(shard, url, rows=encoded.rows, errors=list(encoded.errors))

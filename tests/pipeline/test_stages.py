@@ -11,7 +11,7 @@ import torch
 from latentflow.data.codec import build_codec
 from latentflow.data.encoding import StoreConfig
 from latentflow.data.processors import ImageProcessorConfig
-from latentflow.data.sinks import finalize, prepare_output
+from latentflow.data.sinks import committed_shards, finalize, prepare_output
 from latentflow.data.sources import SourceConfig, list_shards
 from latentflow.pipeline.datasink import LatentDatasink, commit_shard
 from latentflow.data.encode import pack_pixels, unpack_pixels
@@ -91,7 +91,7 @@ def test_buckets_are_batched_separately(photos, tiny_model_dir, tmp_path):
     assert all(s == (4, int(b.split("x")[0]) // 2, int(b.split("x")[1]) // 2) for s, b in zip(shapes, buckets))
 
 
-def test_non_finite_latents_are_per_sample_errors_and_get_committed(photos, tmp_path):
+def test_non_finite_latents_are_per_sample_errors_and_an_all_failed_shard_is_not_committed(photos, tmp_path):
     model = tiny_vae(0)
     with torch.no_grad():
         next(model.parameters()).fill_(float("nan"))
@@ -107,9 +107,10 @@ def test_non_finite_latents_are_per_sample_errors_and_get_committed(photos, tmp_
     prepare_output(out, codec)
     sink = LatentDatasink(out, codec, ("parquet", "zarr"))
     [result] = sink.write([encoded], ctx=None)
-    finalize(out, codec)
-    assert result["rows"] == 0 and len(result["errors"]) == 3
-    assert read_rows(out) == {}
+    finalize(out, codec, summary={"shard_errors": result["errors"], "failed_shards": [result["url"]]})
+    # every sample failed: no marker, reported as failed, so a rerun after the fix retries the shard
+    assert result["failed"] and result["rows"] == 0 and len(result["errors"]) == 3
+    assert read_rows(out) == {} and committed_shards(out) == {}
     assert {(e["key"], e["stage"], e["error_type"]) for e in read_errors(out)} == {(s["__key__"], "encode", "non_finite") for s in samples}
 
 
