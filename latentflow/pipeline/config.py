@@ -36,8 +36,11 @@ class EncodeJobConfig(DataConfig):
     """Everything an encode job needs.
 
     Attributes:
-        model: checkpoint to encode with: a local directory, an fsspec URL (``s3://...``)
-            or a name under ``models/``.
+        model: checkpoint to encode with: a local directory, an fsspec URL (``s3://...``),
+            a name under ``models/`` or a Hugging Face hub id (any diffusers autoencoder folder too).
+        model_subfolder: inside ``model`` (``"vae"`` of a diffusers pipeline root).
+        model_variant: weights variant (``"fp16"`` reads ``diffusion_pytorch_model.fp16.safetensors``).
+        model_revision: hub revision (branch, tag or commit); the codec pins the commit it resolved to.
         output: output directory (local path or fsspec URL).
         source: where the input shards are (:class:`~latentflow.data.sources.SourceConfig`).
         processor: how images become pixel tensors (:class:`ImageProcessorConfig`).
@@ -71,6 +74,9 @@ class EncodeJobConfig(DataConfig):
     """
 
     model: str = ""
+    model_subfolder: str | None = None
+    model_variant: str | None = None
+    model_revision: str | None = None
     output: str = "./outputs/default"
     source: SourceConfig = field(default_factory=SourceConfig)
     processor: ImageProcessorConfig = field(default_factory=ImageProcessorConfig)

@@ -27,7 +27,7 @@ from typing import Any
 
 
 from latentflow import hub
-from latentflow.data.codec import build_codec
+from latentflow.data.codec import ModelRef, build_codec
 from latentflow.data.sinks import finalize, prepare_output, read_output_codec
 from latentflow.errors import CheckpointError, ConfigError
 from latentflow.pipeline.config import EncodeJobConfig
@@ -120,10 +120,13 @@ def run_encode_job(config: EncodeJobConfig, progress: bool = True) -> EncodeSumm
     """
     options = config.resolved_storage_options()
     shards = check_before_ray(config)  # the source matches shards, the output can be written (ConfigError)
-    model = load_model(config.model, options)
+    model = load_model(config.model, options, **model_load_kwargs(config))
     source = config.source.replace(storage_options=config.source_storage_options())
     join_cluster(config)  # a running cluster: local paths and the pool's fit are checked before anything is written
-    codec = build_codec(model, config.processor, config.store, source.urls, config.dtype, model_location=config.model)
+    # the codec pins the commit a hub id resolved to (not a branch name), so readers rebuild the same weights
+    pinned = getattr(model, "hub_revision", None) or config.model_revision
+    model_ref = ModelRef.from_user(config.model, config.model_subfolder, config.model_variant, pinned)
+    codec = build_codec(model, config.processor, config.store, source.urls, config.dtype, model_ref=model_ref)
     codec = merged_sources_codec(config.output, codec, options, config.overwrite)
     # refuses another encoder's output (CodecMismatchError) unless overwrite; records the codec first
     done = prepare_output(config.output, codec, options, config.overwrite)
@@ -159,17 +162,26 @@ def _tally(summary: EncodeSummary, results: list[ShardResult]) -> list[dict]:
 # ---- model and output ---------------------------------------------------------------
 
 
-def load_model(name_or_path: str, storage_options: dict | None = None):
-    """Load the encoder on the driver (for its geometry and fingerprint), with a clear error for a missing name."""
+def model_load_kwargs(config: EncodeJobConfig, revision: str | None = None) -> dict[str, str]:
+    """``subfolder`` / ``variant`` / ``revision`` of the job's model, those that are set."""
+    kwargs = {"subfolder": config.model_subfolder, "variant": config.model_variant, "revision": revision or config.model_revision}
+    return {k: v for k, v in kwargs.items() if v}
+
+
+def load_model(name_or_path: str, storage_options: dict | None = None, **kwargs: str):
+    """Load the encoder on the driver (for its geometry and fingerprint), with a clear error for a missing name.
+
+    ``kwargs``: ``subfolder``, ``variant``, ``revision`` (hub ids: ``model.hub_revision`` is the commit loaded).
+    """
     from latentflow.auto import AutoModel
 
-    local = "://" not in name_or_path and not Path(name_or_path).exists()
+    local = "://" not in name_or_path and not Path(name_or_path).exists() and not hub.is_hub_id(name_or_path)
     if local and not (hub.models_dir() / name_or_path).is_dir():
         raise CheckpointError(
             f"model {name_or_path!r} not found: expected a checkpoint folder {hub.models_dir() / name_or_path} "
             f"(config.json + model.safetensors). Train or copy it there, or pass model=<directory or s3:// URL>."
         )
-    return AutoModel.from_pretrained(name_or_path, storage_options=storage_options)
+    return AutoModel.from_pretrained(name_or_path, storage_options=storage_options, **kwargs)
 
 
 def merged_sources_codec(out_url: str, codec: dict, storage_options: dict, overwrite: bool) -> dict:
@@ -420,6 +432,8 @@ def actor_options(config: EncodeJobConfig, options: dict, model, blocks: int | N
             "batch_size": config.batch_size, "device": "cuda" if shape.num_gpus else "cpu",
             "channels_last": config.channels_last, "torch_threads": shape.threads,
             "storage_options": options, "expected_fingerprint": model.fingerprint(),
+            # actors load the commit the driver resolved, never a branch that moved meanwhile
+            "model_kwargs": model_load_kwargs(config, getattr(model, "hub_revision", None)),
         },
     }
 
