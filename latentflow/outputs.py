@@ -146,7 +146,32 @@ class DecoderOutput:
 
 @dataclass
 class AutoencoderOutput:
-    """What ``forward`` returns: the reconstruction, named loss terms and their weighted total."""
+    """What ``forward`` returns: the reconstruction, named loss terms and their weighted total.
+
+    One loss convention in every family, so a loss weight means the same everywhere: ``loss``
+    is the reconstruction error averaged over elements plus every other term times its
+    config weight::
+
+        loss = losses["rec"] + kl_weight * losses["kl"] + sum(quantizer terms)
+
+    - ``losses["rec"]``: the reconstruction loss the config names (``mse`` or ``l1``; the KL
+      autoencoder: ``l1``), averaged over every element of the (B, C, H, W) input (MAE: over
+      the elements of the masked patches).
+    - ``losses["kl"]``: KL(q(z|x) || N(0, I)) in nats, summed per sample, batch mean; it enters
+      times ``kl_weight`` (β-VAE: ``beta * kl_weight``; capacity: ``gamma * kl_weight * |kl - C|``;
+      the VAE's default ``kl_weight=None`` is the ELBO's balance, 1 / (C * H * W)).
+    - quantizer terms (``commitment``, ``codebook``, ``entropy``, ...; VQ-VAE-2 prefixes
+      ``top_``/``bottom_``) are reported as they enter the loss: already times the weight in
+      the quantizer's config (``commitment = beta * mse(z, sg[q])``).
+    - reported, not in ``loss``: ``elbo_nats`` (VAE, β-VAE: negative ELBO per sample, error
+      summed + KL, batch mean; what ``loss`` was before the convention) and ``capacity``.
+
+    Attributes:
+        reconstruction: (B, C, H, W) decoded from the (sampled) latents.
+        loss: 0-d tensor, the weighted total above.
+        losses: named 0-d terms.
+        encoder_output: what ``encode`` returned for this input.
+    """
 
     reconstruction: torch.Tensor
     loss: torch.Tensor

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 diffusers = pytest.importorskip("diffusers")
 
-from latentflow import AutoModel  # noqa: E402
+from latentflow import AutoModel, VariationalEncoderOutput  # noqa: E402
 from latentflow.errors import CheckpointError, ConfigError, InputError, NotSupportedError  # noqa: E402
 from latentflow.models.autoencoder_kl import (  # noqa: E402
     PRESETS,
@@ -24,6 +24,7 @@ from latentflow.models.autoencoder_kl import (  # noqa: E402
     TilingConfig,
     blend_tiles,
 )
+from tests.model_tester import LatentModelTesterMixin  # noqa: E402
 
 ATOL = 1e-4
 
@@ -153,15 +154,6 @@ def test_latentflow_to_diffusers_format_loads_in_diffusers(tmp_path):
     again = AutoencoderKLModel.from_pretrained(str(tmp_path / "out"))
     assert again.fingerprint() != "" and again.config.shift_factor == 0.25
     assert_parity(again, ref, images())
-
-
-def test_latentflow_format_round_trip(tmp_path):
-    ours = ours_from(make_diffusers(**CONFIGS["two_levels"]), attention_backend="math")
-    ours.save_pretrained(str(tmp_path))
-    again = AutoModel.from_pretrained(str(tmp_path))
-    assert isinstance(again, AutoencoderKLModel) and again.config == ours.config
-    x = images()
-    torch.testing.assert_close(again.reconstruct(x), ours.reconstruct(x), atol=0, rtol=0)
 
 
 def test_diffusers_folders_load(tmp_path):
@@ -402,14 +394,27 @@ def test_check_finite_raises():
 # ---------------------------------------------------------------------------
 # contract
 # ---------------------------------------------------------------------------
-def test_forward_sample_and_input_checks():
+class TestAutoencoderKL(LatentModelTesterMixin):
+    """The shared contract (tests/model_tester.py); parity with diffusers is checked above."""
+
+    model_class = AutoencoderKLModel
+    encoder_output_class = VariationalEncoderOutput
+    other_sizes = ((32, 16),)
+    expected_latent_shape = (4, 8, 8)
+    loss_terms = {"rec", "kl"}
+
+    def get_init_dict(self):
+        return {**CONFIGS["two_levels"], "attention_backend": "math"}
+
+    def forward_kwargs(self):
+        return {"sample_posterior": True, "generator": torch.Generator().manual_seed(0)}
+
+    def expected_loss(self, model, x, out):  # L1 (LDM's pixel term), mean per element, + kl_weight * KL
+        return out.losses["rec"] + 1e-6 * out.losses["kl"]
+
+
+def test_sample_and_input_checks():
     ours = ours_from(make_diffusers(**CONFIGS["two_levels"]))
-    x = images()
-    out = ours(x, sample_posterior=True, generator=torch.Generator().manual_seed(0))
-    assert set(out.losses) == {"rec", "kl"} and out.reconstruction.shape == x.shape
-    torch.testing.assert_close(out.loss, out.losses["rec"] + 1e-6 * out.losses["kl"])
-    out.loss.backward()
-    assert ours.encoder.conv_in.weight.grad is not None
     samples = ours.sample(2, generator=torch.Generator().manual_seed(0), height=16, width=8)
     assert samples.shape == (2, 3, 16, 8)
     with pytest.raises(InputError, match="multiple of 2"):

@@ -7,16 +7,18 @@ import torch
 
 import latentflow as lf
 from latentflow.models.mae import patchify, random_masking, unpatchify
+from tests.model_tester import LatentModelTesterMixin
 
 TINY = {"block_out_channels": [8, 16], "norm_num_groups": 4, "latent_channels": 4}
+MLP = {"architecture": "mlp", "sample_size": 16, "hidden_dims": [32], "latent_dim": 8}
 
 
 def build(kind: str, **overrides):
     configs = {
         "ae_conv": (lf.AutoencoderModel, lf.AutoencoderConfig, TINY),
-        "ae_mlp": (lf.AutoencoderModel, lf.AutoencoderConfig, {"architecture": "mlp", "sample_size": 16, "hidden_dims": [32], "latent_dim": 8}),
+        "ae_mlp": (lf.AutoencoderModel, lf.AutoencoderConfig, MLP),
         "vae": (lf.VariationalAutoencoderModel, lf.VariationalAutoencoderConfig, TINY),
-        "vae_mlp": (lf.VariationalAutoencoderModel, lf.VariationalAutoencoderConfig, {"architecture": "mlp", "sample_size": 16, "hidden_dims": [32], "latent_dim": 8}),
+        "vae_mlp": (lf.VariationalAutoencoderModel, lf.VariationalAutoencoderConfig, MLP),
         "beta_vae": (lf.BetaVAEModel, lf.BetaVAEConfig, TINY),
         "mae": (lf.MaskedAutoencoderModel, lf.MaskedAutoencoderConfig, {"image_size": 16, "patch_size": 4, "embed_dim": 16, "num_heads": 2, "decoder_embed_dim": 8, "decoder_num_heads": 2}),
     }
@@ -25,38 +27,89 @@ def build(kind: str, **overrides):
     return model_cls(config_cls.from_dict({**base, **overrides})).eval()
 
 
-FAMILIES = ["ae_conv", "ae_mlp", "vae", "vae_mlp", "beta_vae", "mae"]
-EXPECTED_LATENT = {
-    "ae_conv": (4, 8, 8), "ae_mlp": (8,), "vae": (4, 8, 8), "vae_mlp": (8,), "beta_vae": (4, 8, 8), "mae": (17, 16),
-}
+# ---- every family through the shared contract (tests/model_tester.py) ----------------------------
+class TestAutoencoderConv(LatentModelTesterMixin):
+    model_class = lf.AutoencoderModel
+    other_sizes = ((32, 16),)
+    expected_latent_shape = (4, 8, 8)
+
+    def get_init_dict(self):
+        return dict(TINY)
 
 
-@pytest.mark.parametrize("kind", FAMILIES)
-def test_shapes_per_family(kind):
-    model = build(kind)
+class TestAutoencoderMLP(LatentModelTesterMixin):
+    model_class = lf.AutoencoderModel
+    expected_latent_shape = (8,)
+
+    def get_init_dict(self):
+        return dict(MLP)
+
+    def test_bad_input_is_a_clear_error(self):
+        super().test_bad_input_is_a_clear_error()
+        with pytest.raises(lf.InputError, match="16x16 inputs"):
+            self.build().encode(torch.rand(1, 3, 32, 32))
+
+
+class TestVAE(LatentModelTesterMixin):
+    model_class = lf.VariationalAutoencoderModel
+    encoder_output_class = lf.VariationalEncoderOutput
+    other_sizes = ((32, 16),)
+    expected_latent_shape = (4, 8, 8)
+    loss_terms = {"rec", "kl", "elbo_nats"}
+
+    def get_init_dict(self):
+        return dict(TINY)
+
+    def forward_kwargs(self):
+        return {"generator": torch.Generator().manual_seed(1)}
+
+    def expected_loss(self, model, x, out):
+        return out.losses["rec"] + out.losses["kl"] / x[0].numel()  # kl_weight None: the ELBO's balance
+
+
+class TestVAEMLP(TestVAE):
+    other_sizes = ()
+    expected_latent_shape = (8,)
+
+    def get_init_dict(self):
+        return dict(MLP)
+
+
+class TestBetaVAE(TestVAE):
+    model_class = lf.BetaVAEModel
+
+    def expected_loss(self, model, x, out):
+        return out.losses["rec"] + 4.0 * out.losses["kl"] / x[0].numel()  # beta (default 4) times the ELBO's balance
+
+
+class TestMAE(LatentModelTesterMixin):
+    model_class = lf.MaskedAutoencoderModel
+    encoder_output_class = lf.MaskedEncoderOutput
+    expected_latent_shape = (17, 16)
+
+    def get_init_dict(self):
+        return {"image_size": 16, "patch_size": 4, "embed_dim": 16, "num_heads": 2, "decoder_embed_dim": 8, "decoder_num_heads": 2}
+
+    def forward_kwargs(self):
+        return {"noise": torch.rand(self.input_shape[0], 16, generator=torch.Generator().manual_seed(1))}
+
+    def expected_rec(self, model, x, out):  # mean over the elements of the masked patches only
+        per_patch = (out.pred - patchify(x, 4)).pow(2).mean(-1)
+        return (per_patch * out.mask).sum() / out.mask.sum()
+
+
+def test_vae_default_loss_is_the_negative_elbo_per_element():
+    """kl_weight None keeps the summed ELBO's balance: loss * (C*H*W) == elbo_nats (error summed + KL)."""
+    model = build("vae")
     x = torch.rand(2, 3, 16, 16) * 2 - 1
-    enc = model.encode(x)
-    assert tuple(enc.latents.shape) == (2, *EXPECTED_LATENT[kind])
-    assert model.latent_shape(16, 16) == EXPECTED_LATENT[kind]
-    assert model.decode(enc.latents).sample.shape == x.shape
-    out = model(x)
-    assert out.reconstruction.shape == x.shape
-    assert torch.isfinite(out.loss) and out.loss.ndim == 0
-    assert set(out.losses) >= {"rec"}
-    assert model.reconstruct(x).shape == x.shape
-
-
-@pytest.mark.parametrize("kind", FAMILIES)
-def test_save_load_identical_outputs(kind, tmp_path):
-    model = build(kind)
-    x = torch.rand(2, 3, 16, 16) * 2 - 1
-    model.save_pretrained(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
-    loaded = lf.AutoModel.from_pretrained(str(tmp_path / "m"))
-    assert type(loaded) is type(model) and loaded.config == model.config
-    assert torch.equal(loaded.encode(x).latents, model.encode(x).latents)
-    assert torch.equal(loaded.reconstruct(x), model.reconstruct(x))
-    assert loaded.fingerprint() == loaded.weights_sha256 and len(loaded.weights_sha256) == 64
+    out = model(x, generator=torch.Generator().manual_seed(1))
+    summed = (out.reconstruction - x).pow(2).flatten(1).sum(1).mean()
+    torch.testing.assert_close(out.losses["elbo_nats"], summed + out.losses["kl"])
+    torch.testing.assert_close(out.loss * x[0].numel(), out.losses["elbo_nats"])
+    fixed = build("vae", kl_weight=0.01)(x, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(fixed.loss, fixed.losses["rec"] + 0.01 * fixed.losses["kl"])
+    with pytest.raises(lf.ConfigError, match="kl_weight must be >= 0 or None"):
+        lf.VariationalAutoencoderConfig(kl_weight=-1.0)
 
 
 @pytest.mark.parametrize("kind", ["vae", "vae_mlp", "beta_vae"])
@@ -98,7 +151,7 @@ def test_beta_one_equals_vae_loss():
     beta4 = build("beta_vae", beta=4.0)
     beta4.load_state_dict(vae.state_dict(), strict=False)
     c = beta4(x, generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(c.loss, a.losses["rec"] + 4.0 * a.losses["kl"])
+    torch.testing.assert_close(c.loss, a.losses["rec"] + 4.0 * a.losses["kl"] / x[0].numel())
 
 
 def test_beta_vae_capacity_anneals_with_steps():
@@ -107,7 +160,7 @@ def test_beta_vae_capacity_anneals_with_steps():
     caps = [model(x).losses["capacity"].item() for _ in range(6)]
     assert caps == [0.0, 2.5, 5.0, 7.5, 10.0, 10.0]
     out = model(x)
-    torch.testing.assert_close(out.loss, out.losses["rec"] + 2.0 * (out.losses["kl"] - 10.0).abs())
+    torch.testing.assert_close(out.loss, out.losses["rec"] + 2.0 * (out.losses["kl"] - 10.0).abs() / x[0].numel())
 
 
 def test_mae_patchify_roundtrip_and_masking():
@@ -152,15 +205,7 @@ def test_normalize_roundtrip_scale_shift_and_per_channel():
     torch.testing.assert_close(model.denormalize_latents(n), z)
 
 
-# ---- bad input: clear errors that say what was expected and what was got ----
-def test_wrong_channels_and_rank():
-    model = build("vae")
-    with pytest.raises(lf.InputError, match="expects 3 input channels, got: 1"):
-        model.encode(torch.rand(1, 1, 16, 16))
-    with pytest.raises(lf.InputError, match="rank-4 input.*got rank 3"):
-        model.encode(torch.rand(3, 16, 16))
-
-
+# ---- bad input: clear errors that say what was expected and what was got (channels, rank: the mixin) ----
 def test_size_not_multiple_of_downsampling():
     with pytest.raises(lf.InputError, match="multiple of 2, got: \\(15, 16\\)"):
         build("vae").encode(torch.rand(1, 3, 15, 16))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 
 from latentflow.auto import register
 from latentflow.configuration import LatentConfig
@@ -36,7 +37,8 @@ class AutoencoderConfig(LatentConfig):
         latent_channels: conv latent channels.
         sample_size: image side; required by "mlp", used by ``sample`` for both.
         hidden_dims: MLP hidden widths; latent_dim: MLP latent size.
-        reconstruction_loss: "mse" or "l1", summed over pixels, averaged over the batch.
+        reconstruction_loss: "mse" or "l1", averaged over every element (the ``rec`` term of
+            :class:`~latentflow.outputs.AutoencoderOutput`'s loss convention).
     """
 
     model_type: ClassVar[str] = "autoencoder"
@@ -71,7 +73,12 @@ class AutoencoderConfig(LatentConfig):
 
 
 def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-sample error summed over every non-batch dim, averaged over the batch."""
+    """Squared ("mse") or absolute ("l1") error averaged over every element: the ``rec`` term of every family."""
+    return F.mse_loss(x_hat, x) if kind == "mse" else F.l1_loss(x_hat, x)
+
+
+def summed_error(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """Squared or absolute error summed over every non-batch dim, averaged over the batch (the ELBO's scale)."""
     err = (x_hat - x).pow(2) if kind == "mse" else (x_hat - x).abs()
     return err.flatten(1).sum(1).mean()
 

@@ -38,6 +38,7 @@ from latentflow.auto import register
 from latentflow.configuration import LatentConfig
 from latentflow.errors import ConfigError
 from latentflow.modeling import LatentModel, check_finite
+from latentflow.models.autoencoder import reconstruction_loss
 from latentflow.models.layers import ResBlock, TransformerBlock, group_norm, sincos_2d
 from latentflow.outputs import AutoencoderOutput, DecoderOutput, DiagonalGaussian, VariationalEncoderOutput
 
@@ -338,8 +339,7 @@ class TransVAEModel(LatentModel):
         post = enc.latent_dist
         z = post.sample(generator) if sample_posterior else post.mode()
         x_hat = self.decode(z).sample
-        err = (x_hat - x).pow(2) if self.config.reconstruction_loss == "mse" else (x_hat - x).abs()
-        rec = err.mean()
+        rec = reconstruction_loss(x_hat, x, self.config.reconstruction_loss)
         kl = post.kl().mean()
         loss = rec + self.config.kl_weight * kl
         return AutoencoderOutput(reconstruction=x_hat, loss=loss, losses={"rec": rec, "kl": kl}, encoder_output=enc)

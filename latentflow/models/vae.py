@@ -1,14 +1,22 @@
 """Variational autoencoder (Kingma & Welling) and β-VAE (Higgins et al.; Burgess et al.).
 
 The encoder predicts a diagonal Gaussian posterior; ``encode(x).latents`` is its
-mean, ``encode(x).latent_dist`` the full posterior. The loss is the negative ELBO
-with a Gaussian (MSE) or Laplace (L1) decoder:
+mean, ``encode(x).latent_dist`` the full posterior. The loss follows the convention of
+every family (:class:`~latentflow.outputs.AutoencoderOutput`): the reconstruction error
+averaged over elements, plus the weighted KL (summed per sample, batch mean):
 
-    loss = rec + kl_weight * KL(q(z|x) || N(0, I))      (both summed per sample, batch-mean)
+    loss = rec + kl_weight * KL(q(z|x) || N(0, I))
 
-β-VAE replaces ``kl_weight`` by ``beta``; with ``capacity_max > 0`` it uses the
-capacity-annealed objective ``rec + gamma * |KL - C(step)|`` where C grows linearly
-from 0 to ``capacity_max`` nats over ``capacity_steps`` training steps.
+``kl_weight=None`` (the default) is the ELBO's own balance, ``1 / N`` for inputs of N
+elements (C * H * W): ``loss`` is then the negative ELBO (Gaussian decoder for MSE,
+Laplace for L1, up to constants) divided by N, and trains as the summed ELBO did.
+``losses["elbo_nats"]`` keeps that per-sample sum, ``rec`` summed + KL, for reporting.
+
+β-VAE scales the KL by ``beta`` on top: ``rec + beta * kl_weight * KL``; with
+``capacity_max > 0`` it uses the capacity-annealed objective
+``rec + gamma * kl_weight * |KL - C(step)|`` where C grows linearly from 0 to
+``capacity_max`` nats over ``capacity_steps`` training steps. ``beta`` and ``gamma``
+thus keep their papers' meaning (relative to the ELBO).
 
 Example::
 
@@ -27,20 +35,24 @@ import torch
 
 from latentflow.auto import register
 from latentflow.errors import ConfigError
-from latentflow.models.autoencoder import AutoencoderConfig, AutoencoderModel, reconstruction_loss
+from latentflow.models.autoencoder import AutoencoderConfig, AutoencoderModel, reconstruction_loss, summed_error
 from latentflow.outputs import AutoencoderOutput, DiagonalGaussian, VariationalEncoderOutput
 
 
 @dataclass
 class VariationalAutoencoderConfig(AutoencoderConfig):
+    """A VAE. ``kl_weight``: weight of the KL against the per-element reconstruction error;
+    None: the ELBO's balance, 1 / (elements of one input), e.g. 1/3072 for 3x32x32 images
+    (this is what ``kl_weight=1.0`` meant when the reconstruction was summed per sample)."""
+
     model_type: ClassVar[str] = "vae"
 
-    kl_weight: float = 1.0
+    kl_weight: float | None = None
 
     def validate(self) -> None:
         super().validate()
-        if self.kl_weight < 0:
-            raise ConfigError(f"kl_weight must be >= 0, got: {self.kl_weight}")
+        if self.kl_weight is not None and self.kl_weight < 0:
+            raise ConfigError(f"kl_weight must be >= 0 or None (the ELBO's balance), got: {self.kl_weight}")
 
 
 @register
@@ -55,19 +67,34 @@ class VariationalAutoencoderModel(AutoencoderModel):
         posterior = DiagonalGaussian.from_moments(moments, dim=1)
         return VariationalEncoderOutput(latents=posterior.mode(), latent_dist=posterior)
 
-    def kl_term(self, kl: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def kl_weight_for(self, x: torch.Tensor) -> float:
+        """The configured ``kl_weight``, or the ELBO's balance 1 / (elements of one input) when None."""
+        w = self.config.kl_weight
+        return 1.0 / x[0].numel() if w is None else w
+
+    def kl_term(self, kl: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted KL contribution to the loss, plus extra named terms."""
-        return self.config.kl_weight * kl, {}
+        return kl_weight * kl, {}
 
     def forward(self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None, **kwargs) -> AutoencoderOutput:
+        """Reconstruct ``x`` through a posterior sample (or its mean).
+
+        Returns:
+            :class:`AutoencoderOutput`: ``loss = rec + kl_weight * kl`` (β-VAE: see the module doc);
+            ``losses`` holds ``rec`` (per-element mean), ``kl`` (nats per sample, batch mean) and
+            ``elbo_nats`` (negative ELBO per sample: error summed + KL; reported, not in ``loss``).
+        """
         enc = self.encode(x)
         post = enc.latent_dist
         z = post.sample(generator) if sample_posterior else post.mode()
         x_hat = self.decode(z).sample
-        rec = reconstruction_loss(x_hat, x, self.config.reconstruction_loss)
+        kind = self.config.reconstruction_loss
+        rec = reconstruction_loss(x_hat, x, kind)
         kl = post.kl().mean()
-        weighted, extra = self.kl_term(kl)
-        return AutoencoderOutput(reconstruction=x_hat, loss=rec + weighted, losses={"rec": rec, "kl": kl, **extra}, encoder_output=enc)
+        weighted, extra = self.kl_term(kl, self.kl_weight_for(x))
+        elbo = summed_error(x_hat, x, kind) + kl
+        losses = {"rec": rec, "kl": kl, **extra, "elbo_nats": elbo}
+        return AutoencoderOutput(reconstruction=x_hat, loss=rec + weighted, losses=losses, encoder_output=enc)
 
     @torch.no_grad()
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -82,7 +109,8 @@ class VariationalAutoencoderModel(AutoencoderModel):
 
 @dataclass
 class BetaVAEConfig(VariationalAutoencoderConfig):
-    """β-VAE. ``capacity_max > 0`` switches on Burgess et al.'s capacity annealing."""
+    """β-VAE: the KL weighs ``beta * kl_weight`` (``beta`` relative to the ELBO, as in the paper).
+    ``capacity_max > 0`` switches on Burgess et al.'s capacity annealing, weighted ``gamma * kl_weight``."""
 
     model_type: ClassVar[str] = "beta_vae"
 
@@ -113,11 +141,11 @@ class BetaVAEModel(VariationalAutoencoderModel):
         c = self.config
         return min(c.capacity_max, c.capacity_max * self.num_steps.item() / c.capacity_steps)
 
-    def kl_term(self, kl: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def kl_term(self, kl: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = self.config
         cap = torch.tensor(self.capacity(), dtype=kl.dtype, device=kl.device)  # C at this step
         if self.training:
             self.num_steps += 1
         if c.capacity_max <= 0:
-            return c.beta * kl, {}
-        return c.gamma * (kl - cap).abs(), {"capacity": cap}
+            return c.beta * kl_weight * kl, {}
+        return c.gamma * kl_weight * (kl - cap).abs(), {"capacity": cap}

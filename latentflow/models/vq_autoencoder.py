@@ -36,6 +36,7 @@ from latentflow.auto import register
 from latentflow.configuration import LatentConfig
 from latentflow.errors import ConfigError, InputError
 from latentflow.modeling import LatentModel, check_finite
+from latentflow.models.autoencoder import reconstruction_loss
 from latentflow.models.layers import ConvDecoder, ConvEncoder
 from latentflow.outputs import AutoencoderOutput, DecoderOutput, QuantizedEncoderOutput, QuantizerOutput
 from latentflow.quantizers.base import Quantizer, quantizer_class_for, quantizer_from_config
@@ -66,11 +67,6 @@ def build_networks(c: "VQAutoencoderConfig", in_ch: int, out_ch: int, latent_in:
         ConvEncoder(in_ch, c.latent_channels, c.block_out_channels, c.layers_per_block, c.norm_num_groups),
         ConvDecoder(latent_in, out_ch, c.block_out_channels, c.layers_per_block, c.norm_num_groups),
     )
-
-
-def pixel_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
-    """Mean (per element) squared or absolute error: on the scale of the quantizer's losses."""
-    return F.mse_loss(x_hat, x) if kind == "mse" else F.l1_loss(x_hat, x)
 
 
 # ---- VQ autoencoder ---------------------------------------------------------------------
@@ -170,7 +166,7 @@ class VectorQuantizedAutoencoderModel(LatentModel):
     def forward(self, x: torch.Tensor, **kwargs: Any) -> AutoencoderOutput:
         enc = self.encode(x)
         x_hat = self.decode(enc.latents).sample
-        rec = pixel_loss(x_hat, x, self.config.reconstruction_loss)
+        rec = reconstruction_loss(x_hat, x, self.config.reconstruction_loss)
         losses = {"rec": rec, **enc.quantizer_output.losses}
         return AutoencoderOutput(reconstruction=x_hat, loss=rec + enc.quantizer_output.loss, losses=losses, encoder_output=enc)
 
@@ -299,7 +295,7 @@ class VQVAE2Model(LatentModel):
     def forward(self, x: torch.Tensor, **kwargs: Any) -> AutoencoderOutput:
         enc = self.encode(x)
         x_hat = self.decode(enc.latents).sample
-        rec = pixel_loss(x_hat, x, self.config.reconstruction_loss)
+        rec = reconstruction_loss(x_hat, x, self.config.reconstruction_loss)
         top, bottom = enc.top_quantizer_output, enc.quantizer_output
         losses = {"rec": rec, **{f"top_{k}": v for k, v in top.losses.items()}, **{f"bottom_{k}": v for k, v in bottom.losses.items()}}
         return AutoencoderOutput(reconstruction=x_hat, loss=rec + top.loss + bottom.loss, losses=losses, encoder_output=enc)

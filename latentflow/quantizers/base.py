@@ -254,6 +254,19 @@ class Quantizer(PretrainedModule):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got: {type(config).__name__}")
         self.config = config
 
+    def _apply(self, fn, recurse: bool = True):
+        """Moves follow the model; fp32 state stays fp32 under ``model.to(float16)`` or
+        ``from_pretrained(torch_dtype=...)``: the quantizer computes in fp32 (a half-precision
+        codebook would change which code is nearest) and casts its output to the input's dtype."""
+
+        def move_only(t: torch.Tensor) -> torch.Tensor:
+            out = fn(t)
+            if t.dtype == torch.float32 and out.dtype != torch.float32:
+                return t.to(out.device)  # the cast dropped, never rounded through half precision
+            return out
+
+        return super()._apply(move_only, recurse)
+
     # ---- what every family reports --------------------------------------------
     @property
     def dim(self) -> int:

@@ -20,17 +20,19 @@ from latentflow.errors import CheckpointError, InputError
 
 
 def regression_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str, extra_per_sample: torch.Tensor | None = None) -> torch.Tensor:
-    """L1 or L2 error summed per sample (the models' convention), averaged over the batch.
+    """L1 or L2 error averaged over every element: the models' ``rec`` convention
+    (:class:`~latentflow.outputs.AutoencoderOutput`), so the model's weighted terms added to it
+    keep the balance their config weights give them.
 
     Args:
         x_hat, x: (B, C, H, W).
         kind: ``l1`` or ``l2``.
-        extra_per_sample: (B,) added to every pixel's error before summing (LDM adds LPIPS this way).
+        extra_per_sample: (B,) added to every pixel's error before averaging (LDM adds LPIPS this way).
     """
     err = (x_hat - x).abs() if kind == "l1" else (x_hat - x).pow(2)
     if extra_per_sample is not None:
         err = err + extra_per_sample.view(-1, *([1] * (err.ndim - 1)))
-    return err.flatten(1).sum(1).mean()
+    return err.mean()
 
 
 def bottleneck_loss(out, weights: dict[str, float] | None) -> torch.Tensor:

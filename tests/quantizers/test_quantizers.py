@@ -8,8 +8,9 @@ import math
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
-from latentflow.errors import ConfigError, InputError
+from latentflow.errors import CheckpointError, ConfigError, InputError
 from latentflow.quantizers import index_dtype_for, numpy_index_dtype_for, quantizer_from_config, usage_and_perplexity
 from latentflow.quantizers.vq import rotate_onto
 
@@ -74,15 +75,36 @@ class QuantizerTests:
         changed = [k for k, v in q.state_dict().items() if not torch.equal(before[k], v)]
         assert bool(changed) == self.updates_state, changed
 
-    def test_state_dict_round_trip(self):
+    def test_save_pretrained_round_trip(self, tmp_path):
+        """The checkpoint path models and priors use: config.json + model.safetensors, strict."""
         q = self.make().train()
         for seed in range(3):
             q(make_input(q.dim, "image", seed=seed))
-        fresh = quantizer_from_config(q.to_config())
-        fresh.load_state_dict(q.state_dict())
+        q.save_pretrained(tmp_path)
+        assert json.loads((tmp_path / "config.json").read_text())["name"] == self.config["name"]
+        fresh = type(q).from_pretrained(str(tmp_path))
+        assert fresh.to_config() == q.to_config() and not fresh.training
         x = make_input(q.dim, "video", seed=9)
-        a, b = q.eval()(x), fresh.eval()(x)
+        a, b = q.eval()(x), fresh(x)
         assert torch.equal(a.quantized, b.quantized) and torch.equal(a.indices, b.indices)
+        if q.state_dict():  # a renamed key is named
+            state = dict(q.state_dict())
+            key = sorted(state)[0]
+            state[key + "_renamed"] = state.pop(key)
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "model.safetensors"))
+            with pytest.raises(CheckpointError, match=f"missing keys \\['{key}'\\]"):
+                type(q).from_pretrained(str(tmp_path))
+
+    def test_casting_the_model_to_half_keeps_fp32_state(self):
+        """``model.to(float16)`` / ``torch_dtype=`` leave the quantizer's fp32 math as it was."""
+        q = self.make().eval()
+        x = make_input(q.dim, "image").to(torch.bfloat16)
+        before = q(x)
+        q.to(torch.float16)
+        assert all(t.dtype == torch.float32 for t in [*q.parameters(), *q.buffers()] if t.is_floating_point())
+        after = q(x)
+        assert after.quantized.dtype == torch.bfloat16
+        assert torch.equal(after.quantized, before.quantized) and torch.equal(after.indices, before.indices)
 
     def test_indices_fit_index_dtype(self):
         q = self.make().eval()
