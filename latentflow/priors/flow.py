@@ -125,15 +125,23 @@ class DiT(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
+    def position(self, gh: int, gw: int) -> torch.Tensor:
+        """Position embeddings (1, gh*gw, d): the learned grid, bilinearly resized for other bucket shapes."""
+        if (gh, gw) == self.grid:
+            return self.pos
+        grid = self.pos.view(1, *self.grid, -1).permute(0, 3, 1, 2)  # (1, d, H, W)
+        grid = F.interpolate(grid, size=(gh, gw), mode="bilinear", align_corners=False)
+        return grid.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[:2]
-        h = self.embed(x).flatten(2).transpose(1, 2) + self.pos  # (B, N, d)
+        gh, gw = x.shape[-2] // self.p, x.shape[-1] // self.p
+        h = self.embed(x).flatten(2).transpose(1, 2) + self.position(gh, gw)  # (B, N, d)
         cond = self.cond(t, labels)
         for block in self.blocks:
             h = block(h, cond)
         shift, scale = self.ada_out(cond).chunk(2, dim=-1)
         h = self.out(modulate(self.ln_out(h), shift, scale))  # (B, N, p*p*C)
-        gh, gw = self.grid
         h = h.view(b, gh, gw, self.p, self.p, c).permute(0, 5, 1, 3, 2, 4)
         return h.reshape(b, c, gh * self.p, gw * self.p)
 
@@ -208,8 +216,14 @@ class FlowPrior(PriorModel):
         self.net = DiT(config) if config.network == "dit" else UNet(config)
 
     def _check(self, latents: torch.Tensor) -> None:
-        if not latents.is_floating_point() or tuple(latents.shape[1:]) != tuple(self.config.latent_shape):
-            raise InputError(f"flow prior expects float latents (B, {', '.join(map(str, self.config.latent_shape))}), "
+        """Float (B, C, h, w) with the config's C; any h, w the network divides (aspect-ratio buckets:
+        the DiT resizes its position grid, the UNet is convolutional)."""
+        c = self.config.latent_shape[0]
+        step = self.config.patch_size if self.config.network == "dit" else 2 ** (len(self.config.block_out_channels) - 1)
+        ok = latents.ndim == 4 and latents.shape[1] == c and latents.shape[2] % step == 0 and latents.shape[3] % step == 0
+        if not latents.is_floating_point() or not ok:
+            raise InputError(f"flow prior expects float latents (B, {c}, h, w) with h, w divisible by {step} "
+                             f"(trained at {', '.join(map(str, self.config.latent_shape))}), "
                              f"got {tuple(latents.shape)} {latents.dtype}")
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -236,12 +250,18 @@ class FlowPrior(PriorModel):
 
     @torch.no_grad()
     def sample(self, num_samples: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               steps: int = 32, **_: Any) -> torch.Tensor:
-        """Euler integration from noise (t = 0) to data (t = 1). Returns (N, C, h, w) float32."""
+               steps: int = 32, latent_size: tuple[int, int] | None = None, **_: Any) -> torch.Tensor:
+        """Euler integration from noise (t = 0) to data (t = 1). Returns (N, C, h, w) float32.
+
+        ``latent_size``: (h, w) of another bucket shape (default: the config's ``latent_shape``).
+        """
         if steps <= 0:
             raise InputError(f"steps must be > 0, got: {steps}")
         device = next(self.parameters()).device
-        x = torch.randn((num_samples, *self.config.latent_shape), generator=generator, device=device)
+        shape = (self.config.latent_shape[0], *latent_size) if latent_size else tuple(self.config.latent_shape)
+        x = torch.randn((num_samples, *shape), generator=generator, device=device)
+        if latent_size:
+            self._check(x)
         dt = 1.0 / steps
         for i in range(steps):
             t = torch.full((num_samples,), i * dt, device=device)

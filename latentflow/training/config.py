@@ -183,26 +183,39 @@ class TrainAutoencoderConfig(SectionConfig):
 class LatentDataConfig(SectionConfig):
     """Stage-2 data: a latent dataset written by the encode job.
 
+    Streamed through ``LatentDataset.iter_batches``: memory is one shuffle buffer, whatever
+    the dataset size; each batch holds one bucket shape.
+
     Attributes:
         path: the encode job's output folder or URL.
-        val_fraction: share of rows (deterministic, by index) held out for validation.
-        normalize: apply scaling/shift from the codec metadata (continuous latents).
+        val_fraction: share of rows held out for validation: the first rows of every shard
+            (deterministic), at most ``max_val_rows``.
+        max_val_rows: cap on validation rows (read again at every evaluation, never all held).
+        normalize: apply the codec's normalization rule (continuous latents).
         resample: draw ``mean + std * eps`` where logvar is stored.
-        num_classes: class conditioning from the ``label`` column (0 = unconditional).
+        num_classes: class conditioning from the ``label`` column (0 = unconditional, labels
+            ignored); > 0 needs a label on every row.
+        bucket: train on one bucket shape only (``"HxW"``); default: every bucket (flow priors).
+        shuffle_buffer: rows shuffled together in memory (one window per bucket shape).
     """
 
     path: str = ""
     storage_options: dict[str, Any] | None = None
     batch_size: int = 32
     val_fraction: float = 0.1
+    max_val_rows: int = 1024
     normalize: bool = True
     resample: bool = True
     num_classes: int = 0
+    bucket: str | None = None
+    shuffle_buffer: int = 4096
 
     def validate(self) -> None:
-        _positive("data", batch_size=self.batch_size)
+        _positive("data", batch_size=self.batch_size, shuffle_buffer=self.shuffle_buffer)
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got: {self.val_fraction}")
+        if self.max_val_rows < 0 or self.num_classes < 0:
+            raise ConfigError(f"data.max_val_rows and data.num_classes must be >= 0, got: {self.max_val_rows}, {self.num_classes}")
 
 
 @dataclass

@@ -9,9 +9,11 @@ worker of rank ``r`` out of ``W`` owns shards ``r, r + W, ...`` (disjoint); each
 epoch shuffles its shard order and the samples inside each shard. Streams cycle
 forever, so every worker yields exactly one batch per step: equal batch counts.
 
-Stage 2 (:class:`LatentStream`): rows of a :class:`LatentTable` (read through the
-data layer's reader, or built from tensors), normalized with the codec's
-scaling/shift, resampled from ``mean + std * eps`` where logvar is stored.
+Stage 2 (:class:`LatentCacheStream`): a latent output streamed through the data
+layer's ``LatentDataset.iter_batches`` (flat memory, disjoint rows per worker, one
+bucket shape per batch, resampled from ``mean + std * eps`` where logvar is stored and
+normalized with the codec's rule). :class:`LatentStream` does the same over an
+in-memory :class:`LatentTable` (tests, baselines).
 """
 
 from __future__ import annotations
@@ -168,14 +170,17 @@ def build_image_stream(source: dict[str, Any], processor: dict[str, Any], downsa
 # ---- stage 2 ------------------------------------------------------------------------
 @dataclass
 class LatentTable:
-    """Cached latents in memory.
+    """Cached latents held in memory (tests, small caches, the in-memory baseline of the benchmarks).
+
+    The prior trainer streams a latent output with :class:`LatentCacheStream` instead; a table is
+    for tensors built in a test or for :func:`load_latent_table` on a small, single-shape cache.
 
     Attributes:
         latents: continuous latents (N, C, h, w) float, or token indices (N, ...) integer.
-        codec: the codec metadata written by the encode job (scaling/shift, model, ...).
-        fingerprint: ``codec_fingerprint(codec)``.
+        codec: the codec metadata written by the encode job (normalization, model, ...).
+        fingerprint: the codec fingerprint.
         logvar: stored posterior log-variance (N, C, h, w), where the job stored it.
-        labels: class labels (N,), where present.
+        labels: class labels (N,), where every row has one.
     """
 
     latents: torch.Tensor
@@ -195,7 +200,13 @@ class LatentTable:
 
     @property
     def codebook_size(self) -> int | None:
-        return self.codec.quantizer.codebook_size if self.codec and self.codec.quantizer else None
+        if self.codec and self.codec.quantizer:
+            return self.codec.quantizer.codebook_size
+        return int(self.latents.max()) + 1 if self.discrete and len(self) else None
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return tuple(self.latents.shape[1:])
 
     def __len__(self) -> int:
         return int(self.latents.shape[0])
@@ -274,31 +285,100 @@ def table_rows(table: LatentTable, rows: torch.Tensor, normalize: bool = True, r
     return {"latents": z, "labels": labels}
 
 
-def load_latent_table(path: str, storage_options: dict | None = None, expected_fingerprint: str | None = None) -> LatentTable:
-    """Read a latent dataset written by the encode job through the data layer's readers.
+class LatentCacheStream:
+    """Endless, resumable batches of a latent output, streamed through ``LatentDataset.iter_batches``.
+
+    Memory stays flat in the dataset size (one shuffle buffer of rows); worker ``rank`` of
+    ``world`` reads disjoint blocks of rows; every batch holds one bucket shape. Latents come
+    out as the dataset makes them (resampled from mean/logvar and normalized with the codec's
+    rule, when the dataset was opened so).
+
+    Args:
+        dataset: a ``LatentDataset`` (or a view from its ``split``).
+        batch_size: rows per batch (incomplete batches are dropped).
+        seed: the order of every epoch is a function of (seed, epoch).
+        rank, world: this worker and the worker count.
+        labels: return the ``label`` column as ``labels`` (class conditioning); else ``labels`` is None.
+        buffer_rows: the shuffle buffer.
+
+    ``position()`` is ``{"epoch", "batches"}`` (batches consumed in that epoch); ``set_position``
+    restores it exactly, reading nothing for the skipped batches.
+    """
+
+    def __init__(self, dataset: Any, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1,
+                 labels: bool = False, buffer_rows: int = 4096):
+        if batch_size <= 0:
+            raise ConfigError(f"batch_size must be > 0, got: {batch_size}")
+        self.dataset, self.batch_size, self.seed, self.rank, self.world = dataset, batch_size, seed, rank, world
+        self.labels, self.buffer_rows = labels, buffer_rows
+        self.epoch, self.batches = 0, 0
+        self._iter: Any = None
+        if len(self._plan(0)) == 0:
+            raise ConfigError(f"worker {rank} of {world} gets no full batch of {batch_size} rows per bucket shape "
+                              f"(rows per bucket: {dataset.bucket_rows}); lower data.batch_size or use fewer workers")
+
+    def _plan(self, epoch: int):
+        return self.dataset.batch_plan(self.batch_size, True, self.seed, epoch, self.rank, self.world, True, self.buffer_rows)
+
+    def position(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batches": self.batches}
+
+    def set_position(self, position: dict[str, int]) -> None:
+        self.epoch, self.batches, self._iter = int(position["epoch"]), int(position["batches"]), None
+
+    def next_batch(self) -> dict[str, Any]:
+        """``{"latents": (B, C, h, w) float or (B, h, w) long, "labels": (B,) or None, "captions": [...] or None, "bucket"}``."""
+        for _ in range(2):
+            if self._iter is None:
+                self._iter = self.dataset.iter_batches(self.batch_size, True, self.seed, self.epoch, self.rank, self.world,
+                                                       drop_last=True, start=self.batches, buffer_rows=self.buffer_rows)
+            batch = next(self._iter, None)
+            if batch is not None:
+                self.batches += 1
+                return prior_batch(batch, self.labels)
+            self.epoch, self.batches, self._iter = self.epoch + 1, 0, None
+        raise InputError(f"worker {self.rank} of {self.world} read no batch in epoch {self.epoch - 1}")
+
+
+def prior_batch(batch: dict[str, Any], labels: bool) -> dict[str, Any]:
+    """A ``LatentDataset`` batch as a prior's: ``latents``, ``labels`` (when asked), ``captions``, ``bucket``."""
+    latents = batch["indices"] if "indices" in batch else batch["latent"]
+    return {"latents": latents, "labels": batch.get("label") if labels else None,
+            "captions": batch.get("caption"), "bucket": batch["bucket"]}
+
+
+def load_latent_table(path: str, storage_options: dict | None = None, expected_fingerprint: str | None = None,
+                      bucket: str | None = None) -> LatentTable:
+    """A whole latent output (or one bucket of it) in memory, read through ``LatentDataset``.
 
     Rows are sorted by key (a deterministic order whatever the shard layout). Continuous
-    latents come with ``logvar`` when it was stored; labels come from the ``label`` column.
+    latents come with ``logvar`` when it was stored; ``labels`` when every row has one.
+    Memory grows with the dataset: training streams with :class:`LatentCacheStream` instead.
 
     Raises:
         CodecMismatchError: the dataset's codec fingerprint is not ``expected_fingerprint``.
+        ConfigError: the output holds several bucket shapes and ``bucket`` names none of them.
+        InputError: no rows.
     """
-    from latentflow.data.readers import load_latents, read_codec
+    from latentflow.data.readers import LatentDataset, read_codec
 
     codec = read_codec(path, storage_options)
-    table = LatentTable(torch.zeros(0), codec, codec.fingerprint)
-    table.check_fingerprint(expected_fingerprint)
-    ds = load_latents(path, storage_options).with_format("numpy")
+    LatentTable(torch.zeros(0), codec, codec.fingerprint).check_fingerprint(expected_fingerprint)
+    column = "indices" if "indices" in codec.arrays else "latent"
+    fields = (column, "key", "label") + (("logvar",) if column == "latent" and "logvar" in codec.arrays else ())
+    ds = LatentDataset(path, storage_options=storage_options, buckets=[bucket] if bucket else None, fields=fields)
     if len(ds) == 0:
-        raise InputError(f"latent dataset {path!r} has no rows")
-    order = np.argsort(np.asarray(ds["key"]), kind="stable")
-    column = "indices" if "indices" in ds.column_names else "latent"
-    dtype = np.int64 if column == "indices" else np.float32
-    table.latents = torch.from_numpy(np.stack(ds[column]).astype(dtype)[order])
-    if column == "latent" and "logvar" in ds.column_names:
-        table.logvar = torch.from_numpy(np.stack(ds["logvar"]).astype(np.float32)[order])
-    if "label" in ds.column_names:
-        labels = ds["label"]
-        if all(v is not None for v in labels):
-            table.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)[order])
+        raise InputError(f"latent dataset {path!r}" + (f" has no rows of bucket {bucket!r}" if bucket else " has no rows"))
+    if len(ds.bucket_rows) > 1:
+        raise ConfigError(f"{path!r} holds several bucket shapes {sorted(ds.bucket_rows)}; one tensor holds one: pass "
+                          "bucket='<HxW>', or stream them with LatentDataset.iter_batches / LatentCacheStream")
+    parts = list(ds.iter_batches(4096, shuffle=False))
+    keys = [k for p in parts for k in p["key"]]
+    order = torch.from_numpy(np.argsort(np.asarray(keys), kind="stable"))
+    latents = torch.cat([p[column] for p in parts])[order]
+    table = LatentTable(latents, codec, codec.fingerprint)
+    if "logvar" in fields:
+        table.logvar = torch.cat([p["logvar"] for p in parts])[order]
+    if all(p.get("label") is not None for p in parts):
+        table.labels = torch.cat([p["label"] for p in parts])[order]
     return table

@@ -1,38 +1,77 @@
 """Stage 2 entry point: train a prior over a cached latent dataset, sample, decode, report.
 
-The prior's config is completed from the data: ``latent_shape`` from the rows,
-``vocab_size`` from the codec's codebook size, ``codec_fingerprint`` from the
-codec. A checkpoint or prior trained on another codec is refused
-(:class:`~latentflow.errors.CodecMismatchError`).
+The latent output is streamed, never loaded whole: :class:`~latentflow.training.data.LatentCacheStream`
+over ``LatentDataset.iter_batches`` holds one shuffle buffer of rows (``data.shuffle_buffer``),
+gives each worker disjoint rows, and makes every batch one bucket shape (flow priors take any
+bucket their patch size divides; token priors need one grid, ``data.bucket``). Validation reads
+the first rows of every shard (``data.val_fraction``, at most ``data.max_val_rows``) through the
+same reader at each evaluation.
+
+The prior's config is completed from the data: ``latent_shape`` (the largest bucket's),
+``vocab_size`` from the codec's codebook size, ``codec_fingerprint`` from the codec. A
+checkpoint or prior trained on another codec is refused
+(:class:`~latentflow.errors.CodecMismatchError`). Unlabeled data trains unconditionally;
+``data.num_classes > 0`` needs a label on every row (:class:`~latentflow.errors.ConfigError`
+before training otherwise). Captions ride along in each batch (``captions``), unused so far.
+
+Example::
+
+    summary = train_prior(load_config(TrainPriorConfig, "configs/train/flow_prior.yaml"))
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import fsspec
 import torch
 
-from latentflow.errors import ConfigError
+from latentflow.errors import ConfigError, InputError
 from latentflow.priors.base import PriorModel, build_prior, load_prior
 from latentflow.training import checkpoint as ckpt
 from latentflow.training.config import TrainPriorConfig
-from latentflow.training.data import LatentStream, LatentTable, load_latent_table, table_rows
+from latentflow.training.data import LatentCacheStream, LatentStream, LatentTable, prior_batch, table_rows
 from latentflow.training.stages import seed_everything, write_json
 from latentflow.training.tasks import PriorTask
 from latentflow.training.trainer import Trainer, pick_device
 
 
-def prior_config_for(cfg: TrainPriorConfig, table: LatentTable) -> dict[str, Any]:
+@dataclass
+class PriorData:
+    """What the trainer knows of its latents, streamed or in memory.
+
+    Attributes:
+        fingerprint: the codec fingerprint the prior records.
+        discrete: token indices (gpt, maskgit) rather than continuous latents (flow).
+        latent_shape: the per-row shape of the largest bucket.
+        codebook_size: discrete codecs: the number of codes.
+        buckets: rows per bucket shape (``{"": n}`` for an in-memory table).
+    """
+
+    fingerprint: str
+    discrete: bool
+    latent_shape: tuple[int, ...]
+    codebook_size: int | None = None
+    buckets: dict[str, int] = field(default_factory=dict)
+
+
+def prior_config_for(cfg: TrainPriorConfig, data: PriorData | LatentTable) -> dict[str, Any]:
     """The prior's config dict, completed from the latent data and its codec."""
-    conf = {**cfg.prior.config, "latent_shape": list(table.latents.shape[1:]),
-            "codec_fingerprint": table.fingerprint, "num_classes": cfg.data.num_classes}
+    conf = {**cfg.prior.config, "latent_shape": list(data.latent_shape),
+            "codec_fingerprint": data.fingerprint, "num_classes": cfg.data.num_classes}
     if cfg.prior.kind in ("gpt", "maskgit"):
-        if not table.discrete:
+        if not data.discrete:
             raise ConfigError(f"prior.kind={cfg.prior.kind!r} models token indices; {cfg.data.path!r} holds continuous latents (use kind=flow)")
-        conf.setdefault("vocab_size", table.codebook_size or int(table.latents.max()) + 1)
-    elif table.discrete:
+        buckets = getattr(data, "buckets", {})
+        if len(buckets) > 1:
+            raise ConfigError(f"prior.kind={cfg.prior.kind!r} models one token grid; {cfg.data.path!r} holds bucket shapes "
+                              f"{sorted(buckets)}: set data.bucket=<one of them>, or train kind=flow")
+        if "vocab_size" not in conf and not data.codebook_size:
+            raise ConfigError(f"the codec of {cfg.data.path!r} records no codebook size; set prior.config.vocab_size")
+        conf.setdefault("vocab_size", data.codebook_size)
+    elif data.discrete:
         raise ConfigError(f"prior.kind='flow' models continuous latents; {cfg.data.path!r} holds token indices (use gpt or maskgit)")
     return conf
 
@@ -49,44 +88,119 @@ def _check_resume_codec(cfg: TrainPriorConfig, prior: PriorModel) -> None:
         probe.check_codec(prior.config.codec_fingerprint)
 
 
-def _val_tensors(val: LatentTable, normalize: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Validation rows as the prior sees them: normalized, not resampled (the stored mean)."""
-    batch = table_rows(val, torch.arange(len(val)), normalize)
-    return batch["latents"], batch["labels"]
+class StreamedPriorTask(PriorTask):
+    """:class:`PriorTask` whose validation rows are read in batches from a ``LatentDataset`` at each
+    evaluation (any bucket shapes, nothing held), and whose training labels are range-checked.
+
+    Args:
+        prior: the prior.
+        val: a ``LatentDataset`` (view) of validation rows, or None.
+        val_batch: rows per validation batch.
+        labels: pass the ``label`` column (class-conditional priors).
+    """
+
+    def __init__(self, prior: torch.nn.Module, val: Any = None, val_batch: int = 256, labels: bool = False):
+        super().__init__(prior, val_batch=val_batch)
+        self.val, self.labels = val, labels
+
+    def loss(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        labels, classes = batch.get("labels"), self.model.config.num_classes
+        if labels is not None and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+            raise InputError(f"labels must be in [0, data.num_classes={classes}), got: [{int(labels.min())}, {int(labels.max())}]")
+        return super().loss(batch, step)
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        """The prior's validation metric, averaged over every validation row (batched per bucket)."""
+        if self.val is None or len(self.val) == 0:
+            return {}
+        model.eval()
+        device = next(model.parameters()).device
+        sums: dict[str, float] = {}
+        n = 0
+        for raw in self.val.iter_batches(self.val_batch, shuffle=False):
+            batch = prior_batch(raw, self.labels)
+            rows = len(batch["latents"])
+            labels = None if batch["labels"] is None else batch["labels"].to(device)
+            for k, v in model.validation(batch["latents"].to(device), labels, seed=n).items():
+                sums[k] = sums.get(k, 0.0) + v * rows
+            n += rows
+        model.train()
+        return {k: v / n for k, v in sums.items()}
+
+
+def open_latents(cfg: TrainPriorConfig, rank: int = 0, world: int = 1) -> tuple[PriorData, LatentCacheStream, Any]:
+    """The streamed training data of ``cfg.data``: ``(what it is, the training stream, validation rows or None)``.
+
+    Raises:
+        ConfigError: ``data.num_classes > 0`` but some rows have no label; or no full batch per worker.
+        InputError: the output has no rows.
+    """
+    from latentflow.data.readers import LatentDataset, read_codec
+
+    d = cfg.data
+    codec = read_codec(d.path, d.storage_options)
+    column = "indices" if codec.discrete else "latent"
+    fields = (column, "caption") + (("label",) if d.num_classes else ())
+    ds = LatentDataset(d.path, normalize=d.normalize and not codec.discrete, storage_options=d.storage_options,
+                       resample=d.resample and not codec.discrete and "logvar" in codec.arrays,
+                       buckets=[d.bucket] if d.bucket else None, fields=fields)
+    if len(ds) == 0:
+        raise InputError(f"latent dataset {d.path!r} has no rows" + (f" of bucket {d.bucket!r}" if d.bucket else ""))
+    if d.num_classes and not ds.has_field("label"):
+        raise ConfigError(f"data.num_classes={d.num_classes} trains a class-conditional prior, but some rows of {d.path!r} "
+                          "have no label: set data.num_classes=0 (unconditional) or encode a labeled source")
+    buckets = ds.bucket_rows
+    largest = max(buckets, key=lambda b: (buckets[b], b))
+    data = PriorData(codec.fingerprint, codec.discrete, ds.row_shape(largest, column),
+                     codec.quantizer.codebook_size if codec.quantizer else None, buckets)
+    prior_config_for(cfg, data)  # refuse a wrong prior kind before reading anything
+    n_val = min(int(round(len(ds) * d.val_fraction)), d.max_val_rows)
+    train, val = ds.split(n_val)
+    val.resample = False  # validation sees the stored means
+    stream = LatentCacheStream(train, d.batch_size, cfg.train.seed, rank, world, labels=d.num_classes > 0,
+                               buffer_rows=d.shuffle_buffer)
+    return data, stream, val if n_val else None
 
 
 def train_prior(cfg: TrainPriorConfig, rank: int = 0, world: int = 1, on_log: Callable[[dict], None] | None = None,
                 table: LatentTable | None = None, until: int | None = None) -> dict[str, Any]:
-    """Stage 2: train ``cfg.prior`` on the latent dataset at ``cfg.data.path`` (or an in-memory ``table``).
+    """Stage 2: train ``cfg.prior`` on the latent output at ``cfg.data.path``, streamed (or on an in-memory ``table``).
 
     Returns:
         summary with ``history``, validation metrics (``nll_bits_per_token`` or ``flow_loss``) and paths.
     """
     seed_everything(cfg.train.seed * 1000 + rank)
     d = cfg.data
-    table = table if table is not None else load_latent_table(d.path, d.storage_options)
-    train, val = table.split(d.val_fraction)
-    prior = build_prior(cfg.prior.kind, prior_config_for(cfg, table))
+    if table is not None:
+        data = PriorData(table.fingerprint, table.discrete, table.latent_shape, table.codebook_size, {"": len(table)})
+        prior = build_prior(cfg.prior.kind, prior_config_for(cfg, data))
+        train, val = table.split(d.val_fraction)
+        stream: Any = LatentStream(train, d.batch_size, cfg.train.seed, d.normalize, d.resample, rank, world)
+        batch = table_rows(val, torch.arange(len(val)), d.normalize)
+        task: PriorTask = PriorTask(prior, batch["latents"], batch["labels"])
+    else:
+        data, stream, val_rows = open_latents(cfg, rank, world)
+        prior = build_prior(cfg.prior.kind, prior_config_for(cfg, data))
+        task = StreamedPriorTask(prior, val_rows, labels=d.num_classes > 0)
     _check_resume_codec(cfg, prior)
-    stream = LatentStream(train, d.batch_size, cfg.train.seed, d.normalize, d.resample, rank, world)
-    val_latents, val_labels = _val_tensors(val, d.normalize)
-    task = PriorTask(prior, val_latents, val_labels)
     trainer = Trainer(task, stream, cfg.optim, cfg.train, on_log=on_log, device=pick_device(cfg.train.use_gpu))
     history = trainer.fit(until)
-    summary: dict[str, Any] = {"steps": trainer.step, "rank": rank, "history": history, "data_position": stream.position()}
+    summary: dict[str, Any] = {"steps": trainer.step, "rank": rank, "history": history, "data_position": stream.position(),
+                               "buckets": data.buckets}
     if rank == 0 and trainer.step == cfg.train.max_steps:
-        summary.update(_finish_prior(trainer, task, table, cfg))
+        summary.update(_finish_prior(trainer, task, data, cfg))
     return summary
 
 
-def _finish_prior(trainer: Trainer, task: PriorTask, table: LatentTable, cfg: TrainPriorConfig) -> dict[str, Any]:
+def _finish_prior(trainer: Trainer, task: PriorTask, data: PriorData, cfg: TrainPriorConfig) -> dict[str, Any]:
     out = cfg.train.output_dir.rstrip("/")
     final = trainer.eval_model()
     final.save_pretrained(f"{out}/final")
     metrics = task.evaluate(final)
     result: dict[str, Any] = {"metrics": metrics, "final_prior": f"{out}/final"}
     if cfg.data.path:
-        result["samples_png"] = sample_and_decode(final, table, cfg, f"{out}/samples.png")
+        result["samples_png"] = sample_and_decode(final, data, cfg, f"{out}/samples.png")
     from latentflow.training.visualize import read_log, save_loss_curve
 
     save_loss_curve(read_log(f"{out}/log.jsonl"), f"{out}/loss_curve.png")
@@ -94,32 +208,37 @@ def _finish_prior(trainer: Trainer, task: PriorTask, table: LatentTable, cfg: Tr
     return result
 
 
-def sample_and_decode(prior: PriorModel, table: LatentTable, cfg: TrainPriorConfig, png_url: str) -> str:
-    """Sample latents, decode them with the decoder rebuilt from the codec, and write a PNG grid."""
+def sample_and_decode(prior: PriorModel, data: PriorData | LatentTable, cfg: TrainPriorConfig, png_url: str) -> str:
+    """Sample latents, decode them with the decoder rebuilt from the codec (which undoes its own
+    normalization rule), and write a PNG grid."""
     from latentflow.data.readers import decode_latents
     from latentflow.training.visualize import save_sample_grid
 
-    prior.check_codec(table.fingerprint)
+    prior.check_codec(data.fingerprint)
     s = cfg.sample
     gen = torch.Generator().manual_seed(s.seed)
-    labels = None
-    if cfg.data.num_classes:
-        labels = torch.arange(s.num_samples) % cfg.data.num_classes
+    labels = torch.arange(s.num_samples) % cfg.data.num_classes if cfg.data.num_classes else None
     z = prior.sample(s.num_samples, labels=labels, generator=gen, temperature=s.temperature, top_k=s.top_k, steps=s.steps)
-    if not table.discrete and cfg.data.normalize:
-        z = table.normalization.denormalize(z)
-    images = decode_latents(z.cpu(), cfg.data.path, storage_options=cfg.data.storage_options)
+    images = decode_latents(z.cpu(), cfg.data.path, storage_options=cfg.data.storage_options,
+                            normalized=cfg.data.normalize and not data.discrete)
     save_sample_grid(images, png_url, per_row=min(8, s.num_samples))
     return png_url
 
 
 def evaluate_prior(prior_path: str, latents_path: str, storage_options: dict | None = None,
-                   normalize: bool = True) -> dict[str, float]:
-    """Validation metric of a saved prior on a latent dataset; refuses a dataset of another codec."""
+                   normalize: bool = True, batch_size: int = 256) -> dict[str, float]:
+    """Validation metric of a saved prior over every row of a latent dataset (streamed);
+    refuses a dataset of another codec (:class:`~latentflow.errors.CodecMismatchError`)."""
+    from latentflow.data.readers import LatentDataset, read_codec
+
     prior = load_prior(prior_path)
-    table = load_latent_table(latents_path, storage_options, expected_fingerprint=prior.config.codec_fingerprint or None)
-    batch = table_rows(table, torch.arange(len(table)), normalize)
-    return PriorTask(prior, batch["latents"], batch["labels"]).evaluate(prior)
+    codec = read_codec(latents_path, storage_options)
+    labels = prior.config.num_classes > 0
+    fields = ("indices" if codec.discrete else "latent",) + (("label",) if labels else ())
+    ds = LatentDataset(latents_path, normalize=normalize and not codec.discrete, storage_options=storage_options,
+                       expected_fingerprint=prior.config.codec_fingerprint or None, fields=fields)
+    return StreamedPriorTask(prior, ds, batch_size, labels).evaluate(prior)
 
 
-__all__ = ["train_prior", "evaluate_prior", "sample_and_decode", "prior_config_for"]
+__all__ = ["train_prior", "evaluate_prior", "sample_and_decode", "prior_config_for", "open_latents", "PriorData",
+           "StreamedPriorTask"]
