@@ -2,8 +2,9 @@
 
 A :class:`Shard` is the unit of work and of commit (one tar file, one Parquet
 file or row group, one chunk of a folder). A :class:`Record` is one sample read
-from it. A :class:`SampleError` marks one bad sample; the job records it in
-``errors.parquet`` and goes on.
+from it: an image or a video. A :class:`SampleError` marks one bad sample; the job
+records it in ``errors.parquet`` and goes on. One video gives many rows, keyed
+:func:`clip_key`; they all come from (and commit with) the video's shard.
 """
 
 from __future__ import annotations
@@ -83,11 +84,14 @@ class Record:
 
     Attributes:
         key: unique sample key within the dataset (e.g. the tar member stem).
-        image: encoded image bytes, or None when the sample has no image member.
+        image: the media bytes: an encoded image (jpg/png/...) or a video file (mp4/webm/mkv/mov),
+            see ``media``; None when the sample has no media member.
         caption: text that passes through to the output row.
         label: integer class label that passes through.
         json: the sample's JSON metadata as a string (passes through verbatim).
         index_in_shard: position of the sample in its shard.
+        media: ``"image"`` or ``"video"``: what ``image`` holds, from the member's or file's
+            extension (or, for table columns, the bytes' container signature), see :func:`media_kind`.
     """
 
     key: str
@@ -96,6 +100,7 @@ class Record:
     label: int | None = None
     json: str | None = None
     index_in_shard: int = 0
+    media: str = "image"
 
 
 class SampleError(Exception):
@@ -104,7 +109,9 @@ class SampleError(Exception):
     Attributes:
         stage: where it failed: ``read``, ``decode``, ``process`` or ``encode``.
         error_type: a short machine-readable kind: ``missing_image``, ``corrupt_image``,
-            ``too_small``, ``decompression_bomb``, ``non_finite``, ...
+            ``too_small``, ``decompression_bomb``, ``non_finite``; for videos ``missing_video``,
+            ``corrupt_video`` (also truncated), ``empty_video``, ``no_video_stream`` (audio-only),
+            ``clip_too_short``, ...
         message: what happened, for a human.
     """
 
@@ -129,3 +136,36 @@ def key_seed(seed: int, key: str) -> int:
     """The one stable 64-bit seed per (seed, sample key): the same crop, flip and noise on every
     rerun and every worker, whatever the batch or shard order."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little")
+
+
+def clip_key(video_key: str, index: int) -> str:
+    """The one row key of clip ``index`` of a video: ``"<video key>/clip0003"`` (unique per clip, stable on rerun)."""
+    return f"{video_key}/clip{index:04d}"
+
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
+VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "mov")
+
+
+def media_kind(name: str | None = None, data: bytes | None = None) -> str:
+    """``"video"`` or ``"image"``: from a file or member name's extension, else from the bytes' signature.
+
+    The signature check knows the video containers of :data:`VIDEO_EXTENSIONS`: ISO-BMFF
+    (mp4, mov: ``ftyp`` at byte 4, or a QuickTime ``moov``/``mdat``/``wide``/``free`` box first)
+    and Matroska/WebM (EBML magic). Anything else is an image.
+
+    Example::
+
+        media_kind("clips/0001.mp4")   # 'video'
+        media_kind(data=png_bytes)     # 'image'
+    """
+    if name is not None and "." in name:
+        ext = name.rsplit(".", 1)[-1].lower()
+        if ext in VIDEO_EXTENSIONS:
+            return "video"
+        if ext in IMAGE_EXTENSIONS:
+            return "image"
+    head = (data or b"")[:12]
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free") or head[:4] == b"\x1a\x45\xdf\xa3":
+        return "video"
+    return "image"

@@ -2,14 +2,21 @@
 
 Formats (all through fsspec: local paths, ``s3://``, ``memory://``):
 
-* ``webdataset``: tar shards; jpg/jpeg/png/webp images plus json/txt/cls members. Shard = tar file.
-* ``parquet``: a column of image bytes (or HF ``Image`` structs). Shard = file, or file + row group.
+* ``webdataset``: tar shards; jpg/jpeg/png/webp images or mp4/webm/mkv/mov videos, plus
+  json/txt/cls members. Shard = tar file.
+* ``parquet``: a column of image or video bytes (or HF ``Image``/``Video`` structs), named by
+  ``source.image_column`` (the media column: one knob for both). Shard = file, or file + row group.
 * ``hf``: a ``Dataset`` or ``DatasetDict`` saved with ``save_to_disk`` (shard = arrow file of
   ``source.split``), or ``load_dataset`` arguments (shard = a contiguous index range). ``Image``
-  columns are read by bytes, or by path (through fsspec) when the bytes are not embedded.
-* ``folder``: image files under a directory. Shard = a chunk of the sorted file list. Captions
-  come from ``<stem>.txt`` / ``<stem>.caption`` sidecars (kohya, SimpleTuner, ai-toolkit) or
-  from a ``metadata.jsonl`` (HF ``imagefolder``), see :func:`_metadata_line`.
+  and ``Video`` columns (both ``{bytes, path}`` structs) are read by bytes, or by path (through
+  fsspec) when the bytes are not embedded (``Video`` stores only the path of a local file).
+* ``folder``: image and video files under a directory. Shard = a chunk of the sorted file list.
+  Captions come from ``<stem>.txt`` / ``<stem>.caption`` sidecars (kohya, SimpleTuner, ai-toolkit,
+  musubi-tuner) or from a ``metadata.jsonl`` (HF ``imagefolder``/``videofolder``), see :func:`_metadata_line`.
+
+A record holds the media bytes in ``Record.image`` and says what they are in ``Record.media``
+(``"image"`` or ``"video"``, from the extension, else the bytes' signature). One video becomes
+many rows (clips) downstream; the input shard stays the unit of work and of commit.
 
 :func:`list_shards` refuses a source that names no data or names a missing column with a
 :class:`ConfigError`, before any Ray task starts; a bad sample stays a per-sample error.
@@ -37,33 +44,34 @@ import pyarrow.parquet as pq
 from braceexpand import braceexpand
 
 from latentflow.data.configs import DataConfig, check_choice, check_positive
-from latentflow.data.records import Record, Shard, shard_id_for
+from latentflow.data.records import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Record, Shard, media_kind, shard_id_for
 from latentflow.errors import ConfigError, ShardReadError
 
 FORMATS = ("webdataset", "parquet", "hf", "folder")
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
+MEDIA_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS  # a tar sample's first member with one of these is its media
 STORAGE_OPTIONS_ENV = "LATENTFLOW_STORAGE_OPTIONS"
 METADATA_FILE = "metadata.jsonl"
 _CAPTION_NAMES = ("caption", "text", "txt")
 _LABEL_NAMES = ("label", "cls")
-_SIDECARS = (".txt", ".caption")  # caption files beside an image, in this order of preference
+_SIDECARS = (".txt", ".caption")  # caption files beside an image or video, in this order of preference
 
 
 @dataclass
 class SourceConfig(DataConfig):
-    """Where the images are and how to read them.
+    """Where the images or videos are and how to read them.
 
     Attributes:
         format: ``webdataset``, ``parquet``, ``hf`` or ``folder``.
         urls: files, directories, globs or brace patterns (``train-{000..009}.tar``); one string
             or a list, always stored as a list.
-        image_column: column of image bytes (parquet, hf).
+        image_column: the media column (parquet, hf): image or video bytes, or HF ``Image``/``Video``
+            structs; set it to ``video`` for the usual HF video datasets.
         key_column: column of unique keys; None means ``<file stem>/<row index>``.
         caption_column, label_column, json_column: pass-through columns (and ``metadata.jsonl``
             keys of a folder); None means auto-detect (``caption``/``text``, ``label``/``cls``,
             ``json``) when present.
         row_groups: parquet only: one shard per row group instead of per file.
-        shard_size: images per shard for ``folder`` and for ``hf`` loaded by arguments.
+        shard_size: images or videos per shard for ``folder`` and for ``hf`` loaded by arguments.
         hf_load_args: keyword arguments of ``datasets.load_dataset`` (instead of ``urls``).
         split: split to read for ``hf`` sources (``load_dataset`` or a saved ``DatasetDict``).
         storage_options: fsspec options (credentials); never written or logged.
@@ -218,8 +226,8 @@ def check_source(cfg: SourceConfig, shards: list[Shard] | None = None) -> None:
         _column(names, wanted, (), role, shards[0].url)
     kind = schema.field(cfg.image_column).type
     if not _is_image_type(kind):
-        raise ConfigError(f"image column {cfg.image_column!r} of {shards[0].url!r} holds {kind}; expected image bytes "
-                          "(binary) or an HF Image struct {bytes, path}; set source.image_column")
+        raise ConfigError(f"image column {cfg.image_column!r} of {shards[0].url!r} holds {kind}; expected image bytes or "
+                          "video bytes (binary), or an HF Image/Video struct {bytes, path}; set source.image_column")
 
 
 def _first_schema(shard: Shard, cfg: SourceConfig) -> pa.Schema | None:
@@ -265,7 +273,7 @@ def _folder_shards(cfg: SourceConfig, options: dict) -> list[Shard]:
             stop = min(start + cfg.shard_size, count)
             shards.append(Shard(shard_id_for(url, f"{start:09d}"), url, "folder", start=start, stop=stop))
     if empty:
-        raise _no_match(cfg, empty, f"images ({'/'.join(IMAGE_EXTENSIONS)})")
+        raise _no_match(cfg, empty, f"images or videos ({'/'.join(MEDIA_EXTENSIONS)})")
     return shards
 
 
@@ -364,16 +372,17 @@ def _iter_tar(shard: Shard, cfg: SourceConfig, options: dict) -> Iterator[Record
 
 
 def _tar_record(sample: dict[str, Any], index: int) -> Record:
-    image = next((sample[e] for e in IMAGE_EXTENSIONS if e in sample), None)
+    ext = next((e for e in MEDIA_EXTENSIONS if e in sample), None)
     text = sample.get("txt", sample.get("caption"))
     label = sample.get("cls")
     return Record(
         key=sample["__key__"],
-        image=image,
+        image=sample[ext] if ext else None,
         caption=text.decode("utf-8", "replace") if text is not None else None,
         label=_parse_label(label),
         json=sample["json"].decode("utf-8", "replace") if "json" in sample else None,
         index_in_shard=index,
+        media=media_kind(f".{ext}" if ext else None),
     )
 
 
@@ -439,18 +448,25 @@ def _table_records(table: pa.Table, cfg: SourceConfig, stem: str, offset: int) -
     data = {name: table.column(c).to_pylist() if c else None for name, c in {"image": image_col, "key": key_col, **cols}.items()}
     for i in range(table.num_rows):
         meta = data["json"][i] if data["json"] is not None else None
+        media = _image_bytes(data["image"][i], options)
         yield Record(
             key=str(data["key"][i]) if data["key"] is not None else f"{stem}/{offset + i:09d}",
-            image=_image_bytes(data["image"][i], options),
+            image=media,
             caption=_text(data["caption"][i]) if data["caption"] is not None else None,
             label=_parse_label(data["label"][i]) if data["label"] is not None else None,
             json=meta if meta is None or isinstance(meta, str) else json.dumps(meta, sort_keys=True),
             index_in_shard=i,
+            media=media_kind(_path_of(data["image"][i]), media),
         )
 
 
+def _path_of(value: Any) -> str | None:
+    """The ``path`` of an HF ``Image``/``Video`` struct (its extension tells the media), else None."""
+    return value.get("path") if isinstance(value, dict) else None
+
+
 def _image_bytes(value: Any, options: dict) -> bytes | None:
-    """Raw bytes, or an HF ``Image`` struct ``{"bytes": ..., "path": ...}``.
+    """Raw bytes, or an HF ``Image``/``Video`` struct ``{"bytes": ..., "path": ...}``.
 
     A struct without bytes is read from its path (what ``load_dataset("imagefolder")`` holds, and
     what ``save_to_disk`` of older ``datasets`` versions stores); a path that does not exist gives
@@ -477,8 +493,8 @@ def _read_image_path(path: str, options: dict) -> bytes | None:
 
 
 def _folder_listing(url: str, options: dict) -> tuple[Any, str, list[str], dict[str, dict]]:
-    """``(fs, root, sorted image paths, {every file path: its info})`` under one folder URL (one ``find``)."""
-    suffixes = tuple(f".{e}" for e in IMAGE_EXTENSIONS)
+    """``(fs, root, sorted image and video paths, {every file path: its info})`` under one folder URL (one ``find``)."""
+    suffixes = tuple(f".{e}" for e in MEDIA_EXTENSIONS)
     fs, root = fsspec.url_to_fs(url, **options)
     files = fs.find(root, detail=True)
     images = sorted(p for p in files if p.lower().endswith(suffixes))
@@ -500,11 +516,12 @@ def _iter_folder(shard: Shard, cfg: SourceConfig, options: dict) -> Iterator[Rec
             label=_parse_label(_pick(row, cfg.label_column, _LABEL_NAMES)),
             json=line,
             index_in_shard=index,
+            media=media_kind(path),
         )
 
 
 def _sidecar_caption(fs: Any, image_path: str, files: dict) -> str | None:
-    """The text of ``<stem>.txt`` (else ``<stem>.caption``) beside an image, trailing whitespace stripped."""
+    """The text of ``<stem>.txt`` (else ``<stem>.caption``) beside an image or video, trailing whitespace stripped."""
     stem = image_path.rsplit(".", 1)[0]
     for sidecar in (stem + ext for ext in _SIDECARS):
         if sidecar in files:
