@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import fsspec
 import numpy as np
 import pytest
 import torch
@@ -157,3 +158,180 @@ def test_inspect_reports_stats_and_scaling_factor(written, capsys):
     assert main(["inspect", out, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["counts"]["rows"] == 6
     assert main(["inspect", out + "-missing"]) == 1
+
+
+# ---- batches: whole row ranges, shuffled in a buffer, disjoint per rank ---------------------------
+def write_output(vae, out, sizes, buckets=False, seed=0, resolution=32, flip=False):
+    """An output written with ShardWriter: shards of ``sizes`` rows with captions, labels, JSON, sizes;
+    with ``buckets``, every third row is tall (40x24), the rest wide (24x40). Returns {key: row}."""
+    proc = ImageProcessorConfig(resolution=resolution, buckets=buckets)
+    codec = build_codec(vae, proc, StoreConfig(flip=flip), "x.tar")
+    prepare_output(out, codec, overwrite=True)
+    writer, rng, rows = ShardWriter(out, codec), np.random.default_rng(seed), {}
+    side = resolution // 2
+    for s, n in enumerate(sizes):
+        keys = [f"s{s}-{i:03d}" for i in range(n)]
+        shapes = [((4, 20, 12) if i % 3 == 0 else (4, 12, 20)) if buckets else (4, side, side) for i in range(n)]
+        latents = [rng.normal(size=shape).astype(np.float32) for shape in shapes]
+        cols = {"key": keys, "index_in_shard": list(range(n)), "latent": latents if buckets else np.stack(latents),
+                "caption": [f"cap {k}" for k in keys], "label": [i % 5 for i in range(n)], "json": [json.dumps({"k": k}) for k in keys],
+                "original_size": [[64 + i, 48] for i in range(n)], "crop_box": [[0, 0, 32, 32]] * n}
+        if flip:
+            cols["flip_latent"] = [z[..., ::-1].copy() for z in latents] if buckets else np.stack(latents)[..., ::-1].copy()
+        writer.write_shard(f"s{s}", cols, [])
+        rows.update({k: {"latent": z, "caption": f"cap {k}", "label": i % 5, "original_size": [64 + i, 48]}
+                     for i, (k, z) in enumerate(zip(keys, latents))})
+    finalize(out, codec)
+    return rows
+
+
+def epoch_keys(ds, batch_size, **kwargs):
+    return [k for b in ds.iter_batches(batch_size, **kwargs) for k in b["key"]]
+
+
+def test_iter_batches_reads_every_row_once_disjoint_per_rank_and_deterministic(vae, tmp_path):
+    out = str(tmp_path / "out")
+    rows = write_output(vae, out, [7, 16, 1, 12, 9, 13])
+    ds = LatentDataset(out)
+    one = epoch_keys(ds, 8, seed=1, epoch=0)
+    assert sorted(one) == sorted(rows) and len(one) == 58  # exactly once
+    assert epoch_keys(ds, 8, seed=1, epoch=0) == one  # a pure function of (seed, epoch)
+    assert epoch_keys(ds, 8, seed=1, epoch=1) != one and epoch_keys(ds, 8, seed=2, epoch=0) != one
+    for world in (2, 3):
+        per_rank = [epoch_keys(ds, 4, seed=1, epoch=3, rank=r, world=world) for r in range(world)]
+        assert sorted(k for keys in per_rank for k in keys) == sorted(rows)  # disjoint, complete
+        assert all(per_rank)
+    batches = list(ds.iter_batches(8, seed=1, epoch=2, drop_last=True))
+    assert all(len(b["key"]) == 8 for b in batches) and len(batches) == 58 // 8
+    tail = [b["key"] for b in ds.iter_batches(8, seed=1, epoch=2, drop_last=True, start=3)]
+    assert tail == [b["key"] for b in batches[3:]]  # resume by batch position
+    assert epoch_keys(ds, 8, shuffle=False) == sorted(rows)  # storage order: shards, then rows
+
+
+def test_batches_carry_latents_and_metadata(vae, tmp_path):
+    out = str(tmp_path / "out")
+    rows = write_output(vae, out, [5, 6])
+    ds = LatentDataset(out)
+    for batch in ds.iter_batches(4, seed=0):
+        assert batch["latent"].shape == (len(batch["key"]), 4, 16, 16) and batch["latent"].dtype == torch.float32
+        assert batch["bucket"] == "32x32" and batch["label"].dtype == torch.int64
+        for i, key in enumerate(batch["key"]):
+            np.testing.assert_array_equal(batch["latent"][i].numpy(), rows[key]["latent"])
+            assert batch["caption"][i] == rows[key]["caption"] and int(batch["label"][i]) == rows[key]["label"]
+            assert json.loads(batch["json"][i]) == {"k": key} and batch["original_size"][i].tolist() == rows[key]["original_size"]
+            assert batch["crop_box"][i].tolist() == [0, 0, 32, 32]
+    item = ds[3]
+    assert item["caption"] == rows[item["key"]]["caption"] and item["label"] == rows[item["key"]]["label"]
+    np.testing.assert_array_equal(item["latent"].numpy(), rows[item["key"]]["latent"])
+
+
+def test_bucketed_batches_hold_one_shape_and_interleave_buckets(vae, tmp_path):
+    vae.config.scaling_factor, vae.config.shift_factor = 0.5, 1.0
+    out = str(tmp_path / "out")
+    rows = write_output(vae, out, [12, 9, 15], buckets=True, flip=True)
+    ds = LatentDataset(out, normalize=True)
+    assert ds.codec.normalization.rule == "shift_scale" and ds.bucket_rows == {"24x40": 24, "40x24": 12}
+    batches = list(ds.iter_batches(4, seed=0))
+    assert sorted(k for b in batches for k in b["key"]) == sorted(rows)
+    shapes = {"24x40": (4, 12, 20), "40x24": (4, 20, 12)}
+    for b in batches:
+        assert tuple(b["latent"].shape[1:]) == shapes[b["bucket"]] == tuple(b["flip_latent"].shape[1:])
+        for i, key in enumerate(b["key"]):
+            expected = (rows[key]["latent"] - 1.0) * 0.5  # the codec's rule: shift_scale
+            np.testing.assert_allclose(b["latent"][i].numpy(), expected, rtol=1e-6)
+            np.testing.assert_allclose(b["flip_latent"][i].numpy(), expected[..., ::-1], rtol=1e-6)
+    first_half = {b["bucket"] for b in batches[: len(batches) // 2]}
+    assert first_half == {"24x40", "40x24"}  # buckets interleave in proportion, not one after the other
+    assert len(LatentDataset(out, buckets=["40x24"])) == 12
+
+
+def test_shuffle_buffer_bounds_what_is_read_at_once(vae, tmp_path, monkeypatch):
+    out = str(tmp_path / "out")
+    write_output(vae, out, [40, 40, 40, 40])
+    ds = LatentDataset(out)
+    plan = ds.batch_plan(8, buffer_rows=32, block_rows=10)
+    assert sum(plan.window.values()) <= 32 and len(plan) == 20
+    reads = []
+    original = LatentDataset._read
+    monkeypatch.setattr(LatentDataset, "_read", lambda self, block, fields: reads.append(len(block)) or original(self, block, fields))
+    window_rows, seen = [], 0
+    for batch in ds.iter_batches(8, buffer_rows=32, block_rows=10):
+        seen += len(batch["key"])
+        window_rows.append(sum(reads))
+        reads.clear()
+    assert seen == 160 and max(window_rows) <= 32  # never more than one buffer read between two batches
+    # the buffer mixes blocks of several shards
+    first = next(ds.iter_batches(8, buffer_rows=32, block_rows=10))
+    assert len({k.split("-")[0] for k in first["key"]}) > 1
+
+
+def test_resampled_batches_are_seeded_by_position(written):
+    out, z, _ = written
+    ds = LatentDataset(out, resample=True)
+    a = [b["latent"] for b in ds.iter_batches(2, seed=0, epoch=0)]
+    b = [b["latent"] for b in ds.iter_batches(2, seed=0, epoch=0)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    raw = {k: v for bt in LatentDataset(out).iter_batches(6, shuffle=False) for k, v in zip(bt["key"], bt["latent"])}
+    batch = next(ds.iter_batches(6, seed=0))
+    noise = torch.stack([(batch["latent"][i] - raw[k]) / np.exp(-1.0) for i, k in enumerate(batch["key"])])
+    assert abs(noise.mean().item()) < 0.05 and abs(noise.std().item() - 1.0) < 0.05
+
+
+def test_fast_row_reads_match_zarr(vae, tmp_path):
+    import zarr
+
+    from latentflow.data.zarr_rows import array_spec, read_array
+
+    out = str(tmp_path / "out")
+    codec = build_codec(vae, PROC, StoreConfig(dtype="float16"), "x.tar")
+    prepare_output(out, codec)
+    z = np.random.default_rng(0).normal(size=(9, 4, 16, 16)).astype(np.float16)
+    z[4] = 0  # a row of fill values: zarr writes no chunk for it
+    ShardWriter(out, codec).write_shard("s", {"key": [f"k{i}" for i in range(9)], "latent": z, "caption": ["c"] * 9}, [])
+    group = zarr.open_group(f"{out}/zarr/32x32/s", mode="r")
+    fs = fsspec.filesystem("file")
+    for name in ("latent", "keys", "caption"):
+        spec = array_spec(group[name].metadata)
+        assert spec.kind == ("rows" if name == "latent" else "chunk")
+        for start, stop in [(0, 9), (2, 7), (4, 5)]:
+            got = read_array(fs, f"{out}/zarr/32x32/s/{name}", spec, 9, start, stop, None)
+            np.testing.assert_array_equal(got, group[name][start:stop])
+    assert LatentDataset(out)[4]["latent"].abs().sum() == 0
+
+
+def test_bucketed_output_loads_typed_per_bucket_and_all_rows_by_default(vae, tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    out = str(tmp_path / "out")
+    write_output(vae, out, [6, 3], buckets=True)
+    wide = datasets.load_dataset(out, "24x40", split="train")
+    assert wide.features["latent"] == datasets.Array3D(shape=(4, 12, 20), dtype="float32") and len(wide) == 6
+    assert set(wide["bucket"]) == {"24x40"}
+    tall = load_latents(out, bucket="40x24")
+    assert tall.features["latent"].shape == (4, 20, 12) and len(tall) == 3
+    every = datasets.load_dataset(out, split="train").with_format("numpy")
+    assert len(every) == 9 and {r["latent"].shape for r in every} == {(4, 12, 20), (4, 20, 12)}
+    assert sorted(load_latents(out)["key"]) == sorted(every["key"])
+    with pytest.raises(FileNotFoundError, match="bucket '8x8'"):
+        load_latents(out, bucket="8x8")
+
+
+def test_overwrite_at_another_resolution_is_not_read_from_a_stale_cache(vae, tmp_path):
+    """datasets caches a local folder by its card's configs: the card's content version must change."""
+    import os
+    import subprocess
+    import sys
+
+    out = str(tmp_path / "out")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "0"}
+    code = ("import datasets, numpy as np; ds = datasets.load_dataset(%r, split='train').with_format('numpy'); "
+            "print(len(ds), tuple(ds[0]['latent'].shape), sorted(ds['key'])[0])" % out)
+
+    def load_in_a_fresh_process():
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+
+    write_output(vae, out, [3], resolution=32)
+    assert load_in_a_fresh_process() == ["3", "(4,", "16,", "16)", "s0-000"]
+    write_output(vae, out, [5, 2], resolution=16, seed=1)
+    assert load_in_a_fresh_process() == ["7", "(4,", "8,", "8)", "s0-000"]
