@@ -86,3 +86,60 @@ def test_random_crops_change_per_epoch_and_resume_exactly(photo_shards):
     resumed = make()
     resumed.set_position(pos)
     assert all(torch.equal(resumed.next_batch()["pixel_values"], b["pixel_values"]) for b in second)
+
+
+# ---- stage 2: the cache streamed through LatentDataset.iter_batches --------------------------------
+@pytest.fixture
+def cache(tmp_path):
+    from latentflow.models.vae import VariationalAutoencoderConfig, VariationalAutoencoderModel
+    from tests.training.test_prior_stage import write_latents
+
+    torch.manual_seed(0)
+    model = VariationalAutoencoderModel(VariationalAutoencoderConfig(block_out_channels=(8, 16), latent_channels=4, norm_num_groups=4))
+    return write_latents(model.eval(), tmp_path, sizes=(12, 9, 15), buckets=True)
+
+
+def captions(stream, n):
+    return [c for _ in range(n) for c in stream.next_batch()["captions"]]
+
+
+def test_latent_cache_stream_workers_read_disjoint_rows_and_resume_exactly(cache):
+    from latentflow.data.readers import LatentDataset
+    from latentflow.training.data import LatentCacheStream
+
+    ds = LatentDataset(cache, fields=("latent", "caption"))
+    streams = [LatentCacheStream(ds, 3, seed=1, rank=r, world=2) for r in range(2)]
+    per_epoch = [len(s._plan(0)) for s in streams]
+    seen = [captions(s, n) for s, n in zip(streams, per_epoch)]
+    assert seen[0] and seen[1] and not set(seen[0]) & set(seen[1])  # disjoint rows per worker
+    assert len(set(seen[0]) | set(seen[1])) == len(seen[0]) + len(seen[1]) >= 36 - 2 * 2 * 2  # each bucket drops < 3 rows per worker
+    s = LatentCacheStream(ds, 4, seed=0)
+    for _ in range(7):
+        s.next_batch()
+    pos = s.position()
+    expected = [s.next_batch() for _ in range(8)]  # crosses an epoch boundary (9 batches per epoch)
+    assert any(b["bucket"] == "40x24" for b in expected) and any(b["bucket"] == "24x40" for b in expected)
+    t = LatentCacheStream(ds, 4, seed=0)
+    t.set_position(pos)
+    for want in expected:
+        got = t.next_batch()
+        assert got["captions"] == want["captions"] and torch.equal(got["latents"], want["latents"])
+        assert got["labels"] is None and got["latents"].shape[1:] == ((4, 12, 20) if got["bucket"] == "24x40" else (4, 20, 12))
+    assert t.position()["epoch"] == 1
+
+
+def test_latent_cache_stream_refuses_workers_without_a_full_batch(cache):
+    from latentflow.data.readers import LatentDataset
+    from latentflow.training.data import LatentCacheStream
+
+    with pytest.raises(ConfigError, match="no full batch of 40 rows"):
+        LatentCacheStream(LatentDataset(cache), 40)
+
+
+def test_load_latent_table_reads_one_bucket(cache):
+    from latentflow.training.data import load_latent_table
+
+    with pytest.raises(ConfigError, match="several bucket shapes"):
+        load_latent_table(cache)
+    table = load_latent_table(cache, bucket="40x24")
+    assert table.latents.shape == (12, 4, 20, 12) and table.labels is None and table.fingerprint
