@@ -93,7 +93,7 @@ def _write(target, fps, size, num_frames, pts_s, codec, container, gop, audio, o
         if gop is not None:
             stream.codec_context.gop_size = gop
         if codec == "libx264":
-            keyint = {"keyint": str(gop), "min-keyint": str(gop), "scenecut": "0"} if gop else {}
+            keyint = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"} if gop else {}
             stream.codec_context.options = {"crf": "10", "preset": "ultrafast", **keyint}
         sound = _audio_stream(out) if audio else None  # every stream exists before the first packet
         for i in range(len(pts_s) if pts_s is not None else num_frames):

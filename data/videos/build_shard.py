@@ -2,7 +2,7 @@
 
 Writes ``data/videos/bbb-000000.tar`` from ``data/videos/bigbuckbunny.mp4``: a WebDataset shard of
 four 33-frame clips (1.32 s at 25 fps; frames 0-32, 33-65, 66-98, 99-131) re-encoded with PyAV
-(libx264, one thread, CRF 23, a keyframe every 25 frames) at 256x144, each with a ``txt`` caption
+(libx264, one thread, CRF 23, a keyframe every 25 frames through x264-params) at 256x144, each with a ``txt`` caption
 and a ``json`` member naming its source frames. Members are written in sorted order with fixed
 metadata, so rerunning with the same PyAV/FFmpeg rewrites the same bytes.
 
@@ -48,7 +48,7 @@ def encode_clip(frames: list[av.VideoFrame]) -> bytes:
         stream.height, stream.width = SIZE
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = Fraction(1, FPS)
-        stream.codec_context.options = {"crf": "23", "preset": "medium", "threads": "1", "keyint": "25", "min-keyint": "25", "scenecut": "0"}
+        stream.codec_context.options = {"crf": "23", "preset": "medium", "threads": "1", "x264-params": "keyint=25:min-keyint=25:scenecut=0"}
         for i, frame in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuv420p")  # fresh timestamps
             frame.pts, frame.time_base = i, Fraction(1, FPS)
