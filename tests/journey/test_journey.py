@@ -143,8 +143,8 @@ def test_folder_with_caption_sidecars_and_no_labels(cluster, photos, tmp_path):
     assert info["counts"]["rows"] == n
     ds = load(out, tmp_path / "hf")
     assert ds.num_rows == n and type(ds.features["latent"]).__name__ == "Array3D"
-    assert sorted(ds["caption"]) == sorted(f"a photo of {p}" for p in photos) and set(ds["label"]) == {None}
-    latents = ds.with_format("numpy")["latent"]
+    assert sorted(ds[:]["caption"]) == sorted(f"a photo of {p}" for p in photos) and set(ds[:]["label"]) == {None}
+    latents = ds.with_format("numpy")[:]["latent"]
     assert latents.shape == (n, 4, 4, 4) and np.isfinite(latents).all()
     check_decodes(out, ds.with_format("numpy")[:2])
     check_samples_png(train_prior(cluster, out, tmp_path, "configs/train/flow_prior.yaml"), 32)
@@ -176,7 +176,7 @@ def test_hf_imagefolder_saved_to_disk(cluster, photos, tmp_path):
     info = encode(cluster, out, "source.format=hf", f"source.urls={saved}", "source.split=train")
     assert info["counts"]["rows"] == len(photos)
     ds = load(out, tmp_path / "hf")
-    assert ds.num_rows == len(photos) and sorted(ds["caption"]) == sorted(f"photo {i}" for i in range(len(photos)))
+    assert ds.num_rows == len(photos) and sorted(ds[:]["caption"]) == sorted(f"photo {i}" for i in range(len(photos)))
     check_decodes(out, ds.with_format("numpy")[:2])
     check_samples_png(train_prior(cluster, out, tmp_path, "configs/train/flow_prior.yaml"), 32)
 
@@ -205,7 +205,7 @@ def test_fsq_tokenizer_and_a_gpt_prior(cluster, tmp_path):
     info = encode(cluster, out, "model=fsq-f8")
     assert info["codec"]["latent_kind"] == "discrete" and info["counts"]["rows"] == 8
     ds = load(out, tmp_path / "hf").with_format("numpy")
-    indices = ds["indices"]
+    indices = ds[:]["indices"]
     assert indices.shape == (8, 4, 4) and indices.max() < 1000
     check_decodes(out, ds[:2], key="indices")
     check_samples_png(train_prior(cluster, out, tmp_path, "configs/train/gpt_prior.yaml",
