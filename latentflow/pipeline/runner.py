@@ -27,7 +27,7 @@ from typing import Any
 
 
 from latentflow import hub
-from latentflow.data.codec import ModelRef, build_codec
+from latentflow.data.codec import Codec, ModelRef, build_codec
 from latentflow.data.sinks import finalize, prepare_output, read_output_codec
 from latentflow.errors import CheckpointError, ConfigError
 from latentflow.pipeline.config import EncodeJobConfig
@@ -262,6 +262,7 @@ def encode_plan(config: EncodeJobConfig, source, model, pending: list, options: 
     ds = ray.data.read_datasource(
         ShardDatasource(pending, source, source.storage_options, config.shard_retries),
         override_num_blocks=len(pending),
+        num_cpus=shape.read_num_cpus,  # as the preprocess: Ray Data fuses the two into one task
     )
     ds = ds.map_batches(
         preprocess_batch, batch_size=None, batch_format="pyarrow", num_cpus=shape.read_num_cpus,
@@ -344,6 +345,8 @@ def pool_shape(config: EncodeJobConfig, nodes: list[dict[str, float]], blocks: i
     wanted = 1.0 if on_gpu else 0.5 * threads
     while True:
         num_cpus = config.actor_num_cpus if config.actor_num_cpus is not None else _spare(wanted, nodes, hosts, actors, read, share)
+        if config.actor_num_cpus is None and num_cpus is not None and not share and abs(num_cpus - read) < 1e-9:
+            num_cpus = round(num_cpus - 0.001, 3)  # equal resources make Ray Data fuse the reads INTO the actors
         if num_cpus is not None and _fits(actors, num_cpus, nodes, hosts, read, share):
             return PoolShape(actors, threads, num_cpus, share, read, write)
         if not auto or actors == 1:
@@ -421,7 +424,7 @@ def actor_options(config: EncodeJobConfig, options: dict, model, blocks: int | N
     from ray.data import ActorPoolStrategy
 
     shape = shape or pool_shape(config, _node_list(resources), blocks)
-    logger.info("encoder pool: %d actor(s) x %d thread(s), %.2f CPU and %.2f GPU each; reads %.2f CPU, writes %.2f CPU",
+    logger.info("encoder pool: %d actor(s) x %d thread(s), %g CPU and %g GPU each; reads %g CPU, writes %g CPU",
                 shape.actors, shape.threads, shape.num_cpus, shape.num_gpus, shape.read_num_cpus, shape.write_num_cpus)
     return {
         "compute": ActorPoolStrategy(size=shape.actors, max_tasks_in_flight_per_actor=None if shape.num_gpus else 1),
@@ -445,7 +448,7 @@ def ensure_ray() -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, logging_level=logging.WARNING)
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
         ray.init(include_dashboard=False, log_to_driver=True)
 

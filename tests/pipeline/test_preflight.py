@@ -127,3 +127,73 @@ def test_no_arguments_runs_the_embedded_default(tmp_path):
     assert "this run: encoded" in done.stdout and "the output holds:" in done.stdout
     info = json.loads((tmp_path / "outputs" / "default" / "latentflow.json").read_text())
     assert info["counts"]["shards"] == 2 and info["counts"]["rows"] > 0
+
+
+# ---- the pool fits per node (pure: no Ray) ----------------------------------------------------
+
+
+def _cfg(**overrides) -> EncodeJobConfig:
+    return EncodeJobConfig.from_dict({"model": "m", "source": {"urls": ["a.tar"]}, **overrides})
+
+
+def test_pool_shape_per_node():
+    from latentflow.pipeline.runner import pool_shape
+
+    one_cpu = pool_shape(_cfg(), [{"CPU": 1}, {"CPU": 1}])
+    assert (one_cpu.actors, one_cpu.num_cpus, one_cpu.read_num_cpus, one_cpu.write_num_cpus) == (2, 0.499, 0.5, 0.5)
+    two_cpu = pool_shape(_cfg(), [{"CPU": 2}, {"CPU": 2}])
+    assert (two_cpu.actors, two_cpu.num_cpus, two_cpu.read_num_cpus) == (4, 0.5, 1.0)
+    assert pool_shape(_cfg(preprocess_num_cpus=1.0), [{"CPU": 1}, {"CPU": 1}]).actors == 1  # the other node reads
+    with pytest.raises(ConfigError, match=r"no encoder pool of 2 actor\(s\) fits the Ray cluster \(2 nodes: 1 CPU, 1 CPU\)"):
+        pool_shape(_cfg(num_actors=2, preprocess_num_cpus=1.0), [{"CPU": 1}, {"CPU": 1}])
+    gpu = pool_shape(_cfg(), [{"CPU": 4, "GPU": 1}, {"CPU": 1}])  # actors only on the GPU node; reads anywhere
+    assert (gpu.actors, gpu.num_gpus) == (2, 0.5)
+
+
+def _placements(actors: int, caps: list[int]):
+    """Every way to put ``actors`` on nodes holding at most ``caps[i]`` each."""
+    if not caps:
+        yield () if actors == 0 else None
+        return
+    for here in range(min(actors, caps[0]) + 1):
+        for rest in _placements(actors - here, caps[1:]):
+            if rest is not None:
+                yield (here, *rest)
+
+
+@pytest.mark.parametrize("cpus", [[1, 1], [2, 2], [1, 2], [3], [1, 1, 1], [2, 1, 1], [4, 1], [8, 8], [2]])
+@pytest.mark.parametrize("overrides", [{}, {"preprocess_num_cpus": 1.0}, {"torch_threads": 2}, {"num_actors": 3}])
+def test_every_placement_of_the_pool_leaves_a_node_room_for_a_read(cpus, overrides):
+    """However Ray spreads the actors (all placements enumerated), some node keeps a read's CPUs free."""
+    from latentflow.pipeline.runner import pool_shape
+
+    nodes = [{"CPU": float(c)} for c in cpus]
+    try:
+        shape = pool_shape(_cfg(**overrides), nodes)
+    except ConfigError as err:
+        assert "no encoder pool" in str(err) and "num_actors" in overrides
+        return
+    caps = [int(c / shape.num_cpus + 1e-9) for c in cpus]
+    placements = [p for p in _placements(shape.actors, caps) if p is not None]
+    assert placements, "the actors must fit at all"
+    for p in placements:
+        assert any(c - n * shape.num_cpus >= shape.read_num_cpus - 1e-9 for c, n in zip(cpus, p)), (cpus, p, shape)
+
+
+def test_placement_watchdog_fires_on_a_stall_and_not_on_progress():
+    import threading
+    import time
+
+    from latentflow.pipeline.placement import PlacementWatchdog
+
+    fired = threading.Event()
+    stuck = PlacementWatchdog(0.3, lambda: [({"CPU": 1.0}, 1)], lambda: 0, on_stall=lambda m: fired.set(), explain="shape", interval_s=0.05)
+    assert fired.wait(5) and "1 x {CPU: 1}" in stuck.message and stuck.message.endswith("shape")
+    stuck.stop()
+
+    commits = iter(range(10_000))
+    moving = PlacementWatchdog(0.3, lambda: [({"CPU": 1.0}, 1)], lambda: next(commits), on_stall=lambda m: None, interval_s=0.05)
+    idle = PlacementWatchdog(0.3, lambda: [], lambda: 0, on_stall=lambda m: None, interval_s=0.05)
+    time.sleep(1.0)
+    assert not moving.fired and not idle.fired  # commits keep coming / nothing pending
+    moving.stop(), idle.stop()
