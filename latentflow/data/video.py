@@ -338,8 +338,9 @@ class VideoReader:
             for packet in self._container.demux(self._stream):
                 for frame in packet.decode():
                     self.stats.decoded += 1
-                    if frame.pts in by_pts:
-                        out[by_pts[frame.pts]] = convert(frame)
+                    stamp = frame.pts if frame.pts is not None else frame.dts  # the index falls back the same way
+                    if stamp in by_pts:
+                        out[by_pts[stamp]] = convert(frame)
                     if len(out) == len(needed):  # frames leave the decoder in pts order: the rest is not needed
                         return out
         except Exception as err:  # noqa: BLE001 - bad packets raise many kinds

@@ -117,6 +117,16 @@ def test_decoder_choice_and_version():
             processor(decoder="torchcodec")
 
 
+def test_torchcodec_picks_the_same_frames_as_pyav(ten_fps):
+    pytest.importorskip("torchcodec")
+    picked = {}
+    for decoder in ("pyav", "torchcodec"):
+        with VideoReader(ten_fps, decoder=decoder) as video:
+            positions, _ = resample(video.frame_index(), 4.0)
+            picked[decoder] = [read_index(f) for f in video.decode(positions, resize=(48, 64))]
+    assert picked["torchcodec"] == picked["pyav"] == [0, 2, 5, 7, 10, 12, 15, 17, 20, 22, 25, 27, 30, 32, 35, 37]
+
+
 # ---- clips ---------------------------------------------------------------------------
 
 
