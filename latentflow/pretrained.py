@@ -183,3 +183,32 @@ class PretrainedModule(nn.Module):
     def fingerprint(self) -> str:
         """sha256 of the weights: the file's when loaded, else of the state dict content."""
         return self.weights_sha256 or hub.state_dict_sha256(self.state_dict())
+
+
+def kind_and_name(config: dict[str, Any]) -> tuple[str, str]:
+    """Which registry entry a saved ``config.json`` names: ``("prior", kind)`` for ``prior_kind``,
+    ``("quantizer", name)`` for ``{"name", "configuration"}``, else ``("model", model_type)``."""
+    if "prior_kind" in config:
+        return "prior", config["prior_kind"]
+    if "configuration" in config and "name" in config:
+        return "quantizer", config["name"]
+    from latentflow.auto import model_type_of  # models also read diffusers' _class_name
+
+    return "model", model_type_of(config)
+
+
+def load_pretrained(name_or_path: str, *, storage_options: dict | None = None, subfolder: str | None = None,
+                    **kwargs: Any) -> PretrainedModule:
+    """Load any saved model, quantizer or prior: its ``config.json`` names the registry entry.
+
+    Example::
+
+        prior = load_pretrained("runs/prior/final")      # a GPTPrior, MaskGITPrior or FlowPrior
+        vae = load_pretrained("kl-f8")                   # what AutoModel.from_pretrained gives
+    """
+    from latentflow import registry
+
+    fs, path = hub.resolve_pretrained(name_or_path, storage_options, subfolder)
+    kind, name = kind_and_name(read_config_dict(fs.unstrip_protocol(path), storage_options))
+    cls = registry.class_for(kind, name)
+    return cls.from_pretrained(name_or_path, storage_options=storage_options, subfolder=subfolder, **kwargs)

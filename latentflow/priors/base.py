@@ -24,7 +24,7 @@ import torch
 from latentflow import hub, registry
 from latentflow.configuration import CONFIG_NAME, Config, read_config_dict
 from latentflow.errors import CodecMismatchError, ConfigError
-from latentflow.pretrained import PretrainedModule
+from latentflow.pretrained import PretrainedModule, kind_and_name
 
 PRIOR_CONFIG_NAME = CONFIG_NAME
 # kind -> module that registers it on import (lazy, like latentflow.auto)
@@ -140,7 +140,7 @@ def load_prior(directory: str, storage_options: dict | None = None, **kwargs: An
     """
     fs, path = hub.resolve_pretrained(directory, storage_options)
     data = read_config_dict(fs.unstrip_protocol(path), storage_options)
-    if "prior_kind" not in data:
+    if kind_and_name(data)[0] != "prior":
         raise ConfigError(f"{directory!r} is not a prior checkpoint: its {CONFIG_NAME} has no 'prior_kind' (keys: {sorted(data)})")
     return prior_class_for(data["prior_kind"]).from_pretrained(directory, storage_options=storage_options, **kwargs)
 

@@ -199,6 +199,19 @@ def test_loading_a_prior_as_another_kind_or_a_model_folder_is_refused(tmp_path):
         load_prior("kl-f8")
 
 
+def test_load_pretrained_reads_any_kind_from_its_config(tmp_path):
+    from latentflow.pretrained import load_pretrained
+
+    import latentflow as lf
+
+    tiny_prior("flow").save_pretrained(tmp_path / "prior")
+    q = lf.quantizer_from_config({"name": "fsq", "configuration": {"levels": [4, 4]}})
+    q.save_pretrained(tmp_path / "q")
+    assert type(load_pretrained(str(tmp_path / "prior"))).__name__ == "FlowPrior"
+    assert type(load_pretrained(str(tmp_path / "q"))) is lf.FiniteScalarQuantizer
+    assert type(load_pretrained("kl-f8")) is lf.AutoencoderKLModel
+
+
 def test_priors_and_quantizers_share_the_models_registry():
     import latentflow as lf
     from latentflow import registry
