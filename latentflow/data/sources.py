@@ -9,7 +9,8 @@ Formats (all through fsspec: local paths, ``s3://``, ``memory://``):
 * ``hf``: a ``Dataset`` or ``DatasetDict`` saved with ``save_to_disk`` (shard = arrow file of
   ``source.split``), or ``load_dataset`` arguments (shard = a contiguous index range). ``Image``
   and ``Video`` columns (both ``{bytes, path}`` structs) are read by bytes, or by path (through
-  fsspec) when the bytes are not embedded (``Video`` stores only the path of a local file).
+  fsspec) when the bytes are not embedded (datasets 5.2: a ``Video`` column of local files and a
+  loaded ``videofolder`` hold paths only; ``save_to_disk`` embeds the bytes).
 * ``folder``: image and video files under a directory. Shard = a chunk of the sorted file list.
   Captions come from ``<stem>.txt`` / ``<stem>.caption`` sidecars (kohya, SimpleTuner, ai-toolkit,
   musubi-tuner) or from a ``metadata.jsonl`` (HF ``imagefolder``/``videofolder``), see :func:`_metadata_line`.

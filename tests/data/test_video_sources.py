@@ -120,6 +120,8 @@ def test_hf_video_feature_by_path_and_by_bytes(tmp_path, videos):
     by_path = datasets.Dataset.from_dict({"video": paths, "text": ["one", "two"]}).cast_column("video", datasets.Video())
     assert by_path.with_format("arrow")[:1]["video"][0].as_py() == {"bytes": None, "path": paths[0]}  # a local file: path only
     by_path.save_to_disk(str(tmp_path / "by_path"))
+    saved = datasets.load_from_disk(str(tmp_path / "by_path")).with_format("arrow")[:1]["video"][0].as_py()
+    assert saved == {"bytes": videos["mp4"], "path": "v.mp4"}  # datasets 5.2's save_to_disk embeds the bytes
     by_bytes = datasets.Dataset.from_dict({"video": [{"bytes": videos["mkv"], "path": None}], "text": ["three"]},
                                           features=datasets.Features({"video": datasets.Video(), "text": datasets.Value("string")}))
     by_bytes.save_to_disk(str(tmp_path / "by_bytes"))
@@ -134,6 +136,10 @@ def test_hf_videofolder_load_dataset(tmp_path, videos):
     for i, ext in enumerate(("mp4", "mov")):
         (root / f"{i}.{ext}").write_bytes(videos[ext])
     (root / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"{i}.{e}", "text": f"t{i}"}) + "\n" for i, e in enumerate(("mp4", "mov"))))
+    import datasets
+
+    first = datasets.load_dataset("videofolder", data_dir=str(root), split="train").with_format("arrow")[:1]["video"][0].as_py()
+    assert first["bytes"] is None and first["path"].endswith("0.mp4")  # the loaded dataset holds paths: read by path
     cfg = SourceConfig(format="hf", hf_load_args={"path": "videofolder", "data_dir": str(root)}, image_column="video")
     records = records_of(cfg)
     assert [(r.image, r.caption, r.media) for r in records] == [(videos["mp4"], "t0", "video"), (videos["mov"], "t1", "video")]
