@@ -239,3 +239,16 @@ def test_config_dict_roundtrip_and_metadata_keys_ignored():
     d = cfg.to_dict()
     assert d["model_type"] == "beta_vae" and d["block_out_channels"] == [8, 16]
     assert lf.AutoConfig.from_dict({**d, "_class_name": "x", "_latentflow_version": "0"}) == cfg
+
+
+def test_mae_checkpoints_of_the_old_block_names_still_load(tmp_path):
+    """MAE checkpoints written before the shared TransformerBlock (``blocks.N.mlp``) load into ``ffn``."""
+    from safetensors.torch import save_file
+
+    model = build("mae")
+    model.save_pretrained(tmp_path)
+    old = {k.replace(".ffn.", ".mlp."): v for k, v in model.state_dict().items()}
+    assert "blocks.0.mlp.0.weight" in old
+    save_file(old, str(tmp_path / "model.safetensors"))
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert torch.equal(lf.AutoModel.from_pretrained(str(tmp_path)).reconstruct(x), model.reconstruct(x))
