@@ -155,7 +155,8 @@ def test_bucketed_webdataset_of_mixed_aspect_ratios(cluster, photos, tmp_path):
     counts = write_mixed_aspect_tar(tmp_path / "shards" / "mixed-000000.tar", photos)
     out = tmp_path / "latents"
     info = encode(cluster, out, f"source.urls={tmp_path / 'shards' / 'mixed-000000.tar'}", "processor.buckets=true",
-                  "processor.bucket_max_aspect=2.0")
+                  "processor.bucket_max_aspect=2.0", "processor.resolution=64", "processor.bucket_step=16")
+    # bucket sides are multiples of 16 px: f8 latents of even size, which the DiT's 2x2 patches need
     assert info["counts"]["rows"] == len(photos)
     buckets = info["counts"]["buckets"]
     assert sorted(buckets.values()) == sorted(counts.values()) and len(buckets) == 3
