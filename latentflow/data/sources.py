@@ -49,7 +49,7 @@ from latentflow.data.records import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Record, 
 from latentflow.errors import ConfigError, ShardReadError
 
 FORMATS = ("webdataset", "parquet", "hf", "folder")
-MEDIA_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS  # a tar sample's first member with one of these is its media
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS  # a tar sample's first member with one of these is its media
 STORAGE_OPTIONS_ENV = "LATENTFLOW_STORAGE_OPTIONS"
 METADATA_FILE = "metadata.jsonl"
 _CAPTION_NAMES = ("caption", "text", "txt")
@@ -75,6 +75,9 @@ class SourceConfig(DataConfig):
         shard_size: images or videos per shard for ``folder`` and for ``hf`` loaded by arguments.
         hf_load_args: keyword arguments of ``datasets.load_dataset`` (instead of ``urls``).
         split: split to read for ``hf`` sources (``load_dataset`` or a saved ``DatasetDict``).
+        media: ``image`` or ``video`` reads only that kind (tar members, folder files; a table column is
+            taken as that kind); None reads both, and a tar sample with both (a video and its
+            thumbnail) gives its video.
         storage_options: fsspec options (credentials); never written or logged.
             None means ``$LATENTFLOW_STORAGE_OPTIONS`` (JSON) or fsspec's own defaults.
     """
@@ -90,6 +93,7 @@ class SourceConfig(DataConfig):
     shard_size: int = 1000
     hf_load_args: dict[str, Any] | None = None
     split: str = "train"
+    media: str | None = None
     storage_options: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -101,6 +105,7 @@ class SourceConfig(DataConfig):
         name = type(self).__name__
         check_choice(name, "format", self.format, FORMATS)
         check_positive(name, "shard_size", self.shard_size)
+        check_choice(name, "media", self.media, (None, "image", "video"))
         if not isinstance(self.urls, list) or not all(isinstance(u, str) and u for u in self.urls):
             raise ConfigError(f"{name}.urls must be a non-empty string or a list of them, got: {self.urls!r}")
         if not self.urls and not (self.format == "hf" and self.hf_load_args):
@@ -113,6 +118,11 @@ class SourceConfig(DataConfig):
     def to_public_dict(self) -> dict[str, Any]:
         """``to_dict`` without storage options (safe to write into outputs)."""
         return {k: v for k, v in self.to_dict().items() if k != "storage_options"}
+
+
+def media_extensions(media: str | None) -> tuple[str, ...]:
+    """The member/file extensions a source with ``media`` reads, in order of preference."""
+    return {"image": IMAGE_EXTENSIONS, "video": VIDEO_EXTENSIONS}.get(media or "", MEDIA_EXTENSIONS)
 
 
 def resolve_storage_options(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -266,7 +276,7 @@ def _parquet_shards(cfg: SourceConfig, urls: list[str], options: dict) -> list[S
 def _folder_shards(cfg: SourceConfig, options: dict) -> list[Shard]:
     shards, empty = [], []
     for url in sorted({u for pattern in cfg.urls for u in braceexpand(pattern)}):
-        fs, _, images, files = _folder_listing(url, options)
+        fs, _, images, files = _folder_listing(url, options, cfg.media)
         _check_metadata_files(cfg, fs, files)
         count = len(images)
         empty += [] if count else [url]
@@ -274,7 +284,7 @@ def _folder_shards(cfg: SourceConfig, options: dict) -> list[Shard]:
             stop = min(start + cfg.shard_size, count)
             shards.append(Shard(shard_id_for(url, f"{start:09d}"), url, "folder", start=start, stop=stop))
     if empty:
-        raise _no_match(cfg, empty, f"images or videos ({'/'.join(MEDIA_EXTENSIONS)})")
+        raise _no_match(cfg, empty, f"media files ({'/'.join(media_extensions(cfg.media))})")
     return shards
 
 
@@ -369,11 +379,11 @@ def _iter_tar(shard: Shard, cfg: SourceConfig, options: dict) -> Iterator[Record
     with fs.open(path, "rb") as stream:
         files = ({**f, "__url__": shard.url} for f in tar_file_iterator(stream, rename_files=sanitize_member))
         for index, sample in enumerate(group_by_keys(files)):
-            yield _tar_record(sample, index)
+            yield _tar_record(sample, index, media_extensions(cfg.media))
 
 
-def _tar_record(sample: dict[str, Any], index: int) -> Record:
-    ext = next((e for e in MEDIA_EXTENSIONS if e in sample), None)
+def _tar_record(sample: dict[str, Any], index: int, extensions: tuple[str, ...]) -> Record:
+    ext = next((e for e in extensions if e in sample), None)
     text = sample.get("txt", sample.get("caption"))
     label = sample.get("cls")
     return Record(
@@ -457,7 +467,7 @@ def _table_records(table: pa.Table, cfg: SourceConfig, stem: str, offset: int) -
             label=_parse_label(data["label"][i]) if data["label"] is not None else None,
             json=meta if meta is None or isinstance(meta, str) else json.dumps(meta, sort_keys=True),
             index_in_shard=i,
-            media=media_kind(_path_of(data["image"][i]), media),
+            media=cfg.media or media_kind(_path_of(data["image"][i]), media),
         )
 
 
@@ -493,9 +503,9 @@ def _read_image_path(path: str, options: dict) -> bytes | None:
 # ---- folders -------------------------------------------------------------------
 
 
-def _folder_listing(url: str, options: dict) -> tuple[Any, str, list[str], dict[str, dict]]:
-    """``(fs, root, sorted image and video paths, {every file path: its info})`` under one folder URL (one ``find``)."""
-    suffixes = tuple(f".{e}" for e in MEDIA_EXTENSIONS)
+def _folder_listing(url: str, options: dict, media: str | None) -> tuple[Any, str, list[str], dict[str, dict]]:
+    """``(fs, root, sorted media paths, {every file path: its info})`` under one folder URL (one ``find``)."""
+    suffixes = tuple(f".{e}" for e in media_extensions(media))
     fs, root = fsspec.url_to_fs(url, **options)
     files = fs.find(root, detail=True)
     images = sorted(p for p in files if p.lower().endswith(suffixes))
@@ -503,7 +513,7 @@ def _folder_listing(url: str, options: dict) -> tuple[Any, str, list[str], dict[
 
 
 def _iter_folder(shard: Shard, cfg: SourceConfig, options: dict) -> Iterator[Record]:
-    fs, root, images, files = _folder_listing(shard.url, options)
+    fs, root, images, files = _folder_listing(shard.url, options, cfg.media)
     for index, path in enumerate(images[shard.start : shard.stop]):
         with fs.open(path, "rb") as f:
             data = f.read()

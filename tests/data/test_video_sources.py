@@ -16,6 +16,7 @@ import pytest
 from latentflow.data.records import media_kind
 from latentflow.data.sources import SourceConfig, list_shards, read_shard
 from latentflow.data.video_processor import VideoProcessor, VideoProcessorConfig
+from latentflow.errors import ConfigError
 from tests.video_samples import read_index, write_video
 
 SHIPPED_SHARD = Path(__file__).resolve().parents[2] / "data" / "videos" / "bbb-000000.tar"
@@ -154,3 +155,24 @@ def test_the_shipped_shard_reads_into_clips():
     proc = VideoProcessor(VideoProcessorConfig(num_frames=33, resolution=128, buckets=True), 8, 4)
     clips = [c for r in records for c in proc.process_clips(r.image, r.key)]
     assert [(c.key, c.bucket, c.original_size) for c in clips] == [(f"bbb-clip{i:03d}/clip0000", (33, 96, 168), (144, 256)) for i in range(4)]
+
+
+def test_source_media_chooses_the_kind(tmp_path, videos):
+    jpg = b"\xff\xd8\xff\xe0thumbnail"
+    tar = tmp_path / "both-000000.tar"
+    tar.write_bytes(tar_bytes([("a.jpg", jpg), ("a.mp4", videos["mp4"]), ("b.jpg", jpg)]))
+    cfg = SourceConfig(format="webdataset", urls=str(tar))
+    picked = {media: [(r.key, r.media, r.image) for r in records_of(cfg.replace(media=media))] for media in (None, "image", "video")}
+    assert picked[None] == [("a", "video", videos["mp4"]), ("b", "image", jpg)]  # a video and its thumbnail: the video
+    assert picked["image"] == [("a", "image", jpg), ("b", "image", jpg)]
+    assert picked["video"] == [("a", "video", videos["mp4"]), ("b", "image", None)]  # no video: a missing_video row later
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name, data in (("a.mp4", videos["mp4"]), ("b.jpg", jpg), ("c.webm", videos["webm"])):
+        (folder / name).write_bytes(data)
+    listed = {media: [r.key for r in records_of(SourceConfig(format="folder", urls=str(folder), media=media))] for media in (None, "image", "video")}
+    assert listed == {None: ["a", "b", "c"], "image": ["b"], "video": ["a", "c"]}
+    with pytest.raises(ConfigError, match=r"matched no media files \(mp4/webm/mkv/mov\)"):
+        list_shards(SourceConfig(format="folder", urls=str(folder / "none"), media="video"))
+    with pytest.raises(ConfigError, match=r"media must be one of \[None, 'image', 'video'\], got: 'audio'"):
+        SourceConfig(media="audio")
