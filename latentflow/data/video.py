@@ -323,6 +323,9 @@ class VideoReader:
             got = {}
             for gop, needed in self.plan_runs(np.asarray(wanted)):
                 got.update(self._decode_run(gop, needed, convert))
+            late = [p for p in wanted if p not in got]
+            if late:  # a demuxer that seeks past the keyframe asked for: decode those from the start once
+                got.update(self._decode_run(0, late, convert))
         missing = [p for p in wanted if p not in got]
         if missing:
             raise self._corrupt("truncated", f"frames at positions {missing[:5]} could not be decoded")
@@ -331,6 +334,7 @@ class VideoReader:
     def _decode_run(self, gop: int, needed: list[int], convert: Callable) -> dict[int, np.ndarray]:
         index = self.frame_index()
         by_pts = {int(index.pts[p]): p for p in needed}
+        last = max(by_pts)
         out: dict[int, np.ndarray] = {}
         try:
             self._container.seek(int(index.pts[gop]), stream=self._stream, backward=True, any_frame=False)
@@ -341,7 +345,7 @@ class VideoReader:
                     stamp = frame.pts if frame.pts is not None else frame.dts  # the index falls back the same way
                     if stamp in by_pts:
                         out[by_pts[stamp]] = convert(frame)
-                    if len(out) == len(needed):  # frames leave the decoder in pts order: the rest is not needed
+                    if len(out) == len(needed) or (stamp is not None and stamp > last):  # frames leave in pts order
                         return out
         except Exception as err:  # noqa: BLE001 - bad packets raise many kinds
             raise self._corrupt("cannot decode", err) from None

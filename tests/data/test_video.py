@@ -91,6 +91,27 @@ def test_decode_seeks_to_the_keyframe_before_and_stops_after_the_last_frame(ten_
         assert [read_index(f) for f in frames] == [35, 5, 5]
 
 
+class _OvershootingSeeks:
+    """A container whose seeks land one GOP after the keyframe asked for (as some demuxers do)."""
+
+    def __init__(self, container):
+        self._container = container
+
+    def seek(self, offset, **kwargs):
+        return self._container.seek(offset + 10 * 1024 if offset else 0, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+
+def test_decode_recovers_from_a_seek_past_the_keyframe(ten_fps):
+    with VideoReader(ten_fps) as video:
+        video.frame_index()
+        video._container = _OvershootingSeeks(video._container)
+        assert [read_index(f) for f in video.decode([12, 13])] == [12, 13]
+        assert video.stats.seeks == 2 and video.stats.decoded == 1 + 14  # lands at 20: past 13, stop; then 0..13
+
+
 def test_decode_resizes_and_crops(ten_fps):
     with VideoReader(ten_fps) as video:
         video.frame_index()
