@@ -238,6 +238,7 @@ class VideoReader:
             if info.num_frames and len(pts) < info.num_frames:
                 raise self._corrupt("truncated", f"the header declares {info.num_frames} frames, the file holds {len(pts)}")
             self._index = self._make_index(pts, keys, ends, info.fps)
+        self._check_frames(len(self._index), max_frames, "the file holds")  # also when cached under no limit
         return self._index
 
     def _check_frames(self, count: int, max_frames: int | None, where: str) -> None:
@@ -247,8 +248,7 @@ class VideoReader:
 
     def _demux(self, max_frames: int | None) -> tuple[list[int], list[bool], list[int]]:
         pts, keys, ends = [], [], []
-        try:
-            self._container.seek(0, stream=self._stream)
+        try:  # the first read of a fresh container: it starts at the beginning
             for packet in self._container.demux(self._stream):
                 stamp = packet.pts if packet.pts is not None else packet.dts
                 if packet.size == 0 or stamp is None or packet.is_discard:
