@@ -215,7 +215,7 @@ class VideoProcessor:
             starts = [0]
         elif cfg.clip_mode == "uniform":
             count = min(cfg.num_clips, cfg.max_clips_per_video)
-            starts = sorted({int(round(s)) for s in np.linspace(0, last, count)}) if count > 1 else [0]
+            starts = sorted({int(round(s)) for s in np.linspace(0, last, count)})  # one clip: [0]
         else:  # slide: the first grid step at or after every multiple of clip_stride_s
             wanted = np.arange(0.0, float(grid_times[last]) + 1e-6, cfg.clip_stride_s)
             starts = sorted({int(i) for i in np.searchsorted(grid_times, wanted - 1e-6, side="left")})
