@@ -32,6 +32,7 @@ from latentflow.data.sinks import finalize, prepare_output, read_output_codec
 from latentflow.errors import CheckpointError, ConfigError
 from latentflow.pipeline.config import EncodeJobConfig
 from latentflow.pipeline.preflight import alive_nodes, check_before_ray, check_cluster, describe_nodes
+from latentflow.pipeline.reaper import start_reaper
 from latentflow.pipeline.datasink import LatentDatasink, ShardResult
 from latentflow.pipeline.datasource import ShardDatasource
 from latentflow.pipeline.stages import EncoderActor, preprocess_batch
@@ -451,6 +452,7 @@ def ensure_ray() -> None:
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
         ray.init(include_dashboard=False, log_to_driver=True)
+        start_reaper()  # a SIGKILLed driver would leave Ray's agents running ~65 s (see pipeline.reaper)
 
 
 def join_cluster(config: EncodeJobConfig) -> list[dict] | None:
