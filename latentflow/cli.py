@@ -2,6 +2,7 @@
 
     latentflow inspect ./outputs/latents            # metadata, counts, per-channel stats, scaling factor
     latentflow inspect s3://bucket/latents --json   # the same, as JSON
+    latentflow --version
 
 Storage options come from ``--storage-options '<json>'`` or ``$LATENTFLOW_STORAGE_OPTIONS``; never printed.
 """
@@ -14,7 +15,10 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
+    from latentflow.version import __version__
+
     parser = argparse.ArgumentParser(prog="latentflow", description="latentflow: autoencoder models and latent datasets")
+    parser.add_argument("--version", action="version", version=f"latentflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     ins = sub.add_parser("inspect", help="print the metadata, counts and statistics of a latent dataset")
     ins.add_argument("path", help="output directory of an encode job (local path or fsspec URL)")

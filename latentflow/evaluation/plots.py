@@ -6,21 +6,50 @@ Each function writes one PNG through fsspec and returns its path:
 * :func:`latent_histograms`: one histogram per latent channel (first 16);
 * :func:`codebook_histogram`: code usage counts sorted by frequency, dead codes marked;
 * :func:`comparison_bars`: PSNR, SSIM, size reduction and throughput side by side per model.
+
+matplotlib is a dependency of latentflow; where it is missing anyway, every function warns once
+and returns None instead of a path (an evaluation still writes its report).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
+import warnings
 
 import fsspec
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ImportError:  # plots are the optional part of an evaluation
+    plt = None
 
 MAX_CHANNELS = 16
+
+
+_warned = False
+
+
+def _needs_matplotlib(fn):
+    """Without matplotlib: one warning per process, then None instead of the PNG's path."""
+
+    @functools.wraps(fn)
+    def plot(*args, **kwargs) -> str | None:
+        global _warned
+        if plt is None:
+            if not _warned:
+                warnings.warn("matplotlib is not installed: plots are skipped (pip install -e . -c constraints.txt installs it)",
+                              RuntimeWarning, stacklevel=2)
+                _warned = True
+            return None
+        return fn(*args, **kwargs)
+
+    return plot
 
 
 def _save(fig, path: str, storage_options: dict | None) -> str:
@@ -38,6 +67,7 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
+@_needs_matplotlib
 def reconstruction_grid(originals: np.ndarray, reconstructions: dict[str, np.ndarray], path: str,
                         psnrs: dict[str, list[float]] | None = None, storage_options: dict | None = None) -> str:
     """Originals (N, 3, H, W) and each model's reconstructions of them, one row per model."""
@@ -55,6 +85,7 @@ def reconstruction_grid(originals: np.ndarray, reconstructions: dict[str, np.nda
     return _save(fig, path, storage_options)
 
 
+@_needs_matplotlib
 def latent_histograms(samples: np.ndarray, path: str, title: str = "", storage_options: dict | None = None) -> str:
     """Histograms of latent values per channel; ``samples`` is (C, N)."""
     c = min(samples.shape[0], MAX_CHANNELS)
@@ -73,6 +104,7 @@ def latent_histograms(samples: np.ndarray, path: str, title: str = "", storage_o
     return _save(fig, path, storage_options)
 
 
+@_needs_matplotlib
 def codebook_histogram(counts: np.ndarray, path: str, title: str = "", storage_options: dict | None = None) -> str:
     """Code hit counts (K,) sorted from most to least used; the dead tail shows at zero."""
     order = np.sort(counts)[::-1]
@@ -94,6 +126,7 @@ _BARS = (
 )
 
 
+@_needs_matplotlib
 def comparison_bars(models: dict[str, dict], path: str, storage_options: dict | None = None) -> str:
     """One panel per metric, one bar per model."""
     names = list(models)
