@@ -96,6 +96,11 @@ def read_worker_summaries(output_dir: str, num_workers: int) -> list[dict[str, A
 
 
 def absolute_output(cfg: SectionConfig) -> None:
-    """Workers may run in another directory: make a local ``output_dir`` absolute, in place."""
+    """Workers may run in another directory: make a local ``output_dir`` and local source URLs absolute, in place."""
     if "://" not in cfg.train.output_dir:
         cfg.train.output_dir = os.path.abspath(cfg.train.output_dir)
+    for name in ("source", "eval_source"):
+        section = getattr(getattr(cfg, "data", None), name, None)
+        if isinstance(section, dict) and section.get("urls"):
+            urls = [section["urls"]] if isinstance(section["urls"], str) else section["urls"]
+            section["urls"] = [u if "://" in u else os.path.abspath(u) for u in urls]
