@@ -4,8 +4,14 @@ Stage 2: train a generative prior over a latent dataset written by
 ``jobs/encode_dataset.py``: ``prior.kind=gpt`` (autoregressive, raster order) or
 ``maskgit`` over token indices, ``flow`` (rectified flow, DiT or UNet) over
 continuous latents. The codec fingerprint is recorded in the prior and checked;
-scaling/shift come from the codec metadata; latents are resampled from the stored
+the normalization rule comes from the codec; latents are resampled from the stored
 mean and logvar when ``data.resample`` and logvar was stored.
+
+The cache is streamed (memory: ``data.shuffle_buffer`` rows, whatever its size): each
+worker reads disjoint rows, every batch holds one aspect-ratio bucket (flow priors train
+on every bucket; token priors on one, ``data.bucket=HxW``). Unlabeled data trains
+unconditionally; ``data.num_classes=N`` needs a label on every row. Captions are carried
+in the batches, unused by the priors so far.
 
 Outputs under ``train.output_dir``: checkpoints (resumable), ``final/`` (the prior),
 ``samples.png`` (samples decoded with the decoder rebuilt from the codec),
