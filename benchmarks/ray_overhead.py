@@ -36,6 +36,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 import pyarrow as pa
 import ray
 
+from latentflow.data.encode import processor_spec
 from latentflow.data.processors import ImageProcessorConfig
 from latentflow.data.sources import SourceConfig, list_shards
 from latentflow.pipeline.datasource import ShardDatasource, read_shard_block
@@ -98,7 +99,7 @@ def main() -> None:
     source = SourceConfig(urls=write_sample_webdataset(f"{tmp}/src", args.shards, args.per_shard))
     shards = list_shards(source)
     images = args.shards * args.per_shard
-    kwargs = {"processor_config": ImageProcessorConfig(resolution=128).to_dict(), "downsample_factor": 8}
+    kwargs = {"spec": processor_spec(ImageProcessorConfig(resolution=128), 8)}
 
     t0 = time.perf_counter()
     for shard in shards:

@@ -33,6 +33,7 @@ import numpy as np
 
 from latentflow.data.configs import DataConfig, check_choice
 from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
+from latentflow.data.video_processor import VideoProcessorConfig
 from latentflow.errors import CheckpointError, CodecMismatchError, ConfigError
 from latentflow.normalization import Normalization
 from latentflow.version import __version__
@@ -208,7 +209,8 @@ class Codec:
         dtype: dtype of stored float arrays; ``compute_dtype``: the encoder's compute dtype.
         shapes: per bucket ``"HxW"``: ``{"latent": [C, h, w], "indices": [h, w]}``.
         normalization: the rule from raw to unit-scale latents.
-        processor: the processor config.
+        processor: the processor config (``ImageProcessorConfig``, or ``VideoProcessorConfig`` for clips).
+        decoder: the media decoder and its version (video: PyAV or torchcodec), for the record.
         sources: the public source URLs (no credentials).
         quantizer: discrete codecs only.
         fingerprint: sha256 of the identity (model, weights, processor, store, dtypes).
@@ -223,10 +225,11 @@ class Codec:
     compute_dtype: str
     shapes: dict[str, dict[str, list[int]]]
     normalization: Normalization
-    processor: ImageProcessorConfig
+    processor: ImageProcessorConfig | VideoProcessorConfig
     sources: tuple[str, ...] = ()
     quantizer: QuantizerInfo | None = None
     layout: str = "CHW"
+    decoder: dict[str, str] | None = None
     fingerprint: str = ""
     format_version: int = FORMAT_VERSION
     latentflow_version: str = __version__
@@ -247,7 +250,12 @@ class Codec:
     @property
     def bucketed(self) -> bool:
         """Per-row shapes vary (aspect-ratio buckets)."""
-        return bool(self.processor.buckets)
+        return bool(self.processor.buckets or getattr(self.processor, "frame_buckets", None))
+
+    @property
+    def modality(self) -> str:
+        """``image`` or ``video``: what the processor turned samples into."""
+        return "video" if isinstance(self.processor, VideoProcessorConfig) else "image"
 
     @property
     def index_dtype(self) -> np.dtype:
@@ -278,8 +286,8 @@ class Codec:
 
     # ---- JSON ---------------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:
-        """The parts that define which encoder made the latents (unchanged since format 1)."""
-        return {
+        """The parts that define which encoder made the latents (unchanged since format 1 for images)."""
+        identity = {
             "model_type": self.model.model_type,
             "model_config": self.model.config,
             "weights_sha256": self.model.weights_sha256,
@@ -288,6 +296,7 @@ class Codec:
             "dtype": self.dtype,
             "compute_dtype": self.compute_dtype,
         }
+        return {**identity, "modality": "video"} if self.modality == "video" else identity
 
     def _stored(self) -> dict[str, Any]:
         return {**self.store.to_dict(), "arrays": list(self.arrays)}
@@ -307,7 +316,9 @@ class Codec:
             "shapes": self.shapes,
             "normalization": self.normalization.to_dict(),
             "quantizer": self.quantizer.to_dict() if self.quantizer else None,
+            "modality": self.modality,
             "processor": self.processor.to_dict(),
+            "decoder": self.decoder,
             "sources": list(self.sources),
             "fingerprint": self.fingerprint,
         }
@@ -331,7 +342,8 @@ class Codec:
             compute_dtype=data["compute_dtype"],
             shapes=data.get("shapes") or {},
             normalization=Normalization.from_dict(data.get("normalization") or {}),
-            processor=ImageProcessorConfig.from_dict(data["processor"]),
+            processor=_processor_config(data.get("modality", "image"), data["processor"]),
+            decoder=data.get("decoder"),
             sources=tuple(data.get("sources") or ()),
             quantizer=QuantizerInfo.from_dict(data["quantizer"]) if data.get("quantizer") else None,
             layout=data.get("layout", "CHW"),
@@ -342,6 +354,12 @@ class Codec:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _processor_config(modality: str, data: dict[str, Any]) -> ImageProcessorConfig | VideoProcessorConfig:
+    if modality not in ("image", "video"):
+        raise ConfigError(f"codec modality must be 'image' or 'video', got: {modality!r}")
+    return (VideoProcessorConfig if modality == "video" else ImageProcessorConfig).from_dict(data)
 
 
 def _fingerprint(identity: dict[str, Any]) -> str:
@@ -367,17 +385,24 @@ def stored_arrays(kind: str, store: StoreConfig) -> tuple[str, ...]:
     return tuple(names + ([f"flip_{n}" for n in names] if store.flip else []))
 
 
-def bucket_shapes(model, processor_config: ImageProcessorConfig, kind: str = "continuous") -> dict[str, dict[str, list[int]]]:
-    """Per bucket ``"HxW"``: the stored per-row shape of the latent (``model.latent_shape``) and of indices."""
-    processor = ImageProcessor(processor_config, model.downsample_factor)
-    res = processor_config.resolution
+def bucket_shapes(model, processor_config, kind: str = "continuous") -> dict[str, dict[str, list[int]]]:
+    """Per bucket ``"HxW"`` (``"TxHxW"`` for clips): the stored per-row shape of the latent
+    (``model.latent_shape``) and of indices."""
+    from latentflow.data.encode import build_processor
+
+    processor = build_processor(processor_config, model.downsample_factor, getattr(model, "temporal_downsample_factor", None))
+    cfg = processor.config
+    sizes = getattr(processor, "buckets", None) or getattr(getattr(processor, "_geometry", None), "buckets", None) or [(cfg.resolution,) * 2]
+    frames = getattr(processor, "lengths", [None])
     shapes = {}
-    for h, w in processor.buckets or [(res, res)]:
-        try:
-            latent = [int(s) for s in model.latent_shape(h, w)]
-        except Exception:  # a family that does not report shapes: the sink records the observed ones
-            continue
-        shapes[f"{h}x{w}"] = {"latent": latent, "indices": latent[1:]} if kind == "discrete" else {"latent": latent}
+    for t in frames:
+        for h, w in sizes:
+            try:
+                latent = [int(s) for s in (model.latent_shape(h, w) if t is None else model.latent_shape(h, w, frames=t))]
+            except Exception:  # a family that does not report shapes: the sink records the observed ones
+                continue
+            name = f"{h}x{w}" if t is None else f"{t}x{h}x{w}"
+            shapes[name] = {"latent": latent, "indices": latent[1:]} if kind == "discrete" else {"latent": latent}
     return shapes
 
 
@@ -401,13 +426,25 @@ def _quantizer_info(model, config: dict[str, Any]) -> QuantizerInfo:
     return QuantizerInfo(size, numpy_index_dtype_for(size).name, config.get("quantizer"))
 
 
-def build_codec(model, processor_config: ImageProcessorConfig, store: StoreConfig, sources: Any, dtype: str = "fp32",
+def _temporal_stride(model) -> int | None:
+    """A video model's temporal reduction (None for image models)."""
+    return getattr(model, "temporal_downsample_factor", None) or None
+
+
+def _decoder_info(config: VideoProcessorConfig) -> dict[str, str]:
+    from latentflow.data.video import decoder_info
+
+    return decoder_info(config.decoder)
+
+
+def build_codec(model, processor_config: ImageProcessorConfig | VideoProcessorConfig, store: StoreConfig, sources: Any, dtype: str = "fp32",
                 model_ref: ModelRef | str | None = None) -> Codec:
     """The codec of an encode job.
 
     Args:
         model: the ``LatentModel`` that encodes.
-        processor_config: the image processor config.
+        processor_config: the image or video processor config (video: recorded with its clip
+            lengths forced to the model's temporal stride, and with the decoder's name and version).
         store: what is stored.
         sources: a ``SourceConfig``, a URL or a list of URLs.
         dtype: compute dtype of the encoder (``fp32``, ``bf16``, ``fp16``).
@@ -417,11 +454,16 @@ def build_codec(model, processor_config: ImageProcessorConfig, store: StoreConfi
     kind = getattr(model, "latent_kind", "continuous")
     if isinstance(model_ref, str):
         model_ref = ModelRef.from_user(model_ref)
+    video = isinstance(processor_config, VideoProcessorConfig)
+    if video:
+        from latentflow.data.encode import build_processor
+
+        processor_config = build_processor(processor_config, model.downsample_factor, _temporal_stride(model)).config  # as run
     return Codec(
         model=ModelInfo(f"{type(model).__module__}.{type(model).__qualname__}", config.get("model_type"), config,
                         model.fingerprint(), model_ref),
         latent_kind=kind,
-        layout="CTHW" if getattr(model, "temporal_downsample_factor", None) else "CHW",
+        layout="CTHW" if _temporal_stride(model) else "CHW",
         downsample_factor=int(model.downsample_factor),
         store=store,
         arrays=stored_arrays(kind, store),
@@ -430,6 +472,7 @@ def build_codec(model, processor_config: ImageProcessorConfig, store: StoreConfi
         shapes=bucket_shapes(model, processor_config, kind),
         normalization=model.normalization,
         processor=processor_config,
+        decoder=_decoder_info(processor_config) if video else None,
         sources=tuple(_source_urls(sources)),
         quantizer=_quantizer_info(model, config) if kind == "discrete" else None,
     )

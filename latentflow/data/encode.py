@@ -53,6 +53,35 @@ def unpack_pixels(packed: np.ndarray) -> np.ndarray:
 # ---- stage 1: records -> processed samples ----------------------------------------------------
 
 
+def build_processor(config, downsample_factor: int, temporal_stride: int | None = None):
+    """The processor for a processor config: ``ImageProcessor``, or ``VideoProcessor`` for a
+    ``VideoProcessorConfig`` (clip lengths forced to the model's ``k * temporal_stride + 1``).
+    Its ``.config`` is the config as run (what the codec records)."""
+    from latentflow.data.processors import ImageProcessor
+    from latentflow.data.video_processor import VideoProcessor, VideoProcessorConfig
+
+    if isinstance(config, VideoProcessorConfig):
+        return VideoProcessor(config, downsample_factor, temporal_stride)
+    return ImageProcessor(config, downsample_factor)
+
+
+def processor_spec(config, downsample_factor: int) -> dict[str, Any]:
+    """A JSON-able description of a processor (its config as run) that another process rebuilds
+    with :func:`processor_from_spec`."""
+    from latentflow.data.video_processor import VideoProcessorConfig
+
+    video = isinstance(config, VideoProcessorConfig)
+    return {"modality": "video" if video else "image", "config": config.to_dict(), "downsample_factor": int(downsample_factor)}
+
+
+def processor_from_spec(spec: dict[str, Any]):
+    from latentflow.data.processors import ImageProcessorConfig
+    from latentflow.data.video_processor import VideoProcessorConfig
+
+    cls = VideoProcessorConfig if spec["modality"] == "video" else ImageProcessorConfig
+    return build_processor(cls.from_dict(spec["config"]), spec["downsample_factor"])
+
+
 @dataclass(frozen=True)
 class ClipInfo:
     """Where a video clip row comes from: its video, its place in it and its frames."""
@@ -106,15 +135,10 @@ def process_record(record: Record, processor, key: str | None = None) -> list[Pr
                             record.index_in_shard, record.caption, record.label, record.json)]
 
 
-def clip_key(video_key: str, index: int) -> str:
-    """The row key of clip ``index`` of a video."""
-    return f"{video_key}/clip{index:04d}"
-
-
 def _clip_sample(record: Record, clip) -> ProcessedSample:
     info = ClipInfo(record.key, clip.clip_index, float(clip.start_time), float(clip.fps), int(clip.num_frames),
                     int(getattr(clip, "padded_frames", 0)))
-    return ProcessedSample(clip_key(record.key, clip.clip_index), pack_pixels(clip.pixel_values), tuple(clip.original_size),
+    return ProcessedSample(clip.key, pack_pixels(clip.pixel_values), tuple(clip.original_size),
                            tuple(clip.crop_box), record.index_in_shard, record.caption, record.label, record.json, info)
 
 

@@ -185,6 +185,7 @@ class VideoProcessor:
             logger.warning("num_frames %s and frame_buckets %s forced to k*%d+1 (rounded down): %s and %s",
                            config.num_frames, config.frame_buckets, stride, forced, buckets)
         self.config = config.replace(num_frames=forced, frame_buckets=buckets, temporal_stride=stride)
+        self.downsample_factor = downsample_factor
         self.lengths = sorted(set(buckets or []) | {forced})  # clip lengths, shortest first
         self.decoder_info = decoder_info(config.decoder)  # refuses a missing torchcodec now, not per sample
         self._decoder = resolve_decoder(config.decoder)

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from latentflow.data.encode import unpack_pixels
+from latentflow.data.encode import processor_spec, unpack_pixels
 from latentflow.data.sources import list_shards
 from latentflow.evaluation import plots
 from latentflow.evaluation.config import EvalJobConfig
@@ -64,7 +64,7 @@ def build_dataset(cfg: EvalJobConfig, downsample_factor: int):
     shards = list_shards(cfg.source)
     ds = ray.data.read_datasource(ShardDatasource(shards, cfg.source, cfg.source.storage_options), override_num_blocks=len(shards))
     ds = ds.map_batches(preprocess_batch, batch_size=None, batch_format="pyarrow",
-                        fn_kwargs={"processor_config": cfg.processor.to_dict(), "downsample_factor": downsample_factor})
+                        fn_kwargs={"spec": processor_spec(cfg.processor, downsample_factor)})
     ds = ds.map_batches(evaluation_rows, batch_size=None, batch_format="pyarrow", fn_kwargs={"resolution": cfg.processor.resolution})
     if cfg.max_images is not None:
         ds = ds.limit(cfg.max_images)

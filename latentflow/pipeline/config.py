@@ -21,6 +21,7 @@ import yaml
 from latentflow.data.configs import DataConfig, check_choice, check_positive
 from latentflow.data.encoding import StoreConfig
 from latentflow.data.processors import ImageProcessorConfig
+from latentflow.data.video_processor import VideoProcessorConfig
 from latentflow.data.sources import SourceConfig, resolve_storage_options
 from latentflow.errors import ConfigError
 
@@ -44,6 +45,8 @@ class EncodeJobConfig(DataConfig):
         output: output directory (local path or fsspec URL).
         source: where the input shards are (:class:`~latentflow.data.sources.SourceConfig`).
         processor: how images become pixel tensors (:class:`ImageProcessorConfig`).
+        video: set to encode videos: how they become clips (:class:`VideoProcessorConfig`); each
+            clip is a row. The source then reads video media only (``source.media=video``).
         store: what is stored per sample (:class:`StoreConfig`).
         dtype: compute dtype of the encoder: ``fp32``, ``bf16`` or ``fp16``.
         channels_last: run the encoder in channels-last memory format.
@@ -80,6 +83,7 @@ class EncodeJobConfig(DataConfig):
     output: str = "./outputs/default"
     source: SourceConfig = field(default_factory=SourceConfig)
     processor: ImageProcessorConfig = field(default_factory=ImageProcessorConfig)
+    video: VideoProcessorConfig | None = None
     store: StoreConfig = field(default_factory=StoreConfig)
     dtype: str = "fp32"
     channels_last: bool = False
@@ -121,6 +125,11 @@ class EncodeJobConfig(DataConfig):
             check_positive(name, "actor_num_cpus", self.actor_num_cpus)
         if self.torch_threads is not None:
             check_positive(name, "torch_threads", self.torch_threads)
+        if self.video is not None and self.source.media is None:
+            self.source = self.source.replace(media="video")  # a video job reads the video members only
+        if self.video is not None and self.source.media not in (None, "video"):
+            raise ConfigError(f"{name}.video encodes video clips but source.media={self.source.media!r}; "
+                              "set source.media=video or drop the video section")
         if self.processor.flip:  # the encoder builds flipped views itself when store.flip asks for them
             raise ConfigError(f"{name}.processor.flip is ignored by the encode job; to encode flipped views set "
                               f"store.flip=true (and processor.flip=false), got: processor.flip=True")
@@ -159,6 +168,11 @@ class EncodeJobConfig(DataConfig):
         if not isinstance(data, dict):
             raise ConfigError(f"{where!r} must hold a YAML mapping at the top level, got: {type(data).__name__}")
         return cls.from_dict(apply_overrides(data, overrides or [], cls))
+
+    @property
+    def processor_config(self) -> ImageProcessorConfig | VideoProcessorConfig:
+        """The processor this job runs: ``video`` when set, else ``processor``."""
+        return self.video if self.video is not None else self.processor
 
     def resolved_storage_options(self) -> dict[str, Any]:
         """Storage options from the config, else from ``$LATENTFLOW_STORAGE_OPTIONS`` (JSON), else ``{}``."""

@@ -27,6 +27,7 @@ from typing import Any
 
 
 from latentflow import hub
+from latentflow.data.encode import build_processor, processor_spec
 from latentflow.data.codec import Codec, ModelRef, build_codec
 from latentflow.data.sinks import finalize, prepare_output, read_output_codec
 from latentflow.errors import CheckpointError, ConfigError
@@ -127,7 +128,7 @@ def run_encode_job(config: EncodeJobConfig, progress: bool = True) -> EncodeSumm
     # the codec pins the commit a hub id resolved to (not a branch name), so readers rebuild the same weights
     pinned = getattr(model, "hub_revision", None) or config.model_revision
     model_ref = ModelRef.from_user(config.model, config.model_subfolder, config.model_variant, pinned)
-    codec = build_codec(model, config.processor, config.store, source.urls, config.dtype, model_ref=model_ref)
+    codec = build_codec(model, config.processor_config, config.store, source.urls, config.dtype, model_ref=model_ref)
     codec = merged_sources_codec(config.output, codec, options, config.overwrite)
     # refuses another encoder's output (CodecMismatchError) unless overwrite; records the codec first
     done = prepare_output(config.output, codec, options, config.overwrite)
@@ -185,12 +186,12 @@ def load_model(name_or_path: str, storage_options: dict | None = None, **kwargs:
     return AutoModel.from_pretrained(name_or_path, storage_options=storage_options, **kwargs)
 
 
-def merged_sources_codec(out_url: str, codec: dict, storage_options: dict, overwrite: bool) -> dict:
+def merged_sources_codec(out_url: str, codec: Codec, storage_options: dict, overwrite: bool) -> Codec:
     """``codec`` whose source URLs also list those already recorded in the output (appending keeps them all)."""
     existing = None if overwrite else read_output_codec(out_url, storage_options)
     if not existing:
         return codec
-    return {**codec, "sources": sorted(set(existing.get("sources", [])) | set(codec["sources"]))}
+    return codec.with_sources([*existing.sources, *codec.sources])
 
 
 # ---- the Ray plan -----------------------------------------------------------------------
@@ -200,7 +201,7 @@ WRITE_NUM_CPUS = 0.5
 ACTOR_INIT_DEATHS = 2
 
 
-def _run_ray(config: EncodeJobConfig, source, model, codec: dict, pending: list, options: dict, progress: bool) -> list[ShardResult]:
+def _run_ray(config: EncodeJobConfig, source, model, codec: Codec, pending: list, options: dict, progress: bool) -> list[ShardResult]:
     from ray.data import DataContext
 
     ensure_ray()
@@ -259,6 +260,8 @@ def encode_plan(config: EncodeJobConfig, source, model, pending: list, options: 
     import ray
 
     shape = shape or pool_shape(config, _node_list(resources), len(pending))
+    stride = getattr(model, "temporal_downsample_factor", None)
+    run_config = build_processor(config.processor_config, model.downsample_factor, stride).config  # as the codec records it
 
     ds = ray.data.read_datasource(
         ShardDatasource(pending, source, source.storage_options, config.shard_retries),
@@ -267,7 +270,7 @@ def encode_plan(config: EncodeJobConfig, source, model, pending: list, options: 
     )
     ds = ds.map_batches(
         preprocess_batch, batch_size=None, batch_format="pyarrow", num_cpus=shape.read_num_cpus,
-        fn_kwargs={"processor_config": config.processor.to_dict(), "downsample_factor": model.downsample_factor},
+        fn_kwargs={"spec": processor_spec(run_config, model.downsample_factor)},
     )
     # each call gets a whole block (one shard, the unit of commit). Public map_batches refuses
     # batch_size=None when GPUs are requested; map_batches_internal (a DeveloperAPI) is

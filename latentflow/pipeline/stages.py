@@ -22,8 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from latentflow.data.encode import encode_processed, process_record
-from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
+from latentflow.data.encode import encode_processed, process_record, processor_from_spec
 from latentflow.data.records import SampleError
 from latentflow.pipeline.schema import (
     KIND_SAMPLE, PROCESSED_SCHEMA, encoded_table, mark_error, processed_rows, record_of, sample_of,
@@ -31,33 +30,33 @@ from latentflow.pipeline.schema import (
 
 logger = logging.getLogger(__name__)
 
-_PROCESSORS: dict[str, ImageProcessor] = {}
+_PROCESSORS: dict[str, Any] = {}
 
 
-def _processor(config: dict[str, Any], downsample_factor: int) -> ImageProcessor:
-    """One ImageProcessor per (config, factor) per worker process."""
-    ident = json.dumps([config, downsample_factor], sort_keys=True)
+def _processor(spec: dict[str, Any]):
+    """One processor per spec per worker process."""
+    ident = json.dumps(spec, sort_keys=True)
     if ident not in _PROCESSORS:
-        _PROCESSORS[ident] = ImageProcessor(ImageProcessorConfig.from_dict(config), downsample_factor)
+        _PROCESSORS[ident] = processor_from_spec(spec)
     return _PROCESSORS[ident]
 
 
 # ---- stage 1: preprocess (CPU tasks) -----------------------------------------------
 
 
-def preprocess_batch(batch: pa.Table, processor_config: dict[str, Any], downsample_factor: int) -> pa.Table:
-    """Decode and resize the images of a block (one shard) with :func:`~latentflow.data.encode.process_record`.
+def preprocess_batch(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
+    """Decode and resize the images (or cut the videos into clips) of a block (one shard) with
+    :func:`~latentflow.data.encode.process_record`.
 
     Args:
         batch: a :data:`~latentflow.pipeline.schema.RECORD_SCHEMA` block.
-        processor_config: ``ImageProcessorConfig.to_dict()``.
-        downsample_factor: the model's spatial reduction.
+        spec: the processor, :func:`~latentflow.data.encode.processor_spec` (image or video).
 
     Returns:
         a :data:`~latentflow.pipeline.schema.PROCESSED_SCHEMA` block: image bytes replaced by packed
         pixels and geometry; failed samples turned into ``error`` rows.
     """
-    processor = _processor(processor_config, downsample_factor)
+    processor = _processor(spec)
     rows = []
     for row in batch.to_pylist():
         samples = None

@@ -14,7 +14,7 @@ from latentflow.data.processors import ImageProcessorConfig
 from latentflow.data.sinks import committed_shards, finalize, prepare_output
 from latentflow.data.sources import SourceConfig, list_shards
 from latentflow.pipeline.datasink import LatentDatasink, commit_shard
-from latentflow.data.encode import pack_pixels, unpack_pixels
+from latentflow.data.encode import pack_pixels, processor_spec, unpack_pixels
 from latentflow.pipeline.datasource import ShardDatasource, read_shard_block
 from latentflow.pipeline.schema import KIND_FAILED, table_arrays
 from latentflow.pipeline.stages import EncoderActor, preprocess_batch
@@ -65,7 +65,7 @@ def test_pixels_travel_as_uint8_and_come_back_bit_exact():
 def test_preprocess_and_actor_match_direct_encode(photos, tiny_model_dir, tmp_path):
     samples = good_samples(photos, "p", 5)
     block = _read(write_tar(str(tmp_path / "p.tar"), samples + bad_samples(photos, "p")))
-    pre = preprocess_batch(block, PROCESSOR.to_dict(), downsample_factor=2)
+    pre = preprocess_batch(block, processor_spec(PROCESSOR, 2))
     assert sorted(pre.filter(pa.compute.equal(pre["kind"], "error"))["error_type"].to_pylist()) == sorted(
         ["corrupt_image", "missing_image", "too_small", "decompression_bomb"]
     )
@@ -84,7 +84,7 @@ def test_buckets_are_batched_separately(photos, tiny_model_dir, tmp_path):
     samples = [{"__key__": f"b{i}", "jpg": jpeg(img)} for i, img in enumerate([wide, tall, wide, tall, wide])]
     block = _read(write_tar(str(tmp_path / "b.tar"), samples))
     cfg = PROCESSOR.replace(buckets=True, bucket_max_aspect=2.0)
-    out = _actor(tiny_model_dir)(preprocess_batch(block, cfg.to_dict(), downsample_factor=2))
+    out = _actor(tiny_model_dir)(preprocess_batch(block, processor_spec(cfg, 2)))
     shapes = [a.shape for a in table_arrays(out, "latent")]
     buckets = out.column("bucket").to_pylist()
     assert len(set(shapes)) == 2
@@ -99,7 +99,7 @@ def test_non_finite_latents_are_per_sample_errors_and_an_all_failed_shard_is_not
     model.save_pretrained(model_dir)
     samples = good_samples(photos, "n", 3)
     block = _read(write_tar(str(tmp_path / "n.tar"), samples))
-    encoded = _actor(model_dir)(preprocess_batch(block, PROCESSOR.to_dict(), downsample_factor=2))
+    encoded = _actor(model_dir)(preprocess_batch(block, processor_spec(PROCESSOR, 2)))
     assert set(encoded.column("error_type").to_pylist()) == {"non_finite"}
 
     out = str(tmp_path / "out")
@@ -116,7 +116,7 @@ def test_non_finite_latents_are_per_sample_errors_and_an_all_failed_shard_is_not
 
 def test_a_partial_shard_is_never_committed(photos, tiny_model_dir, tmp_path):
     block = _read(write_tar(str(tmp_path / "x.tar"), good_samples(photos, "x", 3)))
-    encoded = _actor(tiny_model_dir)(preprocess_batch(block, PROCESSOR.to_dict(), downsample_factor=2))
+    encoded = _actor(tiny_model_dir)(preprocess_batch(block, processor_spec(PROCESSOR, 2)))
     with pytest.raises(RuntimeError, match="write got 2 of its 3 rows"):
         commit_shard(writer=None, part=encoded.slice(0, 2))
 
@@ -133,7 +133,7 @@ def test_uint8_pixels_encode_bit_exactly_like_float_and_a_mixed_batch_is_unpacke
 
     # one row's pixels sent as float32 (values uint8 cannot hold) in the same bucket batch as uint8 rows
     block = _read(write_tar(str(tmp_path / "m.tar"), good_samples(photos, "m", 3)))
-    pre = preprocess_batch(block, PROCESSOR.to_dict(), downsample_factor=2)
+    pre = preprocess_batch(block, processor_spec(PROCESSOR, 2))
     actor = EncoderActor(tiny_model_dir, StoreConfig().to_dict(), batch_size=3, device="cpu", torch_threads=1)
     alone = actor(pre)
     pixels = pre.column(PIXELS).to_pylist()
