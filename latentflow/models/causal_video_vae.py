@@ -2,7 +2,9 @@
 
 Interchangeable with diffusers' ``AutoencoderKLWan`` (Wan 2.1 layout): the same config keys
 (``temperal_downsample`` keeps diffusers' spelling) and the same state dict, key for key, so
-weights move either way with ``load_state_dict(strict=True)``.
+weights move either way with ``load_state_dict(strict=True)``. (diffusers reads a clip in chunks
+of 4 frames whatever the temporal factor and drops the frames past the last 1 + 4k; this family
+chunks by its own factor, so the two agree on every clip for factor 4 and on 1 + 4k frames otherwise.)
 
 How it reads a clip (B, 3, T, H, W) with T = 1 + k * s (s = ``temporal_downsample_factor``):
 
