@@ -454,7 +454,9 @@ def _build(dcls: type, config: dict[str, Any], state: dict[str, torch.Tensor]) -
         module = dcls.from_config(config)
         module.load_state_dict(state, strict=True)
     else:
-        module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True, assign=True)
+        # copies: tensors read from a bytes buffer can sit unaligned, and convolutions over them ran 9-14%
+        # slower (benchmarks/bridge_overhead.py); fresh tensors are allocated aligned
+        module.load_state_dict({k: v.to(own[k].dtype, copy=True) for k, v in state.items()}, strict=True, assign=True)
     return module.eval()
 
 
