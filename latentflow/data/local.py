@@ -15,14 +15,15 @@ from typing import Any
 
 from latentflow.data.codec import ModelRef, build_codec
 from latentflow.data.encoding import LatentEncoder, StoreConfig
-from latentflow.data.encode import EncodedShard, encode_shard
-from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
+from latentflow.data.encode import EncodedShard, build_processor, encode_shard
+from latentflow.data.processors import ImageProcessorConfig
+from latentflow.data.video_processor import VideoProcessorConfig
 from latentflow.data.records import Shard
 from latentflow.data.sinks import ShardWriter, finalize, prepare_output
 from latentflow.data.sources import SourceConfig, list_shards, read_shard
 
 
-def encode_shard_locally(shard: Shard, source: SourceConfig, processor: ImageProcessor, encoder: LatentEncoder,
+def encode_shard_locally(shard: Shard, source: SourceConfig, processor, encoder: LatentEncoder,
                          writer: ShardWriter, batch_size: int = 16) -> EncodedShard:
     """Read, process, encode and commit one shard in this process (a shard whose samples all
     failed is not committed, as in the Ray job)."""
@@ -53,7 +54,8 @@ def encode_locally(model, source: SourceConfig, out_url: str, processor_config: 
     codec = build_codec(model, processor_config, store, source, "fp32", model_ref=model_ref)
     prepare_output(out_url, codec, storage_options, overwrite=overwrite)
     writer = ShardWriter(out_url, codec, formats, storage_options, session=uuid.uuid4().hex)
-    processor, encoder = ImageProcessor(processor_config, model.downsample_factor), LatentEncoder(model, store)
+    processor = build_processor(codec.processor, model.downsample_factor, getattr(model, "temporal_downsample_factor", None))
+    encoder = LatentEncoder(model, store)
     failed: list[EncodedShard] = []
     for shard in list_shards(source):
         encoded = encode_shard_locally(shard, source, processor, encoder, writer, batch_size)

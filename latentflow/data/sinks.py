@@ -204,6 +204,11 @@ class ShardWriter:
         return {rel: data for rel, data in objects.items() if not (_is_parent(rel) and (self.session, self.out_url, rel) in _KNOWN_PARENTS)}
 
     def _buckets(self, columns: dict[str, Any]) -> dict[str, list[int]]:
+        if self.codec.layout == "CTHW" and columns.get("bucket") and all(b is not None for b in columns["bucket"]):
+            groups: dict[str, list[int]] = {}  # clips: the processor's "TxHxW" (frames do not follow from latent frames alone)
+            for i, bucket in enumerate(columns["bucket"]):
+                groups.setdefault(str(bucket), []).append(i)
+            return groups
         first = self.array_names[0]
         return _bucket_rows(columns[first], self.codec.downsample_factor, spatial_first=first == "indices")
 

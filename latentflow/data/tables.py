@@ -20,8 +20,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-META_COLUMNS = ("key", "shard", "bucket", "index_in_shard", "caption", "label", "json", "original_size", "crop_box")
+META_COLUMNS = ("key", "shard", "bucket", "index_in_shard", "caption", "label", "json", "original_size", "crop_box",
+                "video_key", "clip_index", "start_time", "fps", "num_frames", "padded_frames")  # the last six: video clips
 _META_TYPES = {
+    "video_key": pa.string(),
+    "clip_index": pa.int64(),
+    "start_time": pa.float64(),
+    "fps": pa.float64(),
+    "num_frames": pa.int64(),
+    "padded_frames": pa.int64(),
     "key": pa.string(),
     "shard": pa.string(),
     "bucket": pa.string(),
@@ -125,7 +132,9 @@ def _feature_dict(feature) -> dict:
 
 
 def _meta_feature(name: str) -> dict:
-    value = {"key": "string", "shard": "string", "bucket": "string", "index_in_shard": "int64", "caption": "string", "label": "int64", "json": "string"}
+    value = {"key": "string", "shard": "string", "bucket": "string", "index_in_shard": "int64", "caption": "string", "label": "int64",
+             "json": "string", "video_key": "string", "clip_index": "int64", "start_time": "float64", "fps": "float64",
+             "num_frames": "int64", "padded_frames": "int64"}
     if name in value:
         return {"dtype": value[name], "_type": "Value"}
     return {"feature": {"dtype": "int32", "_type": "Value"}, "length": 2 if name == "original_size" else 4, "_type": "List"}
