@@ -121,8 +121,7 @@ def test_processor_flip_is_refused_in_the_encode_job():
 @pytest.mark.slow
 def test_no_arguments_runs_the_embedded_default(tmp_path):
     """``python jobs/encode_dataset.py`` from any folder: the shipped photos through models/kl-f8."""
-    done = subprocess.run([sys.executable, JOB, "--no-progress", "processor.resolution=64"], cwd=str(tmp_path),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, JOB], cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "this run: encoded" in done.stdout and "the output holds:" in done.stdout
     info = json.loads((tmp_path / "outputs" / "default" / "latentflow.json").read_text())
@@ -197,3 +196,18 @@ def test_placement_watchdog_fires_on_a_stall_and_not_on_progress():
     time.sleep(1.0)
     assert not moving.fired and not idle.fired  # commits keep coming / nothing pending
     moving.stop(), idle.stop()
+
+
+@pytest.mark.slow
+def test_relative_output_refused_under_a_real_ray_job_submit(tiny_model_dir, tmp_path):
+    """The driver of `ray job submit --working-dir` runs in a temporary copy: a relative output would vanish with it."""
+    from tests.ray_head import ray_head
+
+    with ray_head() as (_, dashboard, env):
+        submit = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
+                  "python", "jobs/encode_dataset.py", "--no-progress", f"model={tiny_model_dir}", "output=outputs/relative"]
+        done = subprocess.run(submit, env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "error: ConfigError: output 'outputs/relative' is relative" in done.stdout + done.stderr
+    assert "give output as an absolute path or s3:// URL" in done.stdout + done.stderr
+    assert not (ROOT / "outputs" / "relative").exists()
