@@ -27,7 +27,7 @@ import torch
 from latentflow.data.batches import BatchPlan, Block, GroupRows
 from latentflow.data.codec import Codec, as_codec
 from latentflow.data.sinks import committed_shards, merge_stats, read_output_codec
-from latentflow.data.zarr_rows import ArraySpec, array_spec, read_array
+from latentflow.data.zarr_rows import ArraySpec, array_spec, read_array, whole_file
 from latentflow.errors import CodecMismatchError, ConfigError
 from latentflow.normalization import Normalization
 
@@ -246,6 +246,13 @@ class LatentDataset(torch.utils.data.Dataset):
             out[r.bucket] = out.get(r.bucket, 0) + r.stop - r.start
         return out
 
+    def row_shape(self, bucket: str, name: str) -> tuple[int, ...]:
+        """The per-row shape of stored array ``name`` in ``bucket`` (from metadata, no IO)."""
+        for g, r in zip(self.groups, self._rows):
+            if r.bucket == bucket and name in g.specs:
+                return tuple(g.specs[name].row_shape)
+        raise KeyError(f"no group of bucket {bucket!r} stores {name!r}")
+
     def has_field(self, name: str) -> bool:
         """Every group (with rows) stores ``name`` (e.g. ``label``: every row has a label)."""
         return all(name in self.groups[g].specs for g, r in enumerate(self._rows) if r.stop > r.start)
@@ -255,20 +262,24 @@ class LatentDataset(torch.utils.data.Dataset):
         """The wanted arrays of one row range; metadata a group lacks comes back as None per row."""
         group = self.groups[block.group]
         base = f"{self._root}/zarr/{group.path}"
+        stored = {name: ("keys" if name == "key" else name) for name in fields}
+        wanted = {name: whole_file(f"{base}/{stored[name]}", group.specs[stored[name]], group.rows, block.start, block.stop)
+                  for name in fields if stored[name] in group.specs}
+        paths = [p for p in wanted.values() if p]
+        blobs = self.fs.cat(paths, on_error="return") if paths else {}  # one concurrent batch on object stores
         out = {}
         for name in fields:
-            spec = group.specs.get("keys" if name == "key" else name)
-            if spec is None:
-                out[name] = np.full(len(block), None, dtype=object)
+            if stored[name] not in group.specs:
+                out[name] = np.full(len(block), None, dtype=object)  # metadata this group lacks
                 continue
-            out[name] = read_array(self.fs, f"{base}/{'keys' if name == 'key' else name}", spec, group.rows,
-                                   block.start, block.stop, self._open_array)
+            out[name] = read_array(self.fs, f"{base}/{stored[name]}", group.specs[stored[name]], group.rows,
+                                   block.start, block.stop, self._open_array, blobs.get(wanted[name]))
         return out
 
     def _read_fields(self) -> tuple[str, ...]:
         extra = tuple(f"{n.removesuffix('latent')}logvar" for n in self.fields
                       if self.resample and n.endswith("latent") and f"{n.removesuffix('latent')}logvar" in self.codec.arrays)
-        return self.fields + extra
+        return tuple(dict.fromkeys(self.fields + extra))
 
     def __len__(self) -> int:
         return int(self._offsets[-1])

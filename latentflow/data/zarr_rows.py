@@ -106,46 +106,55 @@ def _zstd_decode(data: bytes) -> bytes:
     return _ZSTD.decode(data)
 
 
+def whole_file(path: str, spec: ArraySpec, n: int, start: int, stop: int) -> str | None:
+    """The file a read of rows ``[start, stop)`` takes whole (fetch it with others in one batch), or None."""
+    if spec.kind == "chunk" or (spec.kind == "rows" and start == 0 and stop == n):
+        return f"{path}/{spec.chunk_key}"
+    return None
+
+
 def read_array(fs, path: str, spec: ArraySpec, n: int, start: int, stop: int,
-               open_zarr: Callable[[str], Any]) -> np.ndarray:
+               open_zarr: Callable[[str], Any], blob: bytes | Exception | None = None) -> np.ndarray:
     """Rows ``[start, stop)`` of the array at ``path`` (a folder; ``n`` rows in all).
 
     Args:
         fs: the fsspec filesystem of ``path``.
         spec: from :func:`array_spec`.
         open_zarr: path -> zarr array, for layouts the fast paths do not cover.
+        blob: the :func:`whole_file` already fetched (bytes, or the exception fetching it raised).
     """
     if spec.kind == "zarr":
         return np.asarray(open_zarr(path)[start:stop])
     try:
-        return _read_chunks(fs, path, spec, n, start, stop)
+        if isinstance(blob, Exception):
+            raise blob
+        return _read_chunks(fs, path, spec, n, start, stop, blob)
     except FileNotFoundError:  # zarr writes no file for chunks that are all fill value
         return np.full((stop - start, *spec.row_shape), "" if spec.vlen else spec.fill, dtype=spec.dtype)
 
 
-def _read_chunks(fs, path: str, spec: ArraySpec, n: int, start: int, stop: int) -> np.ndarray:
+def _read_chunks(fs, path: str, spec: ArraySpec, n: int, start: int, stop: int, blob: bytes | None) -> np.ndarray:
     if spec.kind == "rows":
-        return _read_sharded_rows(fs, f"{path}/{spec.chunk_key}", spec, n, start, stop)
-    if spec.kind == "chunk":
-        data = fs.cat_file(f"{path}/{spec.chunk_key}")
-        if spec.zstd:
-            data = _zstd_decode(data)
-        if spec.vlen:
-            from numcodecs import VLenUTF8
+        return _read_sharded_rows(fs, f"{path}/{spec.chunk_key}", spec, n, start, stop, blob)
+    data = blob if blob is not None else fs.cat_file(f"{path}/{spec.chunk_key}")
+    if spec.zstd:
+        data = _zstd_decode(data)
+    if spec.vlen:
+        from numcodecs import VLenUTF8
 
-            values = VLenUTF8().decode(data)
-        else:
-            values = np.frombuffer(data, dtype=spec.dtype).reshape(spec.shard_rows, *spec.row_shape)
-        return np.asarray(values[start:stop])
-    raise AssertionError(spec.kind)
+        values = VLenUTF8().decode(data)
+    else:
+        values = np.frombuffer(data, dtype=spec.dtype).reshape(spec.shard_rows, *spec.row_shape)
+    return np.asarray(values[start:stop])
 
 
-def _read_sharded_rows(fs, url: str, spec: ArraySpec, n: int, start: int, stop: int) -> np.ndarray:
+def _read_sharded_rows(fs, url: str, spec: ArraySpec, n: int, start: int, stop: int, blob: bytes | None) -> np.ndarray:
     """One shard file: its index (at the end: (offset, length) uint64 per chunk, then a crc32c),
     then the bytes of the wanted rows' chunks in one request (the whole file for a whole group)."""
     index_bytes = 16 * spec.shard_rows + 4
     whole = start == 0 and stop == n
-    blob = fs.cat_file(url) if whole else fs.cat_file(url, start=-index_bytes)
+    if blob is None:
+        blob = fs.cat_file(url) if whole else fs.cat_file(url, start=-index_bytes)
     index = np.frombuffer(blob, dtype="<u8", count=2 * spec.shard_rows, offset=len(blob) - index_bytes).reshape(-1, 2)[start:stop]
     out = np.empty((stop - start, *spec.row_shape), dtype=spec.dtype)
     flat = out.reshape(stop - start, -1)
