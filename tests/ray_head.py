@@ -1,4 +1,5 @@
-"""A `ray start --head` cluster on loopback for tests that run the README's commands as subprocesses."""
+"""Ray helpers of the tests: a `ray start --head` cluster on loopback for the README's commands as
+subprocesses, polling, and the encoder actor processes of this session's local Ray (fault injection)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -18,6 +20,28 @@ import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path)
 import psutil  # noqa: E402
 
 BIN = Path(sys.executable).parent
+
+
+def wait_for(predicate, timeout: float = 120.0, step: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def encoder_actor_pids() -> list[int]:
+    """Encoder actor processes of THIS test session's Ray (descendants of this process only)."""
+    pids = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "EncoderActor" in " ".join(proc.cmdline()):
+                pids.append(proc.pid)
+        except psutil.Error:
+            continue
+    return pids
 
 
 def free_port() -> int:

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path)
@@ -18,6 +17,7 @@ from latentflow.data.sinks import committed_shards
 from latentflow.pipeline.runner import run_encode_job
 import psutil  # noqa: E402
 
+from tests.ray_head import encoder_actor_pids, wait_for
 from pipeline_helpers import RESOLUTION, assert_latents_match, good_samples, job_config, read_rows, reference_latents, write_tar
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,27 +34,6 @@ def _source(photos, tmp_path) -> tuple[str, list[dict]]:
     return str(tmp_path / "src"), samples
 
 
-def _wait_for(predicate, timeout: float = 120.0, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
-
-
-def _encoder_actor_pids() -> list[int]:
-    """Encoder actor processes of THIS test session's Ray (descendants of this process only)."""
-    pids = []
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if "EncoderActor" in " ".join(proc.cmdline()):
-                pids.append(proc.pid)
-        except psutil.Error:
-            continue
-    return pids
-
-
 def test_killed_encoder_actor_loses_and_duplicates_nothing(ray_local, photos, tiny_model_dir, tmp_path):
     src, samples = _source(photos, tmp_path)
     out = str(tmp_path / "out")
@@ -62,8 +41,8 @@ def test_killed_encoder_actor_loses_and_duplicates_nothing(ray_local, photos, ti
     result: dict = {}
     job = threading.Thread(target=lambda: result.update(summary=run_encode_job(config, progress=False)))
     job.start()
-    assert _wait_for(lambda: len(committed_shards(out)) >= 1 and _encoder_actor_pids())
-    [victim] = _encoder_actor_pids()
+    assert wait_for(lambda: len(committed_shards(out)) >= 1 and encoder_actor_pids())
+    [victim] = encoder_actor_pids()
     done_before = len(committed_shards(out))
     os.kill(victim, signal.SIGKILL)  # the actor process dies mid-run; Ray restarts it and retries its task
     job.join(timeout=300)
@@ -87,7 +66,7 @@ def test_sigkilled_driver_resumes_exactly_once(ray_local, photos, tiny_model_dir
         env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        assert _wait_for(lambda: len(committed_shards(out)) >= 1 or driver.poll() is not None, timeout=180)
+        assert wait_for(lambda: len(committed_shards(out)) >= 1 or driver.poll() is not None, timeout=180)
         driver.send_signal(signal.SIGKILL)
     finally:
         driver.wait(timeout=60)
