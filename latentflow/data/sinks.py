@@ -43,6 +43,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from latentflow.data.card import write_card
 from latentflow.data.codec import Codec, as_codec, check_compatible
 from latentflow.data.records import ERROR_COLUMNS
 from latentflow.data.tables import column_to_numpy, parquet_table
@@ -499,7 +500,7 @@ def finalize(out_url: str, codec: Codec, storage_options: dict | None = None, su
     markers = committed_shards(out_url, storage_options)
     errors = [e for m in markers.values() for e in m.get("errors", [])] + shard_errors
     _write_errors(fs, _join(root, "errors.parquet"), errors)
-    _write_card(fs, _join(root, "README.md"), codec, markers)
+    write_card(fs, _join(root, "README.md"), codec, markers)
     if fs.exists(_join(root, "zarr", "zarr.json")):
         _consolidate(out_url, fs, root, storage_options)
     if fs.exists(_join(root, "_tmp")):
@@ -551,71 +552,6 @@ def _write_errors(fs, path: str, errors: list[dict]) -> None:
     pq.write_table(table, buf)
     with fs.open(path, "wb") as f:
         f.write(buf.getvalue())
-
-
-def content_version(markers: dict[str, dict]) -> str:
-    """sha256 over the committed set (shard ids, row counts, key hashes, checksums, encoders).
-
-    It changes whenever any committed shard changes, and goes into the dataset card so that
-    ``datasets`` (whose cache id for a local folder hashes the card's configs, not the files)
-    never serves an earlier content's cache after an ``--overwrite`` or an append.
-    """
-    parts = [[m["shard_id"], m["rows"], m.get("keys_sha256"), m.get("checksum"), m.get("codec_fingerprint")]
-             for _, m in sorted(markers.items())]
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-def _card_configs(fs, codec: Codec, markers: dict) -> tuple[list[dict], list[dict]]:
-    """The card's ``configs`` and ``dataset_info``: ``default`` reads every Parquet file; with buckets,
-    one config per bucket reads only ``parquet/<H>x<W>/*.parquet`` (fixed shape: ``ArrayND``)."""
-    from latentflow.data.tables import as_nested, card_features, schema_features
-
-    one_file: dict[str, str] = {}  # bucket -> one committed Parquet file of it
-    for m in markers.values():
-        for f in m.get("files", []):
-            if f.endswith(".parquet"):
-                one_file.setdefault(f.rsplit("/", 2)[-2] if codec.bucketed else "", f)
-    features: dict[str, dict] = {}
-    for bucket, f in sorted(one_file.items()):
-        with fs.open(f, "rb") as fh:
-            features[bucket] = schema_features(pq.read_schema(fh))
-    description = f"latentflow content {content_version(markers)}"
-    default_files = "parquet/*/*.parquet" if codec.bucketed else "parquet/*.parquet"
-    configs = [{"config_name": "default", "data_files": [{"split": "train", "path": default_files}], "description": description}]
-    infos = []
-    merged: dict[str, dict] = {}
-    for bucket_features in features.values():
-        merged.update({k: as_nested(v) if codec.bucketed else v for k, v in bucket_features.items()})
-    if merged:
-        infos.append({"config_name": "default", "features": card_features(merged)})
-    for bucket in sorted(b for b in features if b):
-        configs.append({"config_name": bucket, "data_files": [{"split": "train", "path": f"parquet/{bucket}/*.parquet"}],
-                        "description": description})
-        infos.append({"config_name": bucket, "features": card_features(features[bucket])})
-    return configs, infos
-
-
-def _write_card(fs, path: str, codec: Codec, markers: dict) -> None:
-    """``README.md``: YAML ``configs`` + ``dataset_info`` (typed features per config) and a short text."""
-    import yaml
-
-    configs, infos = _card_configs(fs, codec, markers)
-    header = yaml.safe_dump({"configs": configs, **({"dataset_info": infos} if infos else {})}, sort_keys=False)
-    model = codec.model
-    buckets = [c["config_name"] for c in configs[1:]]
-    usage = "ds = latentflow.load_latents(\"<this directory>\")\n"
-    if buckets:
-        usage += f"one_shape = datasets.load_dataset(\"<this directory>\", \"{buckets[0]}\", split=\"train\")  # Array3D\n"
-    card = (
-        f"---\n{header}---\n\n"
-        f"# Latents encoded by latentflow\n\nModel: `{model.cls}` (model_type `{model.model_type}`, "
-        f"weights sha256 `{model.weights_sha256}`).\nStored: {', '.join(codec.arrays)} as {codec.dtype}.\n"
-        f"Rows: {sum(m['rows'] for m in markers.values())} in {len(markers)} shards.\n"
-        + (f"Buckets (one config each): {', '.join(buckets)}.\n" if buckets else "")
-        + f"\n```python\nimport datasets, latentflow\n{usage}```\n"
-    )
-    with fs.open(path, "w") as f:
-        f.write(card)
 
 
 def _consolidate(out_url: str, fs, root: str, storage_options: dict | None) -> None:
