@@ -4,12 +4,21 @@ Only committed shards (with a ``_done`` marker) are read from Zarr, so a crashed
 half-written groups never leak into training; every shard's codec fingerprint is checked
 so latents of two encoders are never mixed.
 
+``LatentDataset.iter_batches`` is the fast path (about 8x ``load_latents(...).with_format("torch")``
+in ``benchmarks/read_latents.py``): it reads whole row ranges (a shard file per array, decoded
+in one pass by :mod:`latentflow.data.zarr_rows`) and shuffles them in a bounded buffer
+(:mod:`latentflow.data.batches`). Random access (``ds[i]``, a ``DataLoader``) keeps a few
+decoded groups cached.
+
 Example::
 
     ds = load_latents("s3://bucket/latents", storage_options=opts).with_format("torch")
+    wide = load_latents("s3://bucket/latents", bucket="256x384")   # one bucket: Array3D columns
     train = LatentDataset("s3://bucket/latents", normalize=True, storage_options=opts)
+    for batch in train.iter_batches(64, seed=0, epoch=0, rank=rank, world=world):
+        batch["latent"], batch["caption"], batch["label"]          # one bucket shape per batch
     loader = DataLoader(train, batch_sampler=BucketBatchSampler(train, batch_size=32))
-    images = decode_latents(batch["latent"], "s3://bucket/latents")
+    images = decode_latents(batch["latent"], "s3://bucket/latents", normalized=True)
 """
 
 from __future__ import annotations
@@ -344,11 +353,27 @@ class LatentDataset(torch.utils.data.Dataset):
         for i, (bucket, window, rows) in enumerate(plan.batches(start), start=start):
             if windows.get(bucket, (-1,))[0] != window:
                 windows.pop(bucket, None)  # free the last window before reading the next
-                parts = [self._read(b, fields) for b in plan.window_blocks(bucket, window)]
-                windows[bucket] = (window, {k: np.concatenate([p[k] for p in parts]) for k in fields})
+                windows[bucket] = (window, self._read_window(plan.window_blocks(bucket, window), fields))
             data = windows[bucket][1]
             gen = torch.Generator().manual_seed(int(np.random.default_rng([seed, epoch, rank, i]).integers(2**62)))
             yield self._assemble({k: v[rows] for k, v in data.items()}, bucket, gen)
+
+    def _read_window(self, blocks: list[Block], fields: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The blocks' rows, concatenated: stored arrays into one preallocated array each (the
+        window is the reader's memory), metadata by concatenation (small, maybe mixed types)."""
+        total, pos = sum(len(b) for b in blocks), 0
+        out: dict[str, Any] = {}
+        for block in blocks:
+            part = self._read(block, fields)
+            for name, values in part.items():
+                if name in self.codec.arrays:
+                    if name not in out:
+                        out[name] = np.empty((total, *values.shape[1:]), dtype=values.dtype)
+                    out[name][pos:pos + len(values)] = values
+                else:
+                    out.setdefault(name, []).append(values)
+            pos += len(block)
+        return {k: v if isinstance(v, np.ndarray) else np.concatenate(v) for k, v in out.items()}
 
     def _assemble(self, data: dict[str, np.ndarray], bucket: str, generator: torch.Generator | None) -> dict[str, Any]:
         """Rows as tensors: float latents (resampled, normalized), int64 indices and labels, metadata."""
