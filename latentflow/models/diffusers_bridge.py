@@ -67,10 +67,8 @@ def _scale_rule(c: dict, module, pipeline: dict) -> Normalization:
 
 def _dc_rule(c: dict, module, pipeline: dict) -> Normalization:
     # SanaPipeline.__call__: self.vae.decode(latents / self.vae.config.scaling_factor) (pipelines/sana/pipeline_sana.py).
-    # The factor is the one the pipeline's checkpoint sets (0.41407 for Sana's DC-AE f32c32), not the class default 1.0.
-    if c.get("scaling_factor", 1.0) == 1.0:
-        logger.warning("AutoencoderDC config has scaling_factor 1.0 (the class default); Sana's pipelines use the "
-                       "checkpoint's value (0.41407 for dc-ae-f32c32-sana). Pass normalization=... if it is missing.")
+    # The factor is the one the pipeline's checkpoint sets (0.41407 for Sana's DC-AE f32c32), not the class default 1.0
+    # (from_pretrained warns when a folder holds only the default).
     return Normalization("scale" if c.get("scaling_factor", 1.0) != 1.0 else "none", float(c.get("scaling_factor", 1.0)))
 
 
@@ -149,6 +147,16 @@ def _causal_t(c: dict) -> int:
     return 2 ** sum(bool(t) for t in c["temperal_downsample"])
 
 
+def _wan_spatial(c: dict) -> int:
+    """One 2x downsample per ``temperal_downsample`` entry, times Wan 2.2's patchify (``patch_size``)."""
+    return c.get("scale_factor_spatial") or 2 ** len(c["temperal_downsample"]) * (c.get("patch_size") or 1)
+
+
+def _ltx_ratio(c: dict, axis: str, patch_key: str) -> int:
+    """The configured ratio, else the patch times one 2x per ``spatio_temporal_scaling`` level (AutoencoderKLLTXVideo)."""
+    return c.get(f"{axis}_compression_ratio") or c[patch_key] * 2 ** sum(c["spatio_temporal_scaling"])
+
+
 def _cosmos_ratio(c: dict, axis: str) -> int:
     """The patch, then one 2x downsample per level but the last two, up to the configured ratio (CosmosEncoder3d)."""
     patch = int(c["patch_size"])
@@ -163,12 +171,12 @@ FAMILIES: dict[str, Family] = {
     "AutoencoderKLFlux2": Family("0.36.0", _levels("block_out_channels"), _flux2_rule),
     "AutoencoderKLQwenImage": Family("0.35.0", lambda c: 2 ** len(c["temperal_downsample"]), _config_stats_rule, _causal_t,
                                      channels="z_dim"),
-    "AutoencoderKLWan": Family("0.33.0", lambda c: c.get("scale_factor_spatial") or 2 ** len(c["temperal_downsample"]) * (c.get("patch_size") or 1),
-                               _config_stats_rule, lambda c: c.get("scale_factor_temporal") or _causal_t(c), channels="z_dim"),
+    "AutoencoderKLWan": Family("0.33.0", _wan_spatial, _config_stats_rule, lambda c: c.get("scale_factor_temporal") or _causal_t(c),
+                               channels="z_dim"),
     "AutoencoderKLHunyuanVideo": Family("0.32.0", lambda c: c["spatial_compression_ratio"], _scale_rule,
                                         lambda c: c["temporal_compression_ratio"]),
-    "AutoencoderKLLTXVideo": Family("0.32.0", lambda c: c.get("spatial_compression_ratio") or c["patch_size"] * 2 ** sum(c["spatio_temporal_scaling"]),
-                                    _ltx_rule, lambda c: c.get("temporal_compression_ratio") or c["patch_size_t"] * 2 ** sum(c["spatio_temporal_scaling"])),
+    "AutoencoderKLLTXVideo": Family("0.32.0", lambda c: _ltx_ratio(c, "spatial", "patch_size"), _ltx_rule,
+                                    lambda c: _ltx_ratio(c, "temporal", "patch_size_t")),
     "AutoencoderKLCogVideoX": Family("0.30.0", _levels("block_out_channels"), _scale_rule,
                                      lambda c: int(c["temporal_compression_ratio"])),
     # CogVideoXVideoToVideoPipeline.prepare_latents: init_latents = self.vae_scaling_factor_image * init_latents (scale only)
@@ -424,6 +432,10 @@ class DiffusersAutoencoder(LatentModel):
         config = DiffusersAutoencoderConfig(class_name=raw["_class_name"], diffusers_config=module_config,
                                             pipeline=_pipeline_json(fs, path, subfolder), normalization=normalization,
                                             force_upcast=bool(module_config.get("force_upcast", False)))
+        if config.class_name == "AutoencoderDC" and normalization is None and module_config.get("scaling_factor") == 1.0:
+            logger.warning("%s: AutoencoderDC config has scaling_factor 1.0 (the class default), so latents are not scaled; "
+                           "Sana's pipelines use the factor their checkpoint sets (0.41407 for dc-ae-f32c32-sana-1.0). "
+                           "Pass normalization=Normalization('scale', <factor>) if this folder lacks it.", name_or_path)
         state, files = _read_weights(fs, path.rstrip("/"), variant)
         model = cls(config, _build(dcls, module_config, state))
         model.weight_files = files
