@@ -6,11 +6,20 @@ and ``x1`` the (normalized) latent; the network regresses the velocity
 steps. The velocity network is a small DiT (adaLN-Zero blocks over latent
 patches) or a timestep-conditioned UNet built from the LDM autoencoder's blocks.
 
+Video latents (C, T', h, w) go through the DiT with 3D patches (pt, ph, pw) and a fixed
+separable sin-cos position embedding over (t, h, w) (CogVideoX's ``get_3d_sincos_pos_embed``:
+a quarter of the width for time, the rest for the 2D spatial grid). Being a function of the
+grid, it fits every (T', h, w) bucket exactly and adds no parameters that grow with clip length.
+Images keep their learned 2D grid (and their checkpoints load unchanged).
+
 Example::
 
     prior = FlowPrior(FlowConfig(latent_shape=(4, 8, 8), network="dit"))
     loss, _ = prior.loss(latents)                      # (B, 4, 8, 8) float
     z = prior.sample(4, steps=32)                      # (4, 4, 8, 8)
+
+    video = FlowPrior(FlowConfig(latent_shape=(4, 3, 8, 8), patch_size=(1, 2, 2), hidden_size=64))
+    z = video.sample(2, steps=8)                       # (2, 4, 3, 8, 8): (N, C, T', h, w)
 """
 
 from __future__ import annotations
@@ -30,18 +39,21 @@ from latentflow.priors.base import PriorConfig, PriorModel, register_prior
 
 @dataclass
 class FlowConfig(PriorConfig):
-    """Velocity network sizes. ``latent_shape`` is (C, h, w).
+    """Velocity network sizes. ``latent_shape`` is (C, h, w) for images, (C, T', h, w) for video.
 
     Attributes:
-        network: ``dit`` or ``unet``.
-        patch_size: DiT patch side (must divide h and w).
-        hidden_size / num_layers / num_heads: DiT width, depth, heads.
+        network: ``dit`` or ``unet`` (the UNet takes images only).
+        patch_size: DiT patch: an int ``p`` is (p, p) for images and (1, p, p) for video (every
+            latent frame its own tokens); or one size per axis, (ph, pw) or (pt, ph, pw). Each
+            must divide its latent axis.
+        hidden_size / num_layers / num_heads: DiT width, depth, heads (video: width divisible by 16,
+            for the 3D sin-cos split).
         block_out_channels: UNet widths per level (one 2x downsampling between levels).
     """
 
     latent_shape: tuple[int, ...] = (4, 8, 8)
     network: str = "dit"
-    patch_size: int = 1
+    patch_size: int | tuple[int, ...] = 1
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
@@ -50,13 +62,33 @@ class FlowConfig(PriorConfig):
 
     def validate(self) -> None:
         super().validate()
-        if len(self.latent_shape) != 3:
-            raise ConfigError(f"flow latent_shape must be (C, h, w), got: {self.latent_shape}")
+        if len(self.latent_shape) not in (3, 4):
+            raise ConfigError(f"flow latent_shape must be (C, h, w) or (C, T', h, w), got: {self.latent_shape}")
         if self.network not in ("dit", "unet"):
             raise ConfigError(f"network must be 'dit' or 'unet', got: {self.network!r}")
-        _, h, w = self.latent_shape
-        if h % self.patch_size or w % self.patch_size:
-            raise ConfigError(f"patch_size {self.patch_size} must divide the latent size {h}x{w}")
+        if self.network == "unet" and self.video:
+            raise ConfigError(f"network='unet' takes image latents (C, h, w); for video latents {self.latent_shape} use network='dit'")
+        patch, sizes = self.patch, self.latent_shape[1:]
+        if len(patch) != len(sizes) or min(patch) < 1:
+            raise ConfigError(f"patch_size must be an int or {len(sizes)} positive sizes (one per axis of {sizes}), "
+                              f"got: {self.patch_size}")
+        if any(s % p for s, p in zip(sizes, patch)):
+            raise ConfigError(f"patch_size {patch} must divide the latent size {'x'.join(map(str, sizes))}")
+        if self.network == "dit" and self.video and self.hidden_size % 16:
+            raise ConfigError(f"a video DiT splits hidden_size over (t, h, w) sin-cos: it must be divisible by 16, "
+                              f"got: {self.hidden_size}")
+
+    @property
+    def video(self) -> bool:
+        """Latents are (C, T', h, w)."""
+        return len(self.latent_shape) == 4
+
+    @property
+    def patch(self) -> tuple[int, ...]:
+        """The patch size per latent axis: (ph, pw), or (pt, ph, pw) for video."""
+        if isinstance(self.patch_size, int):
+            return (1, self.patch_size, self.patch_size) if self.video else (self.patch_size,) * 2
+        return tuple(self.patch_size)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -79,6 +111,42 @@ class TimeClassEmbedding(nn.Module):
 
     def forward(self, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.mlp(timestep_embedding(t, self.dim)) + self.classes(labels)  # (B, dim)
+
+
+# ---- patches and positions --------------------------------------------------------------
+def patchify(x: torch.Tensor, patch: tuple[int, ...]) -> torch.Tensor:
+    """(B, C, *sizes) -> tokens (B, N, prod(patch) * C): non-overlapping patches in raster order
+    (t, h, w), each flattened as (pt, ph, pw, C). The inverse of :func:`unpatchify`."""
+    b, c, *sizes = x.shape
+    grid = [s // p for s, p in zip(sizes, patch)]
+    n = len(patch)
+    x = x.reshape(b, c, *[v for g, p in zip(grid, patch) for v in (g, p)])  # (B, C, g0, p0, g1, p1, ...)
+    x = x.permute(0, *range(2, 2 + 2 * n, 2), *range(3, 3 + 2 * n, 2), 1)  # (B, g0, g1, .., p0, p1, .., C)
+    return x.reshape(b, math.prod(grid), math.prod(patch) * c)
+
+
+def unpatchify(tokens: torch.Tensor, grid: tuple[int, ...], patch: tuple[int, ...], channels: int) -> torch.Tensor:
+    """Tokens (B, N, prod(patch) * C) on a ``grid`` of patches -> (B, C, *(g * p)). Inverse of :func:`patchify`."""
+    b, n = tokens.shape[0], len(patch)
+    x = tokens.reshape(b, *grid, *patch, channels)  # (B, g0, g1, .., p0, p1, .., C)
+    x = x.permute(0, 2 * n + 1, *[a for i in range(n) for a in (1 + i, 1 + n + i)])  # (B, C, g0, p0, g1, p1, ...)
+    return x.reshape(b, channels, *[g * p for g, p in zip(grid, patch)])
+
+
+def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """(M,) positions -> (M, dim) as [sin | cos] over ``dim / 2`` frequencies 1 / 10000^(2i/dim)."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
+    angles = positions.double()[:, None] * omega[None]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+def sincos_3d(dim: int, gt: int, gh: int, gw: int) -> torch.Tensor:
+    """Fixed position embedding (gt*gh*gw, dim) of a (t, h, w) token grid in raster order:
+    [time (dim/4) | width (3dim/8) | height (3dim/8)], as CogVideoX's ``get_3d_sincos_pos_embed``."""
+    spatial = 3 * dim // 4
+    t, h, w = torch.meshgrid(torch.arange(gt), torch.arange(gh), torch.arange(gw), indexing="ij")
+    parts = [sincos_1d(dim // 4, t.flatten()), sincos_1d(spatial // 2, w.flatten()), sincos_1d(spatial // 2, h.flatten())]
+    return torch.cat(parts, dim=1).float()
 
 
 # ---- DiT -----------------------------------------------------------------------------
@@ -106,44 +174,51 @@ class DiTBlock(nn.Module):
 
 
 class DiT(nn.Module):
-    """Patchify (B, C, h, w) -> tokens, adaLN-Zero blocks, unpatchify to a velocity of the same shape."""
+    """Patchify (B, C, h, w) or (B, C, T', h, w) -> tokens, adaLN-Zero blocks, unpatchify to a velocity
+    of the same shape. Images: a learned 2D position grid; video: fixed 3D sin-cos (see module doc)."""
 
     def __init__(self, config: FlowConfig):
         super().__init__()
-        c, h, w = config.latent_shape
-        p, d = config.patch_size, config.hidden_size
-        self.p, self.grid = p, (h // p, w // p)
-        self.embed = nn.Conv2d(c, d, p, stride=p)
-        self.pos = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], d))
-        nn.init.normal_(self.pos, std=0.02)
+        c, *sizes = config.latent_shape
+        d, self.patch, self.video = config.hidden_size, config.patch, config.video
+        self.grid = tuple(s // p for s, p in zip(sizes, self.patch))
+        conv = nn.Conv3d if self.video else nn.Conv2d  # a strided conv = patchify + linear
+        self.embed = conv(c, d, self.patch, stride=self.patch)
+        if not self.video:
+            self.pos = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], d))
+            nn.init.normal_(self.pos, std=0.02)
         self.cond = TimeClassEmbedding(d, config.num_classes)
         self.blocks = nn.ModuleList(DiTBlock(d, config.num_heads) for _ in range(config.num_layers))
         self.ln_out = nn.LayerNorm(d, elementwise_affine=False)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
-        self.out = nn.Linear(d, p * p * c)
+        self.out = nn.Linear(d, math.prod(self.patch) * c)
         for layer in (self.ada_out[1], self.out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def position(self, gh: int, gw: int) -> torch.Tensor:
-        """Position embeddings (1, gh*gw, d): the learned grid, bilinearly resized for other bucket shapes."""
-        if (gh, gw) == self.grid:
+    def position(self, *grid: int) -> torch.Tensor:
+        """Position embeddings (1, N, d) of a token grid: (gt, gh, gw) sin-cos for video; for images the
+        learned (gh, gw) grid, bilinearly resized for other bucket shapes."""
+        if self.video:
+            return sincos_3d(self.embed.out_channels, *grid).to(self.embed.weight.device)[None]
+        if tuple(grid) == self.grid:
             return self.pos
-        grid = self.pos.view(1, *self.grid, -1).permute(0, 3, 1, 2)  # (1, d, H, W)
-        grid = F.interpolate(grid, size=(gh, gw), mode="bilinear", align_corners=False)
-        return grid.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)
+        gh, gw = grid
+        pos = self.pos.view(1, *self.grid, -1).permute(0, 3, 1, 2)  # (1, d, H, W)
+        pos = F.interpolate(pos, size=(gh, gw), mode="bilinear", align_corners=False)
+        return pos.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        b, c = x.shape[:2]
-        gh, gw = x.shape[-2] // self.p, x.shape[-1] // self.p
-        h = self.embed(x).flatten(2).transpose(1, 2) + self.position(gh, gw)  # (B, N, d)
+        c = x.shape[1]
+        grid = tuple(s // p for s, p in zip(x.shape[2:], self.patch))
+        h = self.embed(x).flatten(2).transpose(1, 2)  # (B, N, d)
+        h = h + self.position(*grid).to(h.dtype)
         cond = self.cond(t, labels)
         for block in self.blocks:
             h = block(h, cond)
         shift, scale = self.ada_out(cond).chunk(2, dim=-1)
-        h = self.out(modulate(self.ln_out(h), shift, scale))  # (B, N, p*p*C)
-        h = h.view(b, gh, gw, self.p, self.p, c).permute(0, 5, 1, 3, 2, 4)
-        return h.reshape(b, c, gh * self.p, gw * self.p)
+        h = self.out(modulate(self.ln_out(h), shift, scale))  # (B, N, prod(patch) * C)
+        return unpatchify(h, grid, self.patch, c)
 
 
 # ---- UNet from the LDM autoencoder's blocks ---------------------------------------------------
@@ -205,7 +280,7 @@ class UNet(nn.Module):
 
 @register_prior
 class FlowPrior(PriorModel):
-    """Rectified-flow prior over (B, C, h, w) normalized latents."""
+    """Rectified-flow prior over (B, C, h, w) normalized latents, or (B, C, T', h, w) video latents."""
 
     kind: ClassVar[str] = "flow"
     config_class = FlowConfig
@@ -216,14 +291,16 @@ class FlowPrior(PriorModel):
         self.net = DiT(config) if config.network == "dit" else UNet(config)
 
     def _check(self, latents: torch.Tensor) -> None:
-        """Float (B, C, h, w) with the config's C; any h, w the network divides (aspect-ratio buckets:
-        the DiT resizes its position grid, the UNet is convolutional)."""
-        c = self.config.latent_shape[0]
-        step = self.config.patch_size if self.config.network == "dit" else 2 ** (len(self.config.block_out_channels) - 1)
-        ok = latents.ndim == 4 and latents.shape[1] == c and latents.shape[2] % step == 0 and latents.shape[3] % step == 0
+        """Float (B, C, h, w) [or (B, C, T', h, w) for a video prior] with the config's C; any sizes the
+        network divides (buckets: the DiT's position embedding follows the grid, the UNet is convolutional)."""
+        cfg = self.config
+        c, ndim = cfg.latent_shape[0], len(cfg.latent_shape) + 1
+        step = cfg.patch if cfg.network == "dit" else (2 ** (len(cfg.block_out_channels) - 1),) * 2
+        ok = latents.ndim == ndim and latents.shape[1] == c and all(s % p == 0 for s, p in zip(latents.shape[2:], step))
         if not latents.is_floating_point() or not ok:
-            raise InputError(f"flow prior expects float latents (B, {c}, h, w) with h, w divisible by {step} "
-                             f"(trained at {', '.join(map(str, self.config.latent_shape))}), "
+            axes = "T', h, w" if cfg.video else "h, w"
+            raise InputError(f"flow prior expects float latents (B, {c}, {axes}) with ({axes}) divisible by {step} "
+                             f"(trained at {', '.join(map(str, cfg.latent_shape))}), "
                              f"got {tuple(latents.shape)} {latents.dtype}")
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -232,7 +309,8 @@ class FlowPrior(PriorModel):
     def _flow_loss(self, x1: torch.Tensor, labels, generator: torch.Generator | None) -> torch.Tensor:
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device)
         t = torch.rand(x1.shape[0], generator=generator, device=x1.device)
-        xt = (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * x1
+        tb = t.view(-1, *[1] * (x1.ndim - 1))  # broadcast over (C, [T',] h, w)
+        xt = (1 - tb) * x0 + tb * x1
         return F.mse_loss(self.velocity(xt, t, labels).float(), x1 - x0)
 
     def loss(self, latents: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -250,10 +328,12 @@ class FlowPrior(PriorModel):
 
     @torch.no_grad()
     def sample(self, num_samples: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               steps: int = 32, latent_size: tuple[int, int] | None = None, **_: Any) -> torch.Tensor:
-        """Euler integration from noise (t = 0) to data (t = 1). Returns (N, C, h, w) float32.
+               steps: int = 32, latent_size: tuple[int, ...] | None = None, **_: Any) -> torch.Tensor:
+        """Euler integration from noise (t = 0) to data (t = 1). Returns (N, C, h, w) float32,
+        or (N, C, T', h, w) for a video prior.
 
-        ``latent_size``: (h, w) of another bucket shape (default: the config's ``latent_shape``).
+        ``latent_size``: (h, w), or (T', h, w) for video, of another bucket shape (default: the
+        config's ``latent_shape``).
         """
         if steps <= 0:
             raise InputError(f"steps must be > 0, got: {steps}")
