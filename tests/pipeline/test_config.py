@@ -90,9 +90,9 @@ def _shape(cpus, gpus, **overrides):
 
 def test_pool_shape_cpu_defaults_leave_a_cpu_for_reads_and_writes():
     assert _shape(2, 0) == (2, 1, 0.5, 0)  # one single-threaded actor per core
-    assert _shape(16, 0) == (8, 2, 1.0, 0)  # capped at 8 actors, then more threads each
+    assert _shape(16, 0) == (8, 2, 0.999, 0)  # capped at 8 actors, then more threads each (never a read's 1 CPU: Ray Data would fuse reads into the actors)
     assert _shape(64, 0)[:2] == (8, 8)
-    assert _shape(1, 0) == (1, 1, 0.5, 0)  # a 1-CPU node: reads take the other half
+    assert _shape(1, 0) == (1, 1, 0.499, 0)  # a 1-CPU node: reads take the other half
     for cpus in (1, 2, 3, 4, 8, 16, 64):
         actors, _, num_cpus, _ = _shape(cpus, 0)
         assert actors * num_cpus + min(1.0, cpus / 2) <= cpus + 1e-9, cpus  # a read always fits beside the pool
