@@ -102,3 +102,15 @@ def test_native_autoencoder_kl_from_the_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = AutoModel.from_pretrained("org/sd", subfolder="vae", variant="fp16")
     assert type(model).__name__ == "AutoencoderKLModel" and model.hub_revision == COMMIT
+
+
+def test_encode_job_loads_a_hub_id_and_pins_its_commit(hub_cache):
+    from latentflow.pipeline.config import EncodeJobConfig
+    from latentflow.pipeline.runner import load_model, model_load_kwargs
+
+    config = EncodeJobConfig.from_dict({"model": "org/tiny-pipe", "model_subfolder": "vae", "model_revision": "main",
+                                        "source": {"urls": ["unused/*.tar"]}})
+    model = load_model(config.model, None, **model_load_kwargs(config))
+    assert model.hub_revision == COMMIT
+    # what the driver hands the encoder actors: the pinned commit, not the branch
+    assert model_load_kwargs(config, model.hub_revision) == {"subfolder": "vae", "revision": COMMIT}
