@@ -2,7 +2,8 @@
 
 Reader speed over one cached latent output: random batches of ``--batch-size`` rows of
 (4, 32, 32) float32 latents (plus keys, captions, labels), one epoch over ``--rows`` rows,
-the median of ``--epochs`` epochs, five ways measured in one run:
+the median of ``--epochs`` epochs (interleaved across readers, so all see the same machine
+load), five ways measured in one run:
 
 1. ``LatentDataset.iter_batches`` (whole row ranges per read, shuffled in a buffer);
 2. ``LatentDataset`` through a ``DataLoader`` + ``BucketBatchSampler``, 0 workers;
@@ -11,8 +12,9 @@ the median of ``--epochs`` epochs, five ways measured in one run:
 5. an in-memory tensor indexed by random batches (the ceiling).
 
 The output is written directly with ``ShardWriter`` (random latents, the codec of a tiny VAE),
-so no encoder runs. Prints rows/s and each reader's ratio to the in-memory tensor and to
-``with_format("torch")``.
+so no encoder runs. Prints rows/s by wall clock and by this process's CPU time (what an idle
+machine would give; the 2-worker loader's CPU is in its workers), and the ratios to the
+in-memory tensor and to ``with_format("torch")``.
 """
 
 from __future__ import annotations
@@ -64,31 +66,31 @@ def write_cache(out: str, rows: int, per_shard: int, resolution: int = 64, logva
     return out
 
 
-def rate(run_epoch, rows: int, epochs: int) -> float:
-    """Median rows/s of ``epochs`` calls of ``run_epoch(epoch)`` (each must read ``rows`` rows)."""
-    rates = []
+def measure(methods: dict, rows: int, epochs: int) -> dict[str, dict[str, float]]:
+    """Median rows/s per method, wall clock and CPU time of this process, epochs interleaved across
+    methods (epoch e of every method, then e + 1...) so each sees the same machine load."""
+    walls: dict[str, list[float]] = {name: [] for name in methods}
+    cpus: dict[str, list[float]] = {name: [] for name in methods}
     for epoch in range(epochs):
-        start = time.perf_counter()
-        seen = run_epoch(epoch)
-        assert seen == rows, (seen, rows)
-        rates.append(rows / (time.perf_counter() - start))
-    return statistics.median(rates)
+        for name, run_epoch in methods.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            seen = run_epoch(epoch)
+            assert seen == rows, (name, seen, rows)
+            walls[name].append(rows / (time.perf_counter() - wall))
+            cpus[name].append(rows / max(time.process_time() - cpu, 1e-9))
+    return {name: {"wall": statistics.median(walls[name]), "cpu": statistics.median(cpus[name])} for name in methods}
 
 
 def main() -> None:
     args = parse_args()
+    torch.set_num_threads(1)  # every reader here copies on one thread; idle intra-op threads only spin on a busy machine
     from latentflow.data.readers import BucketBatchSampler, LatentDataset, load_latents
 
     out = args.out or str(Path(tempfile.mkdtemp(prefix="read-latents-")) / "latents")
     write_cache(out, args.rows, args.per_shard)
     b, n = args.batch_size, args.rows
     ds = LatentDataset(out)
-    results = {}
-
-    def batches(epoch):
-        return sum(len(x["key"]) for x in ds.iter_batches(b, shuffle=True, seed=0, epoch=epoch))
-
-    results["LatentDataset.iter_batches"] = rate(batches, n, args.epochs)
+    methods = {"LatentDataset.iter_batches": lambda epoch: sum(len(x["key"]) for x in ds.iter_batches(b, seed=0, epoch=epoch))}
 
     def loader(workers):
         fresh = LatentDataset(out)
@@ -100,29 +102,32 @@ def main() -> None:
             return sum(len(x["key"]) for x in dl)
         return run
 
-    results["DataLoader(LatentDataset), 0 workers"] = rate(loader(0), n, args.epochs)
-    results["DataLoader(LatentDataset), 2 workers"] = rate(loader(2), n, args.epochs)
-
+    methods["DataLoader(LatentDataset), 0 workers"] = loader(0)
+    methods["DataLoader(LatentDataset), 2 workers"] = loader(2)
     hf = load_latents(out).with_format("torch")
 
     def hf_epoch(epoch):
         perm = np.random.default_rng([0, epoch]).permutation(n)
         return sum(len(hf[perm[i:i + b].tolist()]["latent"]) for i in range(0, n, b))
 
-    results['load_latents().with_format("torch")'] = rate(hf_epoch, n, args.epochs)
+    methods['load_latents().with_format("torch")'] = hf_epoch
     memory = torch.from_numpy(np.stack(load_latents(out).with_format("numpy")["latent"]))
 
     def memory_epoch(epoch):
         perm = torch.from_numpy(np.random.default_rng([0, epoch]).permutation(n))
         return sum(len(memory[perm[i:i + b]]) for i in range(0, n, b))
 
-    results["in-memory tensor"] = rate(memory_epoch, n, args.epochs)
-    ceiling, hf_rate = results["in-memory tensor"], results['load_latents().with_format("torch")']
-    print(f"{args.rows} rows of (4, 32, 32) float32, random batches of {b}, median of {args.epochs} epochs, torch threads {torch.get_num_threads()}")
-    print(f"{'reader':42s} {'rows/s':>10s} {'vs memory':>10s} {'vs HF torch':>12s}")
-    for name, value in results.items():
-        print(f"{name:42s} {value:10.0f} {value / ceiling:10.3f} {value / hf_rate:12.2f}")
-    print(json.dumps({k: round(v) for k, v in results.items()}))
+    methods["in-memory tensor"] = memory_epoch
+    results = measure(methods, n, args.epochs)
+    hf_name = 'load_latents().with_format("torch")'
+    print(f"{n} rows of (4, 32, 32) float32, random batches of {b}, median of {args.epochs} interleaved epochs, "
+          f"torch threads {torch.get_num_threads()}")
+    print("wall: rows / elapsed seconds; cpu: rows / CPU seconds of this process (workers' CPU not counted)")
+    print(f"{'reader':40s} {'wall rows/s':>12s} {'vs memory':>10s} {'vs HF':>7s} {'cpu rows/s':>11s} {'vs HF':>7s}")
+    for name, r in results.items():
+        print(f"{name:40s} {r['wall']:12.0f} {r['wall'] / results['in-memory tensor']['wall']:10.3f} "
+              f"{r['wall'] / results[hf_name]['wall']:7.2f} {r['cpu']:11.0f} {r['cpu'] / results[hf_name]['cpu']:7.2f}")
+    print(json.dumps({k: {m: round(v) for m, v in r.items()} for k, r in results.items()}))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import random
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -135,7 +134,9 @@ class LatentDataset(torch.utils.data.Dataset):
         buckets: read only these bucket shapes (``"HxW"``); default: all.
         fields: which stored arrays and metadata to return (default: every stored array except
             ``logvar``/``flip_logvar``, which feed ``resample``, and every metadata column).
-        cache_groups: whole groups kept decoded for random access (``__getitem__``).
+        cache_rows: random access (``__getitem__``) decodes and keeps whole groups while the dataset
+            has at most this many rows (so a DataLoader over a small cache reads each group once);
+            a bigger dataset reads each item's row alone (use :meth:`iter_batches` to go fast).
 
     Items are dicts: ``key``, ``bucket`` ("HxW"), ``latent`` (C, h, w) float32 (or ``indices``
     (h, w) int64 for discrete codecs), ``flip_*`` where stored, and where stored ``caption``,
@@ -151,7 +152,7 @@ class LatentDataset(torch.utils.data.Dataset):
 
     def __init__(self, path: str, normalize: bool | str = False, resample: bool = False, expected_fingerprint: str | None = None,
                  storage_options: dict | None = None, seed: int = 0, buckets: list[str] | None = None,
-                 fields: tuple[str, ...] | None = None, cache_groups: int = 16):
+                 fields: tuple[str, ...] | None = None, cache_rows: int = 8192):
         self.path, self.storage_options = str(path).rstrip("/"), storage_options
         self.codec = read_codec(path, storage_options)
         if expected_fingerprint is not None and expected_fingerprint != self.codec.fingerprint:
@@ -169,8 +170,8 @@ class LatentDataset(torch.utils.data.Dataset):
         self.groups = self._build_index(buckets)
         self._set_rows([GroupRows(g.bucket, 0, g.rows) for g in self.groups])
         self._epoch_rng = np.random.default_rng(seed)
-        self.cache_groups = cache_groups
-        self._cache: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
+        self.cache_rows = cache_rows
+        self._cache: dict[int, dict[str, np.ndarray]] = {}  # decoded groups (datasets of <= cache_rows rows)
 
     def _normalization(self, normalize: bool | str) -> Normalization | None:
         if not normalize:
@@ -244,7 +245,7 @@ class LatentDataset(torch.utils.data.Dataset):
     def _view(self, rows: list[GroupRows]) -> "LatentDataset":
         view = copy.copy(self)
         view._set_rows(rows)
-        view._cache = OrderedDict()
+        view._cache = {}
         return view
 
     @property
@@ -303,20 +304,17 @@ class LatentDataset(torch.utils.data.Dataset):
     def bucket_of(self, i: int) -> str:
         return self._rows[self._locate(i)[0]].bucket
 
-    def _group_data(self, g: int) -> dict[str, np.ndarray]:
-        if g in self._cache:
-            self._cache.move_to_end(g)
-            return self._cache[g]
-        data = self._read(Block(g, 0, self.groups[g].rows), self._read_fields())
-        self._cache[g] = data
-        while len(self._cache) > max(self.cache_groups, 1):
-            self._cache.popitem(last=False)
-        return data
+    def _row_data(self, g: int, row: int) -> dict[str, np.ndarray]:
+        """One row's arrays: from a cached whole group (small datasets), else read alone."""
+        if len(self) > self.cache_rows:
+            return self._read(Block(g, row, row + 1), self._read_fields())
+        if g not in self._cache:
+            self._cache[g] = self._read(Block(g, 0, self.groups[g].rows), self._read_fields())
+        return {k: v[row:row + 1] for k, v in self._cache[g].items()}
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         g, row = self._locate(i)
-        data = self._group_data(g)
-        batch = self._assemble({k: v[row:row + 1] for k, v in data.items()}, self.groups[g].bucket, None)
+        batch = self._assemble(self._row_data(g, row), self.groups[g].bucket, None)
         item = {k: (v[0] if isinstance(v, (list, torch.Tensor)) else v) for k, v in batch.items()}
         if isinstance(item.get("label"), torch.Tensor):
             item["label"] = int(item["label"])
@@ -457,7 +455,8 @@ def decode_latents(latents: torch.Tensor | np.ndarray, path_or_codec: str | Code
     """Rebuild the decoder from codec metadata + weights, and decode.
 
     Args:
-        latents: (B, C, h, w) latents, or (B, h, w[, levels]) integer indices for discrete codecs.
+        latents: (B, C, h, w) latents, (B, C, T', h, w) for video codecs (layout ``CTHW``), or
+            (B, h, w[, levels]) integer indices for discrete codecs.
         path_or_codec: a latent output directory, or its codec (or the codec's JSON dict).
         weights: checkpoint location; default: the one recorded in the codec. Its sha256 must match.
         storage_options: fsspec options for both.
@@ -465,7 +464,9 @@ def decode_latents(latents: torch.Tensor | np.ndarray, path_or_codec: str | Code
             denormalized here with the codec's rule, whatever the model's own config says.
 
     Returns:
-        (B, 3, H, W) images in [-1, 1].
+        (B, 3, H, W) images in [-1, 1]; (B, 3, T, H, W) frames for video codecs. To watch them:
+        ``save_video_preview(frames, "clips.mp4", fps=preview_fps(path))`` (:mod:`latentflow.data.preview`;
+        mp4 or GIF, local or fsspec URL, clips tiled into one grid).
     """
     if isinstance(path_or_codec, (Codec, dict)):
         codec = as_codec(path_or_codec)
@@ -489,10 +490,14 @@ def inspect(path: str, storage_options: dict | None = None) -> dict[str, Any]:
     """Metadata, counts and per-channel statistics of a latent output, with a suggested scaling factor.
 
     Returns:
-        dict with ``model``, ``latent_kind``, ``stored``, ``dtype``, ``shapes``, ``normalization``,
-        ``counts`` (rows, shards, errors, buckets), ``stats`` (per-channel mean/std), and
-        ``suggested_scaling_factor`` = 1 / std over all latent values (as Rombach et al. derived 0.18215).
+        dict with ``model``, ``latent_kind``, ``layout`` (``CHW`` or ``CTHW``), ``modality``, ``stored``,
+        ``dtype``, ``shapes``, ``normalization``, ``counts`` (rows, shards, errors, rows per bucket),
+        ``stats`` (per-channel mean/std), ``suggested_scaling_factor`` = 1 / std over all latent values
+        (as Rombach et al. derived 0.18215); for video also ``clips`` (fps, num_frames, temporal stride,
+        frame buckets, clip mode, resolution: the processor as run) and ``decoder`` (name, versions).
     """
+    from latentflow.data.sinks import _sum_buckets
+
     codec = read_codec(path, storage_options)
     markers = committed_shards(path, storage_options)
     stats = merge_stats(markers)
@@ -503,15 +508,23 @@ def inspect(path: str, storage_options: dict | None = None) -> dict[str, Any]:
         "fingerprint": codec.fingerprint,
         "latent_kind": codec.latent_kind,
         "layout": codec.layout,
+        "modality": codec.modality,
         "stored": codec.arrays,
         "dtype": codec.dtype,
         "shapes": codec.shapes,
         "normalization": codec.normalization.to_dict(),
         "counts": {"rows": sum(m["rows"] for m in markers.values()), "shards": len(markers),
-                   "errors": sum(len(m.get("errors", [])) for m in markers.values())},
+                   "errors": sum(len(m.get("errors", [])) for m in markers.values()), "buckets": _sum_buckets(markers)},
         "stats": None,
         "suggested_scaling_factor": None,
     }
+    if codec.modality == "video":
+        p = codec.processor
+        info["clips"] = {"fps": p.fps, "num_frames": p.num_frames, "temporal_stride": p.temporal_stride,
+                         "frame_buckets": p.frame_buckets, "clip_mode": p.clip_mode, "num_clips": p.num_clips,
+                         "clip_stride_s": p.clip_stride_s, "max_clips_per_video": p.max_clips_per_video,
+                         "resolution": p.resolution, "short_clip": p.short_clip}
+        info["decoder"] = codec.decoder
     if stats is not None:
         count, total, sumsq = (float(np.sum(stats[k])) for k in ("count", "sum", "sumsq"))
         std = float(np.sqrt(max(sumsq / count - (total / count) ** 2, 0.0)))
@@ -520,16 +533,33 @@ def inspect(path: str, storage_options: dict | None = None) -> dict[str, Any]:
     return info
 
 
+def _format_clips(info: dict[str, Any]) -> list[str]:
+    """The video lines of :func:`format_inspect`: clip config as run, and the decoder."""
+    c, d = info["clips"], info.get("decoder") or {}
+    mode = {"uniform": f"uniform, {c['num_clips']} per video", "slide": f"slide every {c['clip_stride_s']} s",
+            "head": "head"}.get(c["clip_mode"], c["clip_mode"])
+    lengths = f", frame buckets {c['frame_buckets']}" if c["frame_buckets"] else ""
+    return [f"  clips:        {c['num_frames']} frames at {c['fps'] or 'native'} fps, temporal stride {c['temporal_stride']}"
+            f"{lengths}; {mode} (at most {c['max_clips_per_video']}), {c['resolution']} px, short clips: {c['short_clip']}",
+            f"  decoder:      {d.get('name', '?')} {d.get('version', '')} (FFmpeg {d.get('ffmpeg', '?')})"]
+
+
 def format_inspect(info: dict[str, Any]) -> str:
     """A human-readable report of :func:`inspect`."""
+    axes = "(C, T', h, w)" if info["layout"] == "CTHW" else "(C, h, w)"
     lines = [f"latentflow output: {info['path']}",
              f"  model:        {info['model']['class']} (model_type {info['model']['model_type']})",
              f"  weights:      sha256 {info['model']['weights_sha256']}",
              f"  fingerprint:  {info['fingerprint']}",
-             f"  latents:      {info['latent_kind']} ({info['layout']}), stored {list(info['stored'])} as {info['dtype']}",
-             f"  shapes:       {info['shapes']}",
-             f"  counts:       {info['counts']['rows']} rows, {info['counts']['shards']} shards, {info['counts']['errors']} errors",
-             f"  normalization: {info['normalization']}"]
+             f"  modality:     {info.get('modality', 'image')}",
+             f"  latents:      {info['latent_kind']} ({info['layout']}: {axes}), stored {list(info['stored'])} as {info['dtype']}",
+             f"  shapes:       {info['shapes']}"]
+    if "clips" in info:
+        lines += _format_clips(info)
+    buckets = info["counts"].get("buckets") or {}
+    lines += [f"  counts:       {info['counts']['rows']} rows, {info['counts']['shards']} shards, {info['counts']['errors']} errors"
+              + (f"; rows per bucket {buckets}" if buckets else ""),
+              f"  normalization: {info['normalization']}"]
     if info["stats"]:
         lines.append("  per-channel statistics:")
         lines += [f"    c{c}: mean {m:+.5f}  std {s:.5f}" for c, (m, s) in enumerate(zip(info["stats"]["mean"], info["stats"]["std"]))]
