@@ -71,13 +71,12 @@ class PlacementWatchdog:
         while not self._stop.wait(self.interval_s):
             try:
                 demand = self._demand()
-                state = (repr(demand), self._progress())
+                state = (repr(demand), self._progress()) if demand else None  # progress is listed only while tasks wait
             except Exception as err:  # noqa: BLE001 - a failed poll is no evidence of a stall
                 logger.debug("placement watchdog poll failed: %s", err)
                 continue
-            pending = state[0] != "[]"
-            if not pending or state != last:
-                since, last = (time.monotonic() if pending else None), state
+            if state is None or state != last:
+                since, last = time.monotonic(), state
                 continue
             if time.monotonic() - since >= self.timeout_s:
                 self.message = (f"tasks waited {self.timeout_s:g} s for room on a node and none came "

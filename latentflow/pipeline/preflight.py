@@ -81,7 +81,7 @@ def check_writable(output: str, storage_options: dict[str, Any] | None = None) -
         with fs.open(probe, "wb") as f:
             f.write(b"")
         fs.rm(probe)
-    except (OSError, PermissionError) as err:
+    except OSError as err:  # PermissionError, read-only file system, a file in the way
         reason = getattr(err, "strerror", None) or type(err).__name__
         raise ConfigError(f"output {output!r} is not writable ({reason}); give an output you can write, "
                           f"e.g. output=/abs/path/you/own or output=s3://bucket/prefix") from None

@@ -237,7 +237,8 @@ def _watchdog(config: EncodeJobConfig, options: dict, nodes: list[dict], shape: 
     """A :class:`PlacementWatchdog` that interrupts the driver (main thread only) when tasks stay unplaced."""
     import _thread
 
-    from latentflow.data.sinks import committed_shards
+    import fsspec
+
     from latentflow.pipeline.placement import PlacementWatchdog, pending_demand
 
     if not config.placement_timeout_s or threading.current_thread() is not threading.main_thread():
@@ -245,7 +246,14 @@ def _watchdog(config: EncodeJobConfig, options: dict, nodes: list[dict], shape: 
     explain = (f"the Ray cluster has {describe_nodes(nodes)}, and the job reserves {shape.num_cpus:g} CPU per encoder actor "
                f"({shape.actors} actors), {shape.read_num_cpus:g} per read and {shape.write_num_cpus:g} per write, each on "
                f"one node; free CPUs on the nodes (other jobs?), lower preprocess_num_cpus / num_actors, or raise placement_timeout_s")
-    return PlacementWatchdog(config.placement_timeout_s, pending_demand, lambda: len(committed_shards(config.output, options)),
+    fs, root = fsspec.url_to_fs(config.output, **options)
+    done = root.rstrip("/") + "/_done"
+
+    def committed() -> int:  # one listing, no marker read
+        fs.invalidate_cache(done)
+        return len(fs.glob(done + "/*.json")) if fs.exists(done) else 0
+
+    return PlacementWatchdog(config.placement_timeout_s, pending_demand, committed,
                              on_stall=lambda _: _thread.interrupt_main(), explain=explain)
 
 
