@@ -57,8 +57,8 @@ class EncodeJobConfig(DataConfig):
         actors_per_gpu: encoder actors sharing each GPU (each reserves 1/n of it), so the GPU
             computes for one while Ray hands blocks to and from another.
         actor_num_cpus: logical CPUs reserved per encoder actor; None -> 1 per GPU actor, half
-            a CPU per thread on CPU actors, so read/preprocess and write tasks always find a
-            CPU (a pool that reserves every CPU hangs Ray Data).
+            a CPU per thread on CPU actors, less where needed so that, however Ray spreads the
+            actors, some NODE keeps a read's CPUs free (a pool that leaves none hangs Ray Data).
         torch_threads: intra-op threads per actor; None -> the cores / num_actors.
         preprocess_num_cpus: logical CPUs per read+preprocess task; None -> 1, or half a CPU where
             no node has 2 (``pipeline.runner.pool_shape`` checks that reads fit beside the actors).
