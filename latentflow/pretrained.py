@@ -49,6 +49,12 @@ def rename_keys(state: dict[str, torch.Tensor], renames: tuple[tuple[str, str], 
     return out
 
 
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t``, copied when its data is not 64-byte aligned: tensors read from a safetensors byte buffer
+    sit at arbitrary offsets, and CPU convolutions over them ran ~4-14% slower (measured on an f8 KL)."""
+    return t if t.data_ptr() % 64 == 0 else t.clone()
+
+
 class PretrainedModule(nn.Module):
     """Base of every savable module: strict safetensors checkpoints with a JSON config.
 
@@ -160,7 +166,7 @@ class PretrainedModule(nn.Module):
         computed = any(name not in own for name, _ in model.named_buffers())  # non-persistent: made in __init__
         if tied or computed or set(own) != set(state) or any(own[k].shape != state[k].shape for k in own):
             return None
-        model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True, assign=True)
+        model.load_state_dict({k: _aligned(v.to(own[k].dtype)) for k, v in state.items()}, strict=True, assign=True)
         return model
 
     def load_state_dict_strict(self, state: dict[str, torch.Tensor]) -> None:
