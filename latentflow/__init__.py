@@ -53,6 +53,8 @@ _EXPORTS: dict[str, str] = {
     "read_codec": "latentflow.data.readers",
     "LatentDataset": "latentflow.data.readers",
     "BucketBatchSampler": "latentflow.data.readers",
+    "save_video_preview": "latentflow.data.preview",
+    "preview_fps": "latentflow.data.preview",
     # the Ray encode job
     "EncodeJobConfig": "latentflow.pipeline.config",
     "EncodeSummary": "latentflow.pipeline.runner",

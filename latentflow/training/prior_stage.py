@@ -200,7 +200,7 @@ def _finish_prior(trainer: Trainer, task: PriorTask, data: PriorData, cfg: Train
     metrics = task.evaluate(final)
     result: dict[str, Any] = {"metrics": metrics, "final_prior": f"{out}/final"}
     if cfg.data.path:
-        result["samples_png"] = sample_and_decode(final, data, cfg, f"{out}/samples.png")
+        result.update(sample_and_decode(final, data, cfg, out))
     from latentflow.training.visualize import read_log, save_loss_curve
 
     save_loss_curve(read_log(f"{out}/log.jsonl"), f"{out}/loss_curve.png")
@@ -208,21 +208,32 @@ def _finish_prior(trainer: Trainer, task: PriorTask, data: PriorData, cfg: Train
     return result
 
 
-def sample_and_decode(prior: PriorModel, data: PriorData | LatentTable, cfg: TrainPriorConfig, png_url: str) -> str:
+def sample_and_decode(prior: PriorModel, data: PriorData | LatentTable, cfg: TrainPriorConfig, out: str) -> dict[str, str]:
     """Sample latents, decode them with the decoder rebuilt from the codec (which undoes its own
-    normalization rule), and write a PNG grid."""
-    from latentflow.data.readers import decode_latents
+    normalization rule), and write what a human looks at under ``out``: ``samples.png``, a grid of
+    images; or, for video latents (codec layout ``CTHW``), ``samples.mp4``, the decoded clips tiled
+    into one grid per frame at the clips' frame rate.
+
+    Returns:
+        ``{"samples_png": url}`` or ``{"samples_mp4": url}``.
+    """
+    from latentflow.data.preview import preview_fps, save_video_preview
+    from latentflow.data.readers import decode_latents, read_codec
     from latentflow.training.visualize import save_sample_grid
 
     prior.check_codec(data.fingerprint)
-    s = cfg.sample
+    s, options = cfg.sample, cfg.data.storage_options  # options of the data; the run's outputs are written as final/ is
+    codec = read_codec(cfg.data.path, options)
     gen = torch.Generator().manual_seed(s.seed)
     labels = torch.arange(s.num_samples) % cfg.data.num_classes if cfg.data.num_classes else None
     z = prior.sample(s.num_samples, labels=labels, generator=gen, temperature=s.temperature, top_k=s.top_k, steps=s.steps)
-    images = decode_latents(z.cpu(), cfg.data.path, storage_options=cfg.data.storage_options,
-                            normalized=cfg.data.normalize and not data.discrete)
-    save_sample_grid(images, png_url, per_row=min(8, s.num_samples))
-    return png_url
+    decoded = decode_latents(z.cpu(), codec, storage_options=options, normalized=cfg.data.normalize and not data.discrete)
+    if codec.layout == "CTHW":  # (N, 3, T, H, W) clips
+        url = save_video_preview(decoded, f"{out}/samples.mp4", fps=preview_fps(cfg.data.path, options),
+                                 per_row=min(4, s.num_samples))
+        return {"samples_mp4": url}
+    save_sample_grid(decoded, f"{out}/samples.png", per_row=min(8, s.num_samples))
+    return {"samples_png": f"{out}/samples.png"}
 
 
 def evaluate_prior(prior_path: str, latents_path: str, storage_options: dict | None = None,

@@ -1,4 +1,8 @@
-"""Training outputs a human looks at: image grids and loss curves (PNG), from tensors and ``log.jsonl``."""
+"""Training outputs a human looks at: image grids and loss curves (PNG), from tensors and ``log.jsonl``.
+
+Video samples are written as mp4/GIF previews by :func:`latentflow.data.preview.save_video_preview`,
+which owns the [-1, 1] -> uint8 conversion used here too.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, C, H, W) in [-1, 1] -> (B, H, W, 3) uint8 (greyscale repeated to RGB)."""
-    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-    if x.shape[1] == 1:
-        x = x.repeat(1, 3, 1, 1)
-    return x[:, :3].permute(0, 2, 3, 1).numpy()
+from latentflow.data.preview import to_uint8  # (B, C, H, W) in [-1, 1] -> (B, H, W, 3) uint8
 
 
 def image_grid(rows: list[torch.Tensor], pad: int = 2) -> np.ndarray:

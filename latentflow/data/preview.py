@@ -1,0 +1,137 @@
+"""Video previews a human watches: decoded clips (or prior samples) written as an mp4 or GIF.
+
+The inverse end of :mod:`latentflow.data.video`: frames go out through PyAV (its wheels bundle
+FFmpeg, libx264 included), into memory first and then through fsspec, so ``s3://`` works like a
+local path. Several clips are tiled into one grid per frame, as the PNG sample grids are.
+
+Example::
+
+    frames = decode_latents(batch["latent"], "s3://bucket/latents")    # (B, 3, T, H, W) in [-1, 1]
+    save_video_preview(frames, "s3://bucket/previews/batch.mp4", fps=preview_fps("s3://bucket/latents"))
+"""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+from typing import Any
+
+import fsspec
+import numpy as np
+import torch
+
+from latentflow.errors import InputError
+
+FORMATS = {".mp4": ("mp4", "libx264", "yuv420p"), ".gif": ("gif", "gif", "rgb8")}
+DEFAULT_FPS = 8.0  # clips whose codec and rows record no fps
+
+
+def to_uint8(pixels: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(B, C, ...) in [-1, 1] -> (B, ..., 3) uint8: channels moved last, greyscale repeated to RGB.
+
+    (B, C, H, W) images give (B, H, W, 3); (B, C, T, H, W) clips give (B, T, H, W, 3).
+    """
+    x = torch.as_tensor(pixels).detach().float().cpu()
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, *[1] * (x.ndim - 2))
+    return x[:, :3].movedim(1, -1).numpy()
+
+
+def tile_clips(clips: np.ndarray, per_row: int = 4, pad: int = 2) -> np.ndarray:
+    """(B, T, H, W, 3) uint8 clips -> (T, rows*(H+pad)+pad, per_row*(W+pad)+pad, 3): one grid per frame, white gaps."""
+    b, t, h, w, _ = clips.shape
+    per_row = min(per_row, b) if b > 1 else 1
+    rows = -(-b // per_row)
+    if b == 1:
+        return clips[0]
+    canvas = np.full((t, rows * (h + pad) + pad, per_row * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for i in range(b):
+        top, left = pad + (i // per_row) * (h + pad), pad + (i % per_row) * (w + pad)
+        canvas[:, top:top + h, left:left + w] = clips[i]
+    return canvas
+
+
+def _as_frames(frames: Any, per_row: int) -> np.ndarray:
+    """Any accepted input -> (T, H, W, 3) uint8."""
+    if isinstance(frames, np.ndarray) and frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[-1] == 3:
+        return frames
+    x = torch.as_tensor(frames)
+    if x.is_floating_point() and x.ndim in (4, 5) and x.shape[-4] in (1, 3):
+        clips = to_uint8(x[None] if x.ndim == 4 else x)  # (B, T, H, W, 3)
+        return tile_clips(clips, per_row)
+    raise InputError(f"video preview frames must be (T, H, W, 3) uint8, or float (3, T, H, W) / (B, 3, T, H, W) in [-1, 1] "
+                     f"(decode_latents of video latents), got: {tuple(x.shape)} {x.dtype}")
+
+
+def encode_video(frames: np.ndarray, fps: float, fmt: str = ".mp4") -> bytes:
+    """(T, H, W, 3) uint8 -> the bytes of an mp4 (H.264, yuv420p; odd sides padded by one black line) or GIF."""
+    import av
+
+    container_format, codec, pix_fmt = FORMATS[fmt]
+    if pix_fmt == "yuv420p":  # 4:2:0 chroma needs even sides
+        frames = np.pad(frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)))
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.height, stream.width, stream.pix_fmt = frames.shape[1], frames.shape[2], pix_fmt
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())  # flush the encoder
+    return buf.getvalue()
+
+
+def save_video_preview(frames: torch.Tensor | np.ndarray, url: str, fps: float = DEFAULT_FPS, per_row: int = 4,
+                       storage_options: dict | None = None) -> str:
+    """Write frames, or a batch of decoded clips tiled into one grid, as an mp4 or GIF (by ``url``'s suffix).
+
+    Args:
+        frames: (T, H, W, 3) uint8; or float (3, T, H, W) or (B, 3, T, H, W) in [-1, 1], as
+            :func:`~latentflow.data.readers.decode_latents` returns for video latents.
+        url: where to write, local or fsspec URL, ending in ``.mp4`` (H.264) or ``.gif``.
+        fps: frames per second of the preview (:func:`preview_fps` gives a latent output's).
+        per_row: clips per row of the grid.
+        storage_options: fsspec options.
+
+    Returns:
+        ``url``.
+
+    Example::
+
+        save_video_preview(decode_latents(z, out), "preview.mp4", fps=preview_fps(out))
+    """
+    fmt = "." + str(url).rsplit(".", 1)[-1].lower() if "." in str(url) else ""
+    if fmt not in FORMATS:
+        raise InputError(f"video preview url must end in one of {sorted(FORMATS)}, got: {url!r}")
+    if not fps > 0:
+        raise InputError(f"fps must be > 0, got: {fps}")
+    data = encode_video(_as_frames(frames, per_row), fps, fmt)
+    with fsspec.open(str(url), "wb", **(storage_options or {})) as f:
+        f.write(data)
+    return str(url)
+
+
+def preview_fps(path: str, storage_options: dict | None = None) -> float:
+    """The frame rate of a video latent output's clips: the processor's ``fps`` when it resampled,
+    else the ``fps`` stored with the first committed row (native frames), else ``DEFAULT_FPS``."""
+    import pyarrow.parquet as pq
+
+    from latentflow.data.sinks import committed_shards, read_output_codec
+
+    codec = read_output_codec(path, storage_options)
+    if codec is not None and getattr(codec.processor, "fps", None):
+        return float(codec.processor.fps)
+    files = sorted(f for m in committed_shards(path, storage_options).values() for f in m["files"] if f.endswith(".parquet"))
+    if files:
+        fs, p = fsspec.url_to_fs(files[0], **(storage_options or {}))
+        with fs.open(p, "rb") as f:
+            schema = pq.read_schema(f)
+            f.seek(0)
+            column = pq.read_table(f, columns=["fps"]).column("fps").to_pylist() if "fps" in schema.names else []
+        rates = [r for r in column if r]
+        if rates:
+            return float(np.median(rates))
+    return DEFAULT_FPS
+
+
+__all__ = ["save_video_preview", "preview_fps", "encode_video", "tile_clips", "to_uint8"]
