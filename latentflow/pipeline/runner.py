@@ -460,7 +460,9 @@ def ensure_ray() -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        # quiet while connecting (a refusal right after stays one line), Ray's INFO logs (Ray Data progress) after
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, logging_level=logging.WARNING)
+        logging.getLogger("ray").setLevel(logging.INFO)
     else:
         ray.init(include_dashboard=False, log_to_driver=True)
         start_reaper()  # a SIGKILLed driver would leave Ray's agents running ~65 s (see pipeline.reaper)
