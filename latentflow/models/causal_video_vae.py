@@ -17,7 +17,10 @@ How it reads a clip (B, 3, T, H, W) with T = 1 + k * s (s = ``temporal_downsampl
   (the last two input frames of each 3x3x3 conv, the last frame before a temporal downsample),
   so chunked and whole-clip passes compute the same function and memory stays flat in T;
 - space is downsampled 2x per level (8x for the 4-level Wan shape), time 2x at the levels
-  ``temperal_downsample`` marks (4x for Wan); the encoder predicts a diagonal Gaussian.
+  ``temperal_downsample`` marks (4x for Wan); the encoder predicts a diagonal Gaussian;
+- optional spatial tiling (``tiling``, the :class:`TilingConfig` of ``autoencoder_kl``): each tile
+  runs the whole chunked clip, and overlapping tiles are blended linearly, so memory stays flat in
+  resolution too (tiles see less context: close to, not equal to, the untiled result).
 
 Reads top to bottom: helpers -> blocks -> encoder/decoder -> config -> model -> presets.
 
@@ -45,6 +48,7 @@ from latentflow.auto import register
 from latentflow.configuration import LatentConfig
 from latentflow.errors import ConfigError, InputError
 from latentflow.modeling import LatentModel, check_finite
+from latentflow.models.autoencoder_kl import TilingConfig, blend_tiles
 from latentflow.outputs import AutoencoderOutput, DecoderOutput, DiagonalGaussian, VariationalEncoderOutput
 
 CACHE_FRAMES = 2  # a kernel-3 causal conv needs the last two frames of the previous chunk
@@ -351,8 +355,9 @@ class CausalVideoAutoencoderKLConfig(LatentConfig):
     values, since they belong to trained weights. Use :func:`wan21` for the released VAE's config.
 
     Ours: ``chunk_latent_frames`` (latent frames per chunk after the first; None: the rest of the
-    clip at once, faster, memory linear in T), ``sample_size``/``sample_frames`` (what ``sample``
-    draws), ``reconstruction_loss`` (l1 | mse) and ``kl_weight`` (weight of the KL in ``forward``).
+    clip at once, faster, memory linear in T), ``tiling`` (a :class:`TilingConfig` or None: spatial
+    tiles, sizes in pixels), ``sample_size``/``sample_frames`` (what ``sample`` draws),
+    ``reconstruction_loss`` (l1 | mse) and ``kl_weight`` (weight of the KL in ``forward``).
     """
 
     model_type: ClassVar[str] = "causal_video_autoencoder_kl"
@@ -368,6 +373,7 @@ class CausalVideoAutoencoderKLConfig(LatentConfig):
     in_channels: int = 3
     out_channels: int = 3
     chunk_latent_frames: int | None = 1
+    tiling: TilingConfig | None = None
     sample_size: int = 256
     sample_frames: int = 17
     reconstruction_loss: str = "l1"
@@ -390,6 +396,10 @@ class CausalVideoAutoencoderKLConfig(LatentConfig):
                               f"AutoencoderKLWan cannot run one there), got: {list(self.attn_scales)}")
         if self.chunk_latent_frames is not None and self.chunk_latent_frames <= 0:
             raise ConfigError(f"chunk_latent_frames must be > 0 or None, got: {self.chunk_latent_frames}")
+        f = self.downsample_factor
+        if self.tiling is not None and (self.tiling.tile_size % f or self.tiling.tile_stride % f):
+            raise ConfigError(f"tiling.tile_size and tile_stride must be multiples of the downsample factor {f}, "
+                              f"got: {self.tiling.tile_size}, {self.tiling.tile_stride}")
         if self.reconstruction_loss not in ("l1", "mse"):
             raise ConfigError(f"reconstruction_loss must be 'l1' or 'mse', got: {self.reconstruction_loss!r}")
         if self.kl_weight < 0:
@@ -461,6 +471,7 @@ class CausalVideoAutoencoderKLModel(LatentModel):
         self.post_quant_conv = CausalConv3d(c.z_dim, c.z_dim, 1)
         self.decoder = Decoder(c.z_dim, c.decoder_base_dim or c.base_dim, c.out_channels,
                                temporal=tuple(c.temperal_downsample[::-1]), **arch)
+        self.tiling: TilingConfig | None = c.tiling
 
     # ---- geometry ---------------------------------------------------------
     @property
@@ -484,6 +495,16 @@ class CausalVideoAutoencoderKLModel(LatentModel):
         """Per-sample latent shape (C, t, h, w) of a clip of ``frames`` frames (an image: ``frames=1``)."""
         f = self.downsample_factor
         return (self.config.z_dim, self.latent_frames(frames), height // f, width // f)
+
+    # ---- runtime switches -------------------------------------------------
+    def enable_tiling(self, tiling: TilingConfig | None = None) -> None:
+        """Encode/decode in overlapping spatial tiles (``tiling`` or the default :class:`TilingConfig`)."""
+        tiling = tiling or TilingConfig()
+        self.config.replace(tiling=tiling)  # validates the sizes against the downsample factor
+        self.tiling = tiling
+
+    def disable_tiling(self) -> None:
+        self.tiling = None
 
     # ---- input checks -----------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
@@ -512,17 +533,38 @@ class CausalVideoAutoencoderKLModel(LatentModel):
         return z if z.ndim == 5 else z.unsqueeze(2)
 
     # ---- encode / decode ----------------------------------------------------
-    def encode_moments(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 1 + k * s, H, W) -> (B, 2 * z_dim, 1 + k, h, w): frame 0 alone, then chunks through one cache."""
+    def _encode_clip(self, x: torch.Tensor) -> torch.Tensor:
         cache, n = FeatureCache(), self.config.chunk_latent_frames
         size = n * self.temporal_downsample_factor if n else None
         out = torch.cat([self.encoder(chunk, cache) for chunk in clip_chunks(x, size)], dim=2)
         return self.quant_conv(out)
 
-    def decode_frames(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, z_dim, t, h, w) -> (B, 3, 1 + (t - 1) * s, H, W), unclamped: latent frame 0 alone, then chunks."""
+    def _decode_clip(self, z: torch.Tensor) -> torch.Tensor:
         z, cache = self.post_quant_conv(z), FeatureCache()
         return torch.cat([self.decoder(chunk, cache) for chunk in clip_chunks(z, self.config.chunk_latent_frames)], dim=2)
+
+    def _tiled(self, fn, x: torch.Tensor, out_ct: tuple[int, int], tile: int, stride: int, num: int, den: int) -> torch.Tensor:
+        """``blend_tiles`` over (B, C*T, H, W): ``fn`` maps a (B, C, T, h, w) tile to (B, *out_ct, h', w')."""
+        b, c, t = x.shape[:3]
+        flat = lambda y: fn(y.view(b, c, t, *y.shape[-2:])).flatten(1, 2)  # noqa: E731
+        out = blend_tiles(x.flatten(1, 2), flat, tile, stride, num, den)  # (B, C'*T', H', W')
+        return out.view(b, *out_ct, *out.shape[-2:])
+
+    def encode_moments(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 1 + k * s, H, W) -> (B, 2 * z_dim, 1 + k, h, w): frame 0 alone, then chunks through one cache."""
+        t, f = self.tiling, self.downsample_factor
+        if t is None or max(x.shape[-2:]) <= t.threshold:
+            return self._encode_clip(x)
+        out_ct = (2 * self.config.z_dim, self.latent_frames(x.shape[2]))
+        return self._tiled(self._encode_clip, x, out_ct, t.tile_size, t.tile_stride, 1, f)
+
+    def decode_frames(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, z_dim, t, h, w) -> (B, 3, 1 + (t - 1) * s, H, W), unclamped: latent frame 0 alone, then chunks."""
+        t, f = self.tiling, self.downsample_factor
+        if t is None or max(z.shape[-2:]) * f <= t.threshold:
+            return self._decode_clip(z)
+        out_ct = (self.config.out_channels, 1 + (z.shape[2] - 1) * self.temporal_downsample_factor)
+        return self._tiled(self._decode_clip, z, out_ct, t.tile_size // f, t.tile_stride // f, f, 1)
 
     def encode(self, x: torch.Tensor) -> VariationalEncoderOutput:
         """Encode clips (B, 3, 1 + k * s, H, W), or images (B, 3, H, W) as one-frame clips, in [-1, 1].
@@ -603,4 +645,4 @@ def wan21(**overrides: Any) -> CausalVideoAutoencoderKLConfig:
         {"latents_mean": list(WAN21_LATENTS_MEAN), "latents_std": list(WAN21_LATENTS_STD)}, **overrides)
 
 
-__all__ = ["CausalVideoAutoencoderKLConfig", "CausalVideoAutoencoderKLModel", "FeatureCache", "CausalConv3d", "wan21"]
+__all__ = ["CausalVideoAutoencoderKLConfig", "CausalVideoAutoencoderKLModel", "FeatureCache", "CausalConv3d", "TilingConfig", "wan21"]
