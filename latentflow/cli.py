@@ -1,6 +1,7 @@
 """The ``latentflow`` command line.
 
     latentflow inspect ./outputs/latents            # metadata, counts, per-channel stats, scaling factor
+                                                    # (video: layout, modality, clip config, decoder too)
     latentflow inspect s3://bucket/latents --json   # the same, as JSON
     latentflow --version
 

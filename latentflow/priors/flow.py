@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -140,6 +141,7 @@ def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 
+@functools.lru_cache(maxsize=16)  # one per bucket shape; read-only (added, never written in place)
 def sincos_3d(dim: int, gt: int, gh: int, gw: int) -> torch.Tensor:
     """Fixed position embedding (gt*gh*gw, dim) of a (t, h, w) token grid in raster order:
     [time (dim/4) | width (3dim/8) | height (3dim/8)], as CogVideoX's ``get_3d_sincos_pos_embed``."""
