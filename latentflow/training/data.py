@@ -328,7 +328,7 @@ class LatentCacheStream:
 
     def next_batch(self) -> dict[str, Any]:
         """``{"latents": (B, C, h, w) float or (B, h, w) long, "labels": (B,) or None, "captions": [...] or None, "bucket"}``."""
-        for _ in range(2):
+        for _ in range(100):  # a small cache may leave a worker's epoch without a full batch: go on to the next
             if self._iter is None:
                 self._iter = self.dataset.iter_batches(self.batch_size, True, self.seed, self.epoch, self.rank, self.world,
                                                        drop_last=True, start=self.batches, buffer_rows=self.buffer_rows)
@@ -337,7 +337,7 @@ class LatentCacheStream:
                 self.batches += 1
                 return prior_batch(batch, self.labels)
             self.epoch, self.batches, self._iter = self.epoch + 1, 0, None
-        raise InputError(f"worker {self.rank} of {self.world} read no batch in epoch {self.epoch - 1}")
+        raise InputError(f"worker {self.rank} of {self.world} read no full batch in 100 epochs up to epoch {self.epoch - 1}")
 
 
 def prior_batch(batch: dict[str, Any], labels: bool) -> dict[str, Any]:
