@@ -69,7 +69,9 @@ class LatentEncoder:
             sets ``force_upcast`` run in fp32; rows that turn non-finite at low precision are
             recomputed in fp32 before being reported).
         device: where to run.
-        channels_last: run 4-D convnets in channels-last memory format (faster on CPU and GPU).
+        channels_last: run convnets in channels-last memory format (faster on CPU and GPU): 4-D
+            models and inputs as ``channels_last``; video clips (B, 3, T, H, W) as ``channels_last_3d``
+            (the input only: measured 1.4-2.4x faster conv3d encodes on this CPU, equal within 1e-6).
     """
 
     def __init__(self, model: torch.nn.Module, store: StoreConfig | None = None, dtype: str = "fp32", device: str | torch.device = "cpu", channels_last: bool = True):
@@ -81,9 +83,9 @@ class LatentEncoder:
         self.dtype = dtype
         self.device = torch.device(device)
         _warn_if_slow_bf16(dtype, self.device)
-        self.channels_last = channels_last and getattr(model, "input_rank", 4) == 4
+        self.channels_last = channels_last
         self.model = model.to(self.device).eval()
-        if self.channels_last:
+        if channels_last and getattr(model, "input_rank", 4) == 4:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.index_dtype = numpy_index_dtype_for(codebook_size_of(model)) if self.kind == "discrete" else None
         self.float_dtype = np.dtype(self.store.dtype)
@@ -131,8 +133,8 @@ class LatentEncoder:
 
     def _encode(self, x: torch.Tensor, keys: list[str], dtype: str) -> dict[str, torch.Tensor]:
         x = to_pixels(x, self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        if self.channels_last and x.ndim in (4, 5):
+            x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
         with torch.inference_mode(), self._autocast(dtype):
             out = self.model.encode(x)
             if self.kind == "discrete":

@@ -70,3 +70,14 @@ def test_clips_encode_into_typed_video_latents_and_decode_back(tmp_path):
     frames = latentflow.decode_latents(torch.from_numpy(rows["latent"][:2]), out)
     assert frames.shape == (2, 3, 9, 32, 32) and torch.isfinite(frames).all()
     assert latentflow.read_codec(out) == codec
+
+
+def test_channels_last_3d_encodes_clips_like_contiguous(tmp_path):
+    from latentflow.data.encoding import LatentEncoder, StoreConfig
+
+    model, _ = tiny_video_vae(tmp_path)
+    clips = torch.rand(2, 3, 9, 32, 32) * 2 - 1
+    fast = LatentEncoder(model, StoreConfig(), channels_last=True).encode_batch(clips, ["a", "b"])["latent"]
+    plain = LatentEncoder(model, StoreConfig(), channels_last=False).encode_batch(clips, ["a", "b"])["latent"]
+    assert fast.shape == (2, 4, 5, 8, 8)
+    np.testing.assert_allclose(fast, plain, atol=1e-5)
