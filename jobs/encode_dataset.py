@@ -82,10 +82,10 @@ def one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"
 
 
-def print_summary(summary: EncodeSummary) -> None:
+def print_summary(summary: EncodeSummary, unit: str = "images") -> None:
     s = summary
     print(
-        f"\nthis run: encoded {s.rows} images in {s.seconds:.1f} s ({s.images_per_s:.2f} images/s); "
+        f"\nthis run: encoded {s.rows} {unit} in {s.seconds:.1f} s ({s.images_per_s:.2f} {unit}/s); "
         f"{s.errors} sample errors; shards: {s.shards_committed} committed, {s.shards_skipped} already done, "
         f"{len(s.shards_failed)} failed of {s.shards_total}"
     )
@@ -93,7 +93,7 @@ def print_summary(summary: EncodeSummary) -> None:
         print(f"  failed shard: {url}")
     t = s.totals
     print(
-        f"the output holds: {t.rows} images in {t.shards} committed shards; {t.sample_errors} sample errors "
+        f"the output holds: {t.rows} {unit} in {t.shards} committed shards; {t.sample_errors} sample errors "
         f"({s.error_rate:.1%} of samples); {len(s.shards_failed)} shard(s) failing ({s.shard_failure_rate:.1%} of shards)"
     )
     out = s.output.rstrip("/")
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
-    print_summary(summary)
+    print_summary(summary, "clips" if config.video is not None else "images")
     if not summary.ok:
         print(
             f"FAILED: error rate {summary.error_rate:.1%} / shard failure rate {summary.shard_failure_rate:.1%} "

@@ -81,3 +81,22 @@ def test_channels_last_3d_encodes_clips_like_contiguous(tmp_path):
     plain = LatentEncoder(model, StoreConfig(), channels_last=False).encode_batch(clips, ["a", "b"])["latent"]
     assert fast.shape == (2, 4, 5, 8, 8)
     np.testing.assert_allclose(fast, plain, atol=1e-5)
+
+
+def test_the_shipped_video_default_config_encodes_the_shipped_clips(tmp_path):
+    import datasets
+
+    import latentflow
+    from latentflow.auto import AutoModel
+    from latentflow.pipeline.config import EncodeJobConfig
+
+    cfg = EncodeJobConfig.from_yaml(str(ROOT / "configs/encode/video_default.yaml"), [f"output={tmp_path / 'out'}"])
+    assert cfg.model == "video-vae-tiny" and cfg.source.media == "video"
+    model = AutoModel.from_pretrained(cfg.model)
+    source = cfg.source.replace(urls=[str(ROOT / u) for u in cfg.source.urls])
+    codec = encode_locally(model, source, cfg.output, processor_config=cfg.video, model_ref=ModelRef(cfg.model))
+    assert codec.processor.num_frames == 17 and codec.layout == "CTHW"
+    ds = datasets.load_dataset(cfg.output, split="train", cache_dir=str(tmp_path / "hf")).with_format("torch")
+    assert ds.num_rows == 8 and tuple(ds.features["latent"].shape) == (16, 5, 8, 8)
+    frames = latentflow.decode_latents(ds[:2]["latent"], cfg.output)
+    assert frames.shape == (2, 3, 17, 64, 64) and torch.isfinite(frames).all()
