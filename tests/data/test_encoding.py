@@ -119,3 +119,17 @@ def test_codec_mismatch_names_what_differs(vae):
         check_compatible(base, build_codec(vae, ImageProcessorConfig(resolution=32), StoreConfig(), "a.tar"))
     with pytest.raises(CodecMismatchError, match="processor.crop: 'center' -> 'random'"):
         check_compatible(base, dataclasses.replace(base, processor=ImageProcessorConfig(resolution=32, crop="random"), fingerprint=""))
+
+
+def test_a_format_1_codec_still_reads(vae):
+    """Outputs written before the typed codec (format_version 1: a plain dict, ``model.location``,
+    normalization as four keys) read as a Codec with their fingerprint and rule."""
+    v2 = build_codec(vae, ImageProcessorConfig(resolution=32), StoreConfig(logvar=True), ["x.tar"], model_ref="some/dir")
+    v1 = {k: v for k, v in v2.to_dict().items() if k not in ("layout", "modality", "decoder")}
+    v1["format_version"] = 1
+    v1["model"] = {**{k: v for k, v in v1["model"].items() if k != "ref"}, "location": "some/dir"}
+    v1["normalization"] = {"scaling_factor": 0.5, "shift_factor": 0.1, "latents_mean": None, "latents_std": None}
+    read = Codec.from_dict(v1)
+    assert read.fingerprint == v2.fingerprint and read.model.ref.location == "some/dir" and read.layout == "CHW"
+    assert read.normalization.rule == "shift_scale" and read.normalization.scaling_factor == 0.5
+    assert read.format_version == 2 and Codec.from_dict(read.to_dict()) == read
