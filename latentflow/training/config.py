@@ -52,6 +52,7 @@ class ImageDataConfig(SectionConfig):
     Attributes:
         source: a ``SourceConfig`` dict (format, urls, ...).
         processor: an ``ImageProcessorConfig`` dict.
+        video: a ``VideoProcessorConfig`` dict: train a video autoencoder on clips of the source's videos.
         eval_source: held-out images for PSNR/SSIM; ``None`` holds out the last ``holdout_shards`` shards.
         holdout_shards: shards of ``source`` kept for evaluation when ``eval_source`` is None.
         batch_size: images per step per worker.
@@ -60,6 +61,7 @@ class ImageDataConfig(SectionConfig):
 
     source: dict[str, Any] = field(default_factory=dict)
     processor: dict[str, Any] = field(default_factory=dict)
+    video: dict[str, Any] | None = None
     eval_source: dict[str, Any] | None = None
     holdout_shards: int = 0
     batch_size: int = 8

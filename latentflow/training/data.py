@@ -131,19 +131,28 @@ class ImageStream:
 
 def build_image_stream(source: dict[str, Any], processor: dict[str, Any], downsample_factor: int,
                        batch_size: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1,
-                       shard_slice: slice | None = None) -> ImageStream:
-    """An :class:`ImageStream` over the encode job's ``SourceConfig`` + ``ImageProcessorConfig`` dicts.
+                       shard_slice: slice | None = None, video: dict[str, Any] | None = None,
+                       temporal_stride: int | None = None) -> ImageStream:
+    """An :class:`ImageStream` over the encode job's ``SourceConfig`` + processor dicts.
 
     Args:
+        processor: an ``ImageProcessorConfig`` dict (images).
         shard_slice: which of the sorted shards to use (``slice(-k, None)`` holds out the last k).
+        video: a ``VideoProcessorConfig`` dict: the stream yields clips (3, T, H, W) instead, one
+            per video per epoch, picked among the video's clips by (seed, epoch, key); clip lengths
+            are forced to the model's ``temporal_stride``.
     """
-    from latentflow.data.encode import process_record, unpack_pixels
-    from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
+    from latentflow.data.encode import build_processor, process_record, unpack_pixels
+    from latentflow.data.processors import ImageProcessorConfig
     from latentflow.data.records import SampleError, key_seed
     from latentflow.data.sources import SourceConfig, list_shards, read_shard
+    from latentflow.data.video_processor import VideoProcessorConfig
 
     source_cfg = SourceConfig.from_dict(source)
-    proc = ImageProcessor(ImageProcessorConfig.from_dict(processor), downsample_factor)
+    if video is not None and source_cfg.media is None:
+        source_cfg = source_cfg.replace(media="video")
+    config = VideoProcessorConfig.from_dict(video) if video is not None else ImageProcessorConfig.from_dict(processor)
+    proc = build_processor(config, downsample_factor, temporal_stride)
     shards = list_shards(source_cfg)
     if shard_slice is not None:
         shards = shards[shard_slice]
@@ -151,14 +160,14 @@ def build_image_stream(source: dict[str, Any], processor: dict[str, Any], downsa
     augment = proc.config.crop == "random"
 
     def process(record) -> np.ndarray:
-        # the encode job's own per-record path; a bad sample raises SampleError (skipped, counted)
-        if not augment:
-            return unpack_pixels(process_record(record, proc)[0].pixels)
-        # A fresh random crop (and, with processor.flip, a coin-flip mirror) every epoch, still a
-        # deterministic function of (seed, epoch, key) so a resumed run sees the same pixels.
+        # the encode job's own per-record path; a bad sample raises SampleError (skipped, counted).
+        # Random crops are fresh every epoch, still a deterministic function of (seed, epoch, key)
+        # so a resumed run sees the same pixels.
         epoch_key = f"{record.key}@epoch{stream.epoch}"
-        pixels = unpack_pixels(process_record(record, proc, key=epoch_key)[0].pixels)
-        if proc.config.flip and np.random.default_rng(key_seed(seed, epoch_key)).random() < 0.5:
+        rows = process_record(record, proc, key=epoch_key if augment else None)
+        rng = np.random.default_rng(key_seed(seed, epoch_key))
+        pixels = unpack_pixels(rows[int(rng.integers(len(rows)))].pixels if video is not None else rows[0].pixels)
+        if video is None and augment and proc.config.flip and rng.random() < 0.5:
             return np.ascontiguousarray(pixels[:, :, ::-1])
         return pixels
 

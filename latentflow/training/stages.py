@@ -41,16 +41,17 @@ def write_json(url: str, data: dict[str, Any]) -> None:
         json.dump(data, f, indent=2, sort_keys=True)
 
 
-def _image_streams(cfg: TrainAutoencoderConfig, factor: int, rank: int, world: int):
+def _image_streams(cfg: TrainAutoencoderConfig, factor: int, rank: int, world: int, temporal_stride: int | None = None):
     d, k = cfg.data, cfg.data.holdout_shards
+    media = {"video": d.video, "temporal_stride": temporal_stride}  # video: clips instead of images
     train_slice = slice(0, -k) if k and d.eval_source is None else None
     train = build_image_stream(d.source, d.processor, factor, d.batch_size, cfg.train.seed, d.shuffle,
-                               rank, world, shard_slice=train_slice)
+                               rank, world, shard_slice=train_slice, **media)
     if d.eval_source is None and not k:
         return train, None
     source = d.eval_source if d.eval_source is not None else d.source
     held = None if d.eval_source is not None else slice(-k, None)
-    return train, build_image_stream(source, d.processor, factor, d.batch_size, 0, False, shard_slice=held)
+    return train, build_image_stream(source, d.processor, factor, d.batch_size, 0, False, shard_slice=held, **media)
 
 
 def train_autoencoder(cfg: TrainAutoencoderConfig, rank: int = 0, world: int = 1,
@@ -65,7 +66,8 @@ def train_autoencoder(cfg: TrainAutoencoderConfig, rank: int = 0, world: int = 1
     """
     seed_everything(cfg.train.seed * 1000 + rank)
     model = build_model(cfg.model)
-    train_stream, eval_stream = _image_streams(cfg, model.downsample_factor, rank, world)
+    train_stream, eval_stream = _image_streams(cfg, model.downsample_factor, rank, world,
+                                               getattr(model, "temporal_downsample_factor", None))
     task = AutoencoderTask(model, cfg.loss, eval_stream, cfg.data.eval_batches)
     trainer = Trainer(task, train_stream, cfg.optim, cfg.train, on_log=on_log, device=pick_device(cfg.train.use_gpu))
     history = trainer.fit(until)
@@ -93,7 +95,12 @@ def _finish_autoencoder(trainer: Trainer, task: AutoencoderTask, train_stream, e
     batch = (eval_stream or train_stream).next_batch()["pixel_values"][:8]
     with torch.no_grad():
         recon = final.reconstruct(batch.to(final.device)).clamp(-1, 1)
-    save_reconstruction_grid(batch, recon, f"{out}/reconstructions.png")
+    if batch.ndim == 5:  # clips (B, 3, T, H, W): originals above reconstructions, as a video
+        from latentflow.data.preview import save_video_preview
+
+        save_video_preview(torch.cat([batch, recon.cpu()]), f"{out}/reconstructions.mp4", fps=8, per_row=len(batch))
+    else:
+        save_reconstruction_grid(batch, recon, f"{out}/reconstructions.png")
     save_loss_curve(read_log(f"{out}/log.jsonl"), f"{out}/loss_curve.png", keys=("loss", "rec"))
     write_json(f"{out}/metrics.json", {"step": trainer.step, **metrics})
     return {"metrics": metrics, "final_model": f"{out}/final"}

@@ -136,6 +136,8 @@ class AutoencoderTask:
             x = self.eval_stream.next_batch()["pixel_values"].to(model.device)
             enc = model.encode(x)
             x_hat = model.decode(enc.latents).sample.clamp(-1, 1)
+            if x.ndim == 5:  # clips (B, 3, T, H, W): score every frame as an image
+                x, x_hat = (t.transpose(1, 2).flatten(0, 1) for t in (x, x_hat))
             p += psnr(x_hat.float(), x).mean
             s += ssim(x_hat.float(), x).mean
             n += 1
