@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from pathlib import Path
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,6 +15,7 @@ from PIL import Image
 from latentflow.data.records import Shard, shard_id_for
 from latentflow.data.sources import SourceConfig, check_source, list_shards, read_shard, resolve_storage_options, sanitize_member
 from latentflow.errors import ConfigError, ShardReadError
+from tests.data.storage_helpers import put, tar_bytes
 
 
 def png(seed: int, size=(20, 24)) -> bytes:
@@ -33,23 +32,6 @@ def where(request, tmp_path):
     if request.param == "memory":
         return f"memory://{tmp_path.name}", None
     return request.getfixturevalue("s3")
-
-
-def put(url: str, data: bytes, options) -> None:
-    fs, path = fsspec.url_to_fs(url, **(options or {}))
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(path, "wb") as f:
-        f.write(data)
-
-
-def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def test_webdataset_shards_records_and_metadata(where, sample_tars):

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from pathlib import Path
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -17,6 +15,7 @@ from latentflow.data.records import media_kind
 from latentflow.data.sources import SourceConfig, list_shards, read_shard
 from latentflow.data.video_processor import VideoProcessor, VideoProcessorConfig
 from latentflow.errors import ConfigError
+from tests.data.storage_helpers import put, tar_bytes
 from tests.video_samples import read_index, write_video
 
 SHIPPED_SHARD = Path(__file__).resolve().parents[2] / "data" / "videos" / "bbb-000000.tar"
@@ -33,23 +32,6 @@ def videos() -> dict[str, bytes]:
 def where(request, tmp_path):
     """``(base_url, storage_options)`` on local disk or on the moto S3 server."""
     return (str(tmp_path), None) if request.param == "local" else request.getfixturevalue("s3")
-
-
-def put(url: str, data: bytes, options) -> None:
-    fs, path = fsspec.url_to_fs(url, **(options or {}))
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(path, "wb") as f:
-        f.write(data)
-
-
-def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def records_of(cfg: SourceConfig) -> list:
