@@ -32,6 +32,7 @@ _BUILTIN_PRIORS: dict[str, str] = {
     "gpt": "latentflow.priors.gpt",
     "maskgit": "latentflow.priors.maskgit",
     "flow": "latentflow.priors.flow",
+    "discrete_diffusion": "latentflow.priors.discrete_diffusion",
 }
 registry.declare_builtins("prior", _BUILTIN_PRIORS)
 _PRIORS: dict[str, type["PriorModel"]] = registry.table("prior")

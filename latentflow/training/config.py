@@ -222,14 +222,14 @@ class LatentDataConfig(SectionConfig):
 
 @dataclass
 class PriorSpec(SectionConfig):
-    """Which prior: ``kind`` in gpt | maskgit | flow, and its config dict (sizes)."""
+    """Which prior: ``kind`` in gpt | maskgit | discrete_diffusion | flow, and its config dict (sizes)."""
 
     kind: str = "gpt"
     config: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
-        if self.kind not in ("gpt", "maskgit", "flow"):
-            raise ConfigError(f"prior.kind must be one of gpt, maskgit, flow, got: {self.kind!r}")
+        if self.kind not in ("gpt", "maskgit", "discrete_diffusion", "flow"):
+            raise ConfigError(f"prior.kind must be one of gpt, maskgit, discrete_diffusion, flow, got: {self.kind!r}")
 
 
 @dataclass
