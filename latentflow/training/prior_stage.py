@@ -44,7 +44,7 @@ class PriorData:
 
     Attributes:
         fingerprint: the codec fingerprint the prior records.
-        discrete: token indices (gpt, maskgit) rather than continuous latents (flow).
+        discrete: token indices (gpt, maskgit, discrete_diffusion) rather than continuous latents (flow).
         latent_shape: the per-row shape of the largest bucket.
         codebook_size: discrete codecs: the number of codes.
         buckets: rows per bucket shape (``{"": n}`` for an in-memory table).
@@ -59,9 +59,11 @@ class PriorData:
 
 def prior_config_for(cfg: TrainPriorConfig, data: PriorData | LatentTable) -> dict[str, Any]:
     """The prior's config dict, completed from the latent data and its codec."""
+    from latentflow.priors.base import prior_class_for
+
     conf = {**cfg.prior.config, "latent_shape": list(data.latent_shape),
             "codec_fingerprint": data.fingerprint, "num_classes": cfg.data.num_classes}
-    if cfg.prior.kind in ("gpt", "maskgit"):
+    if prior_class_for(cfg.prior.kind).discrete:  # gpt, maskgit, discrete_diffusion
         if not data.discrete:
             raise ConfigError(f"prior.kind={cfg.prior.kind!r} models token indices; {cfg.data.path!r} holds continuous latents (use kind=flow)")
         buckets = getattr(data, "buckets", {})
@@ -72,7 +74,8 @@ def prior_config_for(cfg: TrainPriorConfig, data: PriorData | LatentTable) -> di
             raise ConfigError(f"the codec of {cfg.data.path!r} records no codebook size; set prior.config.vocab_size")
         conf.setdefault("vocab_size", data.codebook_size)
     elif data.discrete:
-        raise ConfigError(f"prior.kind='flow' models continuous latents; {cfg.data.path!r} holds token indices (use gpt or maskgit)")
+        raise ConfigError(f"prior.kind={cfg.prior.kind!r} models continuous latents; {cfg.data.path!r} holds token indices "
+                          "(use gpt, maskgit or discrete_diffusion)")
     return conf
 
 
