@@ -29,11 +29,13 @@ _BUILTIN_MODULES: dict[str, str] = {
     "vqvae2": "latentflow.models.vq_autoencoder",
     "transvae": "latentflow.models.transvae",
     "causal_video_autoencoder_kl": "latentflow.models.causal_video_vae",
+    "titok": "latentflow.models.titok",
+    "audio_autoencoder_oobleck": "latentflow.models.audio_vae",
     "diffusers": "latentflow.models.diffusers_bridge",  # every other diffusers autoencoder class
 }
 
 # diffusers' "_class_name" -> our model_type, for folders written by diffusers.
-_CLASS_NAME_ALIASES: dict[str, str] = {"AutoencoderKL": "autoencoder_kl"}
+_CLASS_NAME_ALIASES: dict[str, str] = {"AutoencoderKL": "autoencoder_kl", "AutoencoderOobleck": "audio_autoencoder_oobleck"}
 
 registry.declare_builtins("model", _BUILTIN_MODULES)
 _MODELS: dict[str, type] = registry.table("model")  # the live model table of the one registry
