@@ -98,9 +98,21 @@ def hub_allow_patterns(subfolder: str | None = None, variant: str | None = None)
     return [f"{p}config.json"] + [p + w for w in weights] + pipeline
 
 
+def text_encoder_allow_patterns(subfolder: str | None = None, tokenizer_subfolder: str | None = None) -> list[str]:
+    """The files a text encoder needs from a hub repo: the model's ``config.json`` and safetensors
+    (single or sharded) in ``subfolder``, and the tokenizer's files (JSON, text and sentencepiece
+    vocabularies, chat template) in ``tokenizer_subfolder`` (default: the model's folder). Never pickles."""
+    model = f"{subfolder.strip('/')}/" if subfolder else ""
+    tok = tokenizer_subfolder if tokenizer_subfolder is not None else subfolder
+    tok = f"{tok.strip('/')}/" if tok else ""
+    weights = [f"{model}config.json", f"{model}*.safetensors", f"{model}*.safetensors.index.json"]
+    return weights + [f"{tok}{name}" for name in ("*.json", "*.txt", "*.model", "*.jinja", "*.tiktoken")]
+
+
 def download(repo_id: str, subfolder: str | None = None, variant: str | None = None,
-             revision: str | None = None) -> tuple[str, str]:
-    """Fetch what :func:`hub_allow_patterns` names from the Hugging Face hub into its cache.
+             revision: str | None = None, allow_patterns: list[str] | None = None) -> tuple[str, str]:
+    """Fetch what :func:`hub_allow_patterns` names (or ``allow_patterns``, e.g.
+    :func:`text_encoder_allow_patterns`) from the Hugging Face hub into its cache.
 
     With ``HF_HUB_OFFLINE=1`` (read at call time) nothing is fetched: the snapshot resolves from
     the local cache (``$HF_HUB_CACHE``, ``refs/<revision>`` -> ``snapshots/<commit>``).
@@ -114,9 +126,9 @@ def download(repo_id: str, subfolder: str | None = None, variant: str | None = N
         raise CheckpointError(f"loading hub id {repo_id!r} needs huggingface_hub: pip install huggingface_hub") from err
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     try:
-        folder = snapshot_download(repo_id, revision=revision, allow_patterns=hub_allow_patterns(subfolder, variant),
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=allow_patterns or hub_allow_patterns(subfolder, variant),
                                    cache_dir=os.environ.get("HF_HUB_CACHE") or None, local_files_only=offline)
-    except Exception as err:  # noqa: BLE001 - not found, offline cache miss, no network
+    except Exception as err:
         where = "the local hub cache (HF_HUB_OFFLINE=1)" if offline else "the hub"
         raise CheckpointError(
             f"{repo_id!r} (revision={revision!r}, subfolder={subfolder!r}, variant={variant!r}) is not a local path, "
