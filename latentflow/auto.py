@@ -30,6 +30,7 @@ _BUILTIN_MODULES: dict[str, str] = {
     "transvae": "latentflow.models.transvae",
     "causal_video_autoencoder_kl": "latentflow.models.causal_video_vae",
     "titok": "latentflow.models.titok",
+    "magvit2": "latentflow.models.magvit2",
     "audio_autoencoder_oobleck": "latentflow.models.audio_vae",
     "diffusers": "latentflow.models.diffusers_bridge",  # every other diffusers autoencoder class
 }
