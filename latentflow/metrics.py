@@ -336,4 +336,52 @@ __all__ = [
     "CodeHistogram",
     "ChannelStats",
     "size_reduction_factor",
+    "si_sdr",
+    "waveform_psnr",
 ]
+
+
+# ---- audio ------------------------------------------------------------------------------
+def _check_waveforms(x: torch.Tensor, y: torch.Tensor) -> None:
+    if x.shape != y.shape:
+        raise InputError(f"waveforms must have one shape, got: {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.ndim != 3 or x.shape[-1] == 0:
+        raise InputError(f"expected (B, C, T) waveforms with T > 0, got shape {tuple(x.shape)}")
+
+
+def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 1e-12) -> MetricResult:
+    """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al., 2019), per sample.
+
+    Per channel, both signals are made zero-mean, ``reference`` is scaled by the projection
+    ``a = <estimate, reference> / ||reference||^2``, and ``SI-SDR = 10 log10(||a r||^2 / ||a r - e||^2)``;
+    a sample's value is the mean over its channels. Any gain on ``estimate`` leaves it unchanged.
+
+    Args:
+        estimate, reference: (B, C, T) waveforms.
+
+    Returns:
+        :class:`MetricResult` (B,) float64 in dB. ``eps`` keeps silent channels finite (about 0 dB when
+        both are silent), so leave silent references out of a mean that should mean something.
+    """
+    _check_waveforms(estimate, reference)
+    e = estimate.double() - estimate.double().mean(dim=-1, keepdim=True)
+    r = reference.double() - reference.double().mean(dim=-1, keepdim=True)
+    a = (e * r).sum(-1, keepdim=True) / (r.pow(2).sum(-1, keepdim=True) + eps)
+    target, noise = a * r, a * r - e
+    values = 10 * torch.log10((target.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps)).mean(dim=1)  # (B,)
+    return MetricResult(values, float(values.mean()))
+
+
+def waveform_psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, max_db: float | None = PSNR_CAP_DB) -> MetricResult:
+    """PSNR of (B, C, T) waveforms, per sample: ``10 log10(data_range^2 / MSE)``; 2.0 is the range of [-1, 1] audio.
+
+    As :func:`psnr` (the same cap), for audio's rank.
+    """
+    _check_waveforms(x, y)
+    if data_range <= 0:
+        raise InputError(f"data_range must be > 0, got: {data_range}")
+    mse = (x.double() - y.double()).pow(2).flatten(1).mean(dim=1)
+    values = 10.0 * torch.log10(data_range**2 / mse)
+    if max_db is not None:
+        values = values.clamp(max=max_db)
+    return MetricResult(values, float(values.mean()))
