@@ -66,13 +66,13 @@ def vocab_size() -> int:
     return len(words()) + 16
 
 
-def t5_folder(folder: Path, umt5: bool = False, seed: int = 0) -> Path:
+def t5_folder(folder: Path, umt5: bool = False, seed: int = 0, d_model: int = 32) -> Path:
     from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
     tok = build_tokenizer(folder, ["<pad>", "</s>", "<unk>"], None, "</s>", "<pad>", "<unk>", 512)
     torch.manual_seed(seed)
     cfg_cls, model_cls = (UMT5Config, UMT5EncoderModel) if umt5 else (T5Config, T5EncoderModel)
-    cfg = cfg_cls(vocab_size=vocab_size(), d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
+    cfg = cfg_cls(vocab_size=vocab_size(), d_model=d_model, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
                   relative_attention_num_buckets=8, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                   decoder_start_token_id=tok.pad_token_id)
     model_cls(cfg).eval().save_pretrained(folder)
@@ -93,13 +93,13 @@ def clip_folder(folder: Path, projection: bool, hidden: int = 32, pad: str = "<|
     return folder
 
 
-def qwen3_folder(folder: Path, seed: int = 0) -> Path:
+def qwen3_folder(folder: Path, seed: int = 0, layers: int = 4) -> Path:
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
     tok = build_tokenizer(folder, specials, None, None, "<|endoftext|>", "<|endoftext|>", 131072, CHAT_TEMPLATE)
     torch.manual_seed(seed)
-    cfg = Qwen3Config(vocab_size=vocab_size(), hidden_size=16, intermediate_size=24, num_hidden_layers=4,
+    cfg = Qwen3Config(vocab_size=vocab_size(), hidden_size=16, intermediate_size=24, num_hidden_layers=layers,
                       num_attention_heads=2, num_key_value_heads=1, head_dim=8, pad_token_id=tok.pad_token_id,
                       bos_token_id=None, eos_token_id=tok.pad_token_id, max_position_embeddings=1024)
     Qwen3ForCausalLM(cfg).eval().save_pretrained(folder)
@@ -123,3 +123,47 @@ def qwen25vl_folder(folder: Path, seed: int = 0) -> Path:
         bos_token_id=None, eos_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id)
     Qwen2_5_VLForConditionalGeneration(cfg).eval().save_pretrained(folder)
     return folder
+
+
+def gemma3_folder(folder: Path, seed: int = 0) -> Path:
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_image>", "<end_of_image>", "<image_soft_token>"]
+    tok = build_tokenizer(folder, specials, "<bos>", None, "<pad>", "<unk>", 1024)
+    torch.manual_seed(seed)
+    ids = tok.convert_tokens_to_ids
+    cfg = Gemma3Config(
+        text_config={"vocab_size": vocab_size(), "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 3,
+                     "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8, "sliding_window": 8,
+                     "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,
+                     "eos_token_id": ids("<eos>"), "max_position_embeddings": 1024},
+        vision_config={"hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 28, "patch_size": 14},
+        mm_tokens_per_image=4, boi_token_index=ids("<start_of_image>"), eoi_token_index=ids("<end_of_image>"),
+        image_token_index=ids("<image_soft_token>"))
+    Gemma3ForConditionalGeneration(cfg).eval().save_pretrained(folder)
+    return folder
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
+
+
+def pipeline_part(root: Path, encoder: str, tokenizer: str, build, **kwargs) -> None:
+    """``build`` a tiny encoder into ``root/encoder`` and move its tokenizer files to ``root/tokenizer``,
+    as diffusers pipelines lay them out."""
+    build(root / encoder, **kwargs)
+    (root / tokenizer).mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (root / encoder / name).exists():
+            (root / encoder / name).rename(root / tokenizer / name)
+
+
+def load_part(root: Path, encoder: str, tokenizer: str):
+    """``(model, tokenizer)`` as a user loads them into a pipeline."""
+    import json
+
+    import transformers
+
+    arch = json.loads((root / encoder / "config.json").read_text())["architectures"][0]
+    model = getattr(transformers, arch).from_pretrained(root / encoder).eval()
+    return model, transformers.AutoTokenizer.from_pretrained(root / tokenizer)
