@@ -8,7 +8,9 @@ decodes the same samples whether it is read alone or cut from the whole file:
    planar or packed, ADPCM, flac, mp3, ogg/vorbis, opus, m4a/AAC, the audio track of mp4/webm/mkv
    video) to float32 (C, N). With ``start``/``duration`` it seeks to the span, decodes a short
    pre-roll before it (lossy decoders need the previous frame to rebuild the first one) and
-   places the first decoded frame by its pts; samples then follow contiguously.
+   places the first decoded frame by its pts; samples then follow contiguously. Where the pts are
+   coarser than a sample (Matroska/WebM count milliseconds) a span decodes from the file's start
+   instead: exact, and slower for spans far into long files.
 3. Channels are remixed by a named rule (:data:`REMIX_RULES`), in numpy by an explicit matrix,
    then each channel is resampled with ``av.AudioResampler`` (libswresample). A span is resampled
    with context on both sides, starting on the rate ratio's grid, so it equals the same slice of
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import io
 import math
+from fractions import Fraction
 from dataclasses import dataclass
 from typing import Any
 
@@ -300,7 +303,10 @@ class _SeekOvershoot(Exception):
 
 def _decode_source(stream: _Stream, first: int, last: int | None, lossy: bool) -> tuple[np.ndarray, bool]:
     """Source-rate samples [first, last), contiguous from ``first``; retried from the file's start if a seek overshoots."""
-    preroll = round(PREROLL_SECONDS * stream.stream.rate) if lossy else 0
+    s = stream.stream
+    preroll = round(PREROLL_SECONDS * s.rate) if lossy else 0
+    if s.time_base is None or s.time_base > Fraction(1, s.rate):
+        preroll = first  # pts coarser than a sample (mkv/webm count milliseconds): no seek, decode from the start
     try:
         return _read_span(stream, first, last, preroll)
     except _SeekOvershoot:
@@ -470,7 +476,8 @@ def _uniform_starts(total: int, length: int, hop: int, num_segments: int | None)
     if num_segments is None or num_segments <= 0:
         raise ConfigError(f"mode 'uniform' needs num_segments > 0, got: {num_segments}")
     last = max(0, total - length) // hop  # the last start, in hops, that keeps a segment inside the audio
-    return sorted({round(i * last / max(1, num_segments - 1)) * hop for i in range(num_segments)})
+    n = max(1, num_segments - 1)
+    return sorted({(2 * i * last + n) // (2 * n) * hop for i in range(num_segments)})  # i * last / n, halves up
 
 
 def _slide_starts(total: int, length: int, hop: int, stride_seconds: float | None, sample_rate: int) -> list[int]:

@@ -159,14 +159,16 @@ class VFAlignment(nn.Module):
 
 
 # ---- audio: multi-resolution STFT -------------------------------------------------------
-STFT_EPS = 1e-8  # magnitudes are sqrt(max(|X|^2, eps)): finite logs and gradients at silence (auraloss' choice)
+# Magnitudes are clamped at 1e-5 (descript-audio-codec's floor) before the log: finite logs and gradients at
+# silence, and digital silence (sound effects' tails) cannot dominate the log term. auraloss floors |X|^2 at 1e-8.
+STFT_FLOOR = 1e-5
 
 
 def stft_magnitude(x: torch.Tensor, fft_size: int, hop: int) -> torch.Tensor:
     """|STFT| of waveforms (B, C, T) with a Hann window of ``fft_size``: (B * C, fft_size / 2 + 1, frames)."""
     window = torch.hann_window(fft_size, device=x.device, dtype=x.dtype)
     spec = torch.stft(x.reshape(-1, x.shape[-1]), fft_size, hop, window=window, return_complex=True)
-    return spec.abs().pow(2).clamp(min=STFT_EPS).sqrt()
+    return spec.abs().clamp(min=STFT_FLOOR)
 
 
 def stft_loss(x_hat: torch.Tensor, x: torch.Tensor, fft_size: int, hop: int | None = None) -> torch.Tensor:
@@ -174,7 +176,7 @@ def stft_loss(x_hat: torch.Tensor, x: torch.Tensor, fft_size: int, hop: int | No
 
     ``sc = ||S - S_hat||_F / ||S||_F`` per signal (then the batch mean), ``log_mag = mean |log S - log S_hat|``.
     Both are 0 for identical signals; for ``x_hat = a * x`` (a > 0) ``sc = |1 - a|`` and ``log_mag = |log a|``
-    (up to the eps floor), whatever ``x``: the loss ignores the signal's level.
+    (on bins above the floor), whatever ``x``: the loss ignores the signal's level.
     """
     s_hat, s = stft_magnitude(x_hat, fft_size, hop or fft_size // 4), stft_magnitude(x, fft_size, hop or fft_size // 4)
     sc = torch.linalg.matrix_norm(s - s_hat) / torch.linalg.matrix_norm(s)  # (B * C,)
