@@ -135,3 +135,39 @@ def test_diagnostics_skip_what_the_data_cannot_give():
     stats.update(torch.randn(4, 2, 3, 3))
     diag = dg.latent_diagnostics(stats, tokens=None, features=np.zeros((4, 3)), labels=np.array([-1, -1, 0, 0]))
     assert diag.uniformity is None and diag.probe is None and diag.codebook is None  # unlabeled / one class
+
+
+# ---- the evaluation report: two codecs side by side on the same images ---------------------------------------
+def test_evaluation_rows_carry_diagnostics_for_two_codecs(photos, tmp_path):
+    """ModelEvaluator rows (as the Ray job makes them) -> merge_rows -> diagnostics and their PNGs,
+    for a continuous and a quantized shipped codec on the same labeled held-out crops."""
+    from PIL import Image
+
+    from latentflow.evaluation import plots
+    from latentflow.evaluation.evaluator import ModelEvaluator
+    from latentflow.evaluation.report import merge_rows
+    from latentflow.evaluation.runner import diagnose
+
+    crops = [np.asarray(Image.fromarray(img).resize((16, 16)), dtype=np.float32) for img in photos.values()]
+    pixels = np.stack([c.transpose(2, 0, 1) / 127.5 - 1 for c in crops])  # (8, 3, 16, 16)
+    labels = np.arange(8) % 2
+    diags = {}
+    for name in ("kl-f8", "fsq-f8"):
+        ev = ModelEvaluator(name, histogram_samples=64)
+        rows = [ev({"key": np.array([f"k{i}" for i in range(s, s + 4)], dtype=object), "pixel_values": pixels[s:s + 4],
+                    "error": np.array([""] * 4, dtype=object), "label": labels[s:s + 4]}) for s in (0, 4)]
+        rep = merge_rows([{k: v[0] for k, v in row.items()} for row in rows])  # one row per batch, as take_all gives
+        diag = diagnose(rep)
+        assert rep["_probe_features"].shape[0] == 8 and list(rep["_probe_labels"]) == list(labels)
+        assert diag["channels"] == rep["latent_stats"]  # the same ChannelStats numbers
+        assert diag["uniformity"]["num_points"] == rep["_latent_sample"].shape[1]
+        assert diag["probe"]["num_train"] + diag["probe"]["num_test"] == 8
+        assert (diag["codebook"] is not None) == (name == "fsq-f8")
+        if diag["codebook"]:
+            assert diag["codebook"] == rep["codebook"]  # metrics.codebook_stats, one definition
+        json.dumps(diag, allow_nan=False)
+        diags[name] = diag
+        png = plots.channel_statistics(diag["channels"], str(tmp_path / f"ch_{name}.png"), title=name)
+        assert Image.open(png).size[0] > 100
+    png = plots.diagnostics_comparison(diags, str(tmp_path / "diagnostics_comparison.png"))
+    assert Image.open(png).format == "PNG"

@@ -2,7 +2,8 @@
 
 Each call takes a batch of processed images and returns ONE row of partial results
 (per-image metrics as JSON, latent channel statistics state, a latent subsample for
-histograms, a code histogram for quantized models, and timings). The driver merges the
+histograms, pooled latents and labels for the linear probe, a code histogram for quantized
+models, and timings). The driver merges the
 rows with :func:`latentflow.evaluation.report.merge_rows`. Usable in a plain loop too::
 
     ev = ModelEvaluator("models/transvae-tiny-photos")
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from latentflow.data.encoding import codebook_size_of
+from latentflow.evaluation.diagnostics import probe_features
 from latentflow.metrics import ChannelStats, psnr, ssim
 
 LPIPS_SKIPPED = "LPIPS skipped: no lpips_weights configured (latentflow never downloads weights)"
@@ -75,7 +77,7 @@ class ModelEvaluator:
         good = [i for i, e in enumerate(errors) if not e]
         skipped = [{"key": keys[i], "error": errors[i]} for i in range(len(keys)) if errors[i]]
         if not good:
-            return self._row([], skipped, None, None, 0.0, 0.0)
+            return {**self._row([], skipped, None, None, 0.0, 0.0), "probe": np.array([""])}
         x = torch.from_numpy(np.stack([np.asarray(batch["pixel_values"][i], dtype=np.float32) for i in good])).to(self.device)
         with torch.inference_mode():
             t0 = time.perf_counter()
@@ -85,7 +87,10 @@ class ModelEvaluator:
             t2 = time.perf_counter()
             per_image = self._scores([keys[i] for i in good], x, x_hat)
             codes = self._codes(x)
-        return self._row(per_image, skipped, latents, codes, t1 - t0, t2 - t1)
+        row = self._row(per_image, skipped, latents, codes, t1 - t0, t2 - t1)
+        labels = [int(batch["label"][i]) for i in good] if "label" in batch else [-1] * len(good)  # -1: no label
+        row["probe"] = np.array([json.dumps({"features": probe_features(latents).tolist(), "labels": labels})])
+        return row
 
     def _scores(self, keys: list[str], x: torch.Tensor, x_hat: torch.Tensor) -> list[dict[str, Any]]:
         p = psnr(x_hat, x).per_sample.tolist()

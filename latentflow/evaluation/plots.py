@@ -5,7 +5,9 @@ Each function writes one PNG through fsspec and returns its path:
 * :func:`reconstruction_grid`: originals in the first row, one row per model below;
 * :func:`latent_histograms`: one histogram per latent channel (first 16);
 * :func:`codebook_histogram`: code usage counts sorted by frequency, dead codes marked;
-* :func:`comparison_bars`: PSNR, SSIM, size reduction and throughput side by side per model.
+* :func:`comparison_bars`: PSNR, SSIM, size reduction and throughput side by side per model;
+* :func:`channel_statistics`: per-channel latent mean +- std and min/max of one model;
+* :func:`diagnostics_comparison`: latent diagnostics (uniformity, probe, codebook) side by side per model.
 
 matplotlib is a dependency of latentflow; where it is missing anyway, every function warns once
 and returns None instead of a path (an evaluation still writes its report).
@@ -137,4 +139,48 @@ def comparison_bars(models: dict[str, dict], path: str, storage_options: dict | 
         ax.bar(range(len(names)), values, color=colors)
         ax.set_xticks(range(len(names)), [n.rstrip("/").rsplit("/", 1)[-1] for n in names], rotation=30, ha="right", fontsize=7)
         ax.set_title(label, fontsize=9)
+    return _save(fig, path, storage_options)
+
+
+@_needs_matplotlib
+def channel_statistics(channels: dict, path: str, title: str = "", storage_options: dict | None = None) -> str:
+    """Per-channel mean +- std (bars) and min/max (markers) from ``ChannelStats.to_dict()``."""
+    mean, std = np.asarray(channels["channel_mean"]), np.asarray(channels["channel_std"])
+    idx = np.arange(len(mean))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.4 * len(mean) + 2), 3.2))
+    ax.errorbar(idx, mean, yerr=std, fmt="o", color="tab:blue", capsize=3, label="mean +- std")
+    ax.scatter(idx, channels["channel_min"], marker="v", color="tab:gray", s=12, label="min")
+    ax.scatter(idx, channels["channel_max"], marker="^", color="tab:gray", s=12, label="max")
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_xlabel("channel"), ax.set_xticks(idx)
+    ax.legend(fontsize=7)
+    ax.set_title(title or "latent channels", fontsize=9)
+    return _save(fig, path, storage_options)
+
+
+_DIAGNOSTICS = (
+    ("density CV (lower: more uniform)", lambda d: (d["uniformity"] or {}).get("density_cv")),
+    ("normalized entropy (higher: more uniform)", lambda d: (d["uniformity"] or {}).get("entropy")),
+    ("Gini (lower: more uniform)", lambda d: (d["uniformity"] or {}).get("gini")),
+    ("linear probe accuracy (line: chance)", lambda d: (d["probe"] or {}).get("accuracy")),
+    ("codebook usage", lambda d: (d["codebook"] or {}).get("usage")),
+)
+
+
+@_needs_matplotlib
+def diagnostics_comparison(models: dict[str, dict], path: str, storage_options: dict | None = None) -> str:
+    """One panel per diagnostic (``LatentDiagnostics.to_dict()`` per model), one bar per model; a
+    missing value (no labels, a continuous codec) is left empty."""
+    names = list(models)
+    fig, axes = plt.subplots(1, len(_DIAGNOSTICS), figsize=(3.2 * len(_DIAGNOSTICS), 3.2))
+    colors = plt.cm.tab10(np.arange(len(names)) % 10)
+    for ax, (label, get) in zip(axes, _DIAGNOSTICS):
+        values = [get(models[n]) for n in names]
+        ax.bar(range(len(names)), [v or 0.0 for v in values], color=colors)
+        if label.startswith("linear probe"):
+            for i, n in enumerate(names):
+                if models[n]["probe"]:
+                    ax.hlines(models[n]["probe"]["chance"], i - 0.4, i + 0.4, colors="black", linestyles="dashed")
+        ax.set_xticks(range(len(names)), [n.rstrip("/").rsplit("/", 1)[-1] for n in names], rotation=30, ha="right", fontsize=7)
+        ax.set_title(label, fontsize=8)
     return _save(fig, path, storage_options)

@@ -6,6 +6,7 @@ A model report (one entry of ``report["models"]``)::
      "num_images": N, "input_shape": [3, H, W], "latent_shape": [C, h, w], "size_reduction_factor": ...,
      "psnr": {"mean", "std", "min", "max"}, "ssim": {...}, "lpips": {...} | None, "lpips_note": "...",
      "latent_stats": ChannelStats.to_dict(), "codebook": CodebookStats fields | None,
+     "diagnostics": LatentDiagnostics.to_dict() (channels, uniformity, probe | None, codebook | None),
      "throughput": {"encode_images_per_s", "decode_images_per_s", "encode_s", "decode_s"},
      "per_image": [{"key", "psnr", "ssim", "lpips"}], "skipped": [{"key", "error"}]}
 """
@@ -39,9 +40,10 @@ def merge_rows(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
     Returns:
         a partial model report plus ``_latent_sample`` (C, N) and ``_codes`` (K,) numpy arrays
-        for the plots (keys starting with ``_`` are dropped from the JSON).
+        for the plots, ``_channel_stats`` and ``_probe_features`` (M, D) / ``_probe_labels`` (M,) for
+        the diagnostics (keys starting with ``_`` are dropped from the JSON).
     """
-    per_image, skipped, samples = [], [], []
+    per_image, skipped, samples, features, labels = [], [], [], [], []
     stats, codes = ChannelStats(), None
     enc_s = dec_s = 0.0
     for row in rows:
@@ -54,6 +56,10 @@ def merge_rows(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         if row["codes"]:
             counts = np.asarray(json.loads(row["codes"]), dtype=np.int64)
             codes = counts if codes is None else codes + counts
+        if row.get("probe"):
+            probe = json.loads(row["probe"])
+            features += probe["features"]
+            labels += probe["labels"]
     per_image.sort(key=lambda r: r["key"])
     n = len(per_image)
     out = {
@@ -73,6 +79,9 @@ def merge_rows(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "skipped": skipped,
         "_latent_sample": np.concatenate(samples, axis=1) if samples else None,  # (C, N)
         "_codes": codes,
+        "_channel_stats": stats,
+        "_probe_features": np.asarray(features, dtype=np.float32) if features else None,
+        "_probe_labels": np.asarray(labels, dtype=np.int64) if labels else None,
     }
     return out
 

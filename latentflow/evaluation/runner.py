@@ -27,6 +27,7 @@ from latentflow.data.encode import processor_spec, unpack_pixels
 from latentflow.data.sources import list_shards
 from latentflow.evaluation import plots
 from latentflow.evaluation.config import EvalJobConfig
+from latentflow.evaluation.diagnostics import latent_diagnostics
 from latentflow.evaluation.evaluator import ModelEvaluator, load_lpips, load_model
 from latentflow.evaluation.report import merge_rows, model_metadata, public, write_report
 from latentflow.pipeline.datasource import ShardDatasource
@@ -37,8 +38,8 @@ logger = logging.getLogger(__name__)
 
 
 def evaluation_rows(batch: pa.Table, resolution: int) -> dict[str, np.ndarray]:
-    """A preprocessed block (the encode job's stages) -> rows ``{key, pixel_values (3, R, R) float32, error}``;
-    failed samples and unreadable shards keep zeros and their error."""
+    """A preprocessed block (the encode job's stages) -> rows ``{key, pixel_values (3, R, R) float32, error, label}``
+    (label -1 where the sample has none); failed samples and unreadable shards keep zeros and their error."""
     rows = []
     for row in batch.to_pylist():
         if row["kind"] == KIND_SAMPLE:
@@ -47,8 +48,10 @@ def evaluation_rows(batch: pa.Table, resolution: int) -> dict[str, np.ndarray]:
             pixels, error = np.zeros((3, resolution, resolution), np.float32), f"{row['error_stage']}/{row['error_type']}: {row['error_message']}"
             if row["kind"] == KIND_EMPTY:
                 continue
-        rows.append({"key": row["key"] or row["shard"], "pixel_values": pixels, "error": error})
+        label = row.get("label")
+        rows.append({"key": row["key"] or row["shard"], "pixel_values": pixels, "error": error, "label": -1 if label is None else label})
     return {"key": np.array([r["key"] for r in rows], dtype=object), "error": np.array([r["error"] for r in rows], dtype=object),
+            "label": np.array([r["label"] for r in rows], dtype=np.int64),
             "pixel_values": np.stack([r["pixel_values"] for r in rows]) if rows else np.zeros((0, 3, resolution, resolution), np.float32)}
 
 
@@ -101,15 +104,30 @@ def _write_plots(cfg: EvalJobConfig, reports: dict[str, dict], originals: np.nda
     fs, root = fsspec.url_to_fs(out, **(so or {}))
     fs.makedirs(root, exist_ok=True)
     written: dict[str, Any] = {"reconstruction_grid": plots.reconstruction_grid(originals, recons, f"{out}/reconstruction_grid.png", storage_options=so)}
-    written["latent_histograms"], written["codebook_usage"] = {}, {}
+    written["latent_histograms"], written["codebook_usage"], written["channel_statistics"] = {}, {}, {}
     for i, (name, rep) in enumerate(reports.items()):
+        if rep["diagnostics"] is not None:
+            written["channel_statistics"][name] = plots.channel_statistics(
+                rep["diagnostics"]["channels"], f"{out}/channel_statistics_{i}.png", title=name, storage_options=so)
         if rep["_latent_sample"] is not None:
             written["latent_histograms"][name] = plots.latent_histograms(rep["_latent_sample"], f"{out}/latent_histograms_{i}.png", title=name, storage_options=so)
         if rep["_codes"] is not None:
             written["codebook_usage"][name] = plots.codebook_histogram(rep["_codes"], f"{out}/codebook_usage_{i}.png", title=name, storage_options=so)
     if len(reports) > 1:
         written["comparison"] = plots.comparison_bars({n: public(r) for n, r in reports.items()}, f"{out}/comparison.png", storage_options=so)
+        written["diagnostics_comparison"] = plots.diagnostics_comparison(
+            {n: r["diagnostics"] for n, r in reports.items() if r["diagnostics"]}, f"{out}/diagnostics_comparison.png", storage_options=so)
     return written
+
+
+def diagnose(rep: dict[str, Any], seed: int = 0) -> dict[str, Any] | None:
+    """The latent diagnostics of one merged model report (channel statistics, uniformity of the latent
+    subsample, linear probe where the images have labels, codebook use), as a JSON-able dict."""
+    if rep["_channel_stats"].mean is None:  # no image could be encoded
+        return None
+    sample = rep["_latent_sample"]  # (C, N): N token vectors
+    return latent_diagnostics(rep["_channel_stats"], None if sample is None else sample.T, rep["_probe_features"],
+                              rep["_probe_labels"], rep["_codes"], seed).to_dict()
 
 
 def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
@@ -136,6 +154,7 @@ def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         rep = evaluate_model(ds, name, cfg)
         rep.update(model_metadata(name, model, tuple(originals.shape[1:])))
+        rep["diagnostics"] = diagnose(rep, cfg.seed)
         rep["lpips_note"] = lpips_note
         rep["throughput"]["wall_s"] = time.perf_counter() - t0
         reports[name] = rep
