@@ -17,3 +17,15 @@ def text_folders(tmp_path_factory):
         "clip": tiny_text.clip_folder(root / "clip", projection=False),
         "clip_proj": tiny_text.clip_folder(root / "clip_proj", projection=True),
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """The tiny models are latency-bound: on the shared 2-core machines two spinning threads made each
+    tiny matmul ~30x slower than one thread. Restored after the session."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

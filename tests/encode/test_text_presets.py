@@ -54,9 +54,13 @@ def test_sd15(roots):
     tt.pipeline_part(root, "text_encoder", "tokenizer", tt.clip_folder, projection=False)
     p = pipe(diffusers.StableDiffusionPipeline, root, {"text_encoder": ("text_encoder", "tokenizer")}, vae=None,
              unet=None, scheduler=None, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    long = " ".join([CAPTIONS[4]] * 5)  # ~100 tokens: cut to 77 with the closing token kept, as the pipeline does
     with torch.no_grad():
-        ref, _ = p.encode_prompt(list(CAPTIONS), "cpu", 1, False)
-    check("sd15", tp.combine_sd15(cached("sd15", root)["clip"]), ref)
+        ref, _ = p.encode_prompt(list(CAPTIONS) + [long], "cpu", 1, False)
+    [cfg] = tp.sd15(str(root), dtype="fp32")
+    embs = TextEncoder(cfg.replace(batch_size=3)).encode(list(CAPTIONS) + [long])
+    assert [e.truncated for e in embs] == [False] * len(CAPTIONS) + [True]
+    check("sd15", tp.combine_sd15(embs), ref)
 
 
 def test_sdxl(roots):
@@ -166,10 +170,10 @@ def test_ltx2_tokens_and_connectors(roots):
              vae=None, audio_vae=None, connectors=None, transformer=None, vocoder=None)
     with torch.no_grad():
         ref, ref_mask, _, _ = p.encode_prompt(list(CAPTIONS), do_classifier_free_guidance=False,
-                                              max_sequence_length=64, device="cpu")
-    [cfg] = tp.ltx2(str(root), max_sequence_length=64, dtype="fp32")
+                                              device="cpu")
+    [cfg] = tp.ltx2(str(root), dtype="fp32")
     embs = TextEncoder(cfg.replace(batch_size=3)).encode(CAPTIONS)
-    embeds, mask = tp.combine_ltx2(embs, num_states=4, max_sequence_length=64)
+    embeds, mask = tp.combine_ltx2(embs, num_states=4)  # (B, 1024, 16 * 4)
     assert torch.equal(mask, ref_mask)
     keep = mask.bool()
     check("ltx2.tokens", embeds[keep], ref[keep])
@@ -183,6 +187,22 @@ def test_ltx2_tokens_and_connectors(roots):
         ours, theirs = connectors(embeds, mask, padding_side="left"), connectors(ref, ref_mask, padding_side="left")
     check("ltx2.connectors.video", ours[0], theirs[0])
     check("ltx2.connectors.audio", ours[1], theirs[1])
+
+
+@pytest.mark.parametrize("name, fn", [
+    ("sd3", diffusers.StableDiffusion3Pipeline.encode_prompt), ("flux", diffusers.FluxPipeline.encode_prompt),
+    ("wan", diffusers.WanPipeline.encode_prompt), ("z_image", diffusers.ZImagePipeline.encode_prompt),
+    ("flux2_klein", diffusers.Flux2KleinPipeline.encode_prompt), ("ltx2", diffusers.LTX2Pipeline.encode_prompt),
+])
+def test_preset_defaults_are_the_pipelines(name, fn):
+    """The presets' defaults are the pipelines' own (the parity tests run them at those defaults)."""
+    import inspect
+
+    ours = inspect.signature(tp.PRESETS[name].configs).parameters
+    theirs = inspect.signature(fn).parameters
+    assert ours["max_sequence_length"].default == theirs["max_sequence_length"].default
+    if name == "flux2_klein":
+        assert ours["layers"].default == theirs["text_encoder_out_layers"].default
 
 
 def test_preset_registry():
