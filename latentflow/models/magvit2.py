@@ -40,6 +40,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -55,7 +56,6 @@ from latentflow.modeling import LatentModel, check_finite
 from latentflow.models import causal_video_vae
 from latentflow.models.autoencoder import reconstruction_loss
 from latentflow.models.causal_video_vae import per_frame
-from latentflow.models.layers import group_norm
 from latentflow.outputs import AutoencoderOutput, DecoderOutput, QuantizedEncoderOutput
 from latentflow.quantizers.base import Quantizer, quantizer_from_config
 
@@ -163,7 +163,7 @@ class AdaptiveGroupNorm(nn.Module):
 class Encoder(nn.Module):
     """(B, C, 1 + k * s, H, W) -> (B, bits, 1 + k, H / f, W / f), before quantization."""
 
-    def __init__(self, c: "MagvitV2Config"):
+    def __init__(self, c: MagvitV2Config):
         super().__init__()
         chans, groups = c.block_out_channels, c.norm_num_groups
         self.conv_in = CausalConv3d(c.in_channels, chans[0], 3, padding=1)
@@ -187,11 +187,11 @@ class Encoder(nn.Module):
 class DecoderLevel(nn.Module):
     """Adaptive group norm from the latents, ResBlocks, then (except at the finest level) an upsampling."""
 
-    def __init__(self, in_ch: int, out_ch: int, c: "MagvitV2Config", upsample: bool | None):
+    def __init__(self, in_ch: int, out_ch: int, c: MagvitV2Config, upsample: bool | None):
         super().__init__()
         self.adaptive = AdaptiveGroupNorm(c.num_bits, in_ch, c.norm_num_groups)
         chans = [in_ch] + [out_ch] * c.layers_per_block
-        self.resnets = nn.Sequential(*(ResBlock3d(a, b, c.norm_num_groups) for a, b in zip(chans[:-1], chans[1:])))
+        self.resnets = nn.Sequential(*(ResBlock3d(a, b, c.norm_num_groups) for a, b in itertools.pairwise(chans)))
         self.upsample = Upsample(out_ch, upsample) if upsample is not None else None
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -202,7 +202,7 @@ class DecoderLevel(nn.Module):
 class Decoder(nn.Module):
     """(B, bits, 1 + k, h, w) -> (B, C, 1 + k * s, h * f, w * f); widths mirror the encoder's."""
 
-    def __init__(self, c: "MagvitV2Config"):
+    def __init__(self, c: MagvitV2Config):
         super().__init__()
         chans, groups = tuple(reversed(c.block_out_channels)), c.norm_num_groups
         temporal = tuple(reversed(c.temporal_levels))  # the upsampling after level i undoes the encoder's
@@ -410,4 +410,4 @@ def magvit2_video(**overrides: Any) -> MagvitV2Model:
     return MagvitV2Model(MagvitV2Config.from_dict({**base, **overrides}))
 
 
-__all__ = ["MagvitV2Config", "MagvitV2Model", "open_magvit2_image", "magvit2_video"]
+__all__ = ["MagvitV2Config", "MagvitV2Model", "magvit2_video", "open_magvit2_image"]

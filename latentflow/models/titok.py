@@ -67,7 +67,11 @@ from latentflow.models.autoencoder import reconstruction_loss
 from latentflow.models.layers import TransformerBlock
 from latentflow.models.mae import unpatchify
 from latentflow.outputs import AutoencoderOutput, DecoderOutput, QuantizedEncoderOutput
-from latentflow.quantizers.base import Quantizer, quantizer_class_for, quantizer_from_config
+from latentflow.quantizers.base import (
+    Quantizer,
+    quantizer_class_for,
+    quantizer_from_config,
+)
 
 NORM_EPS = 1e-5  # the reference's blocks use torch's LayerNorm default
 
@@ -89,7 +93,7 @@ def embedding(*shape: int) -> nn.Parameter:
     return nn.Parameter(shape[-1] ** -0.5 * torch.randn(*shape))
 
 
-def resolve_quantizer(c: "TiTokConfig") -> dict[str, Any]:
+def resolve_quantizer(c: TiTokConfig) -> dict[str, Any]:
     """The quantizer's JSON config with ``dim = codebook_dim`` and ``codebook_size`` filled in, validated."""
     q = c.quantizer if c.quantizer is not None else {"name": "vq", "configuration": {"cosine": True}}
     if not isinstance(q, dict) or "name" not in q or set(q) - {"name", "configuration"}:
@@ -111,7 +115,7 @@ def resolve_quantizer(c: "TiTokConfig") -> dict[str, Any]:
 class TiTokEncoder(nn.Module):
     """Images (B, C, S, S) -> latent tokens (B, K, codebook_dim), before quantization."""
 
-    def __init__(self, c: "TiTokConfig"):
+    def __init__(self, c: TiTokConfig):
         super().__init__()
         d, g2, k = c.hidden_size, c.grid_size**2, c.num_latent_tokens
         self.patch_embed = nn.Conv2d(c.in_channels, d, c.patch_size, stride=c.patch_size)
@@ -140,7 +144,7 @@ class TiTokEncoder(nn.Module):
 class TiTokDecoder(nn.Module):
     """Quantized tokens (B, K, codebook_dim) -> images (B, C, S, S) through G*G mask tokens."""
 
-    def __init__(self, c: "TiTokConfig"):
+    def __init__(self, c: TiTokConfig):
         super().__init__()
         d, g2, k, p = c.resolved_decoder_hidden_size, c.grid_size**2, c.num_latent_tokens, c.patch_size
         heads, layers = c.decoder_num_heads or c.num_heads, c.decoder_num_layers or c.num_layers
@@ -341,4 +345,4 @@ def titok_l_32(**overrides: Any) -> TiTokModel:
     return TiTokModel(TiTokConfig.from_dict({**PRESETS["titok_l_32"], **overrides}))
 
 
-__all__ = ["TiTokConfig", "TiTokModel", "PRESETS", "titok_s_128", "titok_b_64", "titok_l_32"]
+__all__ = ["PRESETS", "TiTokConfig", "TiTokModel", "titok_b_64", "titok_l_32", "titok_s_128"]

@@ -7,7 +7,12 @@ import torch
 
 import latentflow as lf
 from latentflow.errors import ConfigError, InputError
-from latentflow.models.magvit2 import MagvitV2Config, MagvitV2Model, depth_to_space, latent_frame_of
+from latentflow.models.magvit2 import (
+    MagvitV2Config,
+    MagvitV2Model,
+    depth_to_space,
+    latent_frame_of,
+)
 from latentflow.quantizers.base import index_dtype_for
 from tests.model_tester import LatentModelTesterMixin
 

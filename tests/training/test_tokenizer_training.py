@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from training_helpers import tiny_vae_config
+
 from latentflow.auto import AutoModel
 from latentflow.training.config import TrainAutoencoderConfig, load_config
 from latentflow.training.stages import train_autoencoder
