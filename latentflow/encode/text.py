@@ -220,8 +220,9 @@ class TextEmbedding:
     """One caption's stored outputs (arrays in storage form: see :func:`to_storage`).
 
     Attributes:
-        hidden: ``(L, D)``: ``L = length`` (``trim``) or ``max_length``; ``None`` for ``output='pooled'``.
-        pooled: ``(D,)`` or ``None``.
+        hidden: ``(L, D)``: ``L = length`` (``trim``) or ``max_length``, ``D = info.hidden_width``; ``None``
+            for ``output='pooled'``.
+        pooled: ``(info.pooled_width,)`` or ``None``.
         length: the caption's own tokens (after the template's dropped prefix).
         truncated: the caption was longer than ``max_length`` and was cut.
         dtype: storage dtype of the arrays.
@@ -270,7 +271,8 @@ class TextEncoderInfo:
     architecture: str
     weights_sha256: str
     tokenizer_sha256: str
-    hidden_size: int
+    hidden_width: int | None
+    pooled_width: int | None
     output: str
     layer: int | tuple[int, ...] | str | None
     final_layer_norm: bool
@@ -465,7 +467,8 @@ class TextEncoder:
         self.info = TextEncoderInfo(
             name=cfg.name, model=cfg.model, subfolder=cfg.subfolder, tokenizer_subfolder=cfg.tokenizer_subfolder,
             commit=commit, architecture=arch, weights_sha256=weights_sha256(model_dir),
-            tokenizer_sha256=tokenizer_sha256(tok_dir), hidden_size=self._hidden_size(), output=cfg.output,
+            tokenizer_sha256=tokenizer_sha256(tok_dir), hidden_width=self._widths()[0],
+            pooled_width=self._widths()[1], output=cfg.output,
             layer=cfg.layer, final_layer_norm=cfg.final_layer_norm, pooled=cfg.pooled,
             attention_mask=cfg.attention_mask, padding=cfg.padding, padding_side=self.tokenizer.padding_side,
             max_length=self.max_length, truncation=cfg.truncation, dtype=cfg.dtype, compute_dtype=cfg.compute_dtype,
@@ -485,11 +488,15 @@ class TextEncoder:
             return None
         return int(limit)
 
-    def _hidden_size(self) -> int:
-        c = self.model.config
+    def _widths(self) -> tuple[int | None, int | None]:
+        """``(D of the stored hidden, D of the stored pooled)``, ``None`` where not stored: a reader's schema."""
+        cfg, c = self.cfg, self.model.config
         c = getattr(c, "text_config", None) or c
-        return int(getattr(c, "projection_dim", 0) if self.cfg.output == "pooled" and hasattr(c, "projection_dim")
-                   and hasattr(self.model, "text_projection") else getattr(c, "hidden_size", None) or c.d_model)
+        d = getattr(c, "hidden_size", None) or c.d_model
+        n = {"all": c.num_hidden_layers + 1}.get(cfg.layer, len(cfg.layer) if isinstance(cfg.layer, tuple) else 1)
+        hidden = None if cfg.output == "pooled" else d * n
+        proj = getattr(c, "projection_dim", None) if hasattr(self.model, "text_projection") else None
+        return hidden, (proj or d) if cfg.pooled or cfg.output == "pooled" else None
 
     def _check_template_prefix(self) -> None:
         """The dropped prefix must be the template's own tokens, or caption tokens would be cut."""

@@ -22,8 +22,14 @@ ERRORS: dict[str, float] = {}
 
 def cached(name: str, root, **kwargs) -> dict[str, list]:
     """The preset's columns for CAPTIONS, as the encode job would store them (fp32 for the parity check)."""
-    configs = tp.preset(name, str(root), dtype="fp32", **kwargs)
-    return {c.name: TextEncoder(c.replace(batch_size=3)).encode(CAPTIONS) for c in configs}
+    out = {}
+    for c in tp.preset(name, str(root), dtype="fp32", **kwargs):
+        enc = TextEncoder(c.replace(batch_size=3))
+        out[c.name] = enc.encode(CAPTIONS)
+        for e in out[c.name]:  # the widths recorded for a reader's schema are the stored ones
+            assert (e.hidden is None and enc.info.hidden_width is None) or e.hidden.shape[1] == enc.info.hidden_width
+            assert (e.pooled is None and enc.info.pooled_width is None) or e.pooled.shape == (enc.info.pooled_width,)
+    return out
 
 
 def check(name: str, got: torch.Tensor, ref: torch.Tensor) -> None:
