@@ -12,6 +12,8 @@ Rules (``rule``), for batched latents (B, C, h, w) or (B, C, t, h, w):
 ``shift_scale``               ``(z - shift_factor) * scaling_factor`` (SD3, FLUX.1)
 ``per_channel``               ``(z - mean[c]) / std[c] * scaling_factor`` (Wan, Qwen-Image, Mochi, LTX)
 ``per_channel_per_frame``     the same with ``mean[c][t]``, ``std[c][t]`` per latent frame (Cosmos; the first T of T_max)
+``per_channel_per_bin``       the same with ``mean[c][f]``, ``std[c][f]`` per channel and latent mel bin, over
+                              spectrogram latents (B, C, T, F) (LTX-2 audio: its pipeline's packed C*F features)
 ``batchnorm``                 fold each ``patch_size`` x ``patch_size`` patch into channels, then
                               ``(z - mean) / sqrt(var + eps)`` per folded channel, unfold (FLUX.2)
 ============================  ===================================================================
@@ -34,8 +36,8 @@ from latentflow.errors import ConfigError, InputError
 if TYPE_CHECKING:
     import torch
 
-RULES = ("none", "scale", "shift_scale", "per_channel", "per_channel_per_frame", "batchnorm")
-_STATS_RULES = ("per_channel", "per_channel_per_frame", "batchnorm")
+RULES = ("none", "scale", "shift_scale", "per_channel", "per_channel_per_frame", "per_channel_per_bin", "batchnorm")
+_STATS_RULES = ("per_channel", "per_channel_per_frame", "per_channel_per_bin", "batchnorm")
 
 
 def _tuple(value: Any) -> Any:
@@ -59,7 +61,7 @@ class Normalization:
         rule: one of :data:`RULES`.
         scaling_factor: multiplies after shifting / standardizing (1.0 when unused).
         shift_factor: subtracted first (``shift_scale``).
-        mean, std: per-channel statistics (C,), per channel and latent frame (C, T), or the
+        mean, std: per-channel statistics (C,), per channel and latent frame (C, T) or mel bin (C, F), or the
             running mean and variance of a BatchNorm over folded channels (``batchnorm``:
             ``std`` holds the *variance*, as BatchNorm's ``running_var``).
         eps: ``batchnorm``'s epsilon.
@@ -146,7 +148,7 @@ class Normalization:
         return z / self.scaling_factor + self.shift_factor
 
     def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        if self.rule not in ("per_channel", "per_channel_per_frame"):
+        if self.rule not in ("per_channel", "per_channel_per_frame", "per_channel_per_bin"):
             return None, None
         import torch
 
@@ -161,6 +163,11 @@ class Normalization:
             t = z.shape[2]  # as Cosmos' pipelines slice [:, :, :T]
             mean, std = mean[:, :t], std[:, :t]
             shape = (1, mean.shape[0], t) + (1,) * (z.ndim - 3)
+        elif self.rule == "per_channel_per_bin":  # (C, F) over (B, C, T, F): one statistic per channel and bin
+            if z.ndim != 4 or mean.shape[1] != z.shape[3]:
+                raise InputError(f"per-bin statistics of shape {tuple(mean.shape)} need latents (B, C, T, {mean.shape[1]}), "
+                                 f"got: {tuple(z.shape)}")
+            shape = (1, mean.shape[0], 1, mean.shape[1])
         else:
             shape = (1, -1) + (1,) * (z.ndim - 2)
         return mean.view(shape), std.view(shape)

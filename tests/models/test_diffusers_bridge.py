@@ -11,10 +11,22 @@ import pytest
 import torch
 
 from latentflow.auto import AutoModel
-from latentflow.errors import ConfigError, InputError
+from latentflow.errors import ConfigError, InputError, NotSupportedError
 from latentflow.models.diffusers_bridge import FAMILIES, DiffusersAutoencoder
 from latentflow.outputs import QuantizedEncoderOutput, VariationalEncoderOutput
-from tests.models.bridge_fixtures import TINY, VIDEO, build, diffusers_or_skip, images, reference_latents, save
+from tests.models.bridge_fixtures import (
+    AUDIO,
+    TINY,
+    VIDEO,
+    build,
+    diffusers_or_skip,
+    images,
+    reference_decode,
+    reference_encode,
+    reference_latents,
+    sample_input,
+    save,
+)
 
 ALL = sorted(TINY)
 ATOL = 1e-5  # the same module on the same input: differences are float32 rounding only
@@ -48,11 +60,10 @@ def test_autoload_encode_decode_equal_diffusers(name, saved):
     folder, ref = saved(name)
     model = AutoModel.from_pretrained(str(folder))
     assert isinstance(model, DiffusersAutoencoder) and model.config.class_name == name
-    x = images()
-    video = name in VIDEO
+    x = sample_input(name)
     with torch.no_grad():
         out = model.encode(x)
-        expected = reference_latents(ref, _clip(x) if video else x)
+        expected = reference_encode(name, ref, x)
         if FAMILIES[name].discrete:
             assert isinstance(out, QuantizedEncoderOutput)
             torch.testing.assert_close(out.pre_quant, expected, atol=ATOL, rtol=0)
@@ -62,22 +73,32 @@ def test_autoload_encode_decode_equal_diffusers(name, saved):
         else:
             assert isinstance(out, VariationalEncoderOutput)
             torch.testing.assert_close(out.latents, expected, atol=ATOL, rtol=0)
-        assert tuple(out.latents.shape[1:]) == model.latent_shape(16, 16)
+        clip = model.layout == "CTHW" and x.ndim == 5
+        if clip:  # (C, T', h, w): T' from latent_frames, (h, w) as for one frame
+            assert out.latents.shape[2] == model.latent_frames(x.shape[2])
+            assert tuple(out.latents.shape[3:]) == model.latent_shape(*x.shape[-2:])[2:]
+        else:
+            assert tuple(out.latents.shape[1:]) == model.latent_shape(*x.shape[2:])
+        torch.manual_seed(0)  # ConsistencyDecoderVAE's decoder draws noise from the global generator
         decoded = model.decode(out.latents).sample
-        want = ref.decode(out.latents).sample
-        torch.testing.assert_close(decoded, want.squeeze(2) if video else want, atol=ATOL, rtol=0)
-    assert decoded.shape == x.shape  # images come back as images, also from video VAEs
+        torch.manual_seed(0)
+        torch.testing.assert_close(decoded, reference_decode(name, ref, out.latents), atol=ATOL, rtol=0)
+    if FAMILIES[name].decodes_to is None and name not in ("AutoencoderVidTok",):
+        assert decoded.shape == x.shape  # images come back as images (also from video VAEs), clips as clips, audio as audio
 
 
-@pytest.mark.parametrize("name", VIDEO)
+CLIPS = [n for n in VIDEO if n not in ("AutoencoderKLAllegro", "AutoencoderKLMiniMaxH3", "AutoencoderVidTok", "AutoencoderKLQwenImage21")]
+
+
+@pytest.mark.parametrize("name", CLIPS)
 def test_video_classes_encode_clips_like_diffusers(name, saved):
     folder, ref = saved(name)
     model = AutoModel.from_pretrained(str(folder))
-    clip = torch.rand(1, 3, 5, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    clip = torch.rand(1, 3, 9, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
     with torch.no_grad():
         z = model.encode(clip).latents
-        torch.testing.assert_close(z, reference_latents(ref, clip), atol=ATOL, rtol=0)
-        assert z.shape[2] == model.latent_frames(5)
+        torch.testing.assert_close(z, reference_encode(name, ref, clip), atol=ATOL, rtol=0)
+        assert z.shape[2] == model.latent_frames(9)
         assert model.decode(z).sample.ndim == 5
     assert model.temporal_downsample_factor >= 1 and model.input_rank == 5
 
@@ -106,13 +127,25 @@ def test_vq_tokenize_detokenize_equal_diffusers_decode(saved):
 
 
 # ---- normalization: what each pipeline feeds its denoiser ------------------------------------------
+SCALE = ("AutoencoderTiny", "AutoencoderDC", "AutoencoderKLHunyuanVideo", "AutoencoderKLCogVideoX", "VQModel", "AsymmetricAutoencoderKL",
+         "AutoencoderKLHunyuanImage", "ConsistencyDecoderVAE", "AutoencoderKLAllegro", "AutoencoderKLHunyuanImageRefiner",
+         "AutoencoderKLHunyuanVideo15", "AutoencoderKLMagvit", "AutoencoderKLTemporalDecoder", "Kandinsky6SRVAE", "MMAudioVAE")
+AS_ENCODED = ("AutoencoderKLKVAE", "AutoencoderRAE", "AutoencoderKLKVAEVideo", "AutoencoderVidTok", "AutoencoderKLKVAEAudio",
+              "AutoencoderSAME", "Cosmos3AVAEAudioTokenizer", "LongCatAudioDiTVae")
+CONFIG_STATS = ("AutoencoderKLQwenImage", "AutoencoderKLWan", "AutoencoderKLQwenImage21", "AutoencoderKLMiniMaxH3", "AutoencoderKLMiniMaxH3Audio")
+
+
 def _pipeline_reference(name: str, vae, z: torch.Tensor) -> torch.Tensor:
-    """Each family's pipeline lines, reimplemented on ``z`` (or its static helper called)."""
+    """Each family's pipeline lines, reimplemented on ``z`` (or the pipeline's static helper called)."""
     c = vae.config
-    if name in ("AutoencoderTiny", "AutoencoderDC", "AutoencoderKLHunyuanVideo", "AutoencoderKLCogVideoX", "VQModel"):
+    if name in SCALE:
         # StableDiffusionImg2ImgPipeline / HunyuanVideoImageToVideoPipeline / CogVideoXVideoToVideoPipeline /
-        # KandinskyV22Img2ImgPipeline .prepare_latents: scaling_factor * latents; SanaPipeline.__call__ divides by it
+        # KandinskyV22Img2ImgPipeline / StableDiffusionInpaintPipeline / HunyuanImageRefinerPipeline / HunyuanVideo15
+        # ImageToVideoPipeline / EasyAnimateInpaintPipeline / Kandinsky6SRPipeline: scaling_factor * latents;
+        # SanaPipeline / AllegroPipeline / StableVideoDiffusionPipeline / Kandinsky6TI2VAPipeline divide by it to decode
         return c.scaling_factor * z
+    if name in AS_ENCODED:  # no diffusers pipeline scales these (or the class normalizes inside encode)
+        return z
     if name == "AutoencoderKLFlux2":  # Flux2Pipeline._encode_vae_image: _patchify_latents, then the BatchNorm statistics
         b, ch, h, w = z.shape
         p = z.view(b, ch, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(b, ch * 4, h // 2, w // 2)
@@ -121,11 +154,11 @@ def _pipeline_reference(name: str, vae, z: torch.Tensor) -> torch.Tensor:
         p = (p - mean) / std
         # Flux2Pipeline._unpatchify_latents: ours keeps the unpatchified (B, C, h, w) layout
         return p.reshape(b, ch, 2, 2, h // 2, w // 2).permute(0, 1, 4, 2, 5, 3).reshape(b, ch, h, w)
-    if name in ("AutoencoderKLQwenImage", "AutoencoderKLWan"):
-        # QwenImageImg2ImgPipeline._encode_vae_image / WanImageToVideoPipeline.prepare_latents
-        mean = torch.tensor(c.latents_mean).view(1, c.z_dim, 1, 1, 1)
-        inv_std = 1.0 / torch.tensor(c.latents_std).view(1, c.z_dim, 1, 1, 1)
-        return (z - mean) * inv_std
+    if name in CONFIG_STATS:
+        # QwenImageImg2ImgPipeline / QwenImage21Pipeline._encode_vae_image, WanImageToVideoPipeline.prepare_latents;
+        # MiniMax-H3's documented (latent - latents_mean) / latents_std
+        shape = (1, -1) + (1,) * (z.ndim - 2)
+        return (z - torch.tensor(c.latents_mean).view(shape)) * (1.0 / torch.tensor(c.latents_std).view(shape))
     if name == "AutoencoderKLMochi":  # MochiPipeline.__call__ inverts: z * std / scaling_factor + mean
         mean = torch.tensor(c.latents_mean).view(1, -1, 1, 1, 1)
         std = torch.tensor(c.latents_std).view(1, -1, 1, 1, 1)
@@ -133,41 +166,60 @@ def _pipeline_reference(name: str, vae, z: torch.Tensor) -> torch.Tensor:
     if name == "AutoencoderKLLTXVideo":  # LTXImageToVideoPipeline._normalize_latents(z, vae.latents_mean, vae.latents_std)
         mean, std = vae.latents_mean.view(1, -1, 1, 1, 1), vae.latents_std.view(1, -1, 1, 1, 1)
         return (z - mean) * c.scaling_factor / std
+    if name == "AutoencoderKLLTX2Video":  # the pipeline's own static helper
+        from diffusers.pipelines.ltx2.pipeline_ltx2 import LTX2Pipeline
+
+        return LTX2Pipeline._normalize_latents(z, vae.latents_mean, vae.latents_std, c.scaling_factor)
+    if name == "AutoencoderKLLTX2Audio":  # LTX2Pipeline.prepare_audio_latents: pack (B, L, C*M), normalize, and back
+        from diffusers.pipelines.ltx2.pipeline_ltx2 import LTX2Pipeline
+
+        packed = LTX2Pipeline._normalize_audio_latents(LTX2Pipeline._pack_audio_latents(z), vae.latents_mean, vae.latents_std)
+        return LTX2Pipeline._unpack_audio_latents(packed, z.shape[2], z.shape[3])
     if name == "AutoencoderKLCosmos":  # CosmosVideoToWorldPipeline.prepare_latents, sigma_data 0.5 (EDMEulerScheduler)
         t = z.shape[2]
         mean = torch.tensor(c.latents_mean).view(1, c.latent_channels, -1, 1, 1)[:, :, :t]
         std = torch.tensor(c.latents_std).view(1, c.latent_channels, -1, 1, 1)[:, :, :t]
         return (z - mean) * 0.5 / std
-    raise AssertionError(name)
+    raise AssertionError(f"no pipeline reference for {name}")
+
+
+def _latents_for_rule(name: str, model) -> torch.Tensor:
+    """Random raw latents of the class's layout; video ones with two latent frames (per-frame statistics differ)."""
+    if name in AUDIO:
+        shape = (2, *model.latent_shape(*sample_input(name).shape[2:]))
+    else:
+        shape = (2, *model.latent_shape(16, 16))
+        if model.layout == "CTHW":
+            shape = (2, shape[1], 2, *shape[3:])
+    return torch.randn(shape, generator=torch.Generator().manual_seed(5)) * 2 + 0.3
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_normalization_equals_the_pipeline(name, saved):
     folder, ref = saved(name)
     model = AutoModel.from_pretrained(str(folder))
-    shape = (2, *model.latent_shape(16, 16))
-    if name in VIDEO:
-        shape = (2, shape[1], 2, *shape[3:])  # two latent frames: per-frame statistics differ per frame
-    z = torch.randn(shape, generator=torch.Generator().manual_seed(5)) * 2 + 0.3
+    z = _latents_for_rule(name, model)
     norm = model.normalize_latents(z)
     torch.testing.assert_close(norm, _pipeline_reference(name, ref, z), atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(model.denormalize_latents(norm), z, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(model.denormalize_latents(norm), z, atol=1e-5, rtol=1e-5)
     rule = model.normalization
     assert type(rule).from_dict(json.loads(json.dumps(rule.to_dict()))) == rule  # typed and JSON-serialisable
 
 
-EXPECTED_RULES = {"AutoencoderTiny": "none", "AutoencoderDC": "scale", "AutoencoderKLFlux2": "batchnorm",
-                  "AutoencoderKLQwenImage": "per_channel", "AutoencoderKLWan": "per_channel", "AutoencoderKLMochi": "per_channel",
-                  "AutoencoderKLLTXVideo": "per_channel", "AutoencoderKLCosmos": "per_channel_per_frame",
-                  "AutoencoderKLHunyuanVideo": "scale", "AutoencoderKLCogVideoX": "scale", "VQModel": "scale"}
+EXPECTED_RULES = {**{n: "scale" for n in SCALE}, **{n: "none" for n in AS_ENCODED}, **{n: "per_channel" for n in CONFIG_STATS},
+                  "AutoencoderTiny": "none", "AutoencoderKLFlux2": "batchnorm", "AutoencoderKLMochi": "per_channel",
+                  "AutoencoderKLLTXVideo": "per_channel", "AutoencoderKLLTX2Video": "per_channel",
+                  "AutoencoderKLLTX2Audio": "per_channel_per_bin", "AutoencoderKLCosmos": "per_channel_per_frame"}
+FROM_BUFFERS = ("AutoencoderKLFlux2", "AutoencoderKLLTXVideo", "AutoencoderKLLTX2Video", "AutoencoderKLLTX2Audio")
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_rule_per_family(name, saved):
     model = AutoModel.from_pretrained(str(saved(name)[0]))
     assert model.normalization.rule == EXPECTED_RULES[name]
-    assert model.normalization.source == {"AutoencoderKLFlux2": "buffers", "AutoencoderKLLTXVideo": "buffers",
-                                          "AutoencoderKLCosmos": "pipeline"}.get(name, "config")
+    source = "buffers" if name in FROM_BUFFERS else "pipeline" if name == "AutoencoderKLCosmos" else "config"
+    assert model.normalization.source == source
+    assert model.modality == FAMILIES[name].modality and model.layout == FAMILIES[name].layout
 
 
 def test_cosmos_reads_sigma_data_from_the_pipeline_root(tmp_path):
@@ -222,11 +274,17 @@ def test_save_pretrained_writes_a_folder_diffusers_loads(saved, tmp_path):
 
 
 def test_unsupported_class_lists_the_supported_ones(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderOobleck", "_diffusers_version": "0.42.1"}))
+    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderFromTheFuture", "_diffusers_version": "9.0.0"}))
     with pytest.raises(ConfigError) as err:
         AutoModel.from_pretrained(str(tmp_path))
-    assert "'AutoencoderOobleck' is not an autoencoder latentflow supports" in str(err.value)
-    assert all(name in str(err.value) for name in ["AutoencoderKL", *ALL])
+    assert "'AutoencoderFromTheFuture' is not an autoencoder latentflow supports" in str(err.value)
+    assert all(name in str(err.value) for name in ["AutoencoderKL", "AutoencoderOobleck", *ALL])
+
+
+def test_a_class_left_out_says_why(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "MMAudioVocoder", "_diffusers_version": "0.42.1"}))
+    with pytest.raises(ConfigError, match=r"MMAudioVocoder is not bridged: it is a vocoder"):
+        AutoModel.from_pretrained(str(tmp_path))
 
 
 def test_without_diffusers_names_the_extra(saved, monkeypatch):

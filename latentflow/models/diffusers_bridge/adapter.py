@@ -1,27 +1,11 @@
-"""The diffusers bridge: every diffusers autoencoder other than ``AutoencoderKL`` as a ``LatentModel``.
+"""The adapter: one diffusers autoencoder module presenting the ``LatentModel`` contract.
 
-``AutoModel.from_pretrained`` sends any folder whose ``config.json`` names a diffusers
-``_class_name`` here (``AutoencoderKL`` stays native: :mod:`latentflow.models.autoencoder_kl`).
-One adapter class, :class:`DiffusersAutoencoder`, wraps the diffusers module and presents the
-contract: ``encode`` -> :class:`VariationalEncoderOutput` (or :class:`QuantizedEncoderOutput`
-for ``VQModel``), ``decode`` -> :class:`DecoderOutput`, the family's latent ``normalization``,
-spatial ``downsample_factor``, ``temporal_downsample_factor`` (video classes), ``latent_channels``,
-``latent_shape`` and ``fingerprint`` (class + config + sha256 of the weight files read).
-
-What differs per class lives in one table, :data:`FAMILIES`: geometry, how ``encode`` answers,
-and the normalization rule its own diffusers pipeline applies before the denoiser (each rule
-cites the pipeline function it reproduces).
-
-A video VAE given images (B, 3, H, W) encodes each as a one-frame clip (B, 3, 1, H, W), as
-Qwen-Image does, and returns latents (B, C, 1, h, w); the codec then records layout ``CTHW``.
-Decoding a one-frame clip gives images (B, 3, H, W) back; longer clips give (B, 3, T, H, W).
-
-Example::
-
-    vae = AutoModel.from_pretrained("Qwen/Qwen-Image", subfolder="vae")   # or a local folder
-    z = vae.encode(images).latents                 # images (B, 3, H, W) in [-1, 1] -> (B, 16, 1, H/8, W/8)
-    z_unit = vae.normalize_latents(z)              # what QwenImagePipeline feeds its transformer
-    x_hat = vae.decode(vae.denormalize_latents(z_unit)).sample
+:class:`DiffusersAutoencoder` wraps the diffusers module and answers ``encode`` ->
+:class:`VariationalEncoderOutput` (or :class:`QuantizedEncoderOutput` for ``VQModel``), ``decode`` ->
+:class:`DecoderOutput`, the family's latent ``normalization``, ``modality``, ``layout``, ``downsample_factor``,
+``temporal_downsample_factor`` (video classes), ``latent_channels``, ``latent_shape`` and ``fingerprint``
+(class + config + sha256 of the weight files read). What differs per class lives in
+:data:`~latentflow.models.diffusers_bridge.table.FAMILIES`.
 """
 
 from __future__ import annotations
@@ -30,8 +14,6 @@ import hashlib
 import importlib
 import json
 import logging
-import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -41,172 +23,17 @@ import torch
 from latentflow import hub
 from latentflow.auto import register
 from latentflow.configuration import CONFIG_NAME, LatentConfig, read_config_dict
-from latentflow.errors import CheckpointError, ConfigError, InputError
+from latentflow.errors import CheckpointError, ConfigError, InputError, NotSupportedError
 from latentflow.modeling import LatentModel, check_finite
+from latentflow.models.diffusers_bridge.table import FAMILIES, diffusers_class, supported_classes
 from latentflow.normalization import Normalization
 from latentflow.outputs import DecoderOutput, DiagonalGaussian, QuantizedEncoderOutput, VariationalEncoderOutput
 from latentflow.pretrained import check_torch_dtype
 
 logger = logging.getLogger(__name__)
-INSTALL_HINT = "pip install 'latentflow[diffusers]'"
-
-
-# ---------------------------------------------------------------------------
-# the per-family table
-# ---------------------------------------------------------------------------
-def _levels(key: str) -> Callable[[dict], int]:
-    """2 ** (number of levels - 1): one 2x resample between consecutive levels."""
-    return lambda c: 2 ** (len(c[key]) - 1)
-
-
-def _scale_rule(c: dict, module, pipeline: dict) -> Normalization:
-    # StableDiffusionImg2ImgPipeline.prepare_latents: init_latents = self.vae.config.scaling_factor * init_latents
-    # (pipelines/stable_diffusion/pipeline_stable_diffusion_img2img.py); TAESD (scaling_factor 1.0) gives "none".
-    return Normalization.from_values(c.get("scaling_factor"), c.get("shift_factor"), source="config")
-
-
-def _dc_rule(c: dict, module, pipeline: dict) -> Normalization:
-    # SanaPipeline.__call__: self.vae.decode(latents / self.vae.config.scaling_factor) (pipelines/sana/pipeline_sana.py).
-    # The factor is the one the pipeline's checkpoint sets (0.41407 for Sana's DC-AE f32c32), not the class default 1.0
-    # (from_pretrained warns when a folder holds only the default).
-    return Normalization("scale" if c.get("scaling_factor", 1.0) != 1.0 else "none", float(c.get("scaling_factor", 1.0)))
-
-
-def _flux2_rule(c: dict, module, pipeline: dict) -> Normalization:
-    # Flux2Pipeline._encode_vae_image (pipelines/flux2/pipeline_flux2.py): _patchify_latents (2x2 -> channels), then
-    # (z - bn.running_mean) / sqrt(bn.running_var + config.batch_norm_eps). Statistics are checkpoint buffers.
-    bn = module.bn
-    return Normalization("batchnorm", mean=bn.running_mean.tolist(), std=bn.running_var.tolist(),
-                         eps=float(c["batch_norm_eps"]), patch_size=int(c["patch_size"][0]), source="buffers")
-
-
-def _config_stats_rule(c: dict, module, pipeline: dict) -> Normalization:
-    # QwenImageImg2ImgPipeline._encode_vae_image (pipelines/qwenimage/pipeline_qwenimage_img2img.py) and
-    # WanImageToVideoPipeline.prepare_latents (pipelines/wan/pipeline_wan_i2v.py): (z - latents_mean) * (1 / latents_std);
-    # MochiPipeline.__call__ (pipelines/mochi/pipeline_mochi.py) inverts z * latents_std / scaling_factor + latents_mean.
-    if c.get("latents_mean") is None:
-        return _scale_rule(c, module, pipeline)
-    return Normalization("per_channel", float(c.get("scaling_factor", 1.0) or 1.0), 0.0, c["latents_mean"], c["latents_std"])
-
-
-def _ltx_rule(c: dict, module, pipeline: dict) -> Normalization:
-    # LTXImageToVideoPipeline.prepare_latents -> _normalize_latents(init_latents, self.vae.latents_mean, self.vae.latents_std)
-    # and LTXPipeline.__call__ -> _denormalize_latents(..., self.vae.config.scaling_factor) (pipelines/ltx/): statistics are
-    # buffers of the checkpoint, (z - mean) * scaling_factor / std.
-    return Normalization("per_channel", float(c.get("scaling_factor", 1.0)), 0.0, module.latents_mean.tolist(),
-                         module.latents_std.tolist(), source="buffers")
-
-
-def _cosmos_rule(c: dict, module, pipeline: dict) -> Normalization:
-    # CosmosVideoToWorldPipeline.prepare_latents (pipelines/cosmos/pipeline_cosmos_video2world.py):
-    # mean/std .view(1, C, -1, 1, 1)[:, :, :T] (per channel AND latent frame), then (z - mean) * sigma_data / std,
-    # sigma_data from the pipeline's scheduler (EDMEulerScheduler's default 0.5 when no pipeline folder is at hand).
-    sigma = float(pipeline.get("scheduler", {}).get("sigma_data", 0.5))
-    if c.get("latents_mean") is None:
-        return Normalization("scale" if sigma != 1.0 else "none", sigma, source="pipeline")
-    channels = int(c["latent_channels"])
-
-    def per_frame(values: list[float]) -> list[list[float]]:  # flat (C * T,) -> (C, T), as .view(1, C, -1, 1, 1)
-        t = len(values) // channels
-        return [list(values[k * t:(k + 1) * t]) for k in range(channels)]
-
-    return Normalization("per_channel_per_frame", sigma, 0.0, per_frame(c["latents_mean"]), per_frame(c["latents_std"]),
-                         source="pipeline")
-
-
-def _vq_rule(c: dict, module, pipeline: dict) -> Normalization:
-    # KandinskyV22Img2ImgPipeline.prepare_latents: init_latents = self.movq.config.scaling_factor * init_latents
-    # (pipelines/kandinsky2_2/pipeline_kandinsky2_2_img2img.py); LDMTextToImagePipeline.__call__ divides it back.
-    return Normalization("scale" if c.get("scaling_factor", 1.0) != 1.0 else "none", float(c.get("scaling_factor", 1.0)))
-
-
-@dataclass(frozen=True)
-class Family:
-    """What the bridge needs to know about one diffusers autoencoder class.
-
-    Attributes:
-        since: first diffusers release with the class (named when the installed one lacks it).
-        spatial: config -> spatial downsampling factor.
-        temporal: config -> temporal downsampling factor; None for image classes.
-        channels: config key of the latent channels.
-        rule: (config, module, pipeline JSON) -> the pipeline's :class:`Normalization`.
-        moments: encode's posterior is a diagonal Gaussian (False: deterministic latents).
-        discrete: encode quantizes (VQModel).
-    """
-
-    since: str
-    spatial: Callable[[dict], int]
-    rule: Callable[[dict, Any, dict], Normalization]
-    temporal: Callable[[dict], int] | None = None
-    channels: str = "latent_channels"
-    moments: bool = True
-    discrete: bool = False
-
-
-def _causal_t(c: dict) -> int:
-    return 2 ** sum(bool(t) for t in c["temperal_downsample"])
-
-
-def _wan_spatial(c: dict) -> int:
-    """One 2x downsample per ``temperal_downsample`` entry, times Wan 2.2's patchify (``patch_size``)."""
-    return c.get("scale_factor_spatial") or 2 ** len(c["temperal_downsample"]) * (c.get("patch_size") or 1)
-
-
-def _ltx_ratio(c: dict, axis: str, patch_key: str) -> int:
-    """The configured ratio, else the patch times one 2x per ``spatio_temporal_scaling`` level (AutoencoderKLLTXVideo)."""
-    return c.get(f"{axis}_compression_ratio") or c[patch_key] * 2 ** sum(c["spatio_temporal_scaling"])
-
-
-def _cosmos_ratio(c: dict, axis: str) -> int:
-    """The patch, then one 2x downsample per level but the last two, up to the configured ratio (CosmosEncoder3d)."""
-    patch = int(c["patch_size"])
-    layers = int(math.log2(c[f"{axis}_compression_ratio"])) - int(math.log2(patch))
-    return patch * 2 ** max(0, min(layers, len(c["encoder_block_out_channels"]) - 2))
-
-
-FAMILIES: dict[str, Family] = {
-    "AutoencoderTiny": Family("0.20.0", lambda c: c["upsampling_scaling_factor"] ** (len(c["encoder_block_out_channels"]) - 1),
-                              _scale_rule, moments=False),
-    "AutoencoderDC": Family("0.32.0", _levels("encoder_block_out_channels"), _dc_rule, moments=False),
-    "AutoencoderKLFlux2": Family("0.36.0", _levels("block_out_channels"), _flux2_rule),
-    "AutoencoderKLQwenImage": Family("0.35.0", lambda c: 2 ** len(c["temperal_downsample"]), _config_stats_rule, _causal_t,
-                                     channels="z_dim"),
-    "AutoencoderKLWan": Family("0.33.0", _wan_spatial, _config_stats_rule, lambda c: c.get("scale_factor_temporal") or _causal_t(c),
-                               channels="z_dim"),
-    "AutoencoderKLHunyuanVideo": Family("0.32.0", lambda c: c["spatial_compression_ratio"], _scale_rule,
-                                        lambda c: c["temporal_compression_ratio"]),
-    "AutoencoderKLLTXVideo": Family("0.32.0", lambda c: _ltx_ratio(c, "spatial", "patch_size"), _ltx_rule,
-                                    lambda c: _ltx_ratio(c, "temporal", "patch_size_t")),
-    "AutoencoderKLCogVideoX": Family("0.30.0", _levels("block_out_channels"), _scale_rule,
-                                     lambda c: int(c["temporal_compression_ratio"])),
-    # CogVideoXVideoToVideoPipeline.prepare_latents: init_latents = self.vae_scaling_factor_image * init_latents (scale only)
-    "AutoencoderKLMochi": Family("0.32.0", lambda c: math.prod(c["spatial_expansions"]), _config_stats_rule,
-                                 lambda c: math.prod(c["temporal_expansions"])),
-    "AutoencoderKLCosmos": Family("0.34.0", lambda c: _cosmos_ratio(c, "spatial"), _cosmos_rule,
-                                  lambda c: _cosmos_ratio(c, "temporal"), moments=False),
-    "VQModel": Family("0.20.0", _levels("block_out_channels"), _vq_rule, channels="vq_embed_dim", moments=False, discrete=True),
-}
-NATIVE = ("AutoencoderKL",)  # loaded by latentflow.models.autoencoder_kl, not bridged
-
-
-def supported_classes() -> list[str]:
-    return sorted(NATIVE + tuple(FAMILIES))
-
-
-def diffusers_class(class_name: str) -> type:
-    """The diffusers class named ``class_name``, with the errors a user can act on."""
-    if class_name not in FAMILIES:
-        raise ConfigError(f"diffusers class {class_name!r} is not an autoencoder latentflow supports; "
-                          f"supported: {supported_classes()}")
-    try:
-        diffusers = importlib.import_module("diffusers")
-    except ImportError as err:
-        raise ConfigError(f"this folder holds a diffusers {class_name}; loading it needs diffusers: {INSTALL_HINT}") from err
-    cls = getattr(diffusers, class_name, None)
-    if cls is None:
-        raise ConfigError(f"diffusers {class_name} needs diffusers >= {FAMILIES[class_name].since}, installed: "
-                          f"{diffusers.__version__}; pip install -U 'diffusers>={FAMILIES[class_name].since}'")
-    return cls
+_RANK = {"CHW": 4, "CTHW": 5, "CT": 3, "CTF": 4}
+_SHAPES = {"CHW": "(B, {c}, H, W) images", "CTHW": "(B, {c}, H, W) images or (B, {c}, T, H, W) clips",
+           "CT": "(B, {c}, N) waveforms", "CTF": "(B, {c}, T, F) mel spectrograms"}
 
 
 # ---------------------------------------------------------------------------
@@ -261,7 +88,7 @@ class DiffusersAutoencoder(LatentModel):
         self.family = FAMILIES[config.class_name]
         self.vae = module if module is not None else diffusers_class(config.class_name).from_config(config.diffusers_config)
         self.latent_kind = "discrete" if self.family.discrete else "continuous"
-        self.input_rank = 5 if self.family.temporal else 4  # video classes take clips (and images)
+        self.input_rank = _RANK[self.family.layout]  # video classes also take images (rank 4)
         self.weight_files: dict[str, str] = {}
         self.hub_revision: str | None = None
 
@@ -271,21 +98,35 @@ class DiffusersAutoencoder(LatentModel):
         return self.config.diffusers_config
 
     @property
+    def modality(self) -> str:
+        """``image``, ``video`` or ``audio``: what ``encode`` takes."""
+        return self.family.modality
+
+    @property
+    def layout(self) -> str:
+        """Per-sample latent layout: ``CHW``, ``CTHW`` (video, and images as one-frame clips), ``CT`` or ``CTF`` (audio)."""
+        return self.family.layout
+
+    @property
     def in_channels(self) -> int:
-        return 3 if self.config.class_name == "AutoencoderKLMochi" else int(self._c.get("in_channels", self._c.get("input_channels", 3)))
+        return int(self.family.in_channels(self._c))
 
     @property
     def downsample_factor(self) -> int:
+        """Pixels per latent per side; for audio, samples (``CT``) or mel frames and bins (``CTF``) per latent step."""
         return int(self.family.spatial(self._c))
 
     @property
     def temporal_downsample_factor(self) -> int | None:
-        """Frames per latent frame (after the first, for causal VAEs); None for image classes."""
+        """Frames per latent frame (after the first, for causal VAEs); None for image and audio classes."""
         return int(self.family.temporal(self._c)) if self.family.temporal else None
 
     @property
     def latent_channels(self) -> int:
-        return int(self._c.get(self.family.channels) or self._c["latent_channels"])
+        channels = self.family.channels
+        if callable(channels):
+            return int(channels(self._c))
+        return int(self._c.get(channels) or self._c["latent_channels"])  # VQModel: vq_embed_dim None -> latent_channels
 
     @property
     def codebook_size(self) -> int | None:
@@ -293,14 +134,21 @@ class DiffusersAutoencoder(LatentModel):
 
     def latent_frames(self, num_frames: int) -> int:
         """Latent frames of a clip of ``num_frames`` (causal: the first frame alone, then groups)."""
+        if self.family.frames is not None:
+            return int(self.family.frames(self._c, num_frames))
         tf = self.temporal_downsample_factor or 1
-        return (num_frames - 1) // tf + 1
+        return (num_frames - 1) // tf + 1 if self.family.causal else num_frames // tf
 
-    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
-        """Per-sample latent shape of one image: (C, h, w), or (C, 1, h, w) for video classes."""
-        f = self.downsample_factor
-        spatial = (height // f, width // f)
-        return (self.latent_channels, 1, *spatial) if self.family.temporal else (self.latent_channels, *spatial)
+    def latent_shape(self, *size: int) -> tuple[int, ...]:
+        """Per-sample latent shape: of an image (H, W) -> (C, h, w), or (C, 1, h, w) for ``CTHW`` classes; of a
+        waveform (N,) -> (C, N / hop); of a mel spectrogram (T, F) -> (C, T', F / f)."""
+        f, c = self.downsample_factor, self.latent_channels
+        if self.layout == "CT":
+            return (c, size[0] // f)
+        if self.layout == "CTF":  # causal in time, as LTX-2's audio encoder: (T - 1) // f + 1
+            return (c, (size[0] - 1) // f + 1, size[1] // f)
+        spatial = (size[0] // f, size[1] // f)
+        return (c, 1, *spatial) if self.layout == "CTHW" else (c, *spatial)
 
     @property
     def normalization(self) -> Normalization:
@@ -311,43 +159,52 @@ class DiffusersAutoencoder(LatentModel):
 
     # ---- the contract -----------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
-        ranks = (4, 5) if self.family.temporal else (4,)
+        name, layout = self.config.class_name, self.layout
+        ranks = (4, 5) if layout == "CTHW" else (self.input_rank,)
+        want = _SHAPES[layout].format(c=self.in_channels)
         if not isinstance(x, torch.Tensor) or x.ndim not in ranks:
             got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-            want = "(B, 3, H, W) images or (B, 3, T, H, W) clips" if self.family.temporal else "(B, 3, H, W) images"
-            raise InputError(f"{self.config.class_name} expects {want}, got: {got}")
+            raise InputError(f"{name} expects {want}, got: {got}")
         if x.shape[1] != self.in_channels:
-            raise InputError(f"{self.config.class_name} expects {self.in_channels} input channels, got: {x.shape[1]} (shape {tuple(x.shape)})")
+            raise InputError(f"{name} expects {want}: {self.in_channels} input channels, got: {x.shape[1]} (shape {tuple(x.shape)})")
         f = self.downsample_factor
-        if any(s % f for s in x.shape[-2:]):
-            raise InputError(f"{self.config.class_name} downsamples by {f}: height and width must be multiples of {f}, "
-                             f"got: {tuple(x.shape[-2:])}")
+        if layout in ("CHW", "CTHW") and any(s % f for s in x.shape[-2:]):
+            raise InputError(f"{name} downsamples by {f}: height and width must be multiples of {f}, got: {tuple(x.shape[-2:])}")
+        if layout == "CT" and x.shape[-1] % f:
+            raise InputError(f"{name} encodes {f} samples per latent frame: the length must be a multiple of {f}, "
+                             f"got: {x.shape[-1]} (pad or trim the waveform)")
+        if layout == "CTF" and x.shape[-1] % f:
+            raise InputError(f"{name} downsamples mel bins by {f}: the bin count must be a multiple of {f}, got: {x.shape[-1]}")
+        complaint = self.family.check(self._c, x) if self.family.check else None
+        if complaint:
+            raise InputError(complaint)
         if self.config.check_finite:
             check_finite(x, "input")
 
     def encode(self, x: torch.Tensor) -> VariationalEncoderOutput | QuantizedEncoderOutput:
-        """Encode images (B, 3, H, W), or clips (B, 3, T, H, W) for video classes, in [-1, 1].
+        """Encode what :attr:`modality` names: images (B, 3, H, W) or clips (B, 3, T, H, W) in [-1, 1], waveforms
+        (B, channels, N) in [-1, 1], or LTX-2's mel spectrograms (B, 2, T, F).
 
         Returns:
             ``VariationalEncoderOutput``: ``latents`` the posterior mode (raw, not normalized), ``latent_dist``
-            the posterior (None for deterministic encoders: TAESD, DC-AE, Cosmos); ``QuantizedEncoderOutput``
+            the posterior (None for deterministic encoders: TAESD, DC-AE, Cosmos, RAE, SAME, LongCat); ``QuantizedEncoderOutput``
             for VQModel: ``latents`` quantized, ``pre_quant`` before it, ``indices`` (B, h, w).
+
+        Raises:
+            NotSupportedError: the class (or this checkpoint) has no encoder.
         """
+        why = self.family.encoder(self._c)
+        if why:
+            raise NotSupportedError(f"{self.config.class_name} cannot encode: {why}; it decodes latents only")
         self.check_input(x)
-        if self.family.temporal and x.ndim == 4:
+        if self.layout == "CTHW" and x.ndim == 4:
             x = x.unsqueeze(2)  # one-frame clips, as QwenImagePipeline encodes images
-        out = self.vae.encode(x)
+        if self.family.unit_range:
+            x = (x + 1) / 2
+        out = self.family.encode_fn(self.vae, x) if self.family.encode_fn else self.vae.encode(x)
         if self.family.discrete:
             return self._quantize(out.latents)
-        if self.config.class_name == "AutoencoderDC":
-            return VariationalEncoderOutput(latents=out.latent)
-        if not self.family.moments and not hasattr(out, "latent_dist"):
-            return VariationalEncoderOutput(latents=out.latents)
-        dist = out.latent_dist
-        if not self.family.moments or not hasattr(dist, "logvar"):  # Cosmos: an identity "distribution"
-            return VariationalEncoderOutput(latents=dist.mode())
-        posterior = DiagonalGaussian(dist.mean, dist.logvar)
-        return VariationalEncoderOutput(latents=posterior.mean, latent_dist=posterior)
+        return _encoder_output(out, self.family.moments)
 
     def _quantize(self, h: torch.Tensor) -> QuantizedEncoderOutput:
         quant, loss, (_, _, indices) = self.vae.quantize(h)  # indices flattened (B*h*w,): sane_index_shape=False
@@ -355,12 +212,16 @@ class DiffusersAutoencoder(LatentModel):
         return QuantizedEncoderOutput(latents=quant, pre_quant=h, indices=indices.reshape(b, hh, ww))
 
     def decode(self, latents: torch.Tensor) -> DecoderOutput:
-        """Raw (not normalized) latents -> pixels in [-1, 1]: (B, 3, H, W), or (B, 3, T, H, W) for clips of T > 1."""
+        """Raw (not normalized) latents -> pixels in [-1, 1]: (B, 3, H, W), or (B, 3, T, H, W) for clips of T > 1;
+        waveforms (B, channels, N) for audio (mel spectrograms (B, mel_bins, T) where ``family.decodes_to`` is ``mel``)."""
         z = latents
-        if self.family.temporal and z.ndim == 4:
+        if self.layout == "CTHW" and z.ndim == 4:
             z = z.unsqueeze(2)
-        sample = self.vae.decode(z).sample
-        if sample.ndim == 5 and sample.shape[2] == 1:
+        sample = self.family.decode_fn(self.vae, z) if self.family.decode_fn else self.vae.decode(z)
+        sample = _sample(sample)
+        if self.family.unit_range:
+            sample = sample * 2 - 1
+        if self.layout == "CTHW" and sample.ndim == 5 and sample.shape[2] == 1:
             sample = sample.squeeze(2)
         return DecoderOutput(sample=sample)
 
@@ -444,6 +305,32 @@ class DiffusersAutoencoder(LatentModel):
         return model.eval()
 
 
+def _encoder_output(out: Any, moments: bool) -> VariationalEncoderOutput:
+    """What a diffusers ``encode`` returned (a posterior, ``latent``/``latents``, a tuple or a tensor) as our output."""
+    if isinstance(out, tuple):
+        out = out[0]
+    if isinstance(out, torch.Tensor):
+        return VariationalEncoderOutput(latents=out)
+    for name in ("latent", "latents"):
+        if getattr(out, name, None) is not None:
+            return VariationalEncoderOutput(latents=getattr(out, name))
+    dist = out.latent_dist
+    logvar = getattr(dist, "logvar", None)
+    if logvar is None and getattr(dist, "logs", None) is not None:  # MiniMax-H3 audio keeps log std
+        logvar = 2 * dist.logs
+    if not moments or logvar is None:  # Cosmos: an identity "distribution"
+        return VariationalEncoderOutput(latents=dist.mode())
+    posterior = DiagonalGaussian(dist.mean, logvar)
+    return VariationalEncoderOutput(latents=posterior.mean, latent_dist=posterior)
+
+
+def _sample(out: Any) -> torch.Tensor:
+    """The decoded tensor of a diffusers ``decode`` (an output with ``sample``, a tuple or a tensor)."""
+    if isinstance(out, tuple):
+        out = out[0]
+    return out if isinstance(out, torch.Tensor) else out.sample
+
+
 def _diffusers_version() -> str:
     return importlib.import_module("diffusers").__version__
 
@@ -521,4 +408,4 @@ def _pipeline_json(fs, path: str, subfolder: str | None) -> dict[str, Any]:
     return {"scheduler": {k: v for k, v in data.items() if k == "sigma_data"}}
 
 
-__all__ = ["DiffusersAutoencoder", "DiffusersAutoencoderConfig", "FAMILIES", "Family", "diffusers_class", "supported_classes"]
+__all__ = ["DiffusersAutoencoder", "DiffusersAutoencoderConfig"]
