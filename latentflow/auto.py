@@ -55,6 +55,9 @@ def model_class_for(model_type: str) -> type:
 
 
 def model_type_of(config_dict: dict[str, Any]) -> str:
+    if "_diffusers_version" in config_dict and "_class_name" in config_dict:  # diffusers wrote it: its class decides
+        # (a diffusers config may carry a "model_type" of its own: Cosmos3AVAEAudioTokenizer's "autoencoder_v2")
+        return _CLASS_NAME_ALIASES.get(config_dict["_class_name"], "diffusers")
     if "model_type" in config_dict:
         return config_dict["model_type"]
     if config_dict.get("_class_name") in _CLASS_NAME_ALIASES:
