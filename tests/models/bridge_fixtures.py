@@ -92,6 +92,11 @@ TINY: dict[str, dict] = {
     "AutoencoderVidTok": dict(ch=8, ch_mult=[1, 2, 2], z_channels=4, num_res_blocks=1),
     "Kandinsky6SRVAE": dict(latent_channels=4, encoder_block_out_channels=(4, 8, 8), decoder_block_out_channels=(4, 8, 8), layers_per_block=1,
                             temporal_compression_ratio=4, temporal_compression_start_level=0),
+    "LTX2VideoDiffusionDecoderModel": dict(latent_channels=4, patch_size=2, decoder_head_dim=8, decoder_stage_channels=(16, 16, 8, 8, 8),
+                                           decoder_stage_depths=(1,) * 5, decoder_stage_kernels=((3, 3, 3),) * 4,
+                                           decoder_upsample_strides=((1, 1, 1), (2, 1, 1), (2, 2, 2), (2, 2, 2)),
+                                           decoder_upsample_channel_reductions=(1, 2, 1, 1), decoder_stage5_kernel=(3, 3, 3), decoder_t_emb_dim=16,
+                                           spatial_compression_ratio=8, temporal_compression_ratio=8, scaling_factor=0.8),
     # ---- audio ----
     "AutoencoderKLLTX2Audio": dict(base_channels=16, output_channels=2, ch_mult=(1, 2, 4), num_res_blocks=1, in_channels=2, latent_channels=4,
                                    mel_bins=16),  # base_channels = latent_channels * mel_bins / 4: the size of its statistics
@@ -109,6 +114,7 @@ TINY: dict[str, dict] = {
 }
 VIDEO = tuple(name for name, fam in FAMILIES.items() if fam.layout == "CTHW")
 AUDIO = tuple(name for name, fam in FAMILIES.items() if fam.modality == "audio")
+DECODE_ONLY = tuple(name for name, fam in FAMILIES.items() if fam.encoder(TINY.get(name, {})))
 
 
 def diffusers_or_skip():
@@ -132,7 +138,7 @@ def build(name: str, seed: int = 0) -> torch.nn.Module:
     if name == "AutoencoderKLFlux2":
         model.bn.running_mean.copy_(torch.randn(model.bn.running_mean.shape, generator=g))
         model.bn.running_var.copy_(torch.rand(model.bn.running_var.shape, generator=g) + 0.5)
-    if name in ("AutoencoderKLLTXVideo", "AutoencoderKLLTX2Video", "AutoencoderKLLTX2Audio"):
+    if name in ("AutoencoderKLLTXVideo", "AutoencoderKLLTX2Video", "AutoencoderKLLTX2Audio", "LTX2VideoDiffusionDecoderModel"):
         model.latents_mean.copy_(torch.randn(model.latents_mean.shape, generator=g))
         model.latents_std.copy_(torch.rand(model.latents_std.shape, generator=g) + 0.5)
     return model

@@ -16,6 +16,7 @@ from latentflow.models.diffusers_bridge import FAMILIES, DiffusersAutoencoder
 from latentflow.outputs import QuantizedEncoderOutput, VariationalEncoderOutput
 from tests.models.bridge_fixtures import (
     AUDIO,
+    DECODE_ONLY,
     TINY,
     VIDEO,
     build,
@@ -29,6 +30,7 @@ from tests.models.bridge_fixtures import (
 )
 
 ALL = sorted(TINY)
+ENCODERS = [name for name in ALL if name not in DECODE_ONLY]
 ATOL = 1e-5  # the same module on the same input: differences are float32 rounding only
 
 
@@ -55,7 +57,7 @@ def _clip(x: torch.Tensor) -> torch.Tensor:
 
 
 # ---- load, encode, decode ------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", ENCODERS)
 def test_autoload_encode_decode_equal_diffusers(name, saved):
     folder, ref = saved(name)
     model = AutoModel.from_pretrained(str(folder))
@@ -87,7 +89,7 @@ def test_autoload_encode_decode_equal_diffusers(name, saved):
         assert decoded.shape == x.shape  # images come back as images (also from video VAEs), clips as clips, audio as audio
 
 
-CLIPS = [n for n in VIDEO if n not in ("AutoencoderKLAllegro", "AutoencoderKLMiniMaxH3", "AutoencoderVidTok", "AutoencoderKLQwenImage21")]
+CLIPS = [n for n in VIDEO if n not in DECODE_ONLY and n not in ("AutoencoderKLAllegro", "AutoencoderKLMiniMaxH3", "AutoencoderVidTok", "AutoencoderKLQwenImage21")]
 
 
 @pytest.mark.parametrize("name", CLIPS)
@@ -101,6 +103,32 @@ def test_video_classes_encode_clips_like_diffusers(name, saved):
         assert z.shape[2] == model.latent_frames(9)
         assert model.decode(z).sample.ndim == 5
     assert model.temporal_downsample_factor >= 1 and model.input_rank == 5
+
+
+def _decode_only_case(name: str, saved, tmp_path):
+    if name in DECODE_ONLY:
+        return saved(name)
+    torch.manual_seed(0)
+    vae = type(build(name))(**TINY[name], encoder_enabled=False).eval()  # a checkpoint without encoder weights
+    vae.save_pretrained(str(tmp_path))
+    return tmp_path, vae
+
+
+@pytest.mark.parametrize("name", [*DECODE_ONLY, "Cosmos3AVAEAudioTokenizer"])
+def test_decode_only_says_so_and_decodes_like_diffusers(name, saved, tmp_path):
+    folder, ref = _decode_only_case(name, saved, tmp_path)
+    model = AutoModel.from_pretrained(str(folder))
+    with pytest.raises(NotSupportedError, match=f"{name} cannot encode: .*; it decodes latents only"):
+        model.encode(sample_input(name) if name in AUDIO else images())
+    shape = (1, model.latent_channels, 2, 3, 3) if name in DECODE_ONLY else (2, model.latent_channels, 4)
+    z = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.manual_seed(0)  # LTX-2's diffusion decoder draws its noise from the global generator
+        decoded = model.decode(z).sample
+        torch.manual_seed(0)
+        torch.testing.assert_close(decoded, reference_decode(name, ref, z), atol=ATOL, rtol=0)
+    if name in DECODE_ONLY:
+        assert decoded.shape == (1, 3, model.temporal_downsample_factor + 1, 3 * model.downsample_factor, 3 * model.downsample_factor)
 
 
 @pytest.mark.parametrize("name", ["AutoencoderTiny", "AutoencoderKLWan"])
@@ -166,7 +194,7 @@ def _pipeline_reference(name: str, vae, z: torch.Tensor) -> torch.Tensor:
     if name == "AutoencoderKLLTXVideo":  # LTXImageToVideoPipeline._normalize_latents(z, vae.latents_mean, vae.latents_std)
         mean, std = vae.latents_mean.view(1, -1, 1, 1, 1), vae.latents_std.view(1, -1, 1, 1, 1)
         return (z - mean) * c.scaling_factor / std
-    if name == "AutoencoderKLLTX2Video":  # the pipeline's own static helper
+    if name in ("AutoencoderKLLTX2Video", "LTX2VideoDiffusionDecoderModel"):  # the pipeline's own static helper
         from diffusers.pipelines.ltx2.pipeline_ltx2 import LTX2Pipeline
 
         return LTX2Pipeline._normalize_latents(z, vae.latents_mean, vae.latents_std, c.scaling_factor)
@@ -209,8 +237,10 @@ def test_normalization_equals_the_pipeline(name, saved):
 EXPECTED_RULES = {**{n: "scale" for n in SCALE}, **{n: "none" for n in AS_ENCODED}, **{n: "per_channel" for n in CONFIG_STATS},
                   "AutoencoderTiny": "none", "AutoencoderKLFlux2": "batchnorm", "AutoencoderKLMochi": "per_channel",
                   "AutoencoderKLLTXVideo": "per_channel", "AutoencoderKLLTX2Video": "per_channel",
+                  "LTX2VideoDiffusionDecoderModel": "per_channel",
                   "AutoencoderKLLTX2Audio": "per_channel_per_bin", "AutoencoderKLCosmos": "per_channel_per_frame"}
-FROM_BUFFERS = ("AutoencoderKLFlux2", "AutoencoderKLLTXVideo", "AutoencoderKLLTX2Video", "AutoencoderKLLTX2Audio")
+FROM_BUFFERS = ("AutoencoderKLFlux2", "AutoencoderKLLTXVideo", "AutoencoderKLLTX2Video", "AutoencoderKLLTX2Audio",
+                "LTX2VideoDiffusionDecoderModel")
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -25,8 +25,6 @@ NOT_BRIDGED: dict[str, str] = {
                             "flow-matched latents), so there is nothing to encode or to compare a round trip against",
     "RFD4ProteinaAutoencoder": "an autoencoder of protein structures (atom coordinates, residue types), not of images, "
                                "video or audio",
-    "LTX2VideoDiffusionDecoderModel": "a diffusion decoder that denoises AutoencoderKLLTX2Video's latents in several "
-                                      "steps (no encoder); encode with AutoencoderKLLTX2Video, which the bridge loads",
 }
 
 

@@ -219,6 +219,13 @@ VIDEO: dict[str, Family] = {
     "AutoencoderVidTok": Family(PINNED, "video", "CTHW", lambda c: 2 ** len(_vidtok_levels(c)[0]), no_rule,
                                 lambda c: 2 ** len(_vidtok_levels(c)[1]), channels="z_channels", causal=False,
                                 check=_vidtok_check),
+    # Decode-only: LTX-2's diffusion decoder denoises AutoencoderKLLTX2Video latents (decode draws its noise from torch's
+    # global generator: seed it for repeatable output). LTX2VideoDiffusionDecodePipeline._latent_stats /
+    # _denormalize_latents (pipelines/ltx2/pipeline_ltx2_diffusion_decode.py): its own buffers, as LTX-2's VAE.
+    "LTX2VideoDiffusionDecoderModel": Family(PINNED, "video", "CTHW", ratio("spatial_compression_ratio"), buffer_stats_rule,
+                                             ratio("temporal_compression_ratio"), in_channels=lambda c: int(c["out_channels"]),
+                                             encoder=lambda c: "it is LTX-2's diffusion decoder, with no encoder (encode with "
+                                                               "the AutoencoderKLLTX2Video of the same checkpoint)"),
     # Kandinsky6SRPipeline.encode_video: latents * self.vae.config.scaling_factor (pipelines/kandinsky6/pipeline_kandinsky6_sr.py)
     "Kandinsky6SRVAE": Family(PINNED, "video", "CTHW", levels("encoder_block_out_channels"), scale_rule,
                               ratio("temporal_compression_ratio")),
