@@ -43,12 +43,14 @@ import torch
 
 import psutil  # noqa: E402  (Ray vendors psutil; `import ray` puts it on sys.path)
 
-from latentflow.data.encoding import LatentEncoder, StoreConfig
-from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
-from latentflow.data.sources import SourceConfig, list_shards, read_shard
+from latentflow.encode.encoder import LatentEncoder
+from latentflow.format.codec import StoreConfig
+from latentflow.media.image import ImageProcessor
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.sources.shards import SourceConfig, list_shards, read_shard
 from latentflow.pipeline.config import EncodeJobConfig
 from latentflow.pipeline.runner import run_encode_job
-from latentflow.data.encode import pack_pixels
+from latentflow.encode.shard import pack_pixels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.samples
 from tests.samples import write_sample_webdataset  # noqa: E402

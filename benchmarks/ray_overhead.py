@@ -36,9 +36,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 import pyarrow as pa
 import ray
 
-from latentflow.data.encode import processor_spec
-from latentflow.data.processors import ImageProcessorConfig
-from latentflow.data.sources import SourceConfig, list_shards
+from latentflow.encode.shard import processor_spec
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.sources.shards import SourceConfig, list_shards
 from latentflow.pipeline.datasource import ShardDatasource, read_shard_block
 from latentflow.pipeline.stages import preprocess_batch
 

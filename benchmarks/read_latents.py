@@ -42,9 +42,10 @@ def parse_args() -> argparse.Namespace:
 
 def write_cache(out: str, rows: int, per_shard: int, resolution: int = 64, logvar: bool = False, seed: int = 0) -> str:
     """A latent output of ``rows`` random (4, resolution/2, resolution/2) latents, written with ``ShardWriter``."""
-    from latentflow.data.codec import StoreConfig, build_codec
-    from latentflow.data.processors import ImageProcessorConfig
-    from latentflow.data.sinks import ShardWriter, finalize, prepare_output
+    from latentflow.format.codec import StoreConfig
+    from latentflow.encode.codec_builder import build_codec
+    from latentflow.media.config import ImageProcessorConfig
+    from latentflow.store.writer import ShardWriter, finalize, prepare_output
     from latentflow.models.vae import VariationalAutoencoderConfig, VariationalAutoencoderModel
 
     torch.manual_seed(0)
@@ -84,7 +85,8 @@ def measure(methods: dict, rows: int, epochs: int) -> dict[str, dict[str, float]
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)  # every reader here copies on one thread; idle intra-op threads only spin on a busy machine
-    from latentflow.data.readers import BucketBatchSampler, LatentDataset, load_latents
+    from latentflow.read.dataset import BucketBatchSampler, LatentDataset
+    from latentflow.read.latents import load_latents
 
     out = args.out or str(Path(tempfile.mkdtemp(prefix="read-latents-")) / "latents")
     write_cache(out, args.rows, args.per_shard)

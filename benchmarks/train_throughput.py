@@ -53,10 +53,10 @@ def build_encoder(kind: str):
 
 def encode_cache(model, urls: list[str], root: Path, resolution: int) -> tuple[str, float]:
     """The encode job's plain loop (data layer): shards -> processor -> encoder -> Parquet + Zarr. Returns (dir, seconds)."""
-    from latentflow.data.encoding import StoreConfig
-    from latentflow.data.local import encode_locally
-    from latentflow.data.processors import ImageProcessorConfig
-    from latentflow.data.sources import SourceConfig
+    from latentflow.format.codec import StoreConfig
+    from latentflow.encode.local import encode_locally
+    from latentflow.media.config import ImageProcessorConfig
+    from latentflow.sources.shards import SourceConfig
 
     model_dir, out = str(root / "encoder"), str(root / "latents")
     model.save_pretrained(model_dir)

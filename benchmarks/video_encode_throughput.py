@@ -67,10 +67,11 @@ import torch  # noqa: E402
 import psutil  # noqa: E402  (Ray vendors psutil; `import ray` puts it on sys.path)
 
 from benchmarks.encode_throughput import TreeMonitor, start_moto  # noqa: E402
-from latentflow.data.encode import build_processor, process_records, stack_pixels  # noqa: E402
-from latentflow.data.encoding import LatentEncoder, StoreConfig  # noqa: E402
-from latentflow.data.sources import SourceConfig, list_shards, read_shard  # noqa: E402
-from latentflow.data.video_processor import VideoProcessorConfig  # noqa: E402
+from latentflow.encode.shard import build_processor, process_records, stack_pixels  # noqa: E402
+from latentflow.encode.encoder import LatentEncoder  # noqa: E402
+from latentflow.format.codec import StoreConfig
+from latentflow.sources.shards import SourceConfig, list_shards, read_shard  # noqa: E402
+from latentflow.media.config import VideoProcessorConfig  # noqa: E402
 from latentflow.pipeline.config import EncodeJobConfig  # noqa: E402
 from latentflow.pipeline.runner import run_encode_job  # noqa: E402
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from latentflow import hub, registry
 from latentflow.configuration import LatentConfig, read_config_dict
-from latentflow.errors import ConfigError
+from latentflow.errors import CheckpointError, ConfigError
+from latentflow.format.codec import Codec, ModelRef
 
 # model_type -> module that registers it on import.
 _BUILTIN_MODULES: dict[str, str] = {
@@ -113,3 +114,28 @@ class AutoModel:
         )
         model.hub_revision = commit
         return model
+
+    @staticmethod
+    def from_ref(ref: ModelRef, storage_options: dict | None = None, **kwargs: Any):
+        """The model a codec's typed :class:`~latentflow.format.codec.ModelRef` points at (variant and
+        pinned revision included)."""
+        extra = {k: v for k, v in (("variant", ref.variant), ("revision", ref.revision)) if v}
+        return AutoModel.from_pretrained(ref.location, storage_options=storage_options, subfolder=ref.subfolder, **extra, **kwargs)
+
+    @staticmethod
+    def from_codec(codec: Codec, storage_options: dict | None = None, weights: str | None = None):
+        """Rebuild the encoder/decoder of a latent output from its codec alone (``weights`` overrides
+        the recorded location), in eval mode.
+
+        Raises:
+            CheckpointError: no location is recorded, or the weights found are not the ones that
+                made these latents (sha256 differs).
+        """
+        ref = hub.model_ref_from_user(weights) if weights else codec.model.ref
+        if ref is None:
+            raise CheckpointError("the codec records no model location; pass weights=<checkpoint dir, URL or models/ name>")
+        model = AutoModel.from_ref(ref, storage_options)
+        if codec.model.weights_sha256 not in (model.fingerprint(), hub.state_dict_sha256(model.state_dict())):
+            raise CheckpointError(f"weights at {ref.location!r} (sha256 {model.fingerprint()}) are not the ones that encoded "
+                                  f"these latents (sha256 {codec.model.weights_sha256})")
+        return model.eval()

@@ -31,8 +31,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``latentflow`` console script. Returns the exit status."""
     args = _parser().parse_args(argv)
-    from latentflow.data.readers import format_inspect, inspect
-    from latentflow.data.sources import resolve_storage_options
+    from latentflow.read.inspect import format_inspect, inspect
+    from latentflow.sources.shards import resolve_storage_options
 
     try:
         options = resolve_storage_options(json.loads(args.storage_options) if args.storage_options else None)

@@ -219,3 +219,14 @@ def read_config_dict(path: str, storage_options: dict | None = None) -> dict[str
             return json.load(f)
         except json.JSONDecodeError as err:
             raise ConfigError(f"{fpath!r} is not valid JSON: {err}") from err
+
+
+def check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{owner}.{name} must be one of {list(choices)}, got: {value!r}")
+
+
+def check_positive(owner: str, name: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        rule = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{owner}.{name} must be {rule}, got: {value}")

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load as load_safetensors_bytes
 
 from latentflow.errors import CheckpointError, ConfigError
+from latentflow.format.codec import ModelRef
 
 WEIGHTS_NAME = "model.safetensors"
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"
@@ -27,6 +28,20 @@ def models_dir() -> Path:
     """Where named checkpoints live: ``$LATENTFLOW_MODELS_DIR`` or the repo's ``models/``."""
     env = os.environ.get(MODELS_DIR_ENV)
     return Path(env) if env else Path(__file__).resolve().parents[1] / "models"
+
+
+def is_models_name(location: str) -> bool:
+    """A name of a shipped checkpoint under :func:`models_dir` (not a local path of the same name)."""
+    return "/" not in location.strip("/") and (models_dir() / location).is_dir() and not os.path.isdir(location)
+
+
+def model_ref_from_user(location: str, subfolder: str | None = None, variant: str | None = None,
+                        revision: str | None = None) -> ModelRef:
+    """A :class:`~latentflow.format.codec.ModelRef` as a user typed it: an existing relative local folder
+    becomes absolute, so a reader in another working directory still finds it (``models/`` names stay names)."""
+    if "://" not in location and os.path.isdir(location) and not is_models_name(location):
+        location = os.path.abspath(location)
+    return ModelRef(location, subfolder, variant, revision)
 
 
 def _is_url(path: str) -> bool:

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import latentflow as lf
-from latentflow.data.encoding import LatentEncoder, StoreConfig
+from latentflow.encode.encoder import LatentEncoder
+from latentflow.format.codec import StoreConfig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -72,7 +73,7 @@ def test_encode_job_places_the_encoder_on_the_gpu_and_matches_the_cpu(ray_local,
     """device=cuda fails unless the pool gives each actor a GPU (Ray hides GPUs from actors without one)."""
     from pipeline_helpers import RESOLUTION, good_samples, job_config, read_rows, reference_latents, tiny_vae, write_tar
 
-    from latentflow.data.processors import ImageProcessorConfig
+    from latentflow.media.config import ImageProcessorConfig
     from latentflow.pipeline.runner import run_encode_job
 
     model_dir = str(tmp_path / "model")

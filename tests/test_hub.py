@@ -10,8 +10,9 @@ import torch
 
 from latentflow import hub
 from latentflow.auto import AutoModel
-from latentflow.data.codec import ModelRef, StoreConfig, build_codec
-from latentflow.data.processors import ImageProcessorConfig
+from latentflow.format.codec import ModelRef, StoreConfig
+from latentflow.encode.codec_builder import build_codec
+from latentflow.media.config import ImageProcessorConfig
 from latentflow.errors import CheckpointError, ConfigError
 from tests.models.bridge_fixtures import images, reference_latents, save
 
@@ -74,7 +75,7 @@ def test_codec_records_the_commit_and_rebuilds_from_it(hub_cache):
     ref = ModelRef("org/tiny-pipe", subfolder="vae", revision=model.hub_revision)
     codec = build_codec(model, ImageProcessorConfig(resolution=16), StoreConfig(), ["x.tar"], model_ref=ref)
     assert codec.model.ref.revision == COMMIT and codec.layout == "CTHW"
-    assert codec.load_model().fingerprint() == model.fingerprint()
+    assert AutoModel.from_codec(codec).fingerprint() == model.fingerprint()
 
 
 def test_unknown_revision_and_missing_repo_fail_clearly(hub_cache):

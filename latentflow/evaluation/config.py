@@ -15,22 +15,22 @@ from typing import Any
 
 import yaml
 
-from latentflow.data.configs import DataConfig, check_choice, check_positive
-from latentflow.data.processors import ImageProcessorConfig
-from latentflow.data.sources import SourceConfig, resolve_storage_options
+from latentflow.configuration import Config, check_choice, check_positive
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.sources.shards import SourceConfig, resolve_storage_options
 from latentflow.errors import ConfigError
 from latentflow.pipeline.config import apply_overrides
 
 
 
 @dataclass
-class EvalJobConfig(DataConfig):
+class EvalJobConfig(Config):
     """Everything an evaluation run needs.
 
     Attributes:
         models: checkpoints to compare: local directories, fsspec URLs or names under ``models/``.
         output: directory for ``report.json`` and the PNG plots (local path or fsspec URL).
-        source: the images (:class:`~latentflow.data.sources.SourceConfig`).
+        source: the images (:class:`~latentflow.sources.shards.SourceConfig`).
         processor: how images become pixels (:class:`ImageProcessorConfig`); no buckets, so
             every model sees the same crops.
         batch_size: images per model forward.

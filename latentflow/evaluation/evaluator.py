@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentflow.data.encoding import codebook_size_of
+from latentflow.encode.encoder import codebook_size_of
 from latentflow.evaluation.diagnostics import probe_features
 from latentflow.metrics import ChannelStats, psnr, ssim
 

@@ -23,8 +23,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from latentflow.data.encode import processor_spec, unpack_pixels
-from latentflow.data.sources import list_shards
+from latentflow.encode.shard import processor_spec, unpack_pixels
+from latentflow.sources.shards import list_shards
 from latentflow.evaluation import plots
 from latentflow.evaluation.config import EvalJobConfig
 from latentflow.evaluation.diagnostics import latent_diagnostics

@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
-from latentflow.data.configs import DataConfig, check_choice, check_positive
-from latentflow.data.encoding import StoreConfig
-from latentflow.data.processors import ImageProcessorConfig
-from latentflow.data.video_processor import VideoProcessorConfig
-from latentflow.data.sources import SourceConfig, resolve_storage_options
+from latentflow.configuration import Config, check_choice, check_positive
+from latentflow.format.codec import StoreConfig
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.media.config import VideoProcessorConfig
+from latentflow.sources.shards import SourceConfig, resolve_storage_options
 from latentflow.errors import ConfigError
 
 DTYPES = ("fp32", "bf16", "fp16")
@@ -33,7 +33,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
-class EncodeJobConfig(DataConfig):
+class EncodeJobConfig(Config):
     """Everything an encode job needs.
 
     Attributes:
@@ -43,7 +43,7 @@ class EncodeJobConfig(DataConfig):
         model_variant: weights variant (``"fp16"`` reads ``diffusion_pytorch_model.fp16.safetensors``).
         model_revision: hub revision (branch, tag or commit); the codec pins the commit it resolved to.
         output: output directory (local path or fsspec URL).
-        source: where the input shards are (:class:`~latentflow.data.sources.SourceConfig`).
+        source: where the input shards are (:class:`~latentflow.sources.shards.SourceConfig`).
         processor: how images become pixel tensors (:class:`ImageProcessorConfig`).
         video: set to encode videos: how they become clips (:class:`VideoProcessorConfig`); each
             clip is a row. The source then reads video media only (``source.media=video``).

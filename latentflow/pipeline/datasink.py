@@ -23,7 +23,7 @@ from ray.data.block import BlockAccessor
 from ray.data.datasource import Datasink
 from ray.data.datasource.datasink import WriteResult
 
-from latentflow.data.sinks import ShardWriter
+from latentflow.store.writer import ShardWriter
 from latentflow.pipeline.schema import KIND_EMPTY, KIND_ERROR, KIND_FAILED, KIND_SAMPLE, encoded_shard, error_rows
 
 logger = logging.getLogger(__name__)
@@ -44,11 +44,11 @@ class ShardResult:
 
 
 class LatentDatasink(Datasink):
-    """Commits whole shards through :class:`~latentflow.data.sinks.ShardWriter`.
+    """Commits whole shards through :class:`~latentflow.store.writer.ShardWriter`.
 
     Args:
         out_url: output directory (local path or fsspec URL).
-        codec: the job's codec metadata (``latentflow.data.codec.build_codec``).
+        codec: the job's codec metadata (``latentflow.encode.codec_builder.build_codec``).
         formats: ``("parquet", "zarr")`` or a subset.
         storage_options: fsspec options for the output (never stored).
     """

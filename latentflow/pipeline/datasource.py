@@ -24,8 +24,8 @@ import pyarrow as pa
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from latentflow.data.records import Shard
-from latentflow.data.sources import SourceConfig, read_shard
+from latentflow.sources.records import Shard
+from latentflow.sources.shards import SourceConfig, read_shard
 from latentflow.pipeline.schema import KIND_FAILED, RECORD_SCHEMA, records_table, shard_row
 
 logger = logging.getLogger(__name__)

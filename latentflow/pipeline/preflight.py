@@ -19,7 +19,7 @@ from typing import Any
 
 import fsspec
 
-from latentflow.data.sources import list_shards
+from latentflow.sources.shards import list_shards
 from latentflow.errors import ConfigError
 
 RAY_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by `ray job submit` for the driver process
@@ -46,7 +46,7 @@ def check_before_ray(config) -> list:
 
 def check_source(config) -> list:
     """The source's shards. ``list_shards`` refuses a source that matches none, or whose first
-    shard lacks a configured column (:func:`latentflow.data.sources.check_source`), with a ConfigError."""
+    shard lacks a configured column (:func:`latentflow.sources.shards.check_source`), with a ConfigError."""
     return list_shards(config.source.replace(storage_options=config.source_storage_options()))
 
 

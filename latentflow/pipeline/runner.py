@@ -27,9 +27,12 @@ from typing import Any
 
 
 from latentflow import hub
-from latentflow.data.encode import build_processor, processor_spec
-from latentflow.data.codec import Codec, ModelRef, build_codec
-from latentflow.data.sinks import finalize, prepare_output, read_output_codec
+from latentflow.encode.shard import build_processor, processor_spec
+from latentflow.format.codec import Codec, ModelRef
+from latentflow.format.marker import CommitMarker
+from latentflow.encode.codec_builder import build_codec
+from latentflow.store.writer import finalize, prepare_output
+from latentflow.format.state import read_output_codec
 from latentflow.errors import CheckpointError, ConfigError
 from latentflow.pipeline.config import EncodeJobConfig
 from latentflow.pipeline.preflight import alive_nodes, check_before_ray, check_cluster, describe_nodes
@@ -127,7 +130,7 @@ def run_encode_job(config: EncodeJobConfig, progress: bool = True) -> EncodeSumm
     join_cluster(config)  # a running cluster: local paths and the pool's fit are checked before anything is written
     # the codec pins the commit a hub id resolved to (not a branch name), so readers rebuild the same weights
     pinned = getattr(model, "hub_revision", None) or config.model_revision
-    model_ref = ModelRef.from_user(config.model, config.model_subfolder, config.model_variant, pinned)
+    model_ref = hub.model_ref_from_user(config.model, config.model_subfolder, config.model_variant, pinned)
     codec = build_codec(model, config.processor_config, config.store, source.urls, config.dtype, model_ref=model_ref)
     codec = merged_sources_codec(config.output, codec, options, config.overwrite)
     # refuses another encoder's output (CodecMismatchError) unless overwrite; records the codec first
@@ -523,11 +526,11 @@ class ProgressWatcher:
         except Exception:  # noqa: BLE001 - progress is best effort
             return
         for path, data in contents.items():
-            marker = json.loads(data)
+            marker = CommitMarker.from_dict(json.loads(data))
             self._seen.add(path)
             self._shards += 1
-            self._rows += int(marker.get("rows", 0))
-            self._errors += len(marker.get("errors", []))
+            self._rows += marker.rows
+            self._errors += len(marker.errors)
         elapsed = max(time.perf_counter() - self._t0, 1e-9)
         self._bar.n = self._shards
         self._bar.set_postfix(rows=self._rows, rows_per_s=f"{self._rows / elapsed:.1f}", errors=self._errors, refresh=True)

@@ -7,13 +7,13 @@ Every block holds the rows of exactly one input shard (the unit of commit)::
     preprocess task   + PIXELS_FIELDS   image dropped; pixels (bytes) + dtype + shape, original_size, crop_box;
                       + CLIP_FIELDS     a video record becomes one row per clip (key "<video>/clipNNNN")
     encoder actor     + array columns   pixels dropped; bucket "HxW", array__<name> (bytes) + __shape + __dtype
-    datasink          -> EncodedShard   (latentflow.data.encode), committed by ShardWriter
+    datasink          -> EncodedShard   (latentflow.encode.shard), committed by ShardWriter
 
 Rows of ``kind`` ``sample`` are samples; ``error`` rows are failed samples (they keep their
 place so a shard's row count is checked at commit); a ``shard_failed`` or ``shard_empty``
 row stands for a whole shard. The values themselves are the data layer's types:
-:class:`~latentflow.data.records.Record`, :class:`~latentflow.data.encode.ProcessedSample`,
-:class:`~latentflow.data.encode.EncodedShard`; this module only converts them.
+:class:`~latentflow.sources.records.Record`, :class:`~latentflow.encode.shard.ProcessedSample`,
+:class:`~latentflow.encode.shard.EncodedShard`; this module only converts them.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from latentflow.data.encode import CLIP_METADATA, ROW_METADATA, ClipInfo, EncodedShard, ProcessedSample
-from latentflow.data.records import Record, Shard
+from latentflow.encode.shard import CLIP_METADATA, ROW_METADATA, ClipInfo, EncodedShard, ProcessedSample
+from latentflow.sources.records import Record, Shard
 
 KIND_SAMPLE, KIND_ERROR, KIND_FAILED, KIND_EMPTY = "sample", "error", "shard_failed", "shard_empty"
 _ERROR_FIELDS = [("error_stage", pa.string()), ("error_type", pa.string()), ("error_message", pa.string())]

@@ -8,7 +8,7 @@
 2. :class:`EncoderActor`: a callable class for an actor pool; the model is loaded once per
    actor with ``from_pretrained`` and runs per-bucket batches of one shard at a time.
 
-Both are thin adapters over the data layer's one encode path (:mod:`latentflow.data.encode`):
+Both are thin adapters over the data layer's one encode path (:mod:`latentflow.encode.shard`):
 they take and return ``pyarrow.Table`` blocks of whole shards (:mod:`latentflow.pipeline.schema`),
 row order kept. Bad samples become ``kind="error"`` rows instead of exceptions.
 """
@@ -22,8 +22,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from latentflow.data.encode import encode_processed, process_record, processor_from_spec
-from latentflow.data.records import SampleError
+from latentflow.encode.shard import encode_processed, process_record, processor_from_spec
+from latentflow.sources.records import SampleError
 from latentflow.pipeline.schema import (
     KIND_SAMPLE, PROCESSED_SCHEMA, encoded_table, mark_error, processed_rows, record_of, sample_of,
 )
@@ -46,11 +46,11 @@ def _processor(spec: dict[str, Any]):
 
 def preprocess_batch(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
     """Decode and resize the images (or cut the videos into clips) of a block (one shard) with
-    :func:`~latentflow.data.encode.process_record`.
+    :func:`~latentflow.encode.shard.process_record`.
 
     Args:
         batch: a :data:`~latentflow.pipeline.schema.RECORD_SCHEMA` block.
-        spec: the processor, :func:`~latentflow.data.encode.processor_spec` (image or video).
+        spec: the processor, :func:`~latentflow.encode.shard.processor_spec` (image or video).
 
     Returns:
         a :data:`~latentflow.pipeline.schema.PROCESSED_SCHEMA` block: image bytes replaced by packed
@@ -110,7 +110,8 @@ class EncoderActor:
         import torch
 
         from latentflow.auto import AutoModel
-        from latentflow.data.encoding import LatentEncoder, StoreConfig
+        from latentflow.encode.encoder import LatentEncoder
+        from latentflow.format.codec import StoreConfig
         from latentflow.errors import CodecMismatchError
 
         if torch_threads:

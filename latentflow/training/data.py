@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from latentflow.data.codec import Codec
+from latentflow.format.codec import Codec
 from latentflow.errors import CodecMismatchError, ConfigError, InputError
 from latentflow.normalization import Normalization
 
@@ -142,11 +142,11 @@ def build_image_stream(source: dict[str, Any], processor: dict[str, Any], downsa
             per video per epoch, picked among the video's clips by (seed, epoch, key); clip lengths
             are forced to the model's ``temporal_stride``.
     """
-    from latentflow.data.encode import build_processor, process_record, unpack_pixels
-    from latentflow.data.processors import ImageProcessorConfig
-    from latentflow.data.records import SampleError, key_seed
-    from latentflow.data.sources import SourceConfig, list_shards, read_shard
-    from latentflow.data.video_processor import VideoProcessorConfig
+    from latentflow.encode.shard import build_processor, process_record, unpack_pixels
+    from latentflow.media.config import ImageProcessorConfig
+    from latentflow.sources.records import SampleError, key_seed
+    from latentflow.sources.shards import SourceConfig, list_shards, read_shard
+    from latentflow.media.config import VideoProcessorConfig
 
     source_cfg = SourceConfig.from_dict(source)
     if video is not None and source_cfg.media is None:
@@ -369,7 +369,8 @@ def load_latent_table(path: str, storage_options: dict | None = None, expected_f
         ConfigError: the output holds several bucket shapes and ``bucket`` names none of them.
         InputError: no rows.
     """
-    from latentflow.data.readers import LatentDataset, read_codec
+    from latentflow.read.dataset import LatentDataset
+    from latentflow.read.latents import read_codec
 
     codec = read_codec(path, storage_options)
     LatentTable(torch.zeros(0), codec, codec.fingerprint).check_fingerprint(expected_fingerprint)

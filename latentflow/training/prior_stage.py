@@ -139,7 +139,8 @@ def open_latents(cfg: TrainPriorConfig, rank: int = 0, world: int = 1) -> tuple[
         ConfigError: ``data.num_classes > 0`` but some rows have no label; or no full batch per worker.
         InputError: the output has no rows.
     """
-    from latentflow.data.readers import LatentDataset, read_codec
+    from latentflow.read.dataset import LatentDataset
+    from latentflow.read.latents import read_codec
 
     d = cfg.data
     codec = read_codec(d.path, d.storage_options)
@@ -220,8 +221,8 @@ def sample_and_decode(prior: PriorModel, data: PriorData | LatentTable, cfg: Tra
     Returns:
         ``{"samples_png": url}`` or ``{"samples_mp4": url}``.
     """
-    from latentflow.data.preview import preview_fps, save_video_preview
-    from latentflow.data.readers import decode_latents, read_codec
+    from latentflow.read.preview import preview_fps, save_video_preview
+    from latentflow.read.latents import decode_latents, read_codec
     from latentflow.training.visualize import save_sample_grid
 
     prior.check_codec(data.fingerprint)
@@ -243,7 +244,8 @@ def evaluate_prior(prior_path: str, latents_path: str, storage_options: dict | N
                    normalize: bool = True, batch_size: int = 256) -> dict[str, float]:
     """Validation metric of a saved prior over every row of a latent dataset (streamed);
     refuses a dataset of another codec (:class:`~latentflow.errors.CodecMismatchError`)."""
-    from latentflow.data.readers import LatentDataset, read_codec
+    from latentflow.read.dataset import LatentDataset
+    from latentflow.read.latents import read_codec
 
     prior = load_prior(prior_path)
     codec = read_codec(latents_path, storage_options)

@@ -96,7 +96,7 @@ def _finish_autoencoder(trainer: Trainer, task: AutoencoderTask, train_stream, e
     with torch.no_grad():
         recon = final.reconstruct(batch.to(final.device)).clamp(-1, 1)
     if batch.ndim == 5:  # clips (B, 3, T, H, W): originals above reconstructions, as a video
-        from latentflow.data.preview import save_video_preview
+        from latentflow.read.preview import save_video_preview
 
         save_video_preview(torch.cat([batch, recon.cpu()]), f"{out}/reconstructions.mp4", fps=8, per_row=len(batch))
     else:

@@ -1,6 +1,6 @@
 """Training outputs a human looks at: image grids and loss curves (PNG), from tensors and ``log.jsonl``.
 
-Video samples are written as mp4/GIF previews by :func:`latentflow.data.preview.save_video_preview`,
+Video samples are written as mp4/GIF previews by :func:`latentflow.read.preview.save_video_preview`,
 which owns the [-1, 1] -> uint8 conversion used here too.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from latentflow.data.preview import to_uint8  # (B, C, H, W) in [-1, 1] -> (B, H, W, 3) uint8
+from latentflow.read.preview import to_uint8  # (B, C, H, W) in [-1, 1] -> (B, H, W, 3) uint8
 
 
 def image_grid(rows: list[torch.Tensor], pad: int = 2) -> np.ndarray:

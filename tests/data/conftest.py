@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latentflow.data.local import encode_locally
+from latentflow.encode.local import encode_locally
 from tests.samples import write_sample_webdataset
-from latentflow.data.sources import SourceConfig
+from latentflow.sources.shards import SourceConfig
 
 
 @pytest.fixture

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from latentflow.data.codec import Codec, build_codec, check_compatible
+from latentflow.format.codec import Codec, check_compatible
+from latentflow.encode.codec_builder import build_codec
 from latentflow.quantizers.base import numpy_index_dtype_for
-from latentflow.data.encoding import LatentEncoder, StoreConfig
-from latentflow.data.processors import ImageProcessorConfig
+from latentflow.encode.encoder import LatentEncoder
+from latentflow.format.codec import StoreConfig
+from latentflow.media.config import ImageProcessorConfig
 from latentflow.errors import CodecMismatchError, ConfigError
 
 

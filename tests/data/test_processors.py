@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from latentflow.data.processors import ImageProcessor, ImageProcessorConfig, make_buckets
-from latentflow.data.records import SampleError
+from latentflow.media.image import ImageProcessor, make_buckets
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.sources.records import SampleError
 from latentflow.errors import ConfigError
 
 

@@ -11,11 +11,13 @@ import pytest
 import torch
 
 from latentflow.cli import main
-from latentflow.data.codec import build_codec
-from latentflow.data.encoding import StoreConfig
-from latentflow.data.processors import ImageProcessorConfig
-from latentflow.data.readers import BucketBatchSampler, LatentDataset, decode_latents, inspect, load_latents
-from latentflow.data.sinks import ShardWriter, finalize, prepare_output
+from latentflow.encode.codec_builder import build_codec
+from latentflow.format.codec import StoreConfig
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.read.dataset import BucketBatchSampler, LatentDataset
+from latentflow.read.latents import decode_latents, load_latents
+from latentflow.read.inspect import inspect
+from latentflow.store.writer import ShardWriter, finalize, prepare_output
 from latentflow.errors import CheckpointError, CodecMismatchError, ConfigError
 
 PROC = ImageProcessorConfig(resolution=32)
@@ -280,7 +282,7 @@ def test_resampled_batches_are_seeded_by_position(written):
 def test_fast_row_reads_match_zarr(vae, tmp_path):
     import zarr
 
-    from latentflow.data.zarr_rows import array_spec, read_array
+    from latentflow.read.zarr_rows import array_spec, read_array
 
     out = str(tmp_path / "out")
     codec = build_codec(vae, PROC, StoreConfig(dtype="float16"), "x.tar")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shutil
 
-from latentflow.data.records import shard_id_for
-from latentflow.data.sources import SourceConfig, list_shards
+from latentflow.sources.records import shard_id_for
+from latentflow.sources.shards import SourceConfig, list_shards
 
 from pathlib import Path
 

@@ -8,11 +8,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from latentflow.data.encoding import StoreConfig
-from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
-from latentflow.data.readers import LatentDataset, load_latents, read_codec
-from latentflow.data.sinks import ShardWriter, committed_shards, finalize, prepare_output
-from latentflow.data.sources import SourceConfig, list_shards, read_shard
+from latentflow.format.codec import StoreConfig
+from latentflow.media.image import ImageProcessor
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.read.dataset import LatentDataset
+from latentflow.read.latents import load_latents, read_codec
+from latentflow.store.writer import ShardWriter, finalize, prepare_output
+from latentflow.format.state import committed_shards
+from latentflow.sources.shards import SourceConfig, list_shards, read_shard
 from latentflow.errors import CodecMismatchError
 
 PROC = ImageProcessorConfig(resolution=32)
@@ -47,8 +50,8 @@ def check_round_trip(model, source, out, options=None):
     images = good_records(source)
     expected = direct_latents(model, images)
     markers = committed_shards(out, options)
-    assert sorted(m["rows"] for m in markers.values()) == [4, 4]
-    assert sorted((e["stage"], e["error_type"]) for m in markers.values() for e in m["errors"]) == [
+    assert sorted(m.rows for m in markers.values()) == [4, 4]
+    assert sorted((e["stage"], e["error_type"]) for m in markers.values() for e in m.errors) == [
         ("decode", "corrupt_image"), ("decode", "corrupt_image"), ("read", "missing_image"), ("read", "missing_image")]
     ds = load_latents(out, storage_options=options)
     assert len(ds) == 8 and sorted(ds["key"]) == sorted(expected)  # exact rows, no duplicates
@@ -82,7 +85,7 @@ def test_local_round_trip_parquet_zarr_and_datasets(vae, sample_tars, tmp_path, 
     assert len(errors) == 4 and {e["shard"] for e in errors} == set(committed_shards(out))
     info = read_codec(out)
     assert info.fingerprint == codec.fingerprint
-    schema = pq.read_schema(next(iter(committed_shards(out).values()))["files"][0])
+    schema = pq.read_schema(next(iter(committed_shards(out).values())).files[0])
     assert b"latentflow" in schema.metadata and b"huggingface" in schema.metadata
 
 
@@ -112,7 +115,7 @@ def columns(keys, latents, index=None):
 
 
 def writer_for(vae, out, store=None, formats=("parquet", "zarr")):
-    from latentflow.data.codec import build_codec
+    from latentflow.encode.codec_builder import build_codec
 
     codec = build_codec(vae, PROC, store or StoreConfig(), "x.tar")
     prepare_output(out, codec)
@@ -128,7 +131,7 @@ def test_rewrite_is_idempotent_and_dedups(vae, tmp_path):
     # a retried batch hands the same row twice: still one row per key
     second = writer.write_shard("s1", columns(["c", "a", "b", "a"], np.concatenate([z, z[1:2]]), [2, 0, 1, 0]), [])
     assert sorted(p for p in fsspec.filesystem("file").find(out) if "_done" not in p) == files
-    assert (first["rows"], first["keys_sha256"], first["checksum"]) == (second["rows"], second["keys_sha256"], second["checksum"]) == (3, second["keys_sha256"], first["checksum"])
+    assert (first.rows, first.keys_sha256, first.checksum) == (second.rows, second.keys_sha256, second.checksum) == (3, second.keys_sha256, first.checksum)
     ds = load_latents(out)
     assert ds["key"] == ["a", "b", "c"]  # sorted by index in shard
     np.testing.assert_array_equal(np.asarray(ds.with_format("numpy")["latent"][:]), z[[1, 2, 0]])
@@ -156,12 +159,12 @@ def test_all_bad_shard_commits_with_the_same_schema(vae, tmp_path):
     writer, _ = writer_for(vae, out)
     writer.write_shard("good", columns(["a"], np.ones((1, 4, 16, 16), np.float32)), [])
     marker = writer.write_shard("bad", {"key": []}, [{"key": "x", "stage": "decode", "error_type": "corrupt_image", "message": "m"}])
-    assert marker["rows"] == 0 and marker["errors"][0]["shard"] == "bad"
+    assert marker.rows == 0 and marker.errors[0]["shard"] == "bad"
     assert load_latents(out)["key"] == ["a"]
 
 
 def test_other_encoder_is_refused_unless_overwrite(vae, tmp_path):
-    from latentflow.data.codec import build_codec
+    from latentflow.encode.codec_builder import build_codec
 
     out = str(tmp_path / "out")
     writer, codec = writer_for(vae, out)
@@ -185,7 +188,7 @@ def test_float16_is_stored_as_float16_and_read_back_as_float32(vae, tmp_path):
 
 
 def test_buckets_store_variable_shapes(vae, tmp_path):
-    from latentflow.data.codec import build_codec
+    from latentflow.encode.codec_builder import build_codec
 
     out = str(tmp_path / "out")
     proc = ImageProcessorConfig(resolution=32, buckets=True)
@@ -193,7 +196,7 @@ def test_buckets_store_variable_shapes(vae, tmp_path):
     prepare_output(out, codec)
     wide, tall = np.ones((4, 12, 20), np.float32), np.full((4, 20, 12), 2, np.float32)
     marker = ShardWriter(out, codec).write_shard("s1", {"key": ["w", "t"], "latent": [wide, tall]}, [])
-    assert marker["buckets"] == {"24x40": 1, "40x24": 1}
+    assert marker.buckets == {"24x40": 1, "40x24": 1}
     rows = {r["key"]: r for r in load_latents(out).with_format("numpy")}
     assert rows["w"]["latent"].shape == (4, 12, 20) and rows["t"]["latent"].shape == (4, 20, 12)
     assert {LatentDataset(out).bucket_of(i) for i in range(2)} == {"24x40", "40x24"}
@@ -226,7 +229,7 @@ def test_rewrite_drops_files_of_an_earlier_attempt(vae, tmp_path, where):
     this attempt has no rows for leaves none of them behind (object stores write in place)."""
     import uuid
 
-    from latentflow.data.codec import build_codec
+    from latentflow.encode.codec_builder import build_codec
 
     out = str(tmp_path / "out") if where == "local" else f"memory://sinks-{uuid.uuid4().hex}/out"
     fs, root = fsspec.url_to_fs(out)
@@ -234,12 +237,12 @@ def test_rewrite_drops_files_of_an_earlier_attempt(vae, tmp_path, where):
     prepare_output(out, codec)
     wide, tall = np.ones((4, 12, 20), np.float32), np.full((4, 20, 12), 2, np.float32)
     first = ShardWriter(out, codec).write_shard("s1", {"key": ["w", "t"], "latent": [wide, tall]}, [])
-    assert first["buckets"] == {"24x40": 1, "40x24": 1}
+    assert first.buckets == {"24x40": 1, "40x24": 1}
     fs.makedirs(f"{root}/zarr/24x40/s1/stale", exist_ok=True)
     fs.pipe(f"{root}/zarr/24x40/s1/stale/zarr.json", b"{}")  # e.g. an array a crashed attempt wrote
     second = ShardWriter(out, codec).write_shard("s1", {"key": ["w"], "latent": [wide]}, [])
-    assert second["buckets"] == {"24x40": 1}
+    assert second.buckets == {"24x40": 1}
     assert not fs.find(f"{root}/zarr/40x24/s1") and not fs.exists(f"{root}/zarr/24x40/s1/stale/zarr.json")
     assert load_latents(out)["key"] == ["w"] and [LatentDataset(out)[i]["key"] for i in range(len(LatentDataset(out)))] == ["w"]
     ShardWriter(out, codec).write_shard("s1", {"key": []}, [{"key": "w", "stage": "decode", "error_type": "corrupt_image", "message": "m"}])
-    assert not fs.exists(f"{root}/parquet/s1.parquet") and committed_shards(out)["s1"]["rows"] == 0
+    assert not fs.exists(f"{root}/parquet/s1.parquet") and committed_shards(out)["s1"].rows == 0

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from latentflow.data.records import Shard, shard_id_for
-from latentflow.data.sources import SourceConfig, check_source, list_shards, read_shard, resolve_storage_options, sanitize_member
+from latentflow.sources.records import Shard, shard_id_for
+from latentflow.sources.shards import SourceConfig, check_source, list_shards, read_shard, resolve_storage_options, sanitize_member
 from latentflow.errors import ConfigError, ShardReadError
 from tests.data.storage_helpers import put, tar_bytes
 
@@ -361,7 +361,7 @@ def test_a_bad_sample_stays_a_per_sample_problem(tmp_path):
 
 
 def test_folder_captions_reach_the_encoded_rows(tmp_path, vae, encode_job):
-    from latentflow.data.readers import load_latents
+    from latentflow.read.latents import load_latents
 
     for i in range(3):
         (tmp_path / "in" / f"{i}.png").parent.mkdir(parents=True, exist_ok=True)

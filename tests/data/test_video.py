@@ -10,10 +10,12 @@ import av
 import numpy as np
 import pytest
 
-from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
-from latentflow.data.records import SampleError, clip_key
-from latentflow.data.video import VideoReader, decoder_info, probe_video, resample, resolve_decoder
-from latentflow.data.video_processor import VideoProcessor, VideoProcessorConfig, force_frames
+from latentflow.media.image import ImageProcessor
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.sources.records import SampleError, clip_key
+from latentflow.media.video_decode import VideoReader, decoder_info, probe_video, resample, resolve_decoder
+from latentflow.media.video import VideoProcessor, force_frames
+from latentflow.media.config import VideoProcessorConfig
 from latentflow.errors import ConfigError
 from tests.video_samples import read_index, write_audio_only, write_empty_video, write_video
 

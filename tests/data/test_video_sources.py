@@ -11,9 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from latentflow.data.records import media_kind
-from latentflow.data.sources import SourceConfig, list_shards, read_shard
-from latentflow.data.video_processor import VideoProcessor, VideoProcessorConfig
+from latentflow.sources.records import media_kind
+from latentflow.sources.shards import SourceConfig, list_shards, read_shard
+from latentflow.media.video import VideoProcessor
+from latentflow.media.config import VideoProcessorConfig
 from latentflow.errors import ConfigError
 from tests.data.storage_helpers import put, tar_bytes
 from tests.video_samples import read_index, write_video

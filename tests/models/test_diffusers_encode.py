@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from latentflow.auto import AutoModel
-from latentflow.data.codec import ModelRef, StoreConfig
-from latentflow.data.local import encode_locally
-from latentflow.data.processors import ImageProcessorConfig
-from latentflow.data.readers import LatentDataset, decode_latents, read_codec
-from latentflow.data.sources import SourceConfig
+from latentflow.format.codec import ModelRef, StoreConfig
+from latentflow.encode.local import encode_locally
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.read.dataset import LatentDataset
+from latentflow.read.latents import decode_latents, read_codec
+from latentflow.sources.shards import SourceConfig
 from tests.models.bridge_fixtures import TINY, VIDEO, save
 
 PROCESSOR = ImageProcessorConfig(resolution=16)

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import torch
 
 from latentflow.auto import AutoModel
-from latentflow.data.processors import ImageProcessor
+from latentflow.media.image import ImageProcessor
 
 RESOLUTION = 32
 

@@ -130,7 +130,7 @@ def test_encode_plan_builds_for_cpu_and_gpu_pools(ray_local, tiny_model_dir, pho
     batch_size=None, a whole shard per call, once num_gpus is set)."""
     from pipeline_helpers import good_samples, write_tar
 
-    from latentflow.data.sources import SourceConfig, list_shards
+    from latentflow.sources.shards import SourceConfig, list_shards
     from latentflow.pipeline.runner import encode_plan
 
     url = write_tar(str(tmp_path / "p-0.tar"), good_samples(photos, "p", 2))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from latentflow.data.processors import ImageProcessorConfig
+from latentflow.media.config import ImageProcessorConfig
 from latentflow.errors import CodecMismatchError
 from latentflow.pipeline.runner import run_encode_job
 from pipeline_helpers import (
@@ -83,7 +83,8 @@ def test_s3_end_to_end_exactly_once_resume_and_append(ray_local, s3, photos, tin
     assert read_info(out, so)["counts"]["rows"] == 9
 
     # the readers see the same rows: datasets over the Parquet files, torch over the Zarr groups
-    from latentflow.data.readers import LatentDataset, load_latents
+    from latentflow.read.dataset import LatentDataset
+    from latentflow.read.latents import load_latents
 
     ds = load_latents(out, storage_options=so)
     assert ds.num_rows == 9 and set(ds["key"]) == set(everything)

@@ -12,8 +12,8 @@ from pathlib import Path
 import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path)
 import yaml
 
-from latentflow.data.processors import ImageProcessorConfig
-from latentflow.data.sinks import committed_shards
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.format.state import committed_shards
 from latentflow.pipeline.runner import run_encode_job
 import psutil  # noqa: E402
 

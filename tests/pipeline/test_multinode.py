@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from latentflow.data.sinks import committed_shards
+from latentflow.format.state import committed_shards
 from pipeline_helpers import good_samples, read_rows, write_tar
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,13 +8,14 @@ import pyarrow as pa
 import pytest
 import torch
 
-from latentflow.data.codec import build_codec
-from latentflow.data.encoding import StoreConfig
-from latentflow.data.processors import ImageProcessorConfig
-from latentflow.data.sinks import committed_shards, finalize, prepare_output
-from latentflow.data.sources import SourceConfig, list_shards
+from latentflow.encode.codec_builder import build_codec
+from latentflow.format.codec import StoreConfig
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.format.state import committed_shards
+from latentflow.store.writer import finalize, prepare_output
+from latentflow.sources.shards import SourceConfig, list_shards
 from latentflow.pipeline.datasink import LatentDatasink, commit_shard
-from latentflow.data.encode import pack_pixels, processor_spec, unpack_pixels
+from latentflow.encode.shard import pack_pixels, processor_spec, unpack_pixels
 from latentflow.pipeline.datasource import ShardDatasource, read_shard_block
 from latentflow.pipeline.schema import KIND_FAILED, table_arrays
 from latentflow.pipeline.stages import EncoderActor, preprocess_batch
@@ -122,7 +123,7 @@ def test_a_partial_shard_is_never_committed(photos, tiny_model_dir, tmp_path):
 
 
 def test_uint8_pixels_encode_bit_exactly_like_float_and_a_mixed_batch_is_unpacked(photos, tiny_model_dir, tmp_path):
-    from latentflow.data.encoding import LatentEncoder
+    from latentflow.encode.encoder import LatentEncoder
     PIXELS, PIXELS_DTYPE = "pixels", "pixels_dtype"  # noqa: N806 - schema.PIXELS_FIELDS
 
     codes = torch.from_numpy(np.random.default_rng(0).integers(0, 256, size=(3, 3, 32, 32)).astype(np.uint8))

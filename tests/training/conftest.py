@@ -17,10 +17,10 @@ def photo_shards(tmp_path_factory) -> list[str]:
 
 def encode_dataset(model, shards: list[str], root, name: str, logvar: bool = False) -> str:
     """Save ``model``, encode ``shards`` with it through the data layer's plain loop, return the output dir."""
-    from latentflow.data.encoding import StoreConfig
-    from latentflow.data.local import encode_locally
-    from latentflow.data.processors import ImageProcessorConfig
-    from latentflow.data.sources import SourceConfig
+    from latentflow.format.codec import StoreConfig
+    from latentflow.encode.local import encode_locally
+    from latentflow.media.config import ImageProcessorConfig
+    from latentflow.sources.shards import SourceConfig
 
     model_dir, out = str(root / f"{name}-model"), str(root / f"{name}-latents")
     model.eval().save_pretrained(model_dir)

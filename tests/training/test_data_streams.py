@@ -104,7 +104,7 @@ def captions(stream, n):
 
 
 def test_latent_cache_stream_workers_read_disjoint_rows_and_resume_exactly(cache):
-    from latentflow.data.readers import LatentDataset
+    from latentflow.read.dataset import LatentDataset
     from latentflow.training.data import LatentCacheStream
 
     ds = LatentDataset(cache, fields=("latent", "caption"))
@@ -129,7 +129,7 @@ def test_latent_cache_stream_workers_read_disjoint_rows_and_resume_exactly(cache
 
 
 def test_latent_cache_stream_refuses_workers_without_a_full_batch(cache):
-    from latentflow.data.readers import LatentDataset
+    from latentflow.read.dataset import LatentDataset
     from latentflow.training.data import LatentCacheStream
 
     with pytest.raises(ConfigError, match="no full batch of 40 rows"):

@@ -25,9 +25,10 @@ def tiny_vae():
 def write_latents(model, root, sizes=(10, 10, 10), buckets=False, labels=False, captions=True, logvar=False, seed=0) -> str:
     """An output written with ShardWriter from random latents (the model only names the codec; saved so
     samples decode). With ``buckets`` every third row is tall (40x24), the rest wide (24x40)."""
-    from latentflow.data.codec import StoreConfig, build_codec
-    from latentflow.data.processors import ImageProcessorConfig
-    from latentflow.data.sinks import ShardWriter, finalize, prepare_output
+    from latentflow.format.codec import StoreConfig
+    from latentflow.encode.codec_builder import build_codec
+    from latentflow.media.config import ImageProcessorConfig
+    from latentflow.store.writer import ShardWriter, finalize, prepare_output
 
     model_dir, out = str(root / "model"), str(root / "latents")
     model.save_pretrained(model_dir)
@@ -61,7 +62,7 @@ def flow_cfg(out: str, path: str, **data) -> TrainPriorConfig:
 
 
 def test_flow_prior_trains_on_a_bucketed_unlabeled_captioned_cache(tiny_vae, tmp_path):
-    from latentflow.data.readers import decode_latents
+    from latentflow.read.latents import decode_latents
 
     path = write_latents(tiny_vae, tmp_path, sizes=(12, 9, 15), buckets=True, logvar=True)
     summary = train_prior(flow_cfg(str(tmp_path / "run"), path))

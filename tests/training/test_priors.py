@@ -68,7 +68,7 @@ def test_flow_prior_on_vae_latents_samples_and_decodes(vae_latents, tmp_path):
 
 
 def test_maskgit_prior_on_vq_tokens_samples_and_decodes(vq_latents, tmp_path):
-    from latentflow.data.readers import decode_latents
+    from latentflow.read.latents import decode_latents
 
     summary = train_prior(prior_cfg("maskgit", str(tmp_path / "mg"), vq_latents))
     prior = load_prior(summary["final_prior"])
@@ -221,7 +221,7 @@ def test_priors_and_quantizers_share_the_models_registry():
     assert prior_class_for("gpt") is GPTPrior is registry.class_for("prior", "gpt")
     assert registry.class_for("quantizer", "fsq") is lf.FiniteScalarQuantizer
     assert registry.class_for("model", "vae") is lf.VariationalAutoencoderModel
-    with pytest.raises(ConfigError, match="unknown prior 'nope'; registered: \\['flow', 'gpt', 'maskgit'\\]"):
+    with pytest.raises(ConfigError, match="unknown prior 'nope'; registered: \\['discrete_diffusion', 'flow', 'gpt', 'maskgit'\\]"):
         prior_class_for("nope")
 
 

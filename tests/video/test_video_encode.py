@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from latentflow.data.codec import ModelRef
-from latentflow.data.encode import build_processor, process_records
-from latentflow.data.local import encode_locally
-from latentflow.data.sources import SourceConfig, list_shards, read_shard
-from latentflow.data.video_processor import VideoProcessorConfig
+from latentflow.format.codec import ModelRef
+from latentflow.encode.shard import build_processor, process_records
+from latentflow.encode.local import encode_locally
+from latentflow.sources.shards import SourceConfig, list_shards, read_shard
+from latentflow.media.config import VideoProcessorConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARD = ROOT / "data" / "videos" / "bbb-000000.tar"
@@ -73,7 +73,8 @@ def test_clips_encode_into_typed_video_latents_and_decode_back(tmp_path):
 
 
 def test_channels_last_3d_encodes_clips_like_contiguous(tmp_path):
-    from latentflow.data.encoding import LatentEncoder, StoreConfig
+    from latentflow.encode.encoder import LatentEncoder
+    from latentflow.format.codec import StoreConfig
 
     model, _ = tiny_video_vae(tmp_path)
     clips = torch.rand(2, 3, 9, 32, 32) * 2 - 1

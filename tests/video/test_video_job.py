@@ -15,9 +15,9 @@ import pytest
 import torch
 import yaml
 
-from latentflow.data.encode import build_processor, process_records, stack_pixels
-from latentflow.data.sinks import committed_shards
-from latentflow.data.sources import SourceConfig, list_shards, read_shard
+from latentflow.encode.shard import build_processor, process_records, stack_pixels
+from latentflow.format.state import committed_shards
+from latentflow.sources.shards import SourceConfig, list_shards, read_shard
 from latentflow.pipeline.config import EncodeJobConfig
 from latentflow.pipeline.runner import run_encode_job
 from tests.ray_head import encoder_actor_pids, wait_for
@@ -67,7 +67,7 @@ def job(model_dir: str, src: str, out: str, **extra) -> EncodeJobConfig:
 def reference(model_dir: str, src: str) -> dict[str, np.ndarray]:
     """Posterior means of every clip, computed directly: the processor, then the model."""
     from latentflow.auto import AutoModel
-    from latentflow.data.video_processor import VideoProcessorConfig
+    from latentflow.media.config import VideoProcessorConfig
 
     model = AutoModel.from_pretrained(model_dir).eval()
     processor = build_processor(VideoProcessorConfig(**VIDEO), model.downsample_factor, model.temporal_downsample_factor)
@@ -86,7 +86,7 @@ def read_latents(out: str) -> dict[str, np.ndarray]:
 
     rows = {}
     for marker in committed_shards(out).values():
-        for path in (f for f in marker["files"] if f.endswith(".parquet")):
+        for path in (f for f in marker.files if f.endswith(".parquet")):
             table = pq.read_table(path).to_pylist()
             for row in table:
                 assert row["key"] not in rows, f"duplicated row {row['key']}"

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from latentflow.data.codec import ModelRef
-from latentflow.data.local import encode_locally
-from latentflow.data.preview import preview_fps, save_video_preview, tile_clips, to_uint8
-from latentflow.data.sources import SourceConfig
+from latentflow.format.codec import ModelRef
+from latentflow.encode.local import encode_locally
+from latentflow.read.preview import preview_fps, save_video_preview, tile_clips, to_uint8
+from latentflow.sources.shards import SourceConfig
 from latentflow.errors import InputError
 from tests.video.test_video_encode import SHARD, VIDEO, tiny_video_vae
 
@@ -139,7 +139,7 @@ def test_preview_fps_is_the_processors_else_the_rows(video_latents, tmp_path):
 
 def test_inspect_reports_a_video_output(video_latents, capsys):
     from latentflow.cli import main
-    from latentflow.data.readers import inspect
+    from latentflow.read.inspect import inspect
 
     info = inspect(video_latents)
     assert info["layout"] == "CTHW" and info["modality"] == "video"

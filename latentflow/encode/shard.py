@@ -1,11 +1,11 @@
 """The one encode path: records -> processed samples -> encoded rows of one shard.
 
 Every consumer of "turn a shard's samples into latents" goes through here: the
-in-process encode (:func:`latentflow.data.local.encode_locally`), the Ray pipeline's
+in-process encode (:func:`latentflow.encode.local.encode_locally`), the Ray pipeline's
 preprocess tasks and encoder actors (thin adapters that carry these values between
 processes as Arrow, :mod:`latentflow.pipeline.schema`), the evaluation job and the
 autoencoder trainer's image stream. One error convention: a bad sample becomes a row of
-``errors.parquet`` (:data:`~latentflow.data.records.ERROR_COLUMNS`), never an exception.
+``errors.parquet`` (:data:`~latentflow.sources.records.ERROR_COLUMNS`), never an exception.
 
 Example::
 
@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from latentflow.data.records import Record, SampleError
+from latentflow.sources.records import Record, SampleError
 
 ROW_METADATA = ("key", "index_in_shard", "caption", "label", "json", "original_size", "crop_box", "bucket")
 CLIP_METADATA = ("video_key", "clip_index", "start_time", "fps", "num_frames", "padded_frames")
@@ -57,8 +57,9 @@ def build_processor(config, downsample_factor: int, temporal_stride: int | None 
     """The processor for a processor config: ``ImageProcessor``, or ``VideoProcessor`` for a
     ``VideoProcessorConfig`` (clip lengths forced to the model's ``k * temporal_stride + 1``).
     Its ``.config`` is the config as run (what the codec records)."""
-    from latentflow.data.processors import ImageProcessor
-    from latentflow.data.video_processor import VideoProcessor, VideoProcessorConfig
+    from latentflow.media.image import ImageProcessor
+    from latentflow.media.video import VideoProcessor
+    from latentflow.media.config import VideoProcessorConfig
 
     if isinstance(config, VideoProcessorConfig):
         return VideoProcessor(config, downsample_factor, temporal_stride)
@@ -68,15 +69,15 @@ def build_processor(config, downsample_factor: int, temporal_stride: int | None 
 def processor_spec(config, downsample_factor: int) -> dict[str, Any]:
     """A JSON-able description of a processor (its config as run) that another process rebuilds
     with :func:`processor_from_spec`."""
-    from latentflow.data.video_processor import VideoProcessorConfig
+    from latentflow.media.config import VideoProcessorConfig
 
     video = isinstance(config, VideoProcessorConfig)
     return {"modality": "video" if video else "image", "config": config.to_dict(), "downsample_factor": int(downsample_factor)}
 
 
 def processor_from_spec(spec: dict[str, Any]):
-    from latentflow.data.processors import ImageProcessorConfig
-    from latentflow.data.video_processor import VideoProcessorConfig
+    from latentflow.media.config import ImageProcessorConfig
+    from latentflow.media.config import VideoProcessorConfig
 
     cls = VideoProcessorConfig if spec["modality"] == "video" else ImageProcessorConfig
     return build_processor(cls.from_dict(spec["config"]), spec["downsample_factor"])
@@ -207,7 +208,7 @@ def encode_processed(samples: list[ProcessedSample], encoder, shard_id: str, bat
 
     Args:
         samples: the shard's processed samples.
-        encoder: a :class:`~latentflow.data.encoding.LatentEncoder`.
+        encoder: a :class:`~latentflow.encode.encoder.LatentEncoder`.
         shard_id: names the shard in error rows.
         batch_size: samples per forward.
         errors: earlier error rows of this shard (read / process), kept first.

@@ -43,20 +43,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from latentflow.data.card import write_card
-from latentflow.data.codec import Codec, as_codec, check_compatible
-from latentflow.data.records import ERROR_COLUMNS
-from latentflow.data.tables import column_to_numpy, parquet_table
 from latentflow.errors import CodecMismatchError
+from latentflow.format.card import write_card
+from latentflow.format.codec import Codec, as_codec, check_compatible
+from latentflow.format.marker import ERROR_COLUMNS, CommitMarker
+from latentflow.format.state import (CODEC_FILE, SUMMARY_FILE, OutputState, committed_shards, join, merge_stats,
+                                     read_json, read_output_codec)
+from latentflow.format.tables import column_to_numpy, parquet_table
 
 FORMATS = ("parquet", "zarr")
-CODEC_FILE = "_codec.json"
-SUMMARY_FILE = "latentflow.json"
 _SECRET_KEYS = ("storage_options", "key", "secret", "token", "password", "credentials", "client_kwargs")
-
-
-def _join(root: str, *parts: str) -> str:
-    return "/".join([root.rstrip("/"), *parts])
 
 
 class ShardWriter:
@@ -64,7 +60,7 @@ class ShardWriter:
 
     Args:
         out_url: output directory (local path or fsspec URL).
-        codec: the codec from :func:`~latentflow.data.codec.build_codec`.
+        codec: the codec from :func:`~latentflow.encode.codec_builder.build_codec`.
         formats: any of ``("parquet", "zarr")``.
         storage_options: fsspec options; used, never written.
         session: an id shared by the writers of one job; with it, each process writes the
@@ -87,7 +83,7 @@ class ShardWriter:
         self.session = session
 
     # ---- public -------------------------------------------------------------------
-    def write_shard(self, shard_id: str, table: pa.Table | dict[str, Any], errors: list[dict] | None = None) -> dict[str, Any]:
+    def write_shard(self, shard_id: str, table: pa.Table | dict[str, Any], errors: list[dict] | None = None) -> CommitMarker:
         """Write and commit one input shard; returns its marker.
 
         Args:
@@ -108,9 +104,9 @@ class ShardWriter:
             self._commit_in_place(shard_id, objects, units)
         if self.session:
             _KNOWN_PARENTS.update((self.session, self.out_url, rel) for rel in objects if _is_parent(rel))
-        files = [self.fs.unstrip_protocol(_join(self.root, u)) if "://" in self.out_url else _join(self.root, u) for u in units]
+        files = [self.fs.unstrip_protocol(join(self.root, u)) if "://" in self.out_url else join(self.root, u) for u in units]
         marker = self._marker(shard_id, columns, errors or [], files)
-        self._put({f"_done/{shard_id}.json": json.dumps(marker, sort_keys=True).encode()}, atomic=True)
+        self._put({f"_done/{shard_id}.json": marker.to_json().encode()}, atomic=True)
         return marker
 
     # ---- rows ----------------------------------------------------------------------
@@ -232,18 +228,18 @@ class ShardWriter:
         stage = f"_tmp/{shard_id}-{uuid.uuid4().hex[:8]}"
         self._put({f"{stage}/{rel}": data for rel, data in objects.items()})
         self._rm_file(f"_done/{shard_id}.json")  # uncommit first
-        finals = {_join(self.root, u) for u in units}
+        finals = {join(self.root, u) for u in units}
         for path in self._previous_attempt(shard_id, units):
             if path not in finals:
                 self.fs.rm(path, recursive=True)
         parents = [rel for rel in objects if _is_parent(rel)]
         for rel in [*units, *parents]:
-            dst = _join(self.root, rel)
+            dst = join(self.root, rel)
             if rel in units and self.fs.exists(dst):
                 self.fs.rm(dst, recursive=True)
             self.fs.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
-            self.fs.mv(_join(self.root, stage, rel), dst, recursive=True)
-        self.fs.rm(_join(self.root, stage), recursive=True)
+            self.fs.mv(join(self.root, stage, rel), dst, recursive=True)
+        self.fs.rm(join(self.root, stage), recursive=True)
 
     def _previous_attempt(self, shard_id: str, units: list[str]) -> list[str]:
         """Files of an earlier attempt at this shard: in its groups (one listing each), in other
@@ -251,24 +247,24 @@ class ShardWriter:
         found = []
         buckets = [u.split("/")[1] for u in units if u.startswith("zarr/")]
         if self.variable and "zarr" in self.formats:
-            zarr_root = _join(self.root, "zarr")
+            zarr_root = join(self.root, "zarr")
             listed = self.fs.ls(zarr_root, detail=False, refresh=True) if self.fs.exists(zarr_root) else []
             buckets += [p.rsplit("/", 1)[-1] for p in listed if p.rsplit("/", 1)[-1] not in buckets and not p.endswith(".json")]
         for bucket in buckets:
-            group = _join(self.root, "zarr", bucket, shard_id)
+            group = join(self.root, "zarr", bucket, shard_id)
             found += self.fs.find(group) if not self._local else ([group] if self.fs.exists(group) else [])
-        parquet = _join(self.root, "parquet", f"{shard_id}.parquet")
+        parquet = join(self.root, "parquet", f"{shard_id}.parquet")
         if f"parquet/{shard_id}.parquet" not in units and self.fs.exists(parquet):
             found.append(parquet)
         if self.variable and "parquet" in self.formats:  # per-bucket files of buckets this attempt lacks
-            pattern = _join(self.root, "parquet", "*", f"{shard_id}.parquet")
+            pattern = join(self.root, "parquet", "*", f"{shard_id}.parquet")
             found += [p for p in self.fs.glob(pattern) if _relative(self.root, p) not in units]
         return found
 
     def _put(self, objects: dict[str, bytes], atomic: bool = False) -> None:
         """Write ``{relative path: bytes}``: one concurrent batch of PUTs on object stores;
         on local disks each file (``atomic``: via a temporary name and a rename)."""
-        paths = {_join(self.root, rel): data for rel, data in objects.items()}
+        paths = {join(self.root, rel): data for rel, data in objects.items()}
         if not self._local:
             self.fs.pipe(paths)
             return
@@ -281,26 +277,26 @@ class ShardWriter:
 
     def _rm_file(self, rel: str) -> None:
         try:
-            self.fs.rm_file(_join(self.root, rel))
+            self.fs.rm_file(join(self.root, rel))
         except FileNotFoundError:
             pass
 
     # ---- marker ---------------------------------------------------------------------
-    def _marker(self, shard_id: str, columns: dict[str, Any], errors: list[dict], files: list[str]) -> dict[str, Any]:
+    def _marker(self, shard_id: str, columns: dict[str, Any], errors: list[dict], files: list[str]) -> CommitMarker:
         keys = columns["key"]
-        return {
-            "shard_id": shard_id,
-            "rows": len(keys),
-            "keys_sha256": hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest(),
-            "checksum": _checksum(columns, self.array_names),
-            "buckets": {b: len(r) for b, r in self._buckets(columns).items()},
-            "stats": {name: channel_stats(columns[name]) for name in self.array_names if _is_float(columns[name])},
-            "errors": [{k: str(e.get(k, "")) for k in ERROR_COLUMNS} | {"shard": shard_id} for e in errors],
-            "codec_fingerprint": self.codec.fingerprint,
-            "formats": list(self.formats),
-            "files": files,
-            "written_at": time.time(),
-        }
+        return CommitMarker(
+            shard_id=shard_id,
+            rows=len(keys),
+            keys_sha256=hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest(),
+            checksum=_checksum(columns, self.array_names),
+            codec_fingerprint=self.codec.fingerprint,
+            buckets={b: len(r) for b, r in self._buckets(columns).items()},
+            stats={name: channel_stats(columns[name]) for name in self.array_names if _is_float(columns[name])},
+            errors=tuple({k: str(e.get(k, "")) for k in ERROR_COLUMNS} | {"shard": shard_id} for e in errors),
+            formats=self.formats,
+            files=tuple(files),
+            written_at=time.time(),
+        )
 
 
 # (session, output, path) of the Zarr root/bucket group documents this process already wrote
@@ -404,35 +400,7 @@ def _checksum(columns: dict[str, Any], names: list[str]) -> str:
 # ---- job-level: prepare, committed, finalize ----------------------------------------------
 
 
-def committed_shards(out_url: str, storage_options: dict | None = None) -> dict[str, dict]:
-    """``{shard_id: marker}`` of every committed shard (a shard without a marker is not committed)."""
-    fs, root = fsspec.url_to_fs(str(out_url), **(storage_options or {}))
-    fs.invalidate_cache()  # markers are written by other processes; s3fs caches listings per process
-    done = _join(root, "_done")
-    if not fs.exists(done):
-        return {}
-    paths = sorted(fs.glob(_join(done, "*.json")))
-    contents = fs.cat(paths) if paths else {}  # one concurrent batch of GETs on object stores
-    markers = {}
-    for path in paths:
-        marker = json.loads(contents[path])
-        markers[marker["shard_id"]] = marker
-    return markers
-
-
-def read_output_codec(out_url: str, storage_options: dict | None = None) -> Codec | None:
-    """The codec of an existing output (``latentflow.json`` or ``_codec.json``), or None for a new one."""
-    fs, root = fsspec.url_to_fs(str(out_url), **(storage_options or {}))
-    for name in (SUMMARY_FILE, CODEC_FILE):
-        path = _join(root, name)
-        if fs.exists(path):
-            with fs.open(path, "r") as f:
-                data = json.load(f)
-            return Codec.from_dict(data.get("codec", data))
-    return None
-
-
-def prepare_output(out_url: str, codec: Codec, storage_options: dict | None = None, overwrite: bool = False) -> dict[str, dict]:
+def prepare_output(out_url: str, codec: Codec, storage_options: dict | None = None, overwrite: bool = False) -> dict[str, CommitMarker]:
     """Start (or resume, or append to) an output. Returns the already committed shards.
 
     Raises:
@@ -446,11 +414,11 @@ def prepare_output(out_url: str, codec: Codec, storage_options: dict | None = No
         check_compatible(existing, codec)
     else:
         markers = committed_shards(out_url, storage_options)
-        foreign = sorted({m["codec_fingerprint"] for m in markers.values()} - {codec.fingerprint})
+        foreign = sorted({m.codec_fingerprint for m in markers.values()} - {codec.fingerprint})
         if foreign:
             raise CodecMismatchError(f"{out_url!r} holds shards of encoder fingerprints {foreign}; use overwrite=True (--overwrite) or a new output")
     fs.makedirs(root, exist_ok=True)
-    with fs.open(_join(root, CODEC_FILE), "w") as f:
+    with fs.open(join(root, CODEC_FILE), "w") as f:
         f.write(json.dumps(codec.to_dict(), sort_keys=True, indent=1))
     return committed_shards(out_url, storage_options)
 
@@ -462,20 +430,6 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, list):
         return [_scrub(v) for v in value]
     return value
-
-
-def merge_stats(markers: dict[str, dict], name: str = "latent") -> dict[str, list[float]] | None:
-    """Per-channel count/sum/sumsq summed over markers, plus mean and std."""
-    parts = [m["stats"][name] for m in markers.values() if name in m.get("stats", {}) and m["stats"][name]["count"]]
-    if not parts:
-        return None
-    count = np.sum([p["count"] for p in parts], axis=0)
-    total = np.sum([p["sum"] for p in parts], axis=0)
-    sumsq = np.sum([p["sumsq"] for p in parts], axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):  # channels with no finite rows stay NaN
-        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-        std = np.sqrt(np.maximum(sumsq / np.maximum(count, 1) - mean**2, 0.0))
-    return {"count": count.tolist(), "sum": total.tolist(), "sumsq": sumsq.tolist(), "mean": mean.tolist(), "std": std.tolist()}
 
 
 def finalize(out_url: str, codec: Codec, storage_options: dict | None = None, summary: dict | None = None) -> dict[str, Any]:
@@ -497,25 +451,25 @@ def finalize(out_url: str, codec: Codec, storage_options: dict | None = None, su
     shard_errors = list(summary.pop("shard_errors", []))  # error rows: their "key" is a sample key, not a secret
     summary = _scrub(summary)
     fs, root = fsspec.url_to_fs(str(out_url), **(storage_options or {}))
-    markers = committed_shards(out_url, storage_options)
-    errors = [e for m in markers.values() for e in m.get("errors", [])] + shard_errors
-    _write_errors(fs, _join(root, "errors.parquet"), errors)
-    write_card(fs, _join(root, "README.md"), codec, markers)
-    if fs.exists(_join(root, "zarr", "zarr.json")):
+    state = OutputState.read(out_url, storage_options)
+    markers = state.markers
+    errors = [e for m in markers.values() for e in m.errors] + shard_errors
+    _write_errors(fs, join(root, "errors.parquet"), errors)
+    write_card(fs, join(root, "README.md"), codec, markers)
+    if fs.exists(join(root, "zarr", "zarr.json")):
         _consolidate(out_url, fs, root, storage_options)
-    if fs.exists(_join(root, "_tmp")):
-        fs.rm(_join(root, "_tmp"), recursive=True)  # leftovers of crashed writers
-    half_written = fs.glob(_join(root, "_done", "*.tmp")) if fs.exists(_join(root, "_done")) else []
+    if fs.exists(join(root, "_tmp")):
+        fs.rm(join(root, "_tmp"), recursive=True)  # leftovers of crashed writers
+    half_written = fs.glob(join(root, "_done", "*.tmp")) if fs.exists(join(root, "_done")) else []
     if half_written:
         fs.rm(half_written)  # markers a crashed local writer never renamed into place
-    previous = _read_json(fs, _join(root, SUMMARY_FILE))
+    previous = read_json(fs, join(root, SUMMARY_FILE))
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     failed = list(summary.get("failed_shards", []))
     info = {
         "codec": codec.to_dict(),
-        "counts": {"rows": sum(m["rows"] for m in markers.values()), "errors": len(errors), "shards": len(markers),
-                   "sample_errors": sum(len(m.get("errors", [])) for m in markers.values()), "failed_shards": len(failed),
-                   "buckets": _sum_buckets(markers)},
+        "counts": {"rows": state.rows, "errors": len(errors), "shards": state.shards,
+                   "sample_errors": state.sample_errors, "failed_shards": len(failed), "buckets": state.buckets},
         "failed_shards": failed,
         "stats": {"latent": merge_stats(markers)},
         "created_at": previous.get("created_at", now),
@@ -523,27 +477,9 @@ def finalize(out_url: str, codec: Codec, storage_options: dict | None = None, su
         "summary": summary,
         "runs": [*previous.get("runs", []), {**summary, "finished_at": now}],
     }
-    with fs.open(_join(root, SUMMARY_FILE), "w") as f:
+    with fs.open(join(root, SUMMARY_FILE), "w") as f:
         f.write(json.dumps(info, indent=1, sort_keys=True))
     return info
-
-
-def _read_json(fs, path: str) -> dict[str, Any]:
-    """A JSON object file, or ``{}`` when it is missing or unreadable (an earlier writer crashed mid-write)."""
-    try:
-        with fs.open(path, "r") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _sum_buckets(markers: dict[str, dict]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for m in markers.values():
-        for b, n in m.get("buckets", {}).items():
-            out[b] = out.get(b, 0) + n
-    return out
 
 
 def _write_errors(fs, path: str, errors: list[dict]) -> None:
@@ -557,7 +493,7 @@ def _write_errors(fs, path: str, errors: list[dict]) -> None:
 def _consolidate(out_url: str, fs, root: str, storage_options: dict | None) -> None:
     import zarr
 
-    url = fs.unstrip_protocol(_join(root, "zarr")) if "://" in str(out_url) else _join(root, "zarr")
+    url = fs.unstrip_protocol(join(root, "zarr")) if "://" in str(out_url) else join(root, "zarr")
     remote = "://" in str(out_url) and not str(out_url).startswith("file://")
     store = zarr.storage.FsspecStore.from_url(url, storage_options=storage_options) if remote else url
     with warnings.catch_warnings():  # "consolidated metadata is not part of the v3 spec (yet)": known, wanted

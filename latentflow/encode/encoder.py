@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentflow.data.codec import StoreConfig
-from latentflow.data.configs import check_choice
-from latentflow.data.records import SampleError, key_seed
+from latentflow.format.codec import StoreConfig
+from latentflow.configuration import check_choice
+from latentflow.sources.records import SampleError, key_seed
 from latentflow.quantizers.base import numpy_index_dtype_for
 from latentflow.errors import ConfigError
 

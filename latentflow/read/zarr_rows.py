@@ -1,4 +1,4 @@
-"""Fast reads of row ranges from the Zarr groups a :class:`~latentflow.data.sinks.ShardWriter` writes.
+"""Fast reads of row ranges from the Zarr groups a :class:`~latentflow.store.writer.ShardWriter` writes.
 
 The sink stores each per-row array as one shard file per group with one inner chunk per
 row (``sharding_indexed``: ``bytes`` [+ ``zstd``], index at the end), and small per-row

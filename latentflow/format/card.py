@@ -21,30 +21,30 @@ import json
 
 import pyarrow.parquet as pq
 
-from latentflow.data.codec import Codec
-from latentflow.data.tables import as_nested, card_features, schema_features
+from latentflow.format.codec import Codec
+from latentflow.format.marker import CommitMarker
+from latentflow.format.tables import as_nested, card_features, schema_features
 
 
-def content_version(markers: dict[str, dict]) -> str:
+def content_version(markers: dict[str, CommitMarker]) -> str:
     """sha256 over the committed set (shard ids, row counts, key hashes, checksums, encoders).
 
     It changes whenever any committed shard changes, and goes into the dataset card so that
     ``datasets`` (whose cache id for a local folder hashes the card's configs, not the files)
     never serves an earlier content's cache after an ``--overwrite`` or an append.
     """
-    parts = [[m["shard_id"], m["rows"], m.get("keys_sha256"), m.get("checksum"), m.get("codec_fingerprint")]
+    parts = [[m.shard_id, m.rows, m.keys_sha256, m.checksum, m.codec_fingerprint]
              for _, m in sorted(markers.items())]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def bucket_features(fs, codec: Codec, markers: dict) -> dict[str, dict]:
+def bucket_features(fs, codec: Codec, markers: dict[str, CommitMarker]) -> dict[str, dict]:
     """``{bucket: datasets features}`` from the schema of one committed Parquet file per bucket
     (``{"": ...}`` without buckets)."""
     one_file: dict[str, str] = {}
     for m in markers.values():
-        for f in m.get("files", []):
-            if f.endswith(".parquet"):  # parquet/<H>x<W>/<shard>.parquet with buckets
-                one_file.setdefault(f.rsplit("/", 2)[-2] if codec.bucketed else "", f)
+        for f in m.parquet_files:  # parquet/<H>x<W>/<shard>.parquet with buckets
+            one_file.setdefault(f.rsplit("/", 2)[-2] if codec.bucketed else "", f)
     features = {}
     for bucket, f in sorted(one_file.items()):
         with fs.open(f, "rb") as fh:
@@ -52,7 +52,7 @@ def bucket_features(fs, codec: Codec, markers: dict) -> dict[str, dict]:
     return features
 
 
-def card_configs(fs, codec: Codec, markers: dict) -> tuple[list[dict], list[dict]]:
+def card_configs(fs, codec: Codec, markers: dict[str, CommitMarker]) -> tuple[list[dict], list[dict]]:
     """The card's ``configs`` and ``dataset_info``: ``default`` reads every Parquet file; with buckets,
     one config per bucket reads only ``parquet/<H>x<W>/*.parquet`` (fixed shape: ``ArrayND``)."""
     features = bucket_features(fs, codec, markers)
@@ -70,7 +70,7 @@ def card_configs(fs, codec: Codec, markers: dict) -> tuple[list[dict], list[dict
     return configs, infos
 
 
-def write_card(fs, path: str, codec: Codec, markers: dict) -> None:
+def write_card(fs, path: str, codec: Codec, markers: dict[str, CommitMarker]) -> None:
     """``README.md``: YAML ``configs`` + ``dataset_info`` (typed features per config) and a short text."""
     import yaml
 
@@ -85,7 +85,7 @@ def write_card(fs, path: str, codec: Codec, markers: dict) -> None:
         f"---\n{header}---\n\n"
         f"# Latents encoded by latentflow\n\nModel: `{model.cls}` (model_type `{model.model_type}`, "
         f"weights sha256 `{model.weights_sha256}`).\nStored: {', '.join(codec.arrays)} as {codec.dtype}.\n"
-        f"Rows: {sum(m['rows'] for m in markers.values())} in {len(markers)} shards.\n"
+        f"Rows: {sum(m.rows for m in markers.values())} in {len(markers)} shards.\n"
         + (f"Buckets (one config each): {', '.join(buckets)}.\n" if buckets else "")
         + f"\n```python\nimport datasets, latentflow\n{usage}```\n"
     )

@@ -44,8 +44,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from braceexpand import braceexpand
 
-from latentflow.data.configs import DataConfig, check_choice, check_positive
-from latentflow.data.records import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Record, Shard, media_kind, shard_id_for
+from latentflow.configuration import Config, check_choice, check_positive
+from latentflow.sources.records import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Record, Shard, media_kind, shard_id_for
 from latentflow.errors import ConfigError, ShardReadError
 
 FORMATS = ("webdataset", "parquet", "hf", "folder")
@@ -58,7 +58,7 @@ _SIDECARS = (".txt", ".caption")  # caption files beside an image or video, in t
 
 
 @dataclass
-class SourceConfig(DataConfig):
+class SourceConfig(Config):
     """Where the images or videos are and how to read them.
 
     Attributes:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from latentflow.data.configs import DataConfig, check_choice, check_positive
-from latentflow.data.records import SampleError, key_seed
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.sources.records import SampleError, key_seed
 from latentflow.errors import ConfigError
 
 _RESAMPLE = {
@@ -33,51 +33,6 @@ _RESAMPLE = {
     "box": Image.Resampling.BOX,
 }
 WHITE = (255, 255, 255)
-
-
-@dataclass
-class ImageProcessorConfig(DataConfig):
-    """How images become model inputs.
-
-    Attributes:
-        resolution: side of the square crop; with buckets, sqrt of the target pixel area.
-        crop: ``"center"`` or ``"random"`` (random crops are seeded by ``seed`` and the key,
-            so a rerun makes the same crop).
-        seed: seed of the random crops.
-        buckets: sort images into aspect-ratio buckets of about ``resolution**2`` pixels.
-        bucket_max_aspect: the widest bucket's aspect ratio (and 1/that for the tallest).
-        bucket_step: bucket sides are multiples of this; None means the model's downsampling factor.
-        resample: PIL filter for resizing: bilinear, bicubic, lanczos, box.
-        min_size: reject images whose shorter side is below this (they would be upscaled a lot).
-        max_pixels: reject images with more pixels than this (decompression bombs).
-        flip: also return a horizontally flipped view.
-        draft: let the JPEG decoder downscale by 1/2, 1/4 or 1/8 while decoding (fast, no quality
-            lost at the output size since it never drops below the resize target).
-    """
-
-    resolution: int = 256
-    crop: str = "center"
-    seed: int = 0
-    buckets: bool = False
-    bucket_max_aspect: float = 2.0
-    bucket_step: int | None = None
-    resample: str = "bicubic"
-    min_size: int = 0
-    max_pixels: int = 64_000_000
-    flip: bool = False
-    draft: bool = True
-
-    def validate(self) -> None:
-        name = type(self).__name__
-        check_positive(name, "resolution", self.resolution)
-        check_choice(name, "crop", self.crop, ("center", "random"))
-        check_choice(name, "resample", self.resample, tuple(_RESAMPLE))
-        check_positive(name, "min_size", self.min_size, allow_zero=True)
-        check_positive(name, "max_pixels", self.max_pixels)
-        if self.bucket_max_aspect < 1:
-            raise ConfigError(f"{name}.bucket_max_aspect must be >= 1, got: {self.bucket_max_aspect}")
-        if self.bucket_step is not None:
-            check_positive(name, "bucket_step", self.bucket_step)
 
 
 @dataclass

@@ -6,8 +6,8 @@ so latents of two encoders are never mixed.
 
 ``LatentDataset.iter_batches`` is the fast path (about 8x ``load_latents(...).with_format("torch")``
 in ``benchmarks/read_latents.py``): it reads whole row ranges (a shard file per array, decoded
-in one pass by :mod:`latentflow.data.zarr_rows`) and shuffles them in a bounded buffer
-(:mod:`latentflow.data.batches`). Random access (``ds[i]``, a ``DataLoader``) keeps a few
+in one pass by :mod:`latentflow.read.zarr_rows`) and shuffles them in a bounded buffer
+(:mod:`latentflow.read.batches`). Random access (``ds[i]``, a ``DataLoader``) keeps a few
 decoded groups cached.
 
 Example::
@@ -32,75 +32,12 @@ import fsspec
 import numpy as np
 import torch
 
-from latentflow.data.batches import BatchPlan, Block, GroupRows
-from latentflow.data.codec import Codec, as_codec
-from latentflow.data.sinks import committed_shards, merge_stats, read_output_codec
-from latentflow.data.zarr_rows import ArraySpec, array_spec, read_array, whole_file
 from latentflow.errors import CodecMismatchError, ConfigError
+from latentflow.format.state import committed_shards, merge_stats
 from latentflow.normalization import Normalization
-
-
-def _root(path: str, storage_options: dict | None) -> tuple[Any, str]:
-    return fsspec.url_to_fs(str(path), **(storage_options or {}))
-
-
-def read_codec(path: str, storage_options: dict | None = None) -> Codec:
-    """The codec of a latent output directory (from ``latentflow.json``, or ``_codec.json`` while a job runs).
-
-    Raises:
-        FileNotFoundError: ``path`` holds no latentflow output.
-    """
-    codec = read_output_codec(path, storage_options)
-    if codec is None:
-        raise FileNotFoundError(f"{path!r} is not a latentflow output (no latentflow.json or _codec.json)")
-    return codec
-
-
-def load_latents(path: str, storage_options: dict | None = None, split: str = "train", bucket: str | None = None):
-    """The Parquet latents of committed shards as a ``datasets.Dataset`` with typed array columns.
-
-    Args:
-        path: output directory (local or fsspec URL).
-        storage_options: fsspec options.
-        split: the split name to return.
-        bucket: with aspect-ratio buckets, ``"HxW"`` reads only that bucket's files
-            (``parquet/<H>x<W>/*.parquet``): ``ArrayND`` columns of one fixed shape. Without it a
-            bucketed output comes back as nested lists (one tensor of its own shape per row).
-
-    Returns:
-        ``datasets.Dataset``; ``.with_format("torch")`` gives (C, h, w) tensors per row
-        (float16 comes back as float32; cast with the codec's ``dtype`` if needed).
-
-    The same per-bucket view without latentflow: ``datasets.load_dataset(path, "<H>x<W>", split="train")``.
-    """
-    import datasets
-
-    codec = read_codec(path, storage_options)
-    markers = committed_shards(path, storage_options)
-    # only committed shards: a file a crashed writer left without its marker is never read
-    files = sorted(f for m in markers.values() for f in m["files"] if f.endswith(".parquet"))
-    if bucket is not None:
-        files = [f for f in files if f.rsplit("/", 2)[-2] == bucket]
-    if not files:
-        found = sorted({b for m in markers.values() for b in m.get("buckets", {})})
-        raise FileNotFoundError(f"{path!r} has no committed Parquet shards" + (f" of bucket {bucket!r} (buckets: {found})" if bucket else ""))
-    protocol = str(path).split("://")[0] if "://" in str(path) else "file"
-    kwargs = {"storage_options": {protocol: storage_options}} if storage_options else {}  # datasets keys them by protocol
-    if codec.bucketed and bucket is None:  # files of several shapes: read every one as nested lists
-        kwargs["features"] = _nested_features(files[0], storage_options)
-    return datasets.load_dataset("parquet", data_files={split: files}, split=split, **kwargs)
-
-
-def _nested_features(url: str, storage_options: dict | None):
-    import datasets
-    import pyarrow.parquet as pq
-
-    from latentflow.data.tables import as_nested, schema_features
-
-    fs, p = _root(url, storage_options)
-    with fs.open(p, "rb") as f:
-        features = schema_features(pq.read_schema(f))
-    return datasets.Features.from_dict({k: as_nested(v) for k, v in features.items()})
+from latentflow.read.batches import BatchPlan, Block, GroupRows
+from latentflow.read.latents import read_codec
+from latentflow.read.zarr_rows import ArraySpec, array_spec, read_array, whole_file
 
 
 # ---- torch dataset over zarr --------------------------------------------------------
@@ -166,7 +103,7 @@ class LatentDataset(torch.utils.data.Dataset):
         if unknown:
             raise ConfigError(f"fields {sorted(unknown)} are neither stored arrays {list(arrays)} nor metadata {list(_META)}")
         self._norm_config = self._normalization(normalize)
-        self.fs, self._root = _root(self.path, storage_options)
+        self.fs, self._root = fsspec.url_to_fs(str(self.path), **(storage_options or {}))
         self.groups = self._build_index(buckets)
         self._set_rows([GroupRows(g.bucket, 0, g.rows) for g in self.groups])
         self._epoch_rng = np.random.default_rng(seed)
@@ -187,7 +124,7 @@ class LatentDataset(torch.utils.data.Dataset):
     # ---- the index: groups of committed shards (metadata only, no array reads) ---------------
     def _build_index(self, buckets: list[str] | None) -> list[_Group]:
         markers = committed_shards(self.path, self.storage_options)
-        wanted = {s for s, m in markers.items() if m["rows"] and "zarr" in m.get("formats", ["zarr"])}
+        wanted = {s for s, m in markers.items() if m.rows and "zarr" in m.formats}
         root = self._open(f"{self.path}/zarr")
         found = {shard for _, bucket in root.groups() for shard, _ in bucket.groups()}
         if not wanted <= found:  # consolidated metadata older than the last commits (job not finalized yet)
@@ -450,119 +387,6 @@ class BucketBatchSampler(torch.utils.data.Sampler):
 # ---- decoding ---------------------------------------------------------------------------
 
 
-def decode_latents(latents: torch.Tensor | np.ndarray, path_or_codec: str | Codec | dict, weights: str | None = None,
-                   storage_options: dict | None = None, normalized: bool = False) -> torch.Tensor:
-    """Rebuild the decoder from codec metadata + weights, and decode.
-
-    Args:
-        latents: (B, C, h, w) latents, (B, C, T', h, w) for video codecs (layout ``CTHW``), or
-            (B, h, w[, levels]) integer indices for discrete codecs.
-        path_or_codec: a latent output directory, or its codec (or the codec's JSON dict).
-        weights: checkpoint location; default: the one recorded in the codec. Its sha256 must match.
-        storage_options: fsspec options for both.
-        normalized: the latents were normalized with the codec's rule (``LatentDataset(normalize=True)``);
-            denormalized here with the codec's rule, whatever the model's own config says.
-
-    Returns:
-        (B, 3, H, W) images in [-1, 1]; (B, 3, T, H, W) frames for video codecs. To watch them:
-        ``save_video_preview(frames, "clips.mp4", fps=preview_fps(path))`` (:mod:`latentflow.data.preview`;
-        mp4 or GIF, local or fsspec URL, clips tiled into one grid).
-    """
-    if isinstance(path_or_codec, (Codec, dict)):
-        codec = as_codec(path_or_codec)
-    else:
-        codec = read_codec(path_or_codec, storage_options)
-    model = codec.load_model(storage_options, weights)
-    z = torch.as_tensor(np.asarray(latents) if isinstance(latents, np.ndarray) else latents)
-    with torch.inference_mode():
-        if not z.is_floating_point():
-            return model.detokenize(z.long())
-        z = z.float()
-        if normalized:
-            z = codec.normalization.denormalize(z)
-        return model.decode(z).sample
-
-
 # ---- inspect -------------------------------------------------------------------------------
 
 
-def inspect(path: str, storage_options: dict | None = None) -> dict[str, Any]:
-    """Metadata, counts and per-channel statistics of a latent output, with a suggested scaling factor.
-
-    Returns:
-        dict with ``model``, ``latent_kind``, ``layout`` (``CHW`` or ``CTHW``), ``modality``, ``stored``,
-        ``dtype``, ``shapes``, ``normalization``, ``counts`` (rows, shards, errors, rows per bucket),
-        ``stats`` (per-channel mean/std), ``suggested_scaling_factor`` = 1 / std over all latent values
-        (as Rombach et al. derived 0.18215); for video also ``clips`` (fps, num_frames, temporal stride,
-        frame buckets, clip mode, resolution: the processor as run) and ``decoder`` (name, versions).
-    """
-    from latentflow.data.sinks import _sum_buckets
-
-    codec = read_codec(path, storage_options)
-    markers = committed_shards(path, storage_options)
-    stats = merge_stats(markers)
-    info: dict[str, Any] = {
-        "path": str(path),
-        "model": {"class": codec.model.cls, "model_type": codec.model.model_type, "weights_sha256": codec.model.weights_sha256,
-                  "ref": codec.model.ref.to_dict() if codec.model.ref else None},
-        "fingerprint": codec.fingerprint,
-        "latent_kind": codec.latent_kind,
-        "layout": codec.layout,
-        "modality": codec.modality,
-        "stored": codec.arrays,
-        "dtype": codec.dtype,
-        "shapes": codec.shapes,
-        "normalization": codec.normalization.to_dict(),
-        "counts": {"rows": sum(m["rows"] for m in markers.values()), "shards": len(markers),
-                   "errors": sum(len(m.get("errors", [])) for m in markers.values()), "buckets": _sum_buckets(markers)},
-        "stats": None,
-        "suggested_scaling_factor": None,
-    }
-    if codec.modality == "video":
-        p = codec.processor
-        info["clips"] = {"fps": p.fps, "num_frames": p.num_frames, "temporal_stride": p.temporal_stride,
-                         "frame_buckets": p.frame_buckets, "clip_mode": p.clip_mode, "num_clips": p.num_clips,
-                         "clip_stride_s": p.clip_stride_s, "max_clips_per_video": p.max_clips_per_video,
-                         "resolution": p.resolution, "short_clip": p.short_clip}
-        info["decoder"] = codec.decoder
-    if stats is not None:
-        count, total, sumsq = (float(np.sum(stats[k])) for k in ("count", "sum", "sumsq"))
-        std = float(np.sqrt(max(sumsq / count - (total / count) ** 2, 0.0)))
-        info["stats"] = {"mean": stats["mean"], "std": stats["std"], "global_mean": total / count, "global_std": std}
-        info["suggested_scaling_factor"] = 1.0 / std if std > 0 else None
-    return info
-
-
-def _format_clips(info: dict[str, Any]) -> list[str]:
-    """The video lines of :func:`format_inspect`: clip config as run, and the decoder."""
-    c, d = info["clips"], info.get("decoder") or {}
-    mode = {"uniform": f"uniform, {c['num_clips']} per video", "slide": f"slide every {c['clip_stride_s']} s",
-            "head": "head"}.get(c["clip_mode"], c["clip_mode"])
-    lengths = f", frame buckets {c['frame_buckets']}" if c["frame_buckets"] else ""
-    return [f"  clips:        {c['num_frames']} frames at {c['fps'] or 'native'} fps, temporal stride {c['temporal_stride']}"
-            f"{lengths}; {mode} (at most {c['max_clips_per_video']}), {c['resolution']} px, short clips: {c['short_clip']}",
-            f"  decoder:      {d.get('name', '?')} {d.get('version', '')} (FFmpeg {d.get('ffmpeg', '?')})"]
-
-
-def format_inspect(info: dict[str, Any]) -> str:
-    """A human-readable report of :func:`inspect`."""
-    axes = "(C, T', h, w)" if info["layout"] == "CTHW" else "(C, h, w)"
-    lines = [f"latentflow output: {info['path']}",
-             f"  model:        {info['model']['class']} (model_type {info['model']['model_type']})",
-             f"  weights:      sha256 {info['model']['weights_sha256']}",
-             f"  fingerprint:  {info['fingerprint']}",
-             f"  modality:     {info.get('modality', 'image')}",
-             f"  latents:      {info['latent_kind']} ({info['layout']}: {axes}), stored {list(info['stored'])} as {info['dtype']}",
-             f"  shapes:       {info['shapes']}"]
-    if "clips" in info:
-        lines += _format_clips(info)
-    buckets = info["counts"].get("buckets") or {}
-    lines += [f"  counts:       {info['counts']['rows']} rows, {info['counts']['shards']} shards, {info['counts']['errors']} errors"
-              + (f"; rows per bucket {buckets}" if buckets else ""),
-              f"  normalization: {info['normalization']}"]
-    if info["stats"]:
-        lines.append("  per-channel statistics:")
-        lines += [f"    c{c}: mean {m:+.5f}  std {s:.5f}" for c, (m, s) in enumerate(zip(info["stats"]["mean"], info["stats"]["std"]))]
-        lines.append(f"  global std: {info['stats']['global_std']:.5f}")
-        lines.append(f"  suggested scaling_factor (1/std): {info['suggested_scaling_factor']:.5f}")
-    return "\n".join(lines)

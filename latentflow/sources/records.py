@@ -129,7 +129,6 @@ class SampleError(Exception):
         return (SampleError, (self.stage, self.error_type, self.message))
 
 
-ERROR_COLUMNS = ("key", "shard", "stage", "error_type", "message")
 
 
 def key_seed(seed: int, key: str) -> int:

@@ -13,28 +13,28 @@ Format version 2 (this module) reads version-1 outputs (plain dicts) unchanged.
 
 Example::
 
-    codec = build_codec(model, ImageProcessorConfig(), StoreConfig(), ["s3://b/{0..9}.tar"], "bf16",
-                        model_ref=ModelRef("models/kl-f8"))
+    codec = build_codec(model, ...)             # latentflow.encode.codec_builder: the writer's side
     Codec.from_dict(codec.to_dict()) == codec
     check_compatible(read_codec(out), codec)    # raises CodecMismatchError naming the difference
-    decoder = codec.load_model()                # rebuilt from the codec alone, weights sha256 checked
+    decoder = load_codec_model(codec)           # latentflow.read: rebuilt from the codec alone, sha256 checked
+
+This module is the bottom layer: it imports only errors, configuration, normalization and the
+processor configs (pure dataclasses), never a writer, a reader or a model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from latentflow.data.configs import DataConfig, check_choice
-from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
-from latentflow.data.video_processor import VideoProcessorConfig
-from latentflow.errors import CheckpointError, CodecMismatchError, ConfigError
+from latentflow.configuration import Config, check_choice
+from latentflow.errors import CodecMismatchError, ConfigError
+from latentflow.media.config import ImageProcessorConfig, VideoProcessorConfig
 from latentflow.normalization import Normalization
 from latentflow.version import __version__
 
@@ -54,7 +54,7 @@ STORE_DTYPES = ("float32", "float16")
 
 
 @dataclass
-class StoreConfig(DataConfig):
+class StoreConfig(Config):
     """What an encode job stores per image.
 
     Attributes:
@@ -102,43 +102,12 @@ class ModelRef:
             raise ConfigError("ModelRef.location must name a folder, URL, models/ name or hub id, got: ''")
         object.__setattr__(self, "location", public_url(self.location))
 
-    @classmethod
-    def from_user(cls, location: str, subfolder: str | None = None, variant: str | None = None,
-                  revision: str | None = None) -> "ModelRef":
-        """A reference as a user typed it: an existing relative local folder becomes absolute,
-        so a reader in another working directory still finds it (``models/`` names stay names)."""
-        if "://" not in location and os.path.isdir(location) and not _is_models_name(location):
-            location = os.path.abspath(location)
-        return cls(location, subfolder, variant, revision)
-
-    @property
-    def kind(self) -> str:
-        """``url``, ``models``, ``local`` or ``hub``."""
-        if "://" in self.location:
-            return "url"
-        if _is_models_name(self.location):
-            return "models"
-        return "local" if os.path.isabs(self.location) or os.path.exists(self.location) else "hub"
-
-    def load(self, storage_options: dict | None = None, **kwargs: Any):
-        """The model, through ``AutoModel.from_pretrained`` (any family, native or diffusers folder)."""
-        from latentflow.auto import AutoModel
-
-        extra = {k: v for k, v in (("variant", self.variant), ("revision", self.revision)) if v}
-        return AutoModel.from_pretrained(self.location, storage_options=storage_options, subfolder=self.subfolder, **extra, **kwargs)
-
     def to_dict(self) -> dict[str, Any]:
         return {"location": self.location, "subfolder": self.subfolder, "variant": self.variant, "revision": self.revision}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelRef":
         return cls(**_strict(cls, data, "model.ref"))
-
-
-def _is_models_name(location: str) -> bool:
-    from latentflow import hub
-
-    return "/" not in location.strip("/") and (hub.models_dir() / location).is_dir() and not os.path.isdir(location)
 
 
 def _strict(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
@@ -268,22 +237,6 @@ class Codec:
     def with_sources(self, sources: list[str] | tuple[str, ...]) -> "Codec":
         return replace(self, sources=tuple(sorted(set(sources))))
 
-    def load_model(self, storage_options: dict | None = None, weights: str | None = None):
-        """Rebuild the encoder/decoder from the codec alone (``weights`` overrides the location).
-
-        Raises:
-            CheckpointError: no location is recorded, or the weights found are not the ones
-                that made these latents (sha256 differs).
-        """
-        ref = ModelRef.from_user(weights) if weights else self.model.ref
-        if ref is None:
-            raise CheckpointError("the codec records no model location; pass weights=<checkpoint dir, URL or models/ name>")
-        model = ref.load(storage_options)
-        if self.model.weights_sha256 not in (model.fingerprint(), _state_sha(model)):
-            raise CheckpointError(f"weights at {ref.location!r} (sha256 {model.fingerprint()}) are not the ones that encoded "
-                                  f"these latents (sha256 {self.model.weights_sha256})")
-        return model.eval()
-
     # ---- JSON ---------------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:
         """The parts that define which encoder made the latents (unchanged since format 1 for images)."""
@@ -367,13 +320,7 @@ def _fingerprint(identity: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _state_sha(model) -> str:
-    from latentflow import hub
-
-    return hub.state_dict_sha256(model.state_dict())
-
-
-# ---- building -------------------------------------------------------------------------------
+# ---- what an encode job stores --------------------------------------------------------------
 
 
 def stored_arrays(kind: str, store: StoreConfig) -> tuple[str, ...]:
@@ -383,99 +330,6 @@ def stored_arrays(kind: str, store: StoreConfig) -> tuple[str, ...]:
     else:
         names = ["latent"] + (["logvar"] if store.logvar else [])
     return tuple(names + ([f"flip_{n}" for n in names] if store.flip else []))
-
-
-def bucket_shapes(model, processor_config, kind: str = "continuous") -> dict[str, dict[str, list[int]]]:
-    """Per bucket ``"HxW"`` (``"TxHxW"`` for clips): the stored per-row shape of the latent
-    (``model.latent_shape``) and of indices."""
-    from latentflow.data.encode import build_processor
-
-    processor = build_processor(processor_config, model.downsample_factor, getattr(model, "temporal_downsample_factor", None))
-    cfg = processor.config
-    sizes = getattr(processor, "buckets", None) or getattr(getattr(processor, "_geometry", None), "buckets", None) or [(cfg.resolution,) * 2]
-    frames = getattr(processor, "lengths", [None])
-    shapes = {}
-    for t in frames:
-        for h, w in sizes:
-            try:
-                latent = [int(s) for s in (model.latent_shape(h, w) if t is None else model.latent_shape(h, w, frames=t))]
-            except Exception:  # a family that does not report shapes: the sink records the observed ones
-                continue
-            name = f"{h}x{w}" if t is None else f"{t}x{h}x{w}"
-            shapes[name] = {"latent": latent, "indices": latent[1:]} if kind == "discrete" else {"latent": latent}
-    return shapes
-
-
-def _source_urls(sources: Any) -> list[str]:
-    from latentflow.data.sources import SourceConfig
-
-    if isinstance(sources, SourceConfig):
-        urls = list(sources.urls) or [json.dumps(sources.hf_load_args, sort_keys=True)]
-    elif isinstance(sources, str):
-        urls = [sources]
-    else:
-        urls = list(sources or [])
-    return [public_url(u) for u in urls]
-
-
-def _quantizer_info(model, config: dict[str, Any]) -> QuantizerInfo:
-    from latentflow.data.encoding import codebook_size_of  # the model layer: torch
-    from latentflow.quantizers.base import numpy_index_dtype_for
-
-    size = codebook_size_of(model)
-    return QuantizerInfo(size, numpy_index_dtype_for(size).name, config.get("quantizer"))
-
-
-def _temporal_stride(model) -> int | None:
-    """A video model's temporal reduction (None for image models)."""
-    return getattr(model, "temporal_downsample_factor", None) or None
-
-
-def _decoder_info(config: VideoProcessorConfig) -> dict[str, str]:
-    from latentflow.data.video import decoder_info
-
-    return decoder_info(config.decoder)
-
-
-def build_codec(model, processor_config: ImageProcessorConfig | VideoProcessorConfig, store: StoreConfig, sources: Any, dtype: str = "fp32",
-                model_ref: ModelRef | str | None = None) -> Codec:
-    """The codec of an encode job.
-
-    Args:
-        model: the ``LatentModel`` that encodes.
-        processor_config: the image or video processor config (video: recorded with its clip
-            lengths forced to the model's temporal stride, and with the decoder's name and version).
-        store: what is stored.
-        sources: a ``SourceConfig``, a URL or a list of URLs.
-        dtype: compute dtype of the encoder (``fp32``, ``bf16``, ``fp16``).
-        model_ref: where the weights load from again (a :class:`ModelRef`, or a location string).
-    """
-    config = model.config.to_dict()
-    kind = getattr(model, "latent_kind", "continuous")
-    if isinstance(model_ref, str):
-        model_ref = ModelRef.from_user(model_ref)
-    video = isinstance(processor_config, VideoProcessorConfig)
-    if video:
-        from latentflow.data.encode import build_processor
-
-        processor_config = build_processor(processor_config, model.downsample_factor, _temporal_stride(model)).config  # as run
-    return Codec(
-        model=ModelInfo(f"{type(model).__module__}.{type(model).__qualname__}", config.get("model_type"), config,
-                        model.fingerprint(), model_ref),
-        latent_kind=kind,
-        layout="CTHW" if _temporal_stride(model) else "CHW",
-        downsample_factor=int(model.downsample_factor),
-        store=store,
-        arrays=stored_arrays(kind, store),
-        dtype=store.dtype,
-        compute_dtype=dtype,
-        shapes=bucket_shapes(model, processor_config, kind),
-        normalization=model.normalization,
-        processor=processor_config,
-        decoder=_decoder_info(processor_config) if video else None,
-        sources=tuple(_source_urls(sources)),
-        quantizer=_quantizer_info(model, config) if kind == "discrete" else None,
-    )
 
 
 # ---- compatibility ----------------------------------------------------------------------------

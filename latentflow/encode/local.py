@@ -11,16 +11,15 @@ Example::
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-from latentflow.data.codec import ModelRef, build_codec
-from latentflow.data.encoding import LatentEncoder, StoreConfig
-from latentflow.data.encode import EncodedShard, build_processor, encode_shard
-from latentflow.data.processors import ImageProcessorConfig
-from latentflow.data.video_processor import VideoProcessorConfig
-from latentflow.data.records import Shard
-from latentflow.data.sinks import ShardWriter, finalize, prepare_output
-from latentflow.data.sources import SourceConfig, list_shards, read_shard
+from latentflow.encode.codec_builder import build_codec
+from latentflow.encode.encoder import LatentEncoder
+from latentflow.encode.shard import EncodedShard, build_processor, encode_shard
+from latentflow.format.codec import Codec, ModelRef, StoreConfig
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.sources.records import Shard
+from latentflow.sources.shards import SourceConfig, list_shards, read_shard
+from latentflow.store.writer import ShardWriter, finalize, prepare_output
 
 
 def encode_shard_locally(shard: Shard, source: SourceConfig, processor, encoder: LatentEncoder,

@@ -1,6 +1,6 @@
 """Video previews a human watches: decoded clips (or prior samples) written as an mp4 or GIF.
 
-The inverse end of :mod:`latentflow.data.video`: frames go out through PyAV (its wheels bundle
+The inverse end of :mod:`latentflow.media.video_decode`: frames go out through PyAV (its wheels bundle
 FFmpeg, libx264 included), into memory first and then through fsspec, so ``s3://`` works like a
 local path. Several clips are tiled into one grid per frame, as the PNG sample grids are.
 
@@ -18,9 +18,11 @@ from typing import Any
 
 import fsspec
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 
 from latentflow.errors import InputError
+from latentflow.format.state import OutputState, read_output_codec
 
 FORMATS = {".mp4": ("mp4", "libx264", "yuv420p"), ".gif": ("gif", "gif", "rgb8")}
 DEFAULT_FPS = 8.0  # clips whose codec and rows record no fps
@@ -87,7 +89,7 @@ def save_video_preview(frames: torch.Tensor | np.ndarray, url: str, fps: float =
 
     Args:
         frames: (T, H, W, 3) uint8; or float (3, T, H, W) or (B, 3, T, H, W) in [-1, 1], as
-            :func:`~latentflow.data.readers.decode_latents` returns for video latents.
+            :func:`~latentflow.read.latents.decode_latents` returns for video latents.
         url: where to write, local or fsspec URL, ending in ``.mp4`` (H.264) or ``.gif``.
         fps: frames per second of the preview (:func:`preview_fps` gives a latent output's).
         per_row: clips per row of the grid.
@@ -114,14 +116,10 @@ def save_video_preview(frames: torch.Tensor | np.ndarray, url: str, fps: float =
 def preview_fps(path: str, storage_options: dict | None = None) -> float:
     """The frame rate of a video latent output's clips: the processor's ``fps`` when it resampled,
     else the ``fps`` stored with the first committed row (native frames), else ``DEFAULT_FPS``."""
-    import pyarrow.parquet as pq
-
-    from latentflow.data.sinks import committed_shards, read_output_codec
-
     codec = read_output_codec(path, storage_options)
     if codec is not None and getattr(codec.processor, "fps", None):
         return float(codec.processor.fps)
-    files = sorted(f for m in committed_shards(path, storage_options).values() for f in m["files"] if f.endswith(".parquet"))
+    files = OutputState.read(path, storage_options).parquet_files()
     if files:
         fs, p = fsspec.url_to_fs(files[0], **(storage_options or {}))
         with fs.open(p, "rb") as f:

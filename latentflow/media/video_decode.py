@@ -37,10 +37,10 @@ from typing import Any, Callable
 import av
 import numpy as np
 
-from latentflow.data.records import SampleError
+from latentflow.sources.records import SampleError
 from latentflow.errors import ConfigError
+from latentflow.media.config import DECODERS
 
-DECODERS = ("pyav", "torchcodec", "auto")
 _EPS = 1e-6  # seconds: float slack when comparing a wanted time with a frame's pts
 
 av.logging.set_level(av.logging.PANIC)  # FFmpeg's stderr chatter on corrupt input; errors still raise
@@ -366,7 +366,6 @@ class VideoReader:
 
 
 _SWSCALE = {"area": "AREA", "bilinear": "BILINEAR", "bicubic": "BICUBIC", "lanczos": "LANCZOS"}
-RESAMPLE = tuple(_SWSCALE)
 
 
 def _convert(frame: Any, resize: tuple[int, int] | None, crop: tuple[int, int, int, int] | None, resample: str) -> np.ndarray:

@@ -3,9 +3,9 @@
 Every decision that changes the pixels is in :class:`VideoProcessorConfig`, which the encode
 job records in its output (with the decoder's name and version, :attr:`VideoProcessor.decoder_info`).
 One video gives many rows: clip ``i`` of video ``key`` is the row ``f"{key}/clip{i:04d}"``
-(:func:`~latentflow.data.records.clip_key`), so keys stay unique and a rerun makes the same rows.
+(:func:`~latentflow.sources.records.clip_key`), so keys stay unique and a rerun makes the same rows.
 
-How clips are cut, all by presentation time (:mod:`latentflow.data.video`):
+How clips are cut, all by presentation time (:mod:`latentflow.media.video_decode`):
 
 * the frames are put on a grid at ``fps`` (``k / fps`` seconds shows the last frame with
   ``pts <= k / fps``), or on the native frames when ``fps`` is None;
@@ -30,16 +30,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from latentflow.data.configs import DataConfig, check_choice, check_positive
-from latentflow.data.processors import ImageProcessor, ImageProcessorConfig
-from latentflow.data.records import SampleError, clip_key
-from latentflow.data.video import DECODERS, RESAMPLE, VideoReader, decoder_info, resample, resolve_decoder
+from latentflow.media.image import ImageProcessor
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.sources.records import SampleError, clip_key
+from latentflow.media.config import VideoProcessorConfig
+from latentflow.media.video_decode import VideoReader, decoder_info, resample, resolve_decoder
 from latentflow.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-CLIP_MODES = ("head", "uniform", "slide")
-SHORT_CLIP = ("skip", "pad")
 
 
 def force_frames(num_frames: int, stride: int) -> int:
@@ -50,86 +48,12 @@ def force_frames(num_frames: int, stride: int) -> int:
     return (num_frames - 1) // stride * stride + 1
 
 
-@dataclass
-class VideoProcessorConfig(DataConfig):
-    """How videos become clips of model inputs.
-
-    Attributes:
-        fps: frames per second of the clips (frames picked by timestamp); None keeps the native frames.
-        num_frames: frames per clip; forced to ``k * temporal_stride + 1`` (rounded down, the
-            forced value is what the job records). With ``frame_buckets``, the longest clip.
-        temporal_stride: the model's temporal compression (4 for Wan, HunyuanVideo, CogVideoX; 8 for
-            LTX); None takes the model's. It may be a multiple of the model's, not another value.
-        frame_buckets: shorter clip lengths a video may also be cut to (each forced like ``num_frames``,
-            none above it): a video gets the longest that fits it. None: every clip has ``num_frames``.
-        clip_mode: ``head``, ``uniform`` or ``slide``.
-        num_clips: clips per video in ``uniform`` mode (fewer when the video has fewer distinct starts).
-        clip_stride_s: seconds between clip starts in ``slide`` mode.
-        max_clips_per_video: cap on clips per video, any mode (``uniform`` spreads the capped number).
-        resolution: side of the square crop; with ``buckets``, sqrt of the target pixel area.
-        buckets: spatial aspect-ratio buckets, as the image processor's; a clip's bucket is (T, H, W).
-        bucket_max_aspect, bucket_step: as in :class:`~latentflow.data.processors.ImageProcessorConfig`.
-        crop: ``center`` or ``random`` (seeded by ``seed`` and the clip key: the same crop on every rerun).
-        seed: seed of the random crops.
-        resample: resize filter: ``area``, ``bilinear``, ``bicubic``, ``lanczos``.
-        short_clip: a video shorter than the shortest clip: ``skip`` (an error row ``clip_too_short``) or
-            ``pad`` (one clip, the last frame repeated; the row records how many frames were padded).
-        max_pixels_per_video: decoded pixels one video may cost (frames decoded x H x W), checked from
-            the header and the packet index before any frame is decoded (decompression bombs).
-        max_frames: frames a video stream may hold (header or packets).
-        decoder: ``pyav``, ``torchcodec`` (must be installed) or ``auto`` (torchcodec when installed).
-    """
-
-    fps: float | None = None
-    num_frames: int = 17
-    temporal_stride: int | None = None
-    frame_buckets: list[int] | None = None
-    clip_mode: str = "head"
-    num_clips: int = 4
-    clip_stride_s: float = 1.0
-    max_clips_per_video: int = 16
-    resolution: int = 256
-    buckets: bool = False
-    bucket_max_aspect: float = 2.0
-    bucket_step: int | None = None
-    crop: str = "center"
-    seed: int = 0
-    resample: str = "area"
-    short_clip: str = "skip"
-    max_pixels_per_video: int = 4_000_000_000
-    max_frames: int = 100_000
-    decoder: str = "pyav"
-
-    def validate(self) -> None:
-        name = type(self).__name__
-        if self.fps is not None:
-            check_positive(name, "fps", self.fps)
-        for field_name in ("num_frames", "num_clips", "max_clips_per_video", "resolution", "max_pixels_per_video", "max_frames"):
-            check_positive(name, field_name, getattr(self, field_name))
-        check_positive(name, "clip_stride_s", self.clip_stride_s)
-        if self.temporal_stride is not None:
-            check_positive(name, "temporal_stride", self.temporal_stride)
-        if self.frame_buckets is not None:
-            if not self.frame_buckets or min(self.frame_buckets) < 1 or max(self.frame_buckets) > self.num_frames:
-                raise ConfigError(f"{name}.frame_buckets must be clip lengths in [1, num_frames={self.num_frames}], "
-                                  f"got: {self.frame_buckets}")
-        check_choice(name, "clip_mode", self.clip_mode, CLIP_MODES)
-        check_choice(name, "crop", self.crop, ("center", "random"))
-        check_choice(name, "resample", self.resample, RESAMPLE)
-        check_choice(name, "short_clip", self.short_clip, SHORT_CLIP)
-        check_choice(name, "decoder", self.decoder, DECODERS)
-        if self.bucket_max_aspect < 1:
-            raise ConfigError(f"{name}.bucket_max_aspect must be >= 1, got: {self.bucket_max_aspect}")
-        if self.bucket_step is not None:
-            check_positive(name, "bucket_step", self.bucket_step)
-
-
 @dataclass(frozen=True)
 class ProcessedClip:
     """One clip of one video.
 
     Attributes:
-        key: the row key, :func:`~latentflow.data.records.clip_key` of ``video_key`` and ``clip_index``.
+        key: the row key, :func:`~latentflow.sources.records.clip_key` of ``video_key`` and ``clip_index``.
         video_key: the sample key of the video.
         clip_index: position of the clip among the video's clips.
         pixel_values: (3, T, H, W) float32 in [-1, 1], ``uint8 / 127.5 - 1``.

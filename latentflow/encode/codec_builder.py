@@ -1,0 +1,106 @@
+"""Building a codec from a model: what an encode job records about the encoder that made its latents.
+
+The :class:`~latentflow.format.codec.Codec` itself is the on-disk contract (``latentflow.format``);
+this module knows the model, the processors and the sources, so the format does not have to.
+
+Example::
+
+    codec = build_codec(model, ImageProcessorConfig(), StoreConfig(), ["s3://b/{0..9}.tar"], "bf16",
+                        model_ref=ModelRef("models/kl-f8"))
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from latentflow.encode.encoder import codebook_size_of
+from latentflow.encode.shard import build_processor
+from latentflow.format.codec import Codec, ModelInfo, ModelRef, QuantizerInfo, StoreConfig, public_url, stored_arrays
+from latentflow.hub import model_ref_from_user
+from latentflow.media.config import ImageProcessorConfig, VideoProcessorConfig
+from latentflow.media.video_decode import decoder_info
+from latentflow.quantizers.base import numpy_index_dtype_for
+from latentflow.sources.shards import SourceConfig
+
+
+def bucket_shapes(model, processor_config, kind: str = "continuous") -> dict[str, dict[str, list[int]]]:
+    """Per bucket ``"HxW"`` (``"TxHxW"`` for clips): the stored per-row shape of the latent
+    (``model.latent_shape``) and of indices."""
+    processor = build_processor(processor_config, model.downsample_factor, getattr(model, "temporal_downsample_factor", None))
+    cfg = processor.config
+    sizes = getattr(processor, "buckets", None) or getattr(getattr(processor, "_geometry", None), "buckets", None) or [(cfg.resolution,) * 2]
+    frames = getattr(processor, "lengths", [None])
+    shapes = {}
+    for t in frames:
+        for h, w in sizes:
+            try:
+                latent = [int(s) for s in (model.latent_shape(h, w) if t is None else model.latent_shape(h, w, frames=t))]
+            except Exception:  # a family that does not report shapes: the sink records the observed ones
+                continue
+            name = f"{h}x{w}" if t is None else f"{t}x{h}x{w}"
+            shapes[name] = {"latent": latent, "indices": latent[1:]} if kind == "discrete" else {"latent": latent}
+    return shapes
+
+
+def _source_urls(sources: Any) -> list[str]:
+    if isinstance(sources, SourceConfig):
+        urls = list(sources.urls) or [json.dumps(sources.hf_load_args, sort_keys=True)]
+    elif isinstance(sources, str):
+        urls = [sources]
+    else:
+        urls = list(sources or [])
+    return [public_url(u) for u in urls]
+
+
+def _quantizer_info(model, config: dict[str, Any]) -> QuantizerInfo:
+    size = codebook_size_of(model)
+    return QuantizerInfo(size, numpy_index_dtype_for(size).name, config.get("quantizer"))
+
+
+def _temporal_stride(model) -> int | None:
+    """A video model's temporal reduction (None for image models)."""
+    return getattr(model, "temporal_downsample_factor", None) or None
+
+
+def _decoder_info(config: VideoProcessorConfig) -> dict[str, str]:
+    return decoder_info(config.decoder)
+
+
+def build_codec(model, processor_config: ImageProcessorConfig | VideoProcessorConfig, store: StoreConfig, sources: Any, dtype: str = "fp32",
+                model_ref: ModelRef | str | None = None) -> Codec:
+    """The codec of an encode job.
+
+    Args:
+        model: the ``LatentModel`` that encodes.
+        processor_config: the image or video processor config (video: recorded with its clip
+            lengths forced to the model's temporal stride, and with the decoder's name and version).
+        store: what is stored.
+        sources: a ``SourceConfig``, a URL or a list of URLs.
+        dtype: compute dtype of the encoder (``fp32``, ``bf16``, ``fp16``).
+        model_ref: where the weights load from again (a :class:`ModelRef`, or a location string).
+    """
+    config = model.config.to_dict()
+    kind = getattr(model, "latent_kind", "continuous")
+    if isinstance(model_ref, str):
+        model_ref = model_ref_from_user(model_ref)
+    video = isinstance(processor_config, VideoProcessorConfig)
+    if video:
+            processor_config = build_processor(processor_config, model.downsample_factor, _temporal_stride(model)).config  # as run
+    return Codec(
+        model=ModelInfo(f"{type(model).__module__}.{type(model).__qualname__}", config.get("model_type"), config,
+                        model.fingerprint(), model_ref),
+        latent_kind=kind,
+        layout="CTHW" if _temporal_stride(model) else "CHW",
+        downsample_factor=int(model.downsample_factor),
+        store=store,
+        arrays=stored_arrays(kind, store),
+        dtype=store.dtype,
+        compute_dtype=dtype,
+        shapes=bucket_shapes(model, processor_config, kind),
+        normalization=model.normalization,
+        processor=processor_config,
+        decoder=_decoder_info(processor_config) if video else None,
+        sources=tuple(_source_urls(sources)),
+        quantizer=_quantizer_info(model, config) if kind == "discrete" else None,
+    )

@@ -1,0 +1,139 @@
+"""The processor configs: how images, videos (and audio) become model inputs.
+
+Pure dataclasses (no PIL, PyAV or torch), recorded in every codec (``latentflow.format``),
+so readers can interpret rows without the decoders. The spatial geometry shared by images and
+video clips (resolution, aspect buckets, crop) is declared once, in :class:`GeometryConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from latentflow.configuration import Config, check_choice, check_positive
+from latentflow.errors import ConfigError
+
+
+DECODERS = ("pyav", "torchcodec", "auto")
+IMAGE_RESAMPLE = ("bilinear", "bicubic", "lanczos", "box")  # PIL filters (media.image maps them)
+VIDEO_RESAMPLE = ("area", "bilinear", "bicubic", "lanczos")  # libswscale filters (media.video_decode maps them)
+CROPS = ("center", "random")
+CLIP_MODES = ("head", "uniform", "slide")
+SHORT_CLIP = ("skip", "pad")
+
+
+@dataclass
+class GeometryConfig(Config):
+    """The spatial geometry shared by images and video clips, declared once.
+
+    Attributes:
+        resolution: side of the square crop; with ``buckets``, sqrt of the target pixel area.
+        buckets: sort samples into aspect-ratio buckets of about ``resolution**2`` pixels
+            (a clip's bucket is then (T, H, W)).
+        bucket_max_aspect: the widest bucket's aspect ratio (and 1/that for the tallest).
+        bucket_step: bucket sides are multiples of this; None means the model's downsampling factor.
+        crop: ``"center"`` or ``"random"`` (random crops are seeded by ``seed`` and the sample key,
+            so a rerun makes the same crop).
+        seed: seed of the random crops.
+    """
+
+    resolution: int = 256
+    buckets: bool = False
+    bucket_max_aspect: float = 2.0
+    bucket_step: int | None = None
+    crop: str = "center"
+    seed: int = 0
+
+    def validate(self) -> None:
+        name = type(self).__name__
+        check_positive(name, "resolution", self.resolution)
+        check_choice(name, "crop", self.crop, CROPS)
+        if self.bucket_max_aspect < 1:
+            raise ConfigError(f"{name}.bucket_max_aspect must be >= 1, got: {self.bucket_max_aspect}")
+        if self.bucket_step is not None:
+            check_positive(name, "bucket_step", self.bucket_step)
+
+
+@dataclass
+class ImageProcessorConfig(GeometryConfig):
+    """How images become model inputs (the geometry fields: :class:`GeometryConfig`).
+
+    Attributes:
+        resample: PIL filter for resizing: bilinear, bicubic, lanczos, box.
+        min_size: reject images whose shorter side is below this (they would be upscaled a lot).
+        max_pixels: reject images with more pixels than this (decompression bombs).
+        flip: also return a horizontally flipped view.
+        draft: let the JPEG decoder downscale by 1/2, 1/4 or 1/8 while decoding (fast, no quality
+            lost at the output size since it never drops below the resize target).
+    """
+
+    resample: str = "bicubic"
+    min_size: int = 0
+    max_pixels: int = 64_000_000
+    flip: bool = False
+    draft: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        name = type(self).__name__
+        check_choice(name, "resample", self.resample, IMAGE_RESAMPLE)
+        check_positive(name, "min_size", self.min_size, allow_zero=True)
+        check_positive(name, "max_pixels", self.max_pixels)
+
+
+@dataclass
+class VideoProcessorConfig(GeometryConfig):
+    """How videos become clips of model inputs (the geometry fields: :class:`GeometryConfig`).
+
+    Attributes:
+        fps: frames per second of the clips (frames picked by timestamp); None keeps the native frames.
+        num_frames: frames per clip; forced to ``k * temporal_stride + 1`` (rounded down, the
+            forced value is what the job records). With ``frame_buckets``, the longest clip.
+        temporal_stride: the model's temporal compression (4 for Wan, HunyuanVideo, CogVideoX; 8 for
+            LTX); None takes the model's. It may be a multiple of the model's, not another value.
+        frame_buckets: shorter clip lengths a video may also be cut to (each forced like ``num_frames``,
+            none above it): a video gets the longest that fits it. None: every clip has ``num_frames``.
+        clip_mode: ``head``, ``uniform`` or ``slide``.
+        num_clips: clips per video in ``uniform`` mode (fewer when the video has fewer distinct starts).
+        clip_stride_s: seconds between clip starts in ``slide`` mode.
+        max_clips_per_video: cap on clips per video, any mode (``uniform`` spreads the capped number).
+        resample: resize filter: ``area``, ``bilinear``, ``bicubic``, ``lanczos``.
+        short_clip: a video shorter than the shortest clip: ``skip`` (an error row ``clip_too_short``) or
+            ``pad`` (one clip, the last frame repeated; the row records how many frames were padded).
+        max_pixels_per_video: decoded pixels one video may cost (frames decoded x H x W), checked from
+            the header and the packet index before any frame is decoded (decompression bombs).
+        max_frames: frames a video stream may hold (header or packets).
+        decoder: ``pyav``, ``torchcodec`` (must be installed) or ``auto`` (torchcodec when installed).
+    """
+
+    fps: float | None = None
+    num_frames: int = 17
+    temporal_stride: int | None = None
+    frame_buckets: list[int] | None = None
+    clip_mode: str = "head"
+    num_clips: int = 4
+    clip_stride_s: float = 1.0
+    max_clips_per_video: int = 16
+    resample: str = "area"
+    short_clip: str = "skip"
+    max_pixels_per_video: int = 4_000_000_000
+    max_frames: int = 100_000
+    decoder: str = "pyav"
+
+    def validate(self) -> None:
+        super().validate()
+        name = type(self).__name__
+        if self.fps is not None:
+            check_positive(name, "fps", self.fps)
+        for field_name in ("num_frames", "num_clips", "max_clips_per_video", "max_pixels_per_video", "max_frames"):
+            check_positive(name, field_name, getattr(self, field_name))
+        check_positive(name, "clip_stride_s", self.clip_stride_s)
+        if self.temporal_stride is not None:
+            check_positive(name, "temporal_stride", self.temporal_stride)
+        if self.frame_buckets is not None:
+            if not self.frame_buckets or min(self.frame_buckets) < 1 or max(self.frame_buckets) > self.num_frames:
+                raise ConfigError(f"{name}.frame_buckets must be clip lengths in [1, num_frames={self.num_frames}], "
+                                  f"got: {self.frame_buckets}")
+        check_choice(name, "clip_mode", self.clip_mode, CLIP_MODES)
+        check_choice(name, "resample", self.resample, VIDEO_RESAMPLE)
+        check_choice(name, "short_clip", self.short_clip, SHORT_CLIP)
+        check_choice(name, "decoder", self.decoder, DECODERS)

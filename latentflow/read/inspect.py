@@ -1,0 +1,89 @@
+"""`latentflow inspect`: what an output holds (codec, modality, counts, per-channel statistics)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from latentflow.format.state import OutputState, merge_stats
+from latentflow.read.latents import read_codec
+
+
+def inspect(path: str, storage_options: dict | None = None) -> dict[str, Any]:
+    """Metadata, counts and per-channel statistics of a latent output, with a suggested scaling factor.
+
+    Returns:
+        dict with ``model``, ``latent_kind``, ``layout`` (``CHW`` or ``CTHW``), ``modality``, ``stored``,
+        ``dtype``, ``shapes``, ``normalization``, ``counts`` (rows, shards, errors, rows per bucket),
+        ``stats`` (per-channel mean/std), ``suggested_scaling_factor`` = 1 / std over all latent values
+        (as Rombach et al. derived 0.18215); for video also ``clips`` (fps, num_frames, temporal stride,
+        frame buckets, clip mode, resolution: the processor as run) and ``decoder`` (name, versions).
+    """
+    codec = read_codec(path, storage_options)
+    state = OutputState.read(path, storage_options)
+    stats = merge_stats(state.markers)
+    info: dict[str, Any] = {
+        "path": str(path),
+        "model": {"class": codec.model.cls, "model_type": codec.model.model_type, "weights_sha256": codec.model.weights_sha256,
+                  "ref": codec.model.ref.to_dict() if codec.model.ref else None},
+        "fingerprint": codec.fingerprint,
+        "latent_kind": codec.latent_kind,
+        "layout": codec.layout,
+        "modality": codec.modality,
+        "stored": codec.arrays,
+        "dtype": codec.dtype,
+        "shapes": codec.shapes,
+        "normalization": codec.normalization.to_dict(),
+        "counts": {"rows": state.rows, "shards": state.shards, "errors": state.sample_errors, "buckets": state.buckets},
+        "stats": None,
+        "suggested_scaling_factor": None,
+    }
+    if codec.modality == "video":
+        p = codec.processor
+        info["clips"] = {"fps": p.fps, "num_frames": p.num_frames, "temporal_stride": p.temporal_stride,
+                         "frame_buckets": p.frame_buckets, "clip_mode": p.clip_mode, "num_clips": p.num_clips,
+                         "clip_stride_s": p.clip_stride_s, "max_clips_per_video": p.max_clips_per_video,
+                         "resolution": p.resolution, "short_clip": p.short_clip}
+        info["decoder"] = codec.decoder
+    if stats is not None:
+        count, total, sumsq = (float(np.sum(stats[k])) for k in ("count", "sum", "sumsq"))
+        std = float(np.sqrt(max(sumsq / count - (total / count) ** 2, 0.0)))
+        info["stats"] = {"mean": stats["mean"], "std": stats["std"], "global_mean": total / count, "global_std": std}
+        info["suggested_scaling_factor"] = 1.0 / std if std > 0 else None
+    return info
+
+
+def _format_clips(info: dict[str, Any]) -> list[str]:
+    """The video lines of :func:`format_inspect`: clip config as run, and the decoder."""
+    c, d = info["clips"], info.get("decoder") or {}
+    mode = {"uniform": f"uniform, {c['num_clips']} per video", "slide": f"slide every {c['clip_stride_s']} s",
+            "head": "head"}.get(c["clip_mode"], c["clip_mode"])
+    lengths = f", frame buckets {c['frame_buckets']}" if c["frame_buckets"] else ""
+    return [f"  clips:        {c['num_frames']} frames at {c['fps'] or 'native'} fps, temporal stride {c['temporal_stride']}"
+            f"{lengths}; {mode} (at most {c['max_clips_per_video']}), {c['resolution']} px, short clips: {c['short_clip']}",
+            f"  decoder:      {d.get('name', '?')} {d.get('version', '')} (FFmpeg {d.get('ffmpeg', '?')})"]
+
+
+def format_inspect(info: dict[str, Any]) -> str:
+    """A human-readable report of :func:`inspect`."""
+    axes = "(C, T', h, w)" if info["layout"] == "CTHW" else "(C, h, w)"
+    lines = [f"latentflow output: {info['path']}",
+             f"  model:        {info['model']['class']} (model_type {info['model']['model_type']})",
+             f"  weights:      sha256 {info['model']['weights_sha256']}",
+             f"  fingerprint:  {info['fingerprint']}",
+             f"  modality:     {info.get('modality', 'image')}",
+             f"  latents:      {info['latent_kind']} ({info['layout']}: {axes}), stored {list(info['stored'])} as {info['dtype']}",
+             f"  shapes:       {info['shapes']}"]
+    if "clips" in info:
+        lines += _format_clips(info)
+    buckets = info["counts"].get("buckets") or {}
+    lines += [f"  counts:       {info['counts']['rows']} rows, {info['counts']['shards']} shards, {info['counts']['errors']} errors"
+              + (f"; rows per bucket {buckets}" if buckets else ""),
+              f"  normalization: {info['normalization']}"]
+    if info["stats"]:
+        lines.append("  per-channel statistics:")
+        lines += [f"    c{c}: mean {m:+.5f}  std {s:.5f}" for c, (m, s) in enumerate(zip(info["stats"]["mean"], info["stats"]["std"]))]
+        lines.append(f"  global std: {info['stats']['global_std']:.5f}")
+        lines.append(f"  suggested scaling_factor (1/std): {info['suggested_scaling_factor']:.5f}")
+    return "\n".join(lines)
