@@ -339,6 +339,21 @@ def test_bad_input_is_refused(saved):
         model.encode(torch.zeros(1, 3, 1, 16, 16))
 
 
+@pytest.mark.parametrize("name,shape,match", [
+    ("AutoencoderKLAllegro", (1, 3, 16, 16), r"AutoencoderKLAllegro encodes only through its tiles .* T = 24 \+ 16k"),
+    ("AutoencoderVidTok", (1, 3, 16, 16), r"AutoencoderVidTok encodes clips \(B, 3, T, H, W\) of T >= 4 frames"),
+    ("AutoencoderRAE", (1, 3, 32, 32), r"AutoencoderRAE reconstructs 16x16 images \(its image_size\)"),
+    ("AutoencoderSAME", (1, 2, 100), r"encodes 16 samples per latent frame: the length must be a multiple of 16, got: 100"),
+    ("AutoencoderKLKVAEAudio", (1, 2, 36), r"expects \(B, 1, N\) waveforms: 1 input channels, got: 2"),
+    ("AutoencoderKLLTX2Audio", (1, 2, 17, 15), r"downsamples mel bins by 4: the bin count must be a multiple of 4, got: 15"),
+    ("MMAudioVAE", (1, 1, 16, 16), r"MMAudioVAE expects \(B, 1, N\) waveforms, got: shape \(1, 1, 16, 16\)"),
+])
+def test_input_the_class_cannot_take_is_refused(name, shape, match, saved):
+    model = AutoModel.from_pretrained(str(saved(name)[0]))
+    with pytest.raises(InputError, match=match):
+        model.encode(torch.zeros(shape))
+
+
 def test_bridged_model_rebuilds_from_its_recorded_config(saved):
     model = AutoModel.from_pretrained(str(saved("AutoencoderKLCogVideoX")[0]))
     again = AutoModel.from_config(model.config.to_dict())

@@ -207,7 +207,7 @@ class DiffusersAutoencoder(LatentModel):
         return _encoder_output(out, self.family.moments)
 
     def _quantize(self, h: torch.Tensor) -> QuantizedEncoderOutput:
-        quant, loss, (_, _, indices) = self.vae.quantize(h)  # indices flattened (B*h*w,): sane_index_shape=False
+        quant, _loss, (_, _, indices) = self.vae.quantize(h)  # indices flattened (B*h*w,): sane_index_shape=False
         b, _, hh, ww = h.shape
         return QuantizedEncoderOutput(latents=quant, pre_quant=h, indices=indices.reshape(b, hh, ww))
 
