@@ -12,12 +12,11 @@ Storage options come from the config or, when absent there, from the JSON in
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
+from latentflow import config_cli
+from latentflow.config_cli import load_job_config
 from latentflow.configuration import Config, check_choice, check_positive
 from latentflow.format.codec import StoreConfig
 from latentflow.media.config import ImageProcessorConfig
@@ -28,8 +27,6 @@ from latentflow.errors import ConfigError
 DTYPES = ("fp32", "bf16", "fp16")
 FORMATS = ("parquet", "zarr")
 DEVICES = ("auto", "cpu", "cuda")
-
-# sections built by their own config class (so their unknown keys are caught too)
 
 
 @dataclass
@@ -71,6 +68,8 @@ class EncodeJobConfig(Config):
         shared_filesystem: local paths (source, output) are on a filesystem every Ray node sees
             (NFS, a shared mount). Without it a job refuses local paths on a cluster of more than
             one node: each node would read or write its own disk.
+        connect_timeout_s: seconds to wait for the Ray cluster named by ``$RAY_ADDRESS`` to answer before the
+            job fails with one line naming it (a cluster that is gone would otherwise hang the job).
         placement_timeout_s: a job whose read, encode or write tasks stay unplaced this long
             (the cluster has no node with room for them) fails with the cluster's shape instead
             of waiting forever; 0 waits forever.
@@ -101,6 +100,7 @@ class EncodeJobConfig(Config):
     storage_options: dict[str, Any] | None = None
     shared_filesystem: bool = False
     placement_timeout_s: float = 120.0
+    connect_timeout_s: float = 30.0
 
     def validate(self) -> None:
         name = type(self).__name__
@@ -134,6 +134,7 @@ class EncodeJobConfig(Config):
             raise ConfigError(f"{name}.processor.flip is ignored by the encode job; to encode flipped views set "
                               f"store.flip=true (and processor.flip=false), got: processor.flip=True")
         check_positive(name, "placement_timeout_s", self.placement_timeout_s, allow_zero=True)
+        check_positive(name, "connect_timeout_s", self.connect_timeout_s)
         if not 0.0 <= self.max_error_rate <= 1.0:
             raise ConfigError(f"{name}.max_error_rate must be in [0, 1], got: {self.max_error_rate}")
 
@@ -158,16 +159,12 @@ class EncodeJobConfig(Config):
         Returns:
             The validated config.
         """
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-        return cls.from_yaml_data(data, overrides, where=path)
+        return load_job_config(cls, path, overrides)
 
     @classmethod
     def from_yaml_data(cls, data: Any, overrides: list[str] | None = None, where: str = "the config") -> "EncodeJobConfig":
         """:meth:`from_yaml` on data already read from YAML (``where`` names it in errors)."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where!r} must hold a YAML mapping at the top level, got: {type(data).__name__}")
-        return cls.from_dict(apply_overrides(data, overrides or [], cls))
+        return load_job_config(cls, where, overrides, data=config_cli.check_mapping(data, where))
 
     @property
     def processor_config(self) -> ImageProcessorConfig | VideoProcessorConfig:
@@ -185,65 +182,5 @@ class EncodeJobConfig(Config):
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], config_class: type | None = None) -> dict[str, Any]:
-    """Apply ``a.b=value`` strings to a nested dict (values parsed as YAML). Returns a new dict.
-
-    A value that does not parse as YAML, or parses to a mapping where the field wants a string
-    or a list (``/d/shard-{000000..000099}.tar``: braces read as a YAML mapping), is taken as
-    the raw string; a string given to a list field becomes a one-item list.
-    """
-    out = json.loads(json.dumps(data))
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"overrides must look like key=value, got: {item!r}")
-        dotted, raw = item.split("=", 1)
-        keys = dotted.strip().split(".")
-        node = out
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {key!r} is not a section")
-        node[keys[-1]] = _override_value(raw, _field_type(config_class or EncodeJobConfig, keys))
-    return out
-
-
-def _field_type(config_class: type, keys: list[str]) -> Any:
-    """The declared type of the dotted field ``keys`` (None where a key is not a known field)."""
-    from latentflow.configuration import _section_type
-
-    tp: Any = config_class
-    for key in keys:
-        section, _ = _section_type(tp)
-        if section is None or key not in section.field_types():
-            return None
-        tp = section.field_types()[key]
-    return tp
-
-
-def _override_value(raw: str, tp: Any) -> Any:
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        value = raw  # not YAML (e.g. "{000..009}.tar"): the string itself
-    wants = _kinds(tp)
-    if isinstance(value, dict) and wants & {str, list} and dict not in wants:
-        return [raw] if str not in wants else raw
-    if isinstance(value, str) and list in wants and str not in wants:
-        return [value]
-    return value
-
-
-def _kinds(tp: Any) -> set[type]:
-    """The plain kinds a type annotation accepts: {str}, {list}, {dict, NoneType}, ..."""
-    import typing
-
-    if tp is None:
-        return set()
-    args = typing.get_args(tp)
-    origin = typing.get_origin(tp)
-    if origin in (list, tuple):
-        return {list}
-    if origin is dict:
-        return {dict}
-    if args and origin is not None and not isinstance(origin, type):  # a Union / Optional
-        return set().union(*(_kinds(a) for a in args))
-    return {tp} if isinstance(tp, type) else set()
+    """:func:`latentflow.config_cli.apply_overrides`, typed against ``config_class`` (default: this job's config)."""
+    return config_cli.apply_overrides(data, overrides, config_class or EncodeJobConfig)
