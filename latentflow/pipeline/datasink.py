@@ -31,13 +31,25 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ShardResult:
-    """What one committed (or failed) shard reports back to the driver."""
+    """What one committed (or failed) shard reports back to the driver.
+
+    Its counts add up: ``samples == rows + len(errors)`` for every shard whose samples were read
+    (committed, or all failed); an unreadable shard has ``samples == 0`` and one keyless error.
+
+    Attributes:
+        samples: samples that reached the commit step (images, or clips plus videos that gave no
+            clip), counted before the writer: every one is a row or an error row.
+        rows: rows the writer committed (from its marker).
+        errors: ``errors.parquet`` rows of the shard.
+        failed: no marker (unreadable, or every sample failed): a rerun retries the shard.
+    """
 
     shard: str
     url: str
     rows: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)
     failed: bool = False
+    samples: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,7 +114,9 @@ def commit_shard(writer: ShardWriter, part: pa.Table) -> ShardResult:
     encoded = encoded_shard(part, writer.array_names)
     if encoded.all_failed:  # no marker: reported as failed, so a rerun after the fix retries it
         logger.warning("shard %s: all %d samples failed; not committed", shard, len(encoded.errors))
-        return ShardResult(shard, url, errors=list(encoded.errors), failed=True)
-    writer.write_shard(shard, encoded.columns, list(encoded.errors))
-    logger.info("committed shard %s: %d rows, %d errors", shard, encoded.rows, len(encoded.errors))
-    return ShardResult(shard, url, rows=encoded.rows, errors=list(encoded.errors))
+        return ShardResult(shard, url, errors=list(encoded.errors), failed=True, samples=got)
+    marker = writer.write_shard(shard, encoded.columns, list(encoded.errors))
+    if marker.rows != encoded.rows:  # keys are unique per shard at the source: the writer never drops a sample
+        logger.error("shard %s: %d rows handed to the writer, %d committed (duplicate keys)", shard, encoded.rows, marker.rows)
+    logger.info("committed shard %s: %d rows, %d errors", shard, marker.rows, len(encoded.errors))
+    return ShardResult(shard, url, rows=marker.rows, errors=list(encoded.errors), samples=got)

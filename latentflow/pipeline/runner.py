@@ -58,8 +58,12 @@ class OutputTotals:
 
 @dataclass
 class EncodeSummary:
-    """What a run did (``rows``, ``errors``: sample errors of the shards it committed, ``shards_*``)
+    """What a run did (``rows``, ``errors``: sample errors of the shards it read, ``shards_*``)
     and what the output holds after it (``totals``).
+
+    This run's counts add up: ``samples_seen == rows + errors`` (samples: images, or clips plus
+    videos that gave no clip; every one read is a row or a row of ``errors.parquet``). Shards
+    skipped as already committed are not read, so they add to none of the three.
 
     Rates are over the whole output, so a rerun that only retries a bad shard does not read as
     100% failed: ``error_rate`` is sample errors / samples of every committed shard,
@@ -77,6 +81,7 @@ class EncodeSummary:
     seconds: float = 0.0
     max_error_rate: float = 0.0
     totals: OutputTotals = field(default_factory=OutputTotals)
+    samples_seen: int = 0
 
     @property
     def images_per_s(self) -> float:
@@ -150,17 +155,20 @@ def run_encode_job(config: EncodeJobConfig, progress: bool = True) -> EncodeSumm
 def _tally(summary: EncodeSummary, results: list[ShardResult]) -> list[dict]:
     """Add the shard results to ``summary``; returns the error rows of failed shards (they have no marker).
 
-    A failed shard counts once, in ``shards_failed``, never among the sample errors.
+    An unreadable shard counts once, in ``shards_failed``, never among the sample errors. A shard
+    whose samples were read and all failed is in ``shards_failed`` too, and its samples are sample
+    errors (each is a row of ``errors.parquet``), so ``samples_seen == rows + errors``.
     """
     shard_errors = []
     for r in results:
+        summary.samples_seen += r.samples
+        summary.errors += len(r.errors) if r.samples else 0  # an unreadable shard's error names no sample
         if r.failed:
             summary.shards_failed.append(r.url)
             shard_errors += r.errors
         else:
             summary.shards_committed += 1
             summary.rows += r.rows
-            summary.errors += len(r.errors)
     return shard_errors
 
 
