@@ -445,7 +445,10 @@ def finalize(out_url: str, codec: Codec, storage_options: dict | None = None, su
     Returns:
         the content written to ``latentflow.json``: ``counts`` are the output's totals, recomputed
         from the committed markers (rows, shards, ``sample_errors``, ``failed_shards``: shards this
-        run could not read; they have no marker and the next run retries them).
+        run could not read or whose samples all failed; they have no marker and the next run
+        retries them). ``sample_errors`` also counts the samples of such all-failed shards (the
+        keyed rows of ``shard_errors``), so every sample read is a row or a sample error:
+        ``samples == rows + sample_errors``; ``errors`` adds one keyless row per unreadable shard.
     """
     summary = dict(summary or {})
     shard_errors = list(summary.pop("shard_errors", []))  # error rows: their "key" is a sample key, not a secret
@@ -466,10 +469,11 @@ def finalize(out_url: str, codec: Codec, storage_options: dict | None = None, su
     previous = read_json(fs, join(root, SUMMARY_FILE))
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     failed = list(summary.get("failed_shards", []))
+    sample_errors = state.sample_errors + sum(1 for e in shard_errors if e.get("key"))  # an unreadable shard's has no key
     info = {
         "codec": codec.to_dict(),
-        "counts": {"rows": state.rows, "errors": len(errors), "shards": state.shards,
-                   "sample_errors": state.sample_errors, "failed_shards": len(failed), "buckets": state.buckets},
+        "counts": {"rows": state.rows, "errors": len(errors), "shards": state.shards, "sample_errors": sample_errors,
+                   "samples": state.rows + sample_errors, "failed_shards": len(failed), "buckets": state.buckets},
         "failed_shards": failed,
         "stats": {"latent": merge_stats(markers)},
         "created_at": previous.get("created_at", now),
