@@ -8,6 +8,7 @@ video clips (resolution, aspect buckets, crop) is declared once, in :class:`Geom
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from latentflow.configuration import Config, check_choice, check_positive
 from latentflow.errors import ConfigError
@@ -19,6 +20,7 @@ VIDEO_RESAMPLE = ("area", "bilinear", "bicubic", "lanczos")  # libswscale filter
 CROPS = ("center", "random")
 CLIP_MODES = ("head", "uniform", "slide")
 SHORT_CLIP = ("skip", "pad")
+BUCKET_GRID_MULTIPLE = 2  # bucket_step="auto": latent grids even, so the shipped priors' patch size 2 divides them
 
 
 @dataclass
@@ -30,7 +32,12 @@ class GeometryConfig(Config):
         buckets: sort samples into aspect-ratio buckets of about ``resolution**2`` pixels
             (a clip's bucket is then (T, H, W)).
         bucket_max_aspect: the widest bucket's aspect ratio (and 1/that for the tallest).
-        bucket_step: bucket sides are multiples of this; None means the model's downsampling factor.
+        bucket_step: bucket sides are multiples of this (a multiple of the model's downsampling
+            factor f). ``"auto"`` (default): ``2 * f``, so every bucket's latent grid is even and a
+            prior with patch size 2 (the shipped flow configs) divides it. ``None``: ``f`` (how
+            bucketed outputs were encoded before ``"auto"``; their codecs record ``null`` and keep
+            that meaning). Unbucketed configs write ``None`` here: the step is unused there, and
+            their codec fingerprints stay what they were.
         crop: ``"center"`` or ``"random"`` (random crops are seeded by ``seed`` and the sample key,
             so a rerun makes the same crop).
         seed: seed of the random crops.
@@ -39,9 +46,21 @@ class GeometryConfig(Config):
     resolution: int = 256
     buckets: bool = False
     bucket_max_aspect: float = 2.0
-    bucket_step: int | None = None
+    bucket_step: int | Literal["auto"] | None = "auto"
     crop: str = "center"
     seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if not self.buckets and self.bucket_step == "auto":
+            out["bucket_step"] = None  # unused without buckets: the fingerprint of square outputs is unchanged
+        return out
+
+    def resolved_bucket_step(self, downsample_factor: int) -> int:
+        """Bucket sides are multiples of this, for a model that downsamples by ``downsample_factor``."""
+        if self.bucket_step == "auto":
+            return BUCKET_GRID_MULTIPLE * downsample_factor
+        return self.bucket_step or downsample_factor
 
     def validate(self) -> None:
         name = type(self).__name__
@@ -49,7 +68,7 @@ class GeometryConfig(Config):
         check_choice(name, "crop", self.crop, CROPS)
         if self.bucket_max_aspect < 1:
             raise ConfigError(f"{name}.bucket_max_aspect must be >= 1, got: {self.bucket_max_aspect}")
-        if self.bucket_step is not None:
+        if isinstance(self.bucket_step, int):
             check_positive(name, "bucket_step", self.bucket_step)
 
 

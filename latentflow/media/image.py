@@ -114,7 +114,7 @@ class ImageProcessor:
             raise ConfigError(f"downsample_factor must be >= 1, got: {downsample_factor}")
         self.config = config
         self.downsample_factor = downsample_factor
-        step = config.bucket_step or downsample_factor
+        step = config.resolved_bucket_step(downsample_factor)
         if step % downsample_factor:
             raise ConfigError(f"bucket_step must be a multiple of the model's downsample factor {downsample_factor}, got: {step}")
         if not config.buckets and config.resolution % downsample_factor:

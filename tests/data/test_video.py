@@ -225,7 +225,8 @@ def test_crop_boxes_center_random_and_buckets(ten_fps):
     geometry = ImageProcessor(ImageProcessorConfig(resolution=32, crop="random", seed=3), 8)
     assert boxes == [geometry.crop_geometry(48, 64, f"v/clip{i:04d}")[1] for i in range(4)]  # seeded by key_seed(seed, clip key)
     assert boxes == [c.crop_box for c in random.process_clips(ten_fps, "v")]
-    wide = processor(num_frames=5, buckets=True).process_clips(write_video(fps=10, size=(48, 96), num_frames=5), "w")[0]
+    # bucket_step=8: at 32 px the default step (2 x 8) leaves only the square bucket within aspect 2
+    wide = processor(num_frames=5, buckets=True, bucket_step=8).process_clips(write_video(fps=10, size=(48, 96), num_frames=5), "w")[0]
     assert wide.bucket == (5, 24, 40) and wide.pixel_values.shape == (3, 5, 24, 40)  # about 32*32 px at aspect ~2
     assert wide.crop_box[2:] == (24, 40)
 
