@@ -222,11 +222,21 @@ def read_config_dict(path: str, storage_options: dict | None = None) -> dict[str
 
 
 def check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:
+    """Raise ``ConfigError("owner.name must be one of [...], got: value")`` unless ``value`` is in ``choices``."""
     if value not in choices:
         raise ConfigError(f"{owner}.{name} must be one of {list(choices)}, got: {value!r}")
 
 
-def check_positive(owner: str, name: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        rule = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{owner}.{name} must be {rule}, got: {value}")
+def check_positive(owner: str, name: str | None = None, value: float | None = None, /, *,
+                   allow_zero: bool = False, **values: float | None) -> None:
+    """Raise ``ConfigError("owner.name must be > 0, got: v")`` (``>= 0`` with ``allow_zero``) for a bad value.
+
+    Give one value positionally, ``check_positive("Cfg", "batch_size", 0)``, or several by name,
+    ``check_positive("train", max_steps=10, log_every=0)``. ``None`` means unset and is not checked.
+    """
+    if name is not None:
+        values = {name: value, **values}
+    rule = ">= 0" if allow_zero else "> 0"
+    for key, v in values.items():
+        if v is not None and (v < 0 or (v == 0 and not allow_zero)):
+            raise ConfigError(f"{owner}.{key} must be {rule}, got: {v}")

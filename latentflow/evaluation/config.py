@@ -13,14 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
+from latentflow.config_cli import load_job_config
 from latentflow.configuration import Config, check_choice, check_positive
 from latentflow.media.config import ImageProcessorConfig
 from latentflow.sources.shards import SourceConfig, resolve_storage_options
 from latentflow.errors import ConfigError
-from latentflow.pipeline.config import apply_overrides
-
 
 
 @dataclass
@@ -41,6 +38,7 @@ class EvalJobConfig(Config):
         histogram_samples: latent values kept per channel per batch for the histograms.
         lpips_weights: local ``.safetensors`` weights of an LPIPS network; LPIPS is skipped
             (with a note in the report) when None, missing, or no LPIPS implementation is installed.
+        device: ``cpu`` or ``cuda``: where the models run.
         seed: seeds the histogram subsampling.
         storage_options: fsspec options for the checkpoints and the output; None means
             ``$LATENTFLOW_STORAGE_OPTIONS`` (JSON) or fsspec defaults. Never written out.
@@ -67,10 +65,8 @@ class EvalJobConfig(Config):
             raise ConfigError(f"{name}.models must name at least one checkpoint, got: []")
         if not self.output:
             raise ConfigError(f"{name}.output must be a path or URL, got: {self.output!r}")
-        for key in ("batch_size", "actor_num_cpus", "grid_images", "histogram_samples"):
-            check_positive(name, key, getattr(self, key))
-        if self.max_images is not None:
-            check_positive(name, "max_images", self.max_images)
+        check_positive(name, batch_size=self.batch_size, actor_num_cpus=self.actor_num_cpus, grid_images=self.grid_images,
+                       histogram_samples=self.histogram_samples, max_images=self.max_images)
         check_choice(name, "device", self.device, ("cpu", "cuda"))
         if self.processor.buckets:
             raise ConfigError(f"{name}.processor.buckets must be false: evaluation compares models on equal-size crops")
@@ -89,9 +85,5 @@ class EvalJobConfig(Config):
 
     @classmethod
     def from_yaml(cls, path: str, overrides: list[str] | None = None) -> "EvalJobConfig":
-        """Load a YAML file, apply dotted ``key=value`` overrides, validate."""
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path!r} must hold a YAML mapping at the top level, got: {type(data).__name__}")
-        return cls.from_dict(apply_overrides(data, overrides or []))
+        """Load a YAML file, apply dotted ``key=value`` overrides (typed against this class), validate."""
+        return load_job_config(cls, path, overrides)

@@ -45,7 +45,7 @@ from torch import nn
 
 from latentflow import hub
 from latentflow.auto import register
-from latentflow.configuration import LatentConfig, read_config_dict
+from latentflow.configuration import LatentConfig, read_config_dict, check_positive
 from latentflow.errors import ConfigError, InputError
 from latentflow.modeling import LatentModel, check_finite
 from latentflow.outputs import AutoencoderOutput, DecoderOutput, DiagonalGaussian, VariationalEncoderOutput
@@ -265,10 +265,10 @@ class AudioAutoencoderOobleckConfig(LatentConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("encoder_hidden_size", "decoder_channels", "decoder_input_channels", "audio_channels", "sampling_rate",
-                     "sample_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got: {getattr(self, name)}")
+        check_positive(type(self).__name__, encoder_hidden_size=self.encoder_hidden_size,
+                       decoder_channels=self.decoder_channels, decoder_input_channels=self.decoder_input_channels,
+                       audio_channels=self.audio_channels, sampling_rate=self.sampling_rate,
+                       sample_size=self.sample_size)
         ratios, mults = self.downsampling_ratios, self.channel_multiples
         if not ratios or any(r < 2 or r % 2 for r in ratios):
             raise ConfigError(f"downsampling_ratios must be even numbers >= 2 (the transposed conv of an odd stride s "

@@ -32,7 +32,7 @@ from torch import nn
 
 from latentflow import hub
 from latentflow.auto import register
-from latentflow.configuration import Config, LatentConfig, read_config_dict
+from latentflow.configuration import Config, LatentConfig, read_config_dict, check_positive
 from latentflow.errors import CheckpointError, ConfigError, InputError
 from latentflow.modeling import LatentModel, check_finite
 from latentflow.models.ldm_blocks import Decoder, Encoder, check_attention_backend, set_upcast
@@ -193,9 +193,9 @@ class AutoencoderKLConfig(LatentConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("in_channels", "out_channels", "layers_per_block", "latent_channels", "norm_num_groups", "sample_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got: {getattr(self, name)}")
+        check_positive(type(self).__name__, in_channels=self.in_channels, out_channels=self.out_channels,
+                       layers_per_block=self.layers_per_block, latent_channels=self.latent_channels,
+                       norm_num_groups=self.norm_num_groups, sample_size=self.sample_size)
         if not self.block_out_channels or any(c <= 0 for c in self.block_out_channels):
             raise ConfigError(f"block_out_channels must be non-empty and > 0, got: {list(self.block_out_channels)}")
         bad = [c for c in self.block_out_channels if c % self.norm_num_groups]

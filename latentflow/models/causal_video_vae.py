@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentflow.auto import register
-from latentflow.configuration import LatentConfig
+from latentflow.configuration import LatentConfig, check_positive
 from latentflow.errors import ConfigError, InputError
 from latentflow.modeling import LatentModel, check_finite
 from latentflow.models.autoencoder_kl import TilingConfig, blend_tiles
@@ -381,9 +381,9 @@ class CausalVideoAutoencoderKLConfig(LatentConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("base_dim", "z_dim", "num_res_blocks", "in_channels", "out_channels", "sample_size", "sample_frames"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got: {getattr(self, name)}")
+        check_positive(type(self).__name__, base_dim=self.base_dim, z_dim=self.z_dim,
+                       num_res_blocks=self.num_res_blocks, in_channels=self.in_channels,
+                       out_channels=self.out_channels, sample_size=self.sample_size, sample_frames=self.sample_frames)
         if self.decoder_base_dim is not None and self.decoder_base_dim <= 0:
             raise ConfigError(f"decoder_base_dim must be > 0 or None, got: {self.decoder_base_dim}")
         if not self.dim_mult or any(m <= 0 for m in self.dim_mult):

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentflow.auto import register
-from latentflow.configuration import LatentConfig
+from latentflow.configuration import LatentConfig, check_positive
 from latentflow.errors import ConfigError, InputError
 from latentflow.modeling import LatentModel, check_finite
 from latentflow.models import causal_video_vae
@@ -253,10 +253,9 @@ class MagvitV2Config(LatentConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("in_channels", "layers_per_block", "norm_num_groups", "codebook_size", "temporal_compression",
-                     "entropy_temperature"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got: {getattr(self, name)}")
+        check_positive(type(self).__name__, in_channels=self.in_channels, layers_per_block=self.layers_per_block,
+                       norm_num_groups=self.norm_num_groups, codebook_size=self.codebook_size,
+                       temporal_compression=self.temporal_compression, entropy_temperature=self.entropy_temperature)
         if not self.block_out_channels or any(c <= 0 for c in self.block_out_channels):
             raise ConfigError(f"block_out_channels must be non-empty and > 0, got: {list(self.block_out_channels)}")
         if self.codebook_size < 2 or self.codebook_size & (self.codebook_size - 1):
@@ -267,9 +266,8 @@ class MagvitV2Config(LatentConfig):
         if s & (s - 1) or s.bit_length() - 1 > levels:
             raise ConfigError(f"temporal_compression must be a power of two up to 2**(len(block_out_channels) - 1) = "
                               f"{2 ** levels}, got: {s}")
-        for name in ("commitment_weight", "entropy_weight", "diversity_gamma"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got: {getattr(self, name)}")
+        check_positive(type(self).__name__, commitment_weight=self.commitment_weight,
+                       entropy_weight=self.entropy_weight, diversity_gamma=self.diversity_gamma, allow_zero=True)
 
     @property
     def num_bits(self) -> int:

@@ -60,7 +60,7 @@ import torch
 from torch import nn
 
 from latentflow.auto import register
-from latentflow.configuration import LatentConfig
+from latentflow.configuration import LatentConfig, check_positive
 from latentflow.errors import ConfigError, InputError
 from latentflow.modeling import LatentModel, check_finite
 from latentflow.models.autoencoder import reconstruction_loss
@@ -211,12 +211,13 @@ class TiTokConfig(LatentConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("in_channels", "image_size", "patch_size", "num_latent_tokens", "hidden_size", "num_layers",
-                     "num_heads", "codebook_size", "codebook_dim", "out_channels", "decoder_hidden_size",
-                     "decoder_num_layers", "decoder_num_heads", "mlp_ratio"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"{name} must be > 0, got: {value}")
+        check_positive(type(self).__name__, in_channels=self.in_channels, image_size=self.image_size,
+                       patch_size=self.patch_size, num_latent_tokens=self.num_latent_tokens,
+                       hidden_size=self.hidden_size, num_layers=self.num_layers, num_heads=self.num_heads,
+                       codebook_size=self.codebook_size, codebook_dim=self.codebook_dim,
+                       out_channels=self.out_channels, decoder_hidden_size=self.decoder_hidden_size,
+                       decoder_num_layers=self.decoder_num_layers, decoder_num_heads=self.decoder_num_heads,
+                       mlp_ratio=self.mlp_ratio)
         if self.image_size % self.patch_size:
             raise ConfigError(f"image_size must be a multiple of patch_size, got: {self.image_size} and {self.patch_size}")
         for width, heads in ((self.hidden_size, self.num_heads),

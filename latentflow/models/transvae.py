@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentflow.auto import register
-from latentflow.configuration import LatentConfig
+from latentflow.configuration import LatentConfig, check_positive
 from latentflow.errors import ConfigError
 from latentflow.modeling import LatentModel, check_finite
 from latentflow.models.autoencoder import reconstruction_loss
@@ -185,9 +185,9 @@ class TransVAEConfig(LatentConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("in_channels", "layers_per_block", "norm_num_groups", "transformer_dim", "num_heads", "sample_size", "latent_channels"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got: {getattr(self, name)}")
+        check_positive(type(self).__name__, in_channels=self.in_channels, layers_per_block=self.layers_per_block,
+                       norm_num_groups=self.norm_num_groups, transformer_dim=self.transformer_dim,
+                       num_heads=self.num_heads, sample_size=self.sample_size, latent_channels=self.latent_channels)
         if not self.block_out_channels or any(c <= 0 for c in self.block_out_channels):
             raise ConfigError(f"block_out_channels must be non-empty and > 0, got: {self.block_out_channels}")
         if not self.transformer_depths or any(d < 0 for d in self.transformer_depths):

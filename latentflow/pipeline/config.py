@@ -18,11 +18,10 @@ from typing import Any
 from latentflow import config_cli
 from latentflow.config_cli import load_job_config
 from latentflow.configuration import Config, check_choice, check_positive
-from latentflow.format.codec import StoreConfig
-from latentflow.media.config import ImageProcessorConfig
-from latentflow.media.config import VideoProcessorConfig
-from latentflow.sources.shards import SourceConfig, resolve_storage_options
 from latentflow.errors import ConfigError
+from latentflow.format.codec import StoreConfig
+from latentflow.media.config import ImageProcessorConfig, VideoProcessorConfig
+from latentflow.sources.shards import SourceConfig, resolve_storage_options
 
 DTYPES = ("fp32", "bf16", "fp16")
 FORMATS = ("parquet", "zarr")

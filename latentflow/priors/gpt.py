@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentflow.configuration import check_positive
 from latentflow.errors import ConfigError, InputError
 from latentflow.models.layers import TransformerBlock
 from latentflow.priors.base import PriorConfig, PriorModel, register_prior
+from latentflow.progress import Progress
 
 
 @dataclass
@@ -38,9 +40,8 @@ class GPTConfig(PriorConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got: {getattr(self, name)}")
+        check_positive(type(self).__name__, vocab_size=self.vocab_size, hidden_size=self.hidden_size,
+                       num_layers=self.num_layers, num_heads=self.num_heads)
 
 
 # checkpoints written before the priors used the shared TransformerBlock (ln1/ln2/mlp -> norm1/norm2/ffn)
@@ -117,9 +118,11 @@ class GPTPrior(PriorModel):
             raise InputError(f"temperature must be > 0, got: {temperature}")
         device = self.pos_emb.device
         tokens = torch.zeros(num_samples, 0, dtype=torch.long, device=device)
-        for _ in range(self.config.seq_len):
-            logits = self(tokens, labels)[:, -1].float() / temperature  # (N, V)
-            probs = F.softmax(top_k_filter(logits, top_k), dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=generator)
-            tokens = torch.cat([tokens, nxt], dim=1)
+        with Progress(self.config.seq_len, f"sample {num_samples} x gpt", unit="token") as progress:
+            for _ in range(self.config.seq_len):
+                logits = self(tokens, labels)[:, -1].float() / temperature  # (N, V)
+                probs = F.softmax(top_k_filter(logits, top_k), dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)
+                tokens = torch.cat([tokens, nxt], dim=1)
+                progress.update(1)
         return tokens.view(num_samples, *self.config.latent_shape)

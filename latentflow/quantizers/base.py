@@ -68,13 +68,6 @@ class QuantizerConfig(Config):
         return super().from_dict(data, **overrides)
 
 
-def check_positive(owner: str, **values: float | int | None) -> None:
-    """Raise ``ConfigError("owner.x must be > 0, got: v")`` for each non-positive value given."""
-    for key, value in values.items():
-        if value is not None and value <= 0:
-            raise ConfigError(f"{owner}.{key} must be > 0, got: {value}")
-
-
 def register_quantizer(cls: type["Quantizer"]) -> type["Quantizer"]:
     """Register a quantizer class under ``cls.config_class.name``. Usable as a decorator."""
     return registry.register_class("quantizer", cls.config_class.name, cls)

@@ -32,6 +32,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from latentflow.configuration import check_choice, check_positive
 from latentflow.errors import ConfigError
 from latentflow.quantizers.base import FlatQuantized, Quantizer, QuantizerConfig, exact_straight_through, register_quantizer
 
@@ -56,12 +57,10 @@ class FSQConfig(QuantizerConfig):
             raise ConfigError(f"{owner}.levels must be a non-empty list of ints >= 2, got: []")
         if any(level < 2 for level in self.levels):
             raise ConfigError(f"{owner}.levels must all be >= 2, got: {self.levels}")
-        if self.dim is not None and self.dim <= 0:
-            raise ConfigError(f"{owner}.dim must be > 0, got: {self.dim}")
+        check_positive(owner, dim=self.dim)
         if not 0 <= self.eps < 1:
             raise ConfigError(f"{owner}.eps must be in [0, 1), got: {self.eps}")
-        if self.bound not in BOUNDS:
-            raise ConfigError(f"{owner}.bound must be one of {list(BOUNDS)}, got: {self.bound!r}")
+        check_choice(owner, "bound", self.bound, BOUNDS)
 
 
 @register_quantizer

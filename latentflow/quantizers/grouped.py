@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from latentflow.errors import ConfigError
-from latentflow.quantizers.base import FlatQuantized, Quantizer, QuantizerConfig, check_positive, register_quantizer
+from latentflow.configuration import check_positive
+from latentflow.quantizers.base import FlatQuantized, Quantizer, QuantizerConfig, register_quantizer
 from latentflow.quantizers.residual import level_config
 from latentflow.quantizers.vq import VectorQuantizer, VQConfig
 

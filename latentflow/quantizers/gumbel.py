@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentflow.errors import ConfigError
-from latentflow.quantizers.base import FlatQuantized, Quantizer, QuantizerConfig, check_positive, nearest_rows, register_quantizer
+from latentflow.configuration import check_positive
+from latentflow.quantizers.base import FlatQuantized, Quantizer, QuantizerConfig, nearest_rows, register_quantizer
 
 
 @dataclass
@@ -48,8 +49,7 @@ class GumbelConfig(QuantizerConfig):
         owner = type(self).__name__
         check_positive(owner, dim=self.dim, codebook_size=self.codebook_size, temperature=self.temperature,
                        temperature_min=self.temperature_min)
-        if self.anneal_rate < 0 or self.kl_weight < 0:
-            raise ConfigError(f"{owner}.anneal_rate and kl_weight must be >= 0, got: {self.anneal_rate}, {self.kl_weight}")
+        check_positive(owner, anneal_rate=self.anneal_rate, kl_weight=self.kl_weight, allow_zero=True)
 
 
 @register_quantizer

@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentflow.errors import ConfigError
+from latentflow.configuration import check_positive
 from latentflow.quantizers.base import (
     FlatQuantized,
     Quantizer,
     QuantizerConfig,
-    check_positive,
     entropy,
     exact_straight_through,
     register_quantizer,
@@ -60,8 +60,7 @@ class LFQConfig(QuantizerConfig):
         check_positive(owner, dim=self.dim, codebook_size=self.codebook_size, entropy_temperature=self.entropy_temperature)
         if self.codebook_size < 2 or self.codebook_size & (self.codebook_size - 1):
             raise ConfigError(f"{owner}.codebook_size must be a power of two >= 2, got: {self.codebook_size}")
-        if self.beta < 0 or self.entropy_weight < 0:
-            raise ConfigError(f"{owner}.beta and entropy_weight must be >= 0, got: {self.beta}, {self.entropy_weight}")
+        check_positive(owner, beta=self.beta, entropy_weight=self.entropy_weight, allow_zero=True)
 
 
 def binary_entropy(p: torch.Tensor) -> torch.Tensor:

@@ -26,11 +26,11 @@ import torch
 from torch import nn
 
 from latentflow.errors import ConfigError
+from latentflow.configuration import check_positive
 from latentflow.quantizers.base import (
     FlatQuantized,
     Quantizer,
     QuantizerConfig,
-    check_positive,
     exact_straight_through,
     register_quantizer,
 )

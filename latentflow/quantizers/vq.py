@@ -34,12 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentflow.errors import ConfigError
+from latentflow.configuration import check_positive
 from latentflow.quantizers.base import (
     FlatQuantized,
     Quantizer,
     QuantizerConfig,
     all_reduce_sum,
-    check_positive,
     exact_straight_through,
     gather_rows,
     global_row_count,
@@ -77,8 +77,7 @@ class VQConfig(QuantizerConfig):
             raise ConfigError(f"{owner}.codebook_dim must be <= dim ({self.dim}), got: {self.codebook_dim}")
         if not 0.0 < self.decay < 1.0:
             raise ConfigError(f"{owner}.decay must be in (0, 1), got: {self.decay}")
-        if self.beta < 0 or self.dead_code_threshold < 0:
-            raise ConfigError(f"{owner}.beta and dead_code_threshold must be >= 0, got: {self.beta}, {self.dead_code_threshold}")
+        check_positive(owner, beta=self.beta, dead_code_threshold=self.dead_code_threshold, allow_zero=True)
 
 
 def nearest_codes(z: torch.Tensor, codebook: torch.Tensor, cosine: bool) -> torch.Tensor:

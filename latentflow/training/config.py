@@ -15,22 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
-import yaml
-
-from latentflow.configuration import Config
+from latentflow.config_cli import load_job_config
+from latentflow.configuration import Config, check_choice, check_positive
 from latentflow.errors import ConfigError
+
+
+PRIOR_KINDS = ("gpt", "maskgit", "discrete_diffusion", "flow")
 
 
 @dataclass
 class SectionConfig(Config):
     """Base of every trainer config section (the shared strict :class:`Config`)."""
-
-
-def _positive(owner: str, **values: float) -> None:
-    for name, value in values.items():
-        if value <= 0:
-            raise ConfigError(f"{owner}.{name} must be > 0, got: {value}")
 
 
 @dataclass
@@ -69,9 +64,8 @@ class ImageDataConfig(SectionConfig):
     eval_batches: int = 2
 
     def validate(self) -> None:
-        _positive("data", batch_size=self.batch_size, eval_batches=self.eval_batches)
-        if self.holdout_shards < 0:
-            raise ConfigError(f"data.holdout_shards must be >= 0, got: {self.holdout_shards}")
+        check_positive("data", batch_size=self.batch_size, eval_batches=self.eval_batches)
+        check_positive("data", holdout_shards=self.holdout_shards, allow_zero=True)
 
 
 @dataclass
@@ -109,8 +103,7 @@ class LossConfig(SectionConfig):
     vf_margin_dist: float = 0.25
 
     def validate(self) -> None:
-        if self.reconstruction not in ("l1", "l2"):
-            raise ConfigError(f"loss.reconstruction must be 'l1' or 'l2', got: {self.reconstruction!r}")
+        check_choice("loss", "reconstruction", self.reconstruction, ("l1", "l2"))
         if self.perceptual_weight > 0 and not self.perceptual_weights:
             raise ConfigError("loss.perceptual_weight > 0 needs loss.perceptual_weights (a local .safetensors path)")
         if self.vf_weight > 0 and not self.vf_model:
@@ -132,11 +125,10 @@ class OptimConfig(SectionConfig):
     ema_decay: float = 0.999
 
     def validate(self) -> None:
-        _positive("optim", lr=self.lr)
+        check_positive("optim", lr=self.lr)
+        check_positive("optim", warmup_steps=self.warmup_steps, allow_zero=True)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"optim.ema_decay must be in [0, 1), got: {self.ema_decay}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"optim.warmup_steps must be >= 0, got: {self.warmup_steps}")
 
 
 @dataclass
@@ -163,11 +155,10 @@ class RunSection(SectionConfig):
     cpus_per_worker: float = 1.0
 
     def validate(self) -> None:
-        _positive("train", max_steps=self.max_steps, log_every=self.log_every,
-                  checkpoint_every=self.checkpoint_every, num_workers=self.num_workers,
-                  cpus_per_worker=self.cpus_per_worker)
-        if self.mixed_precision not in ("no", "bf16"):
-            raise ConfigError(f"train.mixed_precision must be 'no' or 'bf16', got: {self.mixed_precision!r}")
+        check_positive("train", max_steps=self.max_steps, log_every=self.log_every,
+                       checkpoint_every=self.checkpoint_every, num_workers=self.num_workers,
+                       cpus_per_worker=self.cpus_per_worker)
+        check_choice("train", "mixed_precision", self.mixed_precision, ("no", "bf16"))
 
 
 @dataclass
@@ -213,11 +204,10 @@ class LatentDataConfig(SectionConfig):
     shuffle_buffer: int = 4096
 
     def validate(self) -> None:
-        _positive("data", batch_size=self.batch_size, shuffle_buffer=self.shuffle_buffer)
+        check_positive("data", batch_size=self.batch_size, shuffle_buffer=self.shuffle_buffer)
+        check_positive("data", max_val_rows=self.max_val_rows, num_classes=self.num_classes, allow_zero=True)
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got: {self.val_fraction}")
-        if self.max_val_rows < 0 or self.num_classes < 0:
-            raise ConfigError(f"data.max_val_rows and data.num_classes must be >= 0, got: {self.max_val_rows}, {self.num_classes}")
 
 
 @dataclass
@@ -228,8 +218,7 @@ class PriorSpec(SectionConfig):
     config: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
-        if self.kind not in ("gpt", "maskgit", "discrete_diffusion", "flow"):
-            raise ConfigError(f"prior.kind must be one of gpt, maskgit, discrete_diffusion, flow, got: {self.kind!r}")
+        check_choice("prior", "kind", self.kind, PRIOR_KINDS)
 
 
 @dataclass
@@ -243,7 +232,7 @@ class SampleConfig(SectionConfig):
     seed: int = 0
 
     def validate(self) -> None:
-        _positive("sample", num_samples=self.num_samples, temperature=self.temperature, steps=self.steps)
+        check_positive("sample", num_samples=self.num_samples, temperature=self.temperature, steps=self.steps)
 
 
 @dataclass
@@ -257,29 +246,8 @@ class TrainPriorConfig(SectionConfig):
     sample: SampleConfig = field(default_factory=SampleConfig)
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict, in place."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override must look like key=value, got: {item!r}")
-        key, raw = item.split("=", 1)
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
-    return data
-
-
 def load_config(cls: type[SectionConfig], path: str | None, overrides: list[str] | None = None,
                 storage_options: dict | None = None) -> SectionConfig:
-    """Read a YAML file (local or fsspec URL), apply overrides, build the typed config."""
-    data: dict[str, Any] = {}
-    if path:
-        with fsspec.open(path, "r", **(storage_options or {})) as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path!r} must hold a YAML mapping, got: {type(data).__name__}")
-    return cls.from_dict(apply_overrides(data, list(overrides or [])))
+    """Read a YAML file (local or fsspec URL), apply overrides typed against ``cls``, build the typed config
+    (:func:`latentflow.config_cli.load_job_config`)."""
+    return load_job_config(cls, path, overrides, storage_options)
