@@ -120,10 +120,17 @@ def process_record(record: Record, processor, key: str | None = None) -> list[Pr
     """Process one record into its rows: one per image, one per clip of a video (a processor with
     ``process_clips``). ``key`` overrides the crop seed, e.g. per epoch in training.
 
+    Row keys are unique in a shard when record keys are (the sources see to it): an image row has
+    its record's key, and a video processor cuts every record into clips, whose keys never collide
+    across distinct video keys (:func:`~latentflow.sources.records.clip_key`).
+
     Raises:
-        SampleError: the sample is bad (missing, corrupt, too small, ...); any other failure of
-            the processor is turned into one too (stage ``process``).
+        SampleError: the sample is bad (read as bad: ``record.error``, e.g. ``duplicate_key``;
+            missing, corrupt, too small, ...); any other failure of the processor is turned into
+            one too (stage ``process``).
     """
+    if record.error is not None:
+        raise record.error
     try:
         if hasattr(processor, "process_clips"):
             return [_clip_sample(record, clip) for clip in processor.process_clips(record.image, key or record.key)]

@@ -3,13 +3,14 @@
 Every block holds the rows of exactly one input shard (the unit of commit)::
 
     read task         RECORD_SCHEMA     kind, key, shard, shard_url, shard_rows, index_in_shard,
-                                        image, caption, label, json, error_stage/type/message
+                                        image, caption, label, json, origin, error_stage/type/message
     preprocess task   + PIXELS_FIELDS   image dropped; pixels (bytes) + dtype + shape, original_size, crop_box;
                       + CLIP_FIELDS     a video record becomes one row per clip (key "<video>/clipNNNN")
     encoder actor     + array columns   pixels dropped; bucket "HxW", array__<name> (bytes) + __shape + __dtype
     datasink          -> EncodedShard   (latentflow.encode.shard), committed by ShardWriter
 
-Rows of ``kind`` ``sample`` are samples; ``error`` rows are failed samples (they keep their
+Rows of ``kind`` ``sample`` are samples; ``error`` rows are failed samples (a record read as bad,
+such as a ``duplicate_key``, is one from the read task on; they keep their
 place so a shard's row count is checked at commit); a ``shard_failed`` or ``shard_empty``
 row stands for a whole shard. The values themselves are the data layer's types:
 :class:`~latentflow.sources.records.Record`, :class:`~latentflow.encode.shard.ProcessedSample`,
@@ -32,7 +33,7 @@ _ROW_FIELDS = [
     ("kind", pa.string()), ("key", pa.string()), ("shard", pa.string()), ("shard_url", pa.string()),
     ("shard_rows", pa.int64()), ("index_in_shard", pa.int64()),
 ]
-_META_FIELDS = [("caption", pa.string()), ("label", pa.int64()), ("json", pa.string())]
+_META_FIELDS = [("caption", pa.string()), ("label", pa.int64()), ("json", pa.string()), ("origin", pa.string())]
 RECORD_SCHEMA = pa.schema(_ROW_FIELDS + [("image", pa.binary())] + _META_FIELDS + _ERROR_FIELDS)
 PIXELS_FIELDS = [("pixels", pa.binary()), ("pixels_dtype", pa.string()), ("pixels_shape", pa.list_(pa.int32())),
                  ("original_size", pa.list_(pa.int32())), ("crop_box", pa.list_(pa.int32()))]
@@ -49,8 +50,13 @@ def records_table(shard: Shard, records: list[Record]) -> pa.Table:
     """The block of one shard's records (or a single ``shard_empty`` row)."""
     if not records:
         return shard_row(shard, KIND_EMPTY)
-    rows = [{**_shard_fields(shard, len(records)), "kind": KIND_SAMPLE, "key": r.key, "index_in_shard": r.index_in_shard,
-             "image": r.image, "caption": r.caption, "label": r.label, "json": r.json} for r in records]
+    rows = []
+    for r in records:
+        row = {**_shard_fields(shard, len(records)), "kind": KIND_SAMPLE, "key": r.key, "index_in_shard": r.index_in_shard,
+               "image": r.image, "caption": r.caption, "label": r.label, "json": r.json, "origin": r.origin}
+        if r.error is not None:  # read as bad (duplicate_key): an error row from the start
+            mark_error(row, r.error.to_row(r.key, shard.shard_id))
+        rows.append(row)
     return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
 
 
@@ -67,7 +73,8 @@ def _shard_fields(shard: Shard, rows: int) -> dict[str, Any]:
 
 
 def record_of(row: dict[str, Any]) -> Record:
-    return Record(row["key"], row.get("image"), row["caption"], row["label"], row["json"], row["index_in_shard"])
+    return Record(row["key"], row.get("image"), row["caption"], row["label"], row["json"], row["index_in_shard"],
+                  origin=row.get("origin"))
 
 
 def mark_error(row: dict[str, Any], err: dict[str, str]) -> None:

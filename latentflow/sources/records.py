@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Iterable, Iterator
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -92,6 +92,9 @@ class Record:
         index_in_shard: position of the sample in its shard.
         media: ``"image"`` or ``"video"``: what ``image`` holds, from the member's or file's
             extension (or, for table columns, the bytes' container signature), see :func:`media_kind`.
+        origin: where the sample came from, for messages: a file or tar member name, or a table row.
+        error: set when the sample is known bad as it is read (``duplicate_key``, see
+            :func:`unique_keys`); processing raises it instead of decoding ``image``.
     """
 
     key: str
@@ -101,6 +104,8 @@ class Record:
     json: str | None = None
     index_in_shard: int = 0
     media: str = "image"
+    origin: str | None = None
+    error: "SampleError | None" = None
 
 
 class SampleError(Exception):
@@ -111,7 +116,8 @@ class SampleError(Exception):
         error_type: a short machine-readable kind: ``missing_image``, ``corrupt_image``,
             ``too_small``, ``decompression_bomb``, ``non_finite``; for videos ``missing_video``,
             ``corrupt_video`` (also truncated), ``empty_video``, ``no_video_stream`` (audio-only),
-            ``clip_too_short``, ...
+            ``clip_too_short``, ...; ``duplicate_key`` for a second sample under a key already read
+            (:func:`unique_keys`).
         message: what happened, for a human.
     """
 
@@ -129,6 +135,33 @@ class SampleError(Exception):
         return (SampleError, (self.stage, self.error_type, self.message))
 
 
+def duplicate_key(key: str, origin: str | None, first: str | None) -> SampleError:
+    """The error of a sample whose key an earlier sample of the shard already has (the first one wins)."""
+    this = repr(origin) if origin else "a later sample"
+    return SampleError("read", "duplicate_key", f"{this} has key {key!r}, as {first!r} before it; only the first "
+                       "is encoded: give every sample a unique key (rename one file, or fix the key column)")
+
+
+def unique_keys(records: Iterable[Record], seen: dict[str, str] | None = None) -> Iterator[Record]:
+    """``records`` in order, each key kept by its first record; a later record with a key already
+    seen becomes an error record (``read/duplicate_key``, naming both origins, its bytes dropped).
+
+    The rule of every source format: a folder's ``dup.jpg`` and ``dup.png`` (both key ``dup``), a
+    tar sample read twice under one key, a Parquet/HF key column holding a value twice. The writer's
+    own de-duplication then only ever removes a retried batch's exact repeats, never a sample.
+
+    Args:
+        records: one shard's records.
+        seen: ``{key: origin}`` already taken (e.g. by earlier files of the folder); updated.
+    """
+    seen = {} if seen is None else seen
+    for record in records:
+        if record.error is None and record.key in seen:
+            record = replace(record, image=None, error=duplicate_key(record.key, record.origin, seen[record.key]))
+        elif record.error is None:
+            seen[record.key] = record.origin or f"the sample at index {record.index_in_shard}"
+        yield record
+
 
 
 def key_seed(seed: int, key: str) -> int:
@@ -138,7 +171,13 @@ def key_seed(seed: int, key: str) -> int:
 
 
 def clip_key(video_key: str, index: int) -> str:
-    """The one row key of clip ``index`` of a video: ``"<video key>/clip0003"`` (unique per clip, stable on rerun)."""
+    """The one row key of clip ``index`` of a video: ``"<video key>/clip0003"`` (unique per clip, stable on rerun).
+
+    Distinct ``(video key, index)`` never give one key: the text after the key's last ``/`` is
+    ``clip`` and the index's digits, neither holding a ``/``, so the key splits back one way only
+    (``v/clip0001`` -> ``("v", 1)``, ``v/clip0001/clip0000`` -> ``("v/clip0001", 0)``). With keys unique
+    per shard at the source, clip rows are too.
+    """
     return f"{video_key}/clip{index:04d}"
 
 

@@ -19,6 +19,12 @@ A record holds the media bytes in ``Record.image`` and says what they are in ``R
 (``"image"`` or ``"video"``, from the extension, else the bytes' signature). One video becomes
 many rows (clips) downstream; the input shard stays the unit of work and of commit.
 
+Keys are unique, never silently merged: the first sample read under a key keeps it, and every
+later one becomes a ``read/duplicate_key`` error row naming both (:func:`~latentflow.sources.records.unique_keys`):
+a folder's ``dup.jpg`` and ``dup.png`` (also across the folder's shards), a tar sample with two media
+members of one kind (``a.jpg`` + ``a.png``) or a key seen again later in the tar, a Parquet/HF key
+column holding a value twice in one shard.
+
 :func:`list_shards` refuses a source that names no data or names a missing column with a
 :class:`ConfigError`, before any Ray task starts; a bad sample stays a per-sample error.
 
@@ -45,7 +51,8 @@ import pyarrow.parquet as pq
 from braceexpand import braceexpand
 
 from latentflow.configuration import Config, check_choice, check_positive
-from latentflow.sources.records import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Record, Shard, media_kind, shard_id_for
+from latentflow.sources.records import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Record, Shard, duplicate_key, media_kind,
+                                        shard_id_for, unique_keys)
 from latentflow.errors import ConfigError, ShardReadError
 
 FORMATS = ("webdataset", "parquet", "hf", "folder")
@@ -356,10 +363,11 @@ def read_shard(shard: Shard, cfg: SourceConfig) -> list[Record]:
 
 
 def iter_shard(shard: Shard, cfg: SourceConfig) -> Iterator[Record]:
-    """Records of one shard, streamed. A read failure mid-way raises :class:`ShardReadError`."""
+    """Records of one shard, streamed, keys unique (a repeated key is a ``duplicate_key`` error record,
+    see the module doc). A read failure mid-way raises :class:`ShardReadError`."""
     readers = {"webdataset": _iter_tar, "parquet": _iter_parquet, "hf": _iter_hf, "folder": _iter_folder}
     try:
-        yield from readers[shard.format](shard, cfg, cfg.fs_options())
+        yield from unique_keys(readers[shard.format](shard, cfg, cfg.fs_options()))
     except (ShardReadError, ConfigError):
         raise
     except (OSError, EOFError, tarfile.TarError, pa.ArrowException, ValueError) as err:
@@ -373,28 +381,68 @@ def sanitize_member(name: str) -> str:
 
 
 def _iter_tar(shard: Shard, cfg: SourceConfig, options: dict) -> Iterator[Record]:
-    from webdataset.tariterators import group_by_keys, tar_file_iterator
+    from webdataset.tariterators import tar_file_iterator
 
     fs, path = fsspec.url_to_fs(shard.url, **options)
+    index = 0
     with fs.open(path, "rb") as stream:
-        files = ({**f, "__url__": shard.url} for f in tar_file_iterator(stream, rename_files=sanitize_member))
-        for index, sample in enumerate(group_by_keys(files)):
-            yield _tar_record(sample, index, media_extensions(cfg.media))
+        for sample in _tar_samples(tar_file_iterator(stream, rename_files=sanitize_member)):
+            for record in _tar_records(sample, index, media_extensions(cfg.media)):
+                yield record
+                index += 1
 
 
-def _tar_record(sample: dict[str, Any], index: int, extensions: tuple[str, ...]) -> Record:
-    ext = next((e for e in extensions if e in sample), None)
+def _tar_samples(files: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Consecutive members grouped by key (``a.jpg``, ``a.txt`` -> ``{"__key__": "a", "jpg": ..., "txt": ...}``).
+
+    As webdataset's ``group_by_keys`` (same key/suffix split, suffix lowercased), except that a
+    member whose suffix the current sample already holds (``a.jpg`` twice) starts a new sample with
+    the same key, which :func:`~latentflow.sources.records.unique_keys` reports as a duplicate,
+    instead of failing the whole shard. ``__names__`` maps each suffix to its member name.
+    """
+    from webdataset.tariterators import base_plus_ext
+
+    sample: dict[str, Any] | None = None
+    for member in files:
+        prefix, suffix = base_plus_ext(member["fname"])
+        if prefix is None:
+            continue
+        suffix = suffix.lower()
+        if sample is None or prefix != sample["__key__"] or suffix in sample:
+            if sample is not None:
+                yield sample
+            sample = {"__key__": prefix, "__names__": {}}
+        sample[suffix] = member["data"]
+        sample["__names__"][suffix] = member["fname"]
+    if sample is not None:
+        yield sample
+
+
+def _tar_records(sample: dict[str, Any], index: int, extensions: tuple[str, ...]) -> list[Record]:
+    """The record of one tar sample, plus a ``duplicate_key`` error record per extra media member.
+
+    The media is the first member with one of ``extensions`` (videos before images): a sample
+    with a video and an image gives its video (the image is its thumbnail). A second member of the
+    chosen kind (``a.jpg`` + ``a.png``, ``a.mp4`` + ``a.webm``) is another sample under the same key.
+    """
+    names = sample["__names__"]
+    present = [e for e in extensions if e in sample]
+    kind = media_kind(f".{present[0]}") if present else None
+    media = [e for e in present if media_kind(f".{e}") == kind]
     text = sample.get("txt", sample.get("caption"))
-    label = sample.get("cls")
-    return Record(
+    record = Record(
         key=sample["__key__"],
-        image=sample[ext] if ext else None,
+        image=sample[media[0]] if media else None,
         caption=text.decode("utf-8", "replace") if text is not None else None,
-        label=_parse_label(label),
+        label=_parse_label(sample.get("cls")),
         json=sample["json"].decode("utf-8", "replace") if "json" in sample else None,
         index_in_shard=index,
-        media=media_kind(f".{ext}" if ext else None),
+        media=media_kind(f".{media[0]}" if media else None),
+        origin=names[media[0]] if media else f"tar sample {sample['__key__']!r}",
     )
+    extra = [Record(record.key, None, index_in_shard=index + 1 + i, media=record.media, origin=names[e],
+                    error=duplicate_key(record.key, names[e], record.origin)) for i, e in enumerate(media[1:])]
+    return [record, *extra]
 
 
 def _parse_label(raw: Any) -> int | None:
@@ -468,6 +516,7 @@ def _table_records(table: pa.Table, cfg: SourceConfig, stem: str, offset: int) -
             json=meta if meta is None or isinstance(meta, str) else json.dumps(meta, sort_keys=True),
             index_in_shard=i,
             media=cfg.media or media_kind(_path_of(data["image"][i]), media),
+            origin=f"row {offset + i} of {stem}",
         )
 
 
@@ -512,22 +561,37 @@ def _folder_listing(url: str, options: dict, media: str | None) -> tuple[Any, st
     return fs, root.rstrip("/"), images, files
 
 
+def _folder_key(root: str, path: str) -> str:
+    """A folder file's key: its path under the root without the extension (``sub/cat.jpg`` -> ``sub/cat``)."""
+    return sanitize_member(path[len(root) :].rsplit(".", 1)[0])
+
+
 def _iter_folder(shard: Shard, cfg: SourceConfig, options: dict) -> Iterator[Record]:
     fs, root, images, files = _folder_listing(shard.url, options, cfg.media)
+    # keys of the files before this shard: ``dup.png`` in the next shard after ``dup.jpg`` is still a duplicate
+    earlier: dict[str, str] = {}
+    for path in images[: shard.start]:
+        earlier.setdefault(_folder_key(root, path), path[len(root) + 1 :])
     for index, path in enumerate(images[shard.start : shard.stop]):
+        key, name = _folder_key(root, path), path[len(root) + 1 :]
+        if key in earlier:
+            yield Record(key, None, index_in_shard=index, media=media_kind(path), origin=name,
+                         error=duplicate_key(key, name, earlier[key]))
+            continue
         with fs.open(path, "rb") as f:
             data = f.read()
         line = _metadata_line(fs, root, path, files)
         row = json.loads(line) if line else {}
         caption = _sidecar_caption(fs, path, files)
         yield Record(
-            key=sanitize_member(path[len(root) :].rsplit(".", 1)[0]),
+            key=key,
             image=data,
             caption=caption if caption is not None else _text(_pick(row, cfg.caption_column, _CAPTION_NAMES)),
             label=_parse_label(_pick(row, cfg.label_column, _LABEL_NAMES)),
             json=line,
             index_in_shard=index,
             media=media_kind(path),
+            origin=name,
         )
 
 
