@@ -62,3 +62,30 @@ def test_rerun_over_an_output_with_an_unreadable_shard(ray_local, photos, tiny_m
     assert encode_dataset.main(["--config", str(job), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "error rate 36.4% / shard failure rate 25.0% of the output exceeds max_error_rate=20.0%" in err
+
+
+def test_ray_job_counts_add_up_for_videos_with_an_audio_only_mp4_and_a_duplicate_stem(ray_local, tmp_path):
+    """The Ray path's summary: the audio-only mp4 shares an all-failed shard with a truncated video
+    (shard_size 2: dup.mov dup.mp4 | good1 good2 | sound trunc), and its error is a sample error of
+    this run, not "0 sample errors"; samples seen = rows + sample errors, in the summary and the output."""
+    from latentflow.pipeline.config import EncodeJobConfig
+    from latentflow.pipeline.runner import run_encode_job
+    from tests.count_cases import CASES, assert_counts_add_up
+
+    case = CASES["video"]
+    expected = case.write(tmp_path / "src")
+    model_dir = str(tmp_path / "video-vae")
+    case.model().save_pretrained(model_dir)
+    out = str(tmp_path / "out")
+    config = EncodeJobConfig.from_dict({
+        "model": model_dir, "output": out, "source": {"format": "folder", "urls": [str(tmp_path / "src")], "shard_size": 2},
+        "batch_size": 2, "num_actors": 1, "max_error_rate": 1.0, "shard_retries": 0, **case.job,
+    })
+    summary = run_encode_job(config, progress=False)
+    assert (summary.rows, summary.errors, summary.samples_seen) == (expected.rows, len(expected.errors), expected.samples)
+    assert summary.samples_seen == summary.rows + summary.errors
+    assert (summary.shards_committed, len(summary.shards_failed)) == (2, 1)
+    counts = assert_counts_add_up(out, expected)
+    assert (counts["shards"], counts["failed_shards"]) == (2, 1)
+    run = read_info(out)["runs"][-1]
+    assert (run["samples_seen"], run["rows"], run["sample_errors"]) == (9, 6, 3)
