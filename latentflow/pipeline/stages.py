@@ -22,11 +22,21 @@ from typing import Any
 
 import pyarrow as pa
 
-from latentflow.encode.shard import encode_processed, process_record, processor_from_spec
-from latentflow.sources.records import SampleError
-from latentflow.pipeline.schema import (
-    KIND_SAMPLE, PROCESSED_SCHEMA, encoded_table, mark_error, processed_rows, record_of, sample_of,
+from latentflow.encode.shard import (
+    encode_processed,
+    process_record,
+    processor_from_spec,
 )
+from latentflow.pipeline.schema import (
+    KIND_SAMPLE,
+    PROCESSED_SCHEMA,
+    encoded_table,
+    mark_error,
+    processed_rows,
+    record_of,
+    sample_of,
+)
+from latentflow.sources.records import SampleError
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +91,8 @@ class EncoderActor:
     in per-bucket batches. The pixels column is replaced by the encoder's arrays.
 
     Args:
-        model: checkpoint location (directory, fsspec URL or ``models/`` name).
+        model_ref: ``ModelRef.to_dict()`` of the plan: where the driver resolved the model (a hub
+            id pinned to the commit it resolved to), loaded with ``AutoModel.from_ref``.
         store: ``StoreConfig.to_dict()``.
         dtype: ``fp32``, ``bf16`` or ``fp16``.
         batch_size: images per forward.
@@ -91,12 +102,11 @@ class EncoderActor:
         storage_options: fsspec options to read the checkpoint (never stored).
         expected_fingerprint: the weights sha256 the driver put in the codec; a mismatch
             (weights replaced mid-job) fails the actor instead of mixing encoders.
-        model_kwargs: ``subfolder`` / ``variant`` / ``revision`` (the commit the driver pinned).
     """
 
     def __init__(
         self,
-        model: str,
+        model_ref: dict[str, Any],
         store: dict[str, Any],
         dtype: str = "fp32",
         batch_size: int = 8,
@@ -105,22 +115,22 @@ class EncoderActor:
         torch_threads: int | None = None,
         storage_options: dict | None = None,
         expected_fingerprint: str | None = None,
-        model_kwargs: dict[str, str] | None = None,
     ):
         import torch
 
         from latentflow.auto import AutoModel
         from latentflow.encode.encoder import LatentEncoder
-        from latentflow.format.codec import StoreConfig
         from latentflow.errors import CodecMismatchError
+        from latentflow.format.codec import ModelRef, StoreConfig
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        self.model = AutoModel.from_pretrained(model, storage_options=storage_options, **(model_kwargs or {}))
+        ref = ModelRef.from_dict(model_ref)
+        self.model = AutoModel.from_ref(ref, storage_options)
         if expected_fingerprint and self.model.fingerprint() != expected_fingerprint:
             raise CodecMismatchError(
-                f"weights at {model!r} changed while the job ran: sha256 {self.model.fingerprint()} "
+                f"weights at {ref.location!r} changed while the job ran: sha256 {self.model.fingerprint()} "
                 f"!= {expected_fingerprint} recorded in the codec"
             )
         self.encoder = LatentEncoder(

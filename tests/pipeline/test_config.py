@@ -8,7 +8,7 @@ import pytest
 
 from latentflow.errors import CheckpointError, ConfigError
 from latentflow.pipeline.config import EncodeJobConfig, apply_overrides
-from latentflow.pipeline.runner import load_model
+from latentflow.pipeline.plan import load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,10 +81,10 @@ def test_job_script_exits_2_with_a_clear_message_for_a_missing_model(tmp_path):
 
 
 def _shape(cpus, gpus, **overrides):
-    from latentflow.pipeline.runner import pool_shape
+    from latentflow.pipeline.placement import PoolRequest, pool_shape
 
     cfg = EncodeJobConfig.from_dict({"model": "m", "source": {"urls": ["a.tar"]}, **overrides})
-    s = pool_shape(cfg, [{"CPU": cpus, "GPU": gpus}])
+    s = pool_shape(PoolRequest.of(cfg), [{"CPU": cpus, "GPU": gpus}])
     return s.actors, s.threads, s.num_cpus, s.num_gpus
 
 
@@ -130,11 +130,14 @@ def test_encode_plan_builds_for_cpu_and_gpu_pools(ray_local, tiny_model_dir, pho
     batch_size=None, a whole shard per call, once num_gpus is set)."""
     from pipeline_helpers import good_samples, write_tar
 
-    from latentflow.sources.shards import SourceConfig, list_shards
-    from latentflow.pipeline.runner import encode_plan
+    from dataclasses import replace
+
+    from latentflow.pipeline.plan import build_plan
+    from latentflow.pipeline.runner import encode_dataset
 
     url = write_tar(str(tmp_path / "p-0.tar"), good_samples(photos, "p", 2))
     cfg = EncodeJobConfig.from_dict({"model": tiny_model_dir, "output": str(tmp_path / "out"), "source": {"urls": [url]}})
-    source = SourceConfig(urls=[url])
-    ds = encode_plan(cfg, source, load_model(tiny_model_dir), list_shards(source) * 4, {}, resources={"CPU": 16, "GPU": gpus})
+    plan = build_plan(cfg)
+    plan = replace(plan, shards=plan.shards * 4)
+    ds = encode_dataset(cfg, plan, resources={"CPU": 16, "GPU": gpus})
     assert "MapBatches(EncoderActor)" in str(ds)

@@ -136,16 +136,16 @@ def _cfg(**overrides) -> EncodeJobConfig:
 
 
 def test_pool_shape_per_node():
-    from latentflow.pipeline.runner import pool_shape
+    from latentflow.pipeline.placement import PoolRequest, pool_shape
 
-    one_cpu = pool_shape(_cfg(), [{"CPU": 1}, {"CPU": 1}])
+    one_cpu = pool_shape(PoolRequest.of(_cfg()), [{"CPU": 1}, {"CPU": 1}])
     assert (one_cpu.actors, one_cpu.num_cpus, one_cpu.read_num_cpus, one_cpu.write_num_cpus) == (2, 0.499, 0.5, 0.5)
-    two_cpu = pool_shape(_cfg(), [{"CPU": 2}, {"CPU": 2}])
+    two_cpu = pool_shape(PoolRequest.of(_cfg()), [{"CPU": 2}, {"CPU": 2}])
     assert (two_cpu.actors, two_cpu.num_cpus, two_cpu.read_num_cpus) == (4, 0.5, 1.0)
-    assert pool_shape(_cfg(preprocess_num_cpus=1.0), [{"CPU": 1}, {"CPU": 1}]).actors == 1  # the other node reads
+    assert pool_shape(PoolRequest.of(_cfg(preprocess_num_cpus=1.0)), [{"CPU": 1}, {"CPU": 1}]).actors == 1  # the other node reads
     with pytest.raises(ConfigError, match=r"no encoder pool of 2 actor\(s\) fits the Ray cluster \(2 nodes: 1 CPU, 1 CPU\)"):
-        pool_shape(_cfg(num_actors=2, preprocess_num_cpus=1.0), [{"CPU": 1}, {"CPU": 1}])
-    gpu = pool_shape(_cfg(), [{"CPU": 4, "GPU": 1}, {"CPU": 1}])  # actors only on the GPU node; reads anywhere
+        pool_shape(PoolRequest.of(_cfg(num_actors=2, preprocess_num_cpus=1.0)), [{"CPU": 1}, {"CPU": 1}])
+    gpu = pool_shape(PoolRequest.of(_cfg()), [{"CPU": 4, "GPU": 1}, {"CPU": 1}])  # actors only on the GPU node; reads anywhere
     assert (gpu.actors, gpu.num_gpus) == (2, 0.5)
 
 
@@ -164,11 +164,11 @@ def _placements(actors: int, caps: list[int]):
 @pytest.mark.parametrize("overrides", [{}, {"preprocess_num_cpus": 1.0}, {"torch_threads": 2}, {"num_actors": 3}])
 def test_every_placement_of_the_pool_leaves_a_node_room_for_a_read(cpus, overrides):
     """However Ray spreads the actors (all placements enumerated), some node keeps a read's CPUs free."""
-    from latentflow.pipeline.runner import pool_shape
+    from latentflow.pipeline.placement import PoolRequest, pool_shape
 
     nodes = [{"CPU": float(c)} for c in cpus]
     try:
-        shape = pool_shape(_cfg(**overrides), nodes)
+        shape = pool_shape(PoolRequest.of(_cfg(**overrides)), nodes)
     except ConfigError as err:
         assert "no encoder pool" in str(err) and "num_actors" in overrides
         return

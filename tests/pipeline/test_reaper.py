@@ -13,7 +13,7 @@ import pytest
 
 from latentflow.pipeline.reaper import ray_descendants
 
-DRIVER = "from latentflow.pipeline.runner import ensure_ray; import time; ensure_ray(); print('up', flush=True); time.sleep(300)"
+DRIVER = "from latentflow.pipeline.cluster import ensure_ray; import time; ensure_ray(); print('up', flush=True); time.sleep(300)"
 
 
 def _alive(pids: dict[int, str]) -> list[str]:

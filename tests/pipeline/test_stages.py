@@ -33,7 +33,7 @@ def _read(url: str, shards=None, retries: int = 0) -> pa.Table:
 
 
 def _actor(model_dir: str, **kwargs) -> EncoderActor:
-    return EncoderActor(model_dir, StoreConfig().to_dict(), batch_size=2, device="cpu", torch_threads=1, **kwargs)
+    return EncoderActor({"location": str(model_dir)}, StoreConfig().to_dict(), batch_size=2, device="cpu", torch_threads=1, **kwargs)
 
 
 def test_one_read_task_per_pending_shard(photos, tmp_path):
@@ -135,7 +135,7 @@ def test_uint8_pixels_encode_bit_exactly_like_float_and_a_mixed_batch_is_unpacke
     # one row's pixels sent as float32 (values uint8 cannot hold) in the same bucket batch as uint8 rows
     block = _read(write_tar(str(tmp_path / "m.tar"), good_samples(photos, "m", 3)))
     pre = preprocess_batch(block, processor_spec(PROCESSOR, 2))
-    actor = EncoderActor(tiny_model_dir, StoreConfig().to_dict(), batch_size=3, device="cpu", torch_threads=1)
+    actor = EncoderActor({"location": str(tiny_model_dir)}, StoreConfig().to_dict(), batch_size=3, device="cpu", torch_threads=1)
     alone = actor(pre)
     pixels = pre.column(PIXELS).to_pylist()
     assert set(pre.column(PIXELS_DTYPE).to_pylist()) == {"uint8"}

@@ -1,0 +1,114 @@
+"""The encode plan: everything a run decides once, on the driver, before Ray starts.
+
+:func:`build_plan` loads the model once (for its geometry and fingerprint), resolves its typed
+:class:`~latentflow.format.codec.ModelRef` once (a hub id pinned to the commit it resolved to),
+builds the codec, lists the shards and reads the output's state. The runner and the actors take
+what they need from the plan: actors load the model from ``plan.model_ref``, never from the
+user's raw string again.
+
+Example::
+
+    plan = build_plan(EncodeJobConfig.from_yaml("configs/encode/default.yaml"))
+    plan.pending        # shards not yet committed
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from latentflow import hub
+from latentflow.auto import AutoModel
+from latentflow.encode.codec_builder import build_codec
+from latentflow.errors import CheckpointError
+from latentflow.format.codec import Codec, ModelRef
+from latentflow.format.marker import CommitMarker
+from latentflow.format.state import read_output_codec
+from latentflow.pipeline.config import EncodeJobConfig
+from latentflow.pipeline.preflight import check_before_ray
+from latentflow.sources.records import Shard
+from latentflow.sources.shards import SourceConfig
+from latentflow.store.writer import prepare_output
+
+
+def model_load_kwargs(config: EncodeJobConfig, revision: str | None = None) -> dict[str, str]:
+    """``subfolder`` / ``variant`` / ``revision`` of the job's model, those that are set."""
+    kwargs = {"subfolder": config.model_subfolder, "variant": config.model_variant, "revision": revision or config.model_revision}
+    return {k: v for k, v in kwargs.items() if v}
+
+
+def load_model(name_or_path: str, storage_options: dict | None = None, **kwargs: str):
+    """Load the encoder on the driver (for its geometry and fingerprint), with a clear error for a missing name.
+
+    ``kwargs``: ``subfolder``, ``variant``, ``revision`` (hub ids: ``model.hub_revision`` is the commit loaded).
+    """
+    local = "://" not in name_or_path and not Path(name_or_path).exists() and not hub.is_hub_id(name_or_path)
+    if local and not (hub.models_dir() / name_or_path).is_dir():
+        raise CheckpointError(
+            f"model {name_or_path!r} not found: expected a checkpoint folder {hub.models_dir() / name_or_path} "
+            f"(config.json + model.safetensors). Train or copy it there, or pass model=<directory or s3:// URL>."
+        )
+    return AutoModel.from_pretrained(name_or_path, storage_options=storage_options, **kwargs)
+
+
+def merged_sources_codec(out_url: str, codec: Codec, storage_options: dict, overwrite: bool) -> Codec:
+    """``codec`` whose source URLs also list those already recorded in the output (appending keeps them all)."""
+    existing = None if overwrite else read_output_codec(out_url, storage_options)
+    if not existing:
+        return codec
+    return codec.with_sources([*existing.sources, *codec.sources])
+
+
+@dataclass(frozen=True)
+class EncodePlan:
+    """What one run of the encode job works from, decided once on the driver.
+
+    Attributes:
+        output: the output location.
+        storage_options: fsspec options for the model and the output (used, never written).
+        source: the source config, its own storage options resolved.
+        shards: every shard the source lists.
+        model_ref: where every actor loads the model from (a hub id pinned to its commit).
+        codec: what the output records; its ``model.weights_sha256`` is what actors must load.
+        downsample_factor, temporal_stride: the model's geometry (the processor needs it, not the model).
+        committed: the output's committed shards when the run started (after :meth:`prepare`).
+    """
+
+    output: str
+    storage_options: dict[str, Any]
+    source: SourceConfig
+    shards: tuple[Shard, ...]
+    model_ref: ModelRef
+    codec: Codec
+    downsample_factor: int
+    temporal_stride: int | None = None
+    committed: dict[str, CommitMarker] | None = None
+
+    @property
+    def pending(self) -> list[Shard]:
+        """The shards this run encodes (all of them before :meth:`prepare`)."""
+        done = self.committed or {}
+        return [s for s in self.shards if s.shard_id not in done]
+
+    def prepare(self, overwrite: bool = False) -> "EncodePlan":
+        """Record the codec in the output (refusing another encoder's output unless ``overwrite``:
+        ``CodecMismatchError``) and return the plan with the output's committed shards."""
+        done = prepare_output(self.output, self.codec, self.storage_options, overwrite)
+        return replace(self, committed=done)
+
+
+def build_plan(config: EncodeJobConfig) -> EncodePlan:
+    """Check the config against the world (ConfigError before Ray starts), load the model once,
+    resolve its reference once and build the codec. Nothing is written."""
+    options = config.resolved_storage_options()
+    shards = check_before_ray(config)  # the source matches shards, the output can be written (ConfigError)
+    model = load_model(config.model, options, **model_load_kwargs(config))
+    source = config.source.replace(storage_options=config.source_storage_options())
+    # the codec pins the commit a hub id resolved to (not a branch name), so readers and actors load the same weights
+    pinned = getattr(model, "hub_revision", None) or config.model_revision
+    model_ref = hub.model_ref_from_user(config.model, config.model_subfolder, config.model_variant, pinned)
+    codec = build_codec(model, config.processor_config, config.store, source.urls, config.dtype, model_ref=model_ref)
+    codec = merged_sources_codec(config.output, codec, options, config.overwrite)
+    return EncodePlan(config.output, options, source, tuple(shards), model_ref, codec, int(model.downsample_factor),
+                      getattr(model, "temporal_downsample_factor", None) or None)
