@@ -52,6 +52,7 @@ from latentflow.errors import ConfigError, InputError
 from latentflow.priors.base import register_prior
 from latentflow.priors.gpt import check_tokens, top_k_filter
 from latentflow.priors.maskgit import MaskGITConfig, MaskGITPrior
+from latentflow.progress import Progress
 
 SCHEDULES = ("cosine", "linear")
 
@@ -189,6 +190,7 @@ class DiscreteDiffusionPrior(MaskGITPrior):
         device = self.pos_emb.device
         tokens = torch.full((num_samples, self.config.seq_len), self.mask_id, dtype=torch.long, device=device)
         log_p = None
+        progress = Progress(steps, f"sample {num_samples} x discrete_diffusion", unit="step")
         for i in range(steps):
             if log_p is None:  # the network is time-free: its output changes only when tokens do
                 log_p = self._log_probs(tokens, labels, temperature, top_k, guidance_scale)  # (N, L, V)
@@ -196,6 +198,8 @@ class DiscreteDiffusionPrior(MaskGITPrior):
             new = torch.where(tokens == self.mask_id, drawn, tokens)
             if not torch.equal(new, tokens):
                 tokens, log_p = new, None
+            progress.update(1)
+        progress.close()
         return tokens.view(num_samples, *self.config.latent_shape)
 
     def _reverse_step(self, log_p: torch.Tensor, t: float, s: float, generator: torch.Generator | None) -> torch.Tensor:

@@ -36,6 +36,7 @@ from torch import nn
 from latentflow.errors import ConfigError, InputError
 from latentflow.models.layers import Attention
 from latentflow.priors.base import PriorConfig, PriorModel, register_prior
+from latentflow.progress import Progress
 
 
 @dataclass
@@ -90,6 +91,26 @@ class FlowConfig(PriorConfig):
         if isinstance(self.patch_size, int):
             return (1, self.patch_size, self.patch_size) if self.video else (self.patch_size,) * 2
         return tuple(self.patch_size)
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """What each latent axis ((h, w), or (T', h, w)) must be a multiple of (see :func:`latent_grid`)."""
+        return latent_grid({**self.to_dict(), "latent_shape": self.latent_shape})
+
+
+def latent_grid(config: dict[str, Any]) -> tuple[int, ...]:
+    """What each latent axis of a flow prior's data must be a multiple of, from its config dict (only
+    ``latent_shape``'s length is read, so it works before the data's shapes are checked): the DiT's
+    patch per axis, or ``2 ** (levels - 1)`` for the UNet's (h, w). The prior trainer refuses buckets
+    whose latent grid this does not divide before training."""
+    video = len(config["latent_shape"]) == 4
+    if config.get("network", FlowConfig.network) == "unet":
+        levels = len(config.get("block_out_channels", FlowConfig.block_out_channels))
+        return (2 ** (levels - 1),) * 2
+    patch = config.get("patch_size", FlowConfig.patch_size)
+    if isinstance(patch, int):
+        return (1, patch, patch) if video else (patch, patch)
+    return tuple(patch)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -297,7 +318,7 @@ class FlowPrior(PriorModel):
         network divides (buckets: the DiT's position embedding follows the grid, the UNet is convolutional)."""
         cfg = self.config
         c, ndim = cfg.latent_shape[0], len(cfg.latent_shape) + 1
-        step = cfg.patch if cfg.network == "dit" else (2 ** (len(cfg.block_out_channels) - 1),) * 2
+        step = cfg.grid
         ok = latents.ndim == ndim and latents.shape[1] == c and all(s % p == 0 for s, p in zip(latents.shape[2:], step))
         if not latents.is_floating_point() or not ok:
             axes = "T', h, w" if cfg.video else "h, w"
@@ -345,7 +366,9 @@ class FlowPrior(PriorModel):
         if latent_size:
             self._check(x)
         dt = 1.0 / steps
-        for i in range(steps):
-            t = torch.full((num_samples,), i * dt, device=device)
-            x = x + dt * self.velocity(x, t, labels).float()
+        with Progress(steps, f"sample {num_samples} x flow", unit="step") as progress:
+            for i in range(steps):
+                t = torch.full((num_samples,), i * dt, device=device)
+                x = x + dt * self.velocity(x, t, labels).float()
+                progress.update(1)
         return x

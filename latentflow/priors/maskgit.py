@@ -27,6 +27,7 @@ from latentflow.errors import InputError
 from latentflow.models.layers import TransformerBlock
 from latentflow.priors.base import PriorModel, register_prior
 from latentflow.priors.gpt import LEGACY_BLOCK_KEYS, GPTConfig, check_tokens
+from latentflow.progress import Progress
 
 
 @dataclass
@@ -108,6 +109,7 @@ class MaskGITPrior(PriorModel):
         n = self.config.seq_len
         device = self.pos_emb.device
         tokens = torch.full((num_samples, n), self.mask_id, dtype=torch.long, device=device)
+        progress = Progress(steps, f"sample {num_samples} x maskgit", unit="step")
         for t in range(steps):
             unknown = tokens == self.mask_id
             probs = F.softmax(self(tokens, labels).float() / temperature, dim=-1)  # (N, L, V)
@@ -120,4 +122,6 @@ class MaskGITPrior(PriorModel):
             if keep_masked > 0:
                 lowest = conf.argsort(dim=1)[:, :keep_masked]
                 tokens.scatter_(1, lowest, self.mask_id)
+            progress.update(1)
+        progress.close()
         return tokens.view(num_samples, *self.config.latent_shape)
