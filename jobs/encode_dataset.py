@@ -31,8 +31,7 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
+from latentflow.config_cli import config_help, read_yaml
 from latentflow.errors import ConfigError, LatentflowError
 from latentflow.pipeline.config import EncodeJobConfig
 from latentflow.pipeline.runner import EncodeSummary, run_encode_job
@@ -42,7 +41,8 @@ DEFAULT_CONFIG = REPO / "configs" / "encode" / "default.yaml"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=config_help(EncodeJobConfig),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=None, help=f"YAML job config (default: the embedded {DEFAULT_CONFIG.relative_to(REPO)})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output instead of resuming/refusing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -60,13 +60,7 @@ def load_config(args: argparse.Namespace) -> EncodeJobConfig:
     path = args.config or str(DEFAULT_CONFIG)
     if not os.path.isfile(path):
         raise ConfigError(f"--config {path!r} is not a file; give a YAML job file, e.g. --config {DEFAULT_CONFIG.relative_to(REPO)}")
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" line {where.line + 1}" if where else ""
-        raise ConfigError(f"--config {path!r} is not valid YAML ({getattr(err, 'problem', None) or type(err).__name__}{line}); fix the file") from None
+    data = read_yaml(path)
     if args.config is None and isinstance(data.get("source"), dict):
         data["source"]["urls"] = [u if "://" in u or os.path.isabs(u) else str(REPO / u) for u in data["source"].get("urls", [])]
     config = EncodeJobConfig.from_yaml_data(data, args.overrides, where=path)

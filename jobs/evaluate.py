@@ -16,13 +16,17 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from latentflow.config_cli import config_help
+    from latentflow.evaluation.config import EvalJobConfig
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=config_help(EvalJobConfig),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML file of an EvalJobConfig")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. max_images=16 models=[a,b]")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from latentflow.evaluation import EvalJobConfig, run_evaluation
+    from latentflow.evaluation import run_evaluation
 
     report = run_evaluation(EvalJobConfig.from_yaml(args.config, args.overrides))
     summary = {

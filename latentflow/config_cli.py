@@ -21,6 +21,7 @@ import dataclasses
 import inspect
 import json
 import re
+import types
 import typing
 from typing import Any, Iterator, NamedTuple, TypeVar
 
@@ -91,7 +92,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], config_class: ty
     Values parse as YAML. A value that does not parse, or parses to a mapping where the field wants a
     string or a list (``/d/shard-{000000..000099}.tar``: braces read as a YAML mapping), is taken as
     the raw string; a string given to a list field becomes a one-item list; a number or boolean given
-    to a string field stays the string typed (``lpips_weights=2024`` -> ``"2024"``).
+    to a string field stays the string typed (``lpips_weights=2024`` -> ``"2024"``); a float field reads
+    ``1e-3`` as a number (YAML 1.1 would read a string).
     """
     out = json.loads(json.dumps(data))
     for item in overrides:
@@ -131,6 +133,11 @@ def _override_value(raw: str, tp: Any) -> Any:
         return [value]
     if isinstance(value, (bool, int, float)) and str in wants and not wants & {bool, int, float}:
         return raw.strip()
+    if isinstance(value, str) and value == raw.strip() and float in wants and str not in wants:
+        try:
+            return float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
+        except ValueError:
+            pass
     return value
 
 
@@ -143,7 +150,7 @@ def _kinds(tp: Any) -> set[type]:
         return {list}
     if origin is dict:
         return {dict}
-    if args and origin is not None and not isinstance(origin, type):  # a Union / Optional
+    if origin in (typing.Union, types.UnionType):  # Optional[X], X | None
         return set().union(*(_kinds(a) for a in args))
     return {tp} if isinstance(tp, type) else set()
 
@@ -227,17 +234,29 @@ def _field_default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
+        try:
+            return f.default_factory()
+        except ConfigError:  # a section whose defaults alone are invalid (a source needs urls): list its fields' own
+            return _MISSING
     return _MISSING
 
 
 def type_name(tp: Any) -> str:
-    """A type as a user reads it: ``int``, ``str | None``, ``list[str]``, ``one of ['a', 'b']``."""
-    if typing.get_origin(tp) is typing.Literal:
-        return f"one of {list(typing.get_args(tp))}"
-    if isinstance(tp, type) and not typing.get_args(tp):
-        return tp.__name__
-    return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", str(tp)).replace("NoneType", "None")
+    """A type as a user reads it: ``int``, ``str | None``, ``list[str]``, ``int | 'auto' | None``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is type(None):
+        return "None"
+    if tp is Ellipsis:
+        return "..."
+    if tp is Any:
+        return "Any"
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(type_name(a) for a in args)}]"
+    return getattr(tp, "__name__", None) or str(tp)
 
 
 def _yaml(value: Any) -> str:
@@ -254,8 +273,18 @@ def _yaml(value: Any) -> str:
 
 
 def _first_sentence(text: str, limit: int = 110) -> str:
-    head = re.split(r"(?<=[.;])\s", text, maxsplit=1)[0]
-    return head if len(head) <= limit else head[: limit - 3].rstrip() + "..."
+    """The first sentence of ``text``; past ``limit`` characters, cut at a ``;`` or a word, marked ``...``."""
+    head = re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
+    if len(head) <= limit:
+        return head
+    cut = head.rfind("; ", 0, limit)
+    return head[:cut] + " ..." if cut > limit // 3 else head[: head.rfind(" ", 0, limit - 4)] + " ..."
+
+
+def plain(text: str, code: str = "") -> str:
+    """A docstring's reST as plain text: ``x`` -> x (or ``code``+x+``code``), :class:`~a.B` -> B."""
+    text = re.sub(r":\w+:`~?(?:[\w.]+\.)?([\w]+)`", rf"{code}\1{code}", text)
+    return re.sub(r"``(.+?)``", rf"{code}\1{code}", text)
 
 
 def config_help(cls: type[Config], title: str | None = None) -> str:
@@ -269,7 +298,7 @@ def config_help(cls: type[Config], title: str | None = None) -> str:
     for r in rows:
         lines.append(f"  {r.key:<{width}}{r.type} = {r.default}")
         if r.help:
-            lines.append(f"  {'':<{width}}  {_first_sentence(r.help)}")
+            lines.append(f"  {'':<{width}}  {_first_sentence(plain(r.help))}")
     return "\n".join(lines)
 
 
@@ -279,7 +308,7 @@ def config_markdown(cls: type[Config]) -> str:
         return text.replace("|", "\\|")
 
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    lines += [f"| `{r.key}` | `{cell(r.type)}` | `{cell(r.default)}` | {cell(r.help)} |" for r in config_keys(cls)]
+    lines += [f"| `{r.key}` | `{cell(r.type)}` | `{cell(r.default)}` | {cell(plain(r.help, '`'))} |" for r in config_keys(cls)]
     return "\n".join(lines)
 
 

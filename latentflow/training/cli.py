@@ -6,12 +6,16 @@ import argparse
 import json
 import sys
 
+from latentflow.config_cli import config_help
 from latentflow.errors import LatentflowError
 from latentflow.training.config import TrainAutoencoderConfig, TrainPriorConfig, load_config
 
 
-def parse_args(doc: str, argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(doc: str, argv: list[str] | None = None, config_class: type | None = None) -> argparse.Namespace:
+    """The job's arguments; ``--help`` lists every key of ``config_class`` (generated from the dataclass)."""
+    epilog = config_help(config_class) if config_class is not None else None
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0], epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML job config under configs/train/")
     parser.add_argument("--num-workers", type=int, default=None, help="Ray Train workers (DDP); 1 = this process")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, dotted (optim.lr=1e-4 train.max_steps=100)")
@@ -20,8 +24,8 @@ def parse_args(doc: str, argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_job(stage: str, doc: str, argv: list[str] | None = None) -> int:
     """Parse, build the typed config, train in-process or with Ray Train; print the final metrics."""
-    args = parse_args(doc, argv)
     cls = TrainAutoencoderConfig if stage == "autoencoder" else TrainPriorConfig
+    args = parse_args(doc, argv, cls)
     overrides = list(args.overrides) + ([f"train.num_workers={args.num_workers}"] if args.num_workers else [])
     try:
         cfg = load_config(cls, args.config, overrides)

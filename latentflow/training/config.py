@@ -30,7 +30,12 @@ class SectionConfig(Config):
 
 @dataclass
 class ModelSpec(SectionConfig):
-    """Which model to train: a fresh one from ``config`` (with ``model_type``) or ``pretrained``."""
+    """Which model to train: a fresh one from ``config`` (with ``model_type``) or ``pretrained``.
+
+    Attributes:
+        config: the model's config dict, with its ``model_type`` (a fresh model).
+        pretrained: a checkpoint to start from (folder, URL or ``models/`` name) instead of ``config``.
+    """
 
     config: dict[str, Any] | None = None
     pretrained: str | None = None
@@ -52,6 +57,7 @@ class ImageDataConfig(SectionConfig):
         holdout_shards: shards of ``source`` kept for evaluation when ``eval_source`` is None.
         batch_size: images per step per worker.
         shuffle: shuffle shard order and samples within a shard, per epoch (seeded).
+        eval_batches: batches of the held-out images scored at each evaluation.
     """
 
     source: dict[str, Any] = field(default_factory=dict)
@@ -74,12 +80,20 @@ class LossConfig(SectionConfig):
 
     Attributes:
         reconstruction: ``l1`` or ``l2``.
+        rec_weight: weight of the reconstruction term.
         model_loss_weights: weight per named term of ``model(x).losses``; ``None`` adds the
             model's weighted total minus its reconstruction term.
         perceptual_weight / perceptual_weights: LPIPS-style loss; needs local safetensors weights.
         disc_weight / disc_start: PatchGAN hinge loss, on from step ``disc_start``, LDM adaptive weight.
+        disc_layers / disc_channels: depth and base width of the PatchGAN discriminator.
+        disc_lr: learning rate of the discriminator's optimizer.
+        adaptive_weight_max: cap on the LDM adaptive weight of the GAN term.
         eq_weight: EQ-VAE equivariance (scale / rotate latents vs images).
+        eq_scales: downscale factors EQ-VAE draws from.
+        eq_rotate: EQ-VAE also rotates by multiples of 90 degrees.
+        eq_prob: probability that a step applies the EQ-VAE transform.
         vf_weight / vf_model: alignment to a frozen feature model saved with ``save_pretrained``.
+        vf_margin_cos / vf_margin_dist: VF loss margins of the cosine and the distance-matrix terms.
     """
 
     reconstruction: str = "l1"
@@ -114,7 +128,17 @@ class LossConfig(SectionConfig):
 
 @dataclass
 class OptimConfig(SectionConfig):
-    """AdamW with linear warmup then cosine decay to ``lr * min_lr_ratio``; EMA of the weights."""
+    """AdamW with linear warmup then cosine decay to ``lr * min_lr_ratio``; EMA of the weights.
+
+    Attributes:
+        lr: peak learning rate (after warmup).
+        betas: AdamW's (beta1, beta2).
+        weight_decay: AdamW's decoupled weight decay.
+        warmup_steps: steps of linear warmup from 0 to ``lr``.
+        min_lr_ratio: the cosine decay ends at ``lr * min_lr_ratio``.
+        grad_clip: the global gradient norm is clipped to this.
+        ema_decay: decay of the EMA of the weights (0 turns the EMA off).
+    """
 
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.99)
@@ -137,9 +161,16 @@ class RunSection(SectionConfig):
 
     Attributes:
         output_dir: checkpoints (``checkpoints/step-XXXXXXX``), ``log.jsonl``, PNGs.
-        resume: continue from the newest checkpoint in ``output_dir`` when there is one.
+        max_steps: optimizer steps to train for.
+        seed: seeds the initialization and the data order.
         mixed_precision: ``no`` or ``bf16`` (autocast).
-        num_workers / use_gpu: > 1 workers runs under Ray Train ``TorchTrainer``.
+        log_every: steps between lines of ``log.jsonl``.
+        checkpoint_every: steps between checkpoints.
+        eval_every: steps between evaluations during training; 0: only the final one (``metrics.json``).
+        resume: continue from the newest checkpoint in ``output_dir`` when there is one.
+        num_workers: Ray Train workers (DDP); > 1 runs under Ray Train ``TorchTrainer``.
+        use_gpu: one GPU per worker (nccl) instead of CPU (gloo).
+        cpus_per_worker: logical CPUs reserved per Ray Train worker.
     """
 
     output_dir: str = "runs/train"
@@ -163,7 +194,15 @@ class RunSection(SectionConfig):
 
 @dataclass
 class TrainAutoencoderConfig(SectionConfig):
-    """Stage 1: ``jobs/train_autoencoder.py``."""
+    """Stage 1: ``jobs/train_autoencoder.py``.
+
+    Attributes:
+        model: which model to train (:class:`ModelSpec`).
+        data: the images, streamed (:class:`ImageDataConfig`).
+        loss: the loss terms and their weights (:class:`LossConfig`).
+        optim: optimizer, schedule and EMA (:class:`OptimConfig`).
+        train: loop length, precision, cadence, outputs (:class:`RunSection`).
+    """
 
     model: ModelSpec = field(default_factory=lambda: ModelSpec(config={"model_type": "vae"}))
     data: ImageDataConfig = field(default_factory=ImageDataConfig)
@@ -181,6 +220,8 @@ class LatentDataConfig(SectionConfig):
 
     Attributes:
         path: the encode job's output folder or URL.
+        storage_options: fsspec options to read ``path`` (credentials; never written).
+        batch_size: rows per step per worker.
         val_fraction: share of rows held out for validation: the first rows of every shard
             (deterministic), at most ``max_val_rows``.
         max_val_rows: cap on validation rows (read again at every evaluation, never all held).
@@ -212,7 +253,12 @@ class LatentDataConfig(SectionConfig):
 
 @dataclass
 class PriorSpec(SectionConfig):
-    """Which prior: ``kind`` in gpt | maskgit | discrete_diffusion | flow, and its config dict (sizes)."""
+    """Which prior to train.
+
+    Attributes:
+        kind: ``gpt``, ``maskgit``, ``discrete_diffusion`` (token indices) or ``flow`` (continuous latents).
+        config: the prior's config dict (sizes); the codec fills in what the latents fix.
+    """
 
     kind: str = "gpt"
     config: dict[str, Any] = field(default_factory=dict)
@@ -223,7 +269,15 @@ class PriorSpec(SectionConfig):
 
 @dataclass
 class SampleConfig(SectionConfig):
-    """Sampling after training: how many, temperature / top-k (AR), steps (MaskGIT, flow)."""
+    """Sampling after training.
+
+    Attributes:
+        num_samples: samples drawn and decoded after training.
+        temperature: softmax temperature of token priors.
+        top_k: sample among the k likeliest tokens (token priors); None for all.
+        steps: sampling steps (MaskGIT, discrete diffusion, flow).
+        seed: seeds the sampling.
+    """
 
     num_samples: int = 8
     temperature: float = 1.0
@@ -237,7 +291,15 @@ class SampleConfig(SectionConfig):
 
 @dataclass
 class TrainPriorConfig(SectionConfig):
-    """Stage 2: ``jobs/train_prior.py``."""
+    """Stage 2: ``jobs/train_prior.py``.
+
+    Attributes:
+        prior: which prior (:class:`PriorSpec`).
+        data: the latent dataset, streamed (:class:`LatentDataConfig`).
+        optim: optimizer, schedule and EMA (:class:`OptimConfig`).
+        train: loop length, precision, cadence, outputs (:class:`RunSection`).
+        sample: sampling after training (:class:`SampleConfig`).
+    """
 
     prior: PriorSpec = field(default_factory=PriorSpec)
     data: LatentDataConfig = field(default_factory=LatentDataConfig)
