@@ -37,6 +37,7 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import os
@@ -566,17 +567,29 @@ def _folder_key(root: str, path: str) -> str:
     return sanitize_member(path[len(root) :].rsplit(".", 1)[0])
 
 
+def _earlier_with_key(images: list[str], start: int, root: str, path: str) -> str | None:
+    """The name of the first file before ``images[start]`` (a sorted listing) with the key of ``path``.
+
+    Files of one key differ only after their stem's last dot, so they are one sorted run beginning
+    with ``<stem>.``: a bisection finds it, and a shard checks only its own files' runs.
+    """
+    stem, key = path.rsplit(".", 1)[0] + ".", _folder_key(root, path)
+    for other in images[bisect.bisect_left(images, stem, 0, start) : start]:
+        if not other.startswith(stem):
+            return None
+        if _folder_key(root, other) == key:
+            return other[len(root) + 1 :]
+    return None
+
+
 def _iter_folder(shard: Shard, cfg: SourceConfig, options: dict) -> Iterator[Record]:
     fs, root, images, files = _folder_listing(shard.url, options, cfg.media)
-    # keys of the files before this shard: ``dup.png`` in the next shard after ``dup.jpg`` is still a duplicate
-    earlier: dict[str, str] = {}
-    for path in images[: shard.start]:
-        earlier.setdefault(_folder_key(root, path), path[len(root) + 1 :])
     for index, path in enumerate(images[shard.start : shard.stop]):
         key, name = _folder_key(root, path), path[len(root) + 1 :]
-        if key in earlier:
+        first = _earlier_with_key(images, shard.start, root, path)  # dup.png in the shard after dup.jpg's
+        if first is not None:
             yield Record(key, None, index_in_shard=index, media=media_kind(path), origin=name,
-                         error=duplicate_key(key, name, earlier[key]))
+                         error=duplicate_key(key, name, first))
             continue
         with fs.open(path, "rb") as f:
             data = f.read()

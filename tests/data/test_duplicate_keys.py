@@ -34,16 +34,18 @@ def outcome(records) -> list[tuple]:
     return [(r.key, r.origin, r.error.error_type if r.error else None) for r in records]
 
 
-@pytest.mark.parametrize("shard_size", [1000, 2, 1])
+@pytest.mark.parametrize("shard_size", [1000, 3, 2, 1])
 def test_folder_same_stem_different_extension_is_an_error_row_for_the_second(tmp_path, shard_size):
     (tmp_path / "a.png").write_bytes(png(0))
+    (tmp_path / "dup.a.jpg").write_bytes(png(3, fmt="JPEG"))  # key dup.a: sorts between, is no duplicate
     (tmp_path / "dup.jpg").write_bytes(png(1, fmt="JPEG"))
     (tmp_path / "dup.png").write_bytes(png(2))
     (tmp_path / "dup.txt").write_text("caption of both")
     records = read_all(SourceConfig(format="folder", urls=[str(tmp_path)], shard_size=shard_size))
     # the sorted listing decides which is first, whether or not the two land in one shard
-    assert outcome(records) == [("a", "a.png", None), ("dup", "dup.jpg", None), ("dup", "dup.png", "duplicate_key")]
-    first, second = records[1], records[2]
+    assert outcome(records) == [("a", "a.png", None), ("dup.a", "dup.a.jpg", None), ("dup", "dup.jpg", None),
+                                ("dup", "dup.png", "duplicate_key")]
+    first, second = records[2], records[3]
     assert first.image == png(1, fmt="JPEG") and first.caption == "caption of both"
     assert second.image is None and second.error.stage == "read"
     assert "'dup.png'" in second.error.message and "'dup.jpg'" in second.error.message
