@@ -33,6 +33,7 @@ from latentflow.evaluation.report import merge_rows, model_metadata, public, wri
 from latentflow.pipeline.datasource import ShardDatasource
 from latentflow.pipeline.schema import KIND_EMPTY, KIND_SAMPLE, sample_of
 from latentflow.pipeline.stages import preprocess_batch
+from latentflow.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +76,11 @@ def build_dataset(cfg: EvalJobConfig, downsample_factor: int):
 
 
 def evaluate_model(ds, name: str, cfg: EvalJobConfig) -> dict[str, Any]:
-    """Run :class:`ModelEvaluator` over ``ds`` on a one-actor pool and merge its rows."""
+    """Run :class:`ModelEvaluator` over ``ds`` on a one-actor pool and merge its rows (streamed, counted
+    by images with rate and ETA)."""
     import ray
 
-    rows = ds.map_batches(
+    scored = ds.map_batches(
         ModelEvaluator,
         fn_constructor_kwargs={
             "model": name, "storage_options": cfg.fs_options() or None, "histogram_samples": cfg.histogram_samples,
@@ -89,7 +91,12 @@ def evaluate_model(ds, name: str, cfg: EvalJobConfig) -> dict[str, Any]:
         compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=cfg.actor_num_cpus,
         num_gpus=1 if cfg.device == "cuda" else 0,
-    ).take_all()
+    )
+    rows = []
+    with Progress(ds.count(), f"evaluate {name}", unit="image") as progress:
+        for row in scored.iter_rows():
+            rows.append(row)
+            progress.update(1)
     return merge_rows(rows)
 
 

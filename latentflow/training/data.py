@@ -304,11 +304,18 @@ class LatentCacheStream:
 
     Args:
         dataset: a ``LatentDataset`` (or a view from its ``split``).
-        batch_size: rows per batch (incomplete batches are dropped).
+        batch_size: rows per batch; each bucket's last batch of a worker's epoch holds what is left
+            (a partial batch, as kohya's bucketed trainers do), so a small or unevenly bucketed cache
+            trains whatever its size.
         seed: the order of every epoch is a function of (seed, epoch).
         rank, world: this worker and the worker count.
         labels: return the ``label`` column as ``labels`` (class conditioning); else ``labels`` is None.
         buffer_rows: the shuffle buffer.
+
+    Every worker gets at least one block of rows in every epoch (``default_block_rows`` cuts a
+    dataset of at least ``world`` rows into at least ``world`` blocks), hence at least one batch, and
+    the stream is endless: each worker takes exactly one batch per step whatever its share of a bucket,
+    so DDP workers never wait on one another. A dataset with fewer rows than workers is refused.
 
     ``position()`` is ``{"epoch", "batches"}`` (batches consumed in that epoch); ``set_position``
     restores it exactly, reading nothing for the skipped batches.
@@ -318,16 +325,29 @@ class LatentCacheStream:
                  labels: bool = False, buffer_rows: int = 4096):
         if batch_size <= 0:
             raise ConfigError(f"batch_size must be > 0, got: {batch_size}")
+        if len(dataset) < world:
+            raise ConfigError(f"{len(dataset)} training rows cannot give each of {world} workers its own rows; "
+                              f"use at most {len(dataset)} workers (--num-workers)")
         self.dataset, self.batch_size, self.seed, self.rank, self.world = dataset, batch_size, seed, rank, world
         self.labels, self.buffer_rows = labels, buffer_rows
         self.epoch, self.batches = 0, 0
         self._iter: Any = None
-        if len(self._plan(0)) == 0:
-            raise ConfigError(f"worker {rank} of {world} gets no full batch of {batch_size} rows per bucket shape "
-                              f"(rows per bucket: {dataset.bucket_rows}); lower data.batch_size or use fewer workers")
 
-    def _plan(self, epoch: int):
-        return self.dataset.batch_plan(self.batch_size, True, self.seed, epoch, self.rank, self.world, True, self.buffer_rows)
+    def _plan(self, epoch: int, rank: int | None = None):
+        rank = self.rank if rank is None else rank
+        return self.dataset.batch_plan(self.batch_size, True, self.seed, epoch, rank, self.world, False, self.buffer_rows)
+
+    def describe(self) -> str:
+        """One line: rows, buckets, batches per worker in epoch 0, and the partial batches it holds."""
+        plans = [self._plan(0, r) for r in range(self.world)]
+        b = self.batch_size
+        partial = sorted((n % b, bucket) for p in plans for bucket, n in p.rows.items() if n % b)
+        line = (f"data: {len(self.dataset)} training rows in {len(self.dataset.bucket_rows)} bucket shape(s), batch_size {b}, "
+                f"{self.world} worker(s): {'/'.join(str(len(p)) for p in plans)} batches per epoch")
+        if partial:
+            line += (f"; {len(partial)} of them partial (each bucket's last batch per worker and epoch holds the rest: "
+                     f"smallest {partial[0][0]} rows, bucket {partial[0][1]})")
+        return line
 
     def position(self) -> dict[str, int]:
         return {"epoch": self.epoch, "batches": self.batches}
@@ -336,17 +356,18 @@ class LatentCacheStream:
         self.epoch, self.batches, self._iter = int(position["epoch"]), int(position["batches"]), None
 
     def next_batch(self) -> dict[str, Any]:
-        """``{"latents": (B, C, h, w) float or (B, h, w) long, "labels": (B,) or None, "captions": [...] or None, "bucket"}``."""
-        for _ in range(100):  # a small cache may leave a worker's epoch without a full batch: go on to the next
+        """``{"latents": (B, C, h, w) float or (B, h, w) long, "labels": (B,) or None, "captions": [...] or None, "bucket"}``
+        (B = ``batch_size``, or fewer in a bucket's last batch of the epoch)."""
+        for _ in range(2):  # the end of an epoch: on to the next, which has a batch for every worker
             if self._iter is None:
                 self._iter = self.dataset.iter_batches(self.batch_size, True, self.seed, self.epoch, self.rank, self.world,
-                                                       drop_last=True, start=self.batches, buffer_rows=self.buffer_rows)
+                                                       drop_last=False, start=self.batches, buffer_rows=self.buffer_rows)
             batch = next(self._iter, None)
             if batch is not None:
                 self.batches += 1
                 return prior_batch(batch, self.labels)
             self.epoch, self.batches, self._iter = self.epoch + 1, 0, None
-        raise InputError(f"worker {self.rank} of {self.world} read no full batch in 100 epochs up to epoch {self.epoch - 1}")
+        raise InputError(f"worker {self.rank} of {self.world} has no rows in epoch {self.epoch - 1}")
 
 
 def prior_batch(batch: dict[str, Any], labels: bool) -> dict[str, Any]:

@@ -30,12 +30,14 @@ import torch
 
 from latentflow.errors import ConfigError, InputError
 from latentflow.priors.base import PriorModel, build_prior, load_prior
+from latentflow.progress import Progress
 from latentflow.training import checkpoint as ckpt
 from latentflow.training.config import TrainPriorConfig
 from latentflow.training.data import LatentCacheStream, LatentStream, LatentTable, prior_batch, table_rows
 from latentflow.training.stages import seed_everything, write_json
 from latentflow.training.tasks import PriorTask
 from latentflow.training.trainer import Trainer, pick_device
+from latentflow.training.trainer import rank as trainer_rank
 
 
 @dataclass
@@ -48,6 +50,7 @@ class PriorData:
         latent_shape: the per-row shape of the largest bucket.
         codebook_size: discrete codecs: the number of codes.
         buckets: rows per bucket shape (``{"": n}`` for an in-memory table).
+        shapes: the per-row latent shape of each bucket.
     """
 
     fingerprint: str
@@ -55,6 +58,7 @@ class PriorData:
     latent_shape: tuple[int, ...]
     codebook_size: int | None = None
     buckets: dict[str, int] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def prior_config_for(cfg: TrainPriorConfig, data: PriorData | LatentTable) -> dict[str, Any]:
@@ -77,6 +81,32 @@ def prior_config_for(cfg: TrainPriorConfig, data: PriorData | LatentTable) -> di
         raise ConfigError(f"prior.kind={cfg.prior.kind!r} models continuous latents; {cfg.data.path!r} holds token indices "
                           "(use gpt, maskgit or discrete_diffusion)")
     return conf
+
+
+def check_latent_grids(cfg: TrainPriorConfig, data: PriorData, codec: Any) -> None:
+    """Refuse, before training, a flow prior whose patch (or UNet levels) does not divide every bucket's
+    latent grid, in one line naming the encode setting that fixes it (``processor.bucket_step``)."""
+    from latentflow.priors.flow import latent_grid
+
+    if cfg.prior.kind != "flow" or data.discrete:
+        return
+    grid = latent_grid({**cfg.prior.config, "latent_shape": data.latent_shape})
+    bad = {b: s[1:] for b, s in data.shapes.items() if len(s) - 1 == len(grid) and any(n % g for n, g in zip(s[1:], grid))}
+    if not bad:
+        return
+    f, spatial = codec.downsample_factor, max(grid[-2:])
+    section = "video" if codec.modality == "video" else "processor"
+    fits = sorted(b for b in data.shapes if b not in bad)
+    got = ", ".join(f"{b} -> {'x'.join(map(str, s))}" for b, s in sorted(bad.items()))
+    if codec.bucketed:
+        fix = f"re-encode with {section}.bucket_step={f * spatial} (downsample factor {f} x grid {spatial}; 'auto', the default, is 2 x {f})"
+    else:
+        fix = f"re-encode with {section}.resolution a multiple of {f * spatial}"
+    if grid[0] > 1 and len(grid) == 3:
+        fix += f", clips whose latent length is a multiple of {grid[0]}"
+    pick = f", or train one bucket that fits (data.bucket={fits[0]})" if fits else ""
+    raise ConfigError(f"the flow prior's grid {grid} (prior.config.patch_size / network) must divide every bucket's latent "
+                      f"grid of {cfg.data.path!r}; these do not: {got}. Fix: {fix}{pick}, or a patch size that divides them")
 
 
 def _check_resume_codec(cfg: TrainPriorConfig, prior: PriorModel) -> None:
@@ -121,6 +151,7 @@ class StreamedPriorTask(PriorTask):
         device = next(model.parameters()).device
         sums: dict[str, float] = {}
         n = 0
+        progress = Progress(len(self.val), "validate", unit="sample", mode=None if trainer_rank() == 0 else "off")
         for raw in self.val.iter_batches(self.val_batch, shuffle=False):
             batch = prior_batch(raw, self.labels)
             rows = len(batch["latents"])
@@ -128,6 +159,8 @@ class StreamedPriorTask(PriorTask):
             for k, v in model.validation(batch["latents"].to(device), labels, seed=n).items():
                 sums[k] = sums.get(k, 0.0) + v * rows
             n += rows
+            progress.update(rows)
+        progress.close()
         model.train()
         return {k: v / n for k, v in sums.items()}
 
@@ -157,13 +190,17 @@ def open_latents(cfg: TrainPriorConfig, rank: int = 0, world: int = 1) -> tuple[
     buckets = ds.bucket_rows
     largest = max(buckets, key=lambda b: (buckets[b], b))
     data = PriorData(codec.fingerprint, codec.discrete, ds.row_shape(largest, column),
-                     codec.quantizer.codebook_size if codec.quantizer else None, buckets)
+                     codec.quantizer.codebook_size if codec.quantizer else None, buckets,
+                     {b: ds.row_shape(b, column) for b in buckets})
     prior_config_for(cfg, data)  # refuse a wrong prior kind before reading anything
+    check_latent_grids(cfg, data, codec)  # and a patch that does not divide some bucket's grid
     n_val = min(int(round(len(ds) * d.val_fraction)), d.max_val_rows)
     train, val = ds.split(n_val)
     val.resample = False  # validation sees the stored means
     stream = LatentCacheStream(train, d.batch_size, cfg.train.seed, rank, world, labels=d.num_classes > 0,
                                buffer_rows=d.shuffle_buffer)
+    if rank == 0:
+        print(stream.describe(), flush=True)
     return data, stream, val if n_val else None
 
 

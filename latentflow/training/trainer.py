@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from latentflow.progress import Progress
 from latentflow.training import checkpoint as ckpt
 from latentflow.training.config import OptimConfig, RunSection
 from latentflow.training.ema import EMA
@@ -65,6 +66,14 @@ def _scalar(value: Any) -> Any:
     return float(value.detach().float()) if torch.is_tensor(value) else value
 
 
+def batch_rows(batch: dict[str, Any]) -> int:
+    """Samples in a batch (priors: ``latents``; autoencoders: ``pixel_values``)."""
+    for key in ("latents", "pixel_values"):
+        if batch.get(key) is not None:
+            return len(batch[key])
+    return 0
+
+
 class Trainer:
     """Step-based trainer.
 
@@ -88,6 +97,7 @@ class Trainer:
         self.on_log = on_log
         self.device = torch.device(device)
         self.step = 0
+        self.last_batch_rows = 0  # samples in the last step's batch (progress)
         self.history: list[dict[str, Any]] = []
         self.model: nn.Module = task.model.to(self.device)
         if hasattr(task, "to"):  # frozen helper networks (perceptual, VF feature model)
@@ -128,6 +138,7 @@ class Trainer:
         """One optimizer step (plus a discriminator step when the task has one)."""
         start = time.perf_counter()
         batch = self.stream.next_batch()
+        self.last_batch_rows = batch_rows(batch)
         lr = self._lr()
         opt = self.optimizers["model"]
         set_lr(opt, lr)
@@ -176,6 +187,9 @@ class Trainer:
         if self.run.resume:
             self.maybe_resume()
         stop = self.run.max_steps if until is None else min(until, self.run.max_steps)
+        desc = "train" if not is_distributed() else f"train (worker 0 of {dist.get_world_size()}, its samples)"
+        # rank 0 reports: steps with ETA, and the samples they took (partial batches count what they hold)
+        progress = Progress(stop, desc, unit="step", initial=self.step, mode=None if rank() == 0 else "off")
         while self.step < stop:
             logs = self.train_step()
             if self.run.eval_every and self.step % self.run.eval_every == 0 and hasattr(self.task, "evaluate"):
@@ -183,6 +197,8 @@ class Trainer:
             self._log(logs)
             if self.step % self.run.checkpoint_every == 0 or self.step in (stop, self.run.max_steps):
                 self.save_checkpoint()
+            progress.update(1, samples=self.last_batch_rows, loss=logs["loss"])
+        progress.close()
         return self.history
 
     def eval_model(self) -> nn.Module:
