@@ -30,6 +30,28 @@ def models_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "models"
 
 
+def shipped_models() -> list[str]:
+    """The checkpoint names under :func:`models_dir` (folders holding a ``config.json``), sorted."""
+    root = models_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file())
+
+
+def model_not_found_message(name: str) -> str:
+    """The error for a model name that is no folder, URL, hub id or ``models/`` name: it lists the shipped names.
+
+    Example::
+
+        raise CheckpointError(model_not_found_message("kl-f16"))
+    """
+    shipped = shipped_models()
+    listing = ", ".join(shipped) if shipped else "none"
+    return (f"model {name!r} not found: expected a checkpoint folder {models_dir() / name} (config.json + model.safetensors). "
+            f"Shipped models in {models_dir()}: {listing}. Use one of those names, train or copy a checkpoint there, "
+            f"or pass model=<directory, s3:// URL or Hugging Face hub id>.")
+
+
 def is_models_name(location: str) -> bool:
     """A name of a shipped checkpoint under :func:`models_dir` (not a local path of the same name)."""
     return "/" not in location.strip("/") and (models_dir() / location).is_dir() and not os.path.isdir(location)

@@ -355,15 +355,30 @@ def codec_differences(existing: Codec, new: Codec) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {cur.get(k)!r}" for k in sorted(set(old) | set(cur)) if old.get(k) != cur.get(k)]
 
 
+_FIRST = ("model_type", "weights_sha256", "model_config", "processor")  # model identity, then the processor, then the rest
+
+
+def _rank(difference: str) -> tuple[int, str]:
+    key = difference.split(":", 1)[0].split(".", 1)[0]
+    return (_FIRST.index(key) if key in _FIRST else len(_FIRST), difference)
+
+
 def check_compatible(existing: Codec, new: Codec) -> None:
     """Refuse to mix latents from two encoders in one output.
+
+    The message leads with the model when it changed (``model changed: A -> B``), then names every
+    identity field that differs: model identity (type, weights, config), processor, then the rest.
 
     Raises:
         CodecMismatchError: naming every identity field that differs (model, weights, processor, store, dtype).
     """
     if existing.fingerprint == new.fingerprint:
         return
-    diffs = codec_differences(existing, new) or [f"fingerprint: {existing.fingerprint} -> {new.fingerprint}"]
+    diffs = sorted(codec_differences(existing, new), key=_rank) or [f"fingerprint: {existing.fingerprint} -> {new.fingerprint}"]
+    old, cur = existing.model, new.model
+    if (old.cls, old.model_type, old.weights_sha256) != (cur.cls, cur.model_type, cur.weights_sha256):
+        where = (lambda m: f" ({m.ref.location})" if m.ref else "")
+        diffs.insert(0, f"model changed: {old.cls.rsplit('.', 1)[-1]}{where(old)} -> {cur.cls.rsplit('.', 1)[-1]}{where(cur)}")
     shown = "; ".join(diffs[:8]) + (f"; ... and {len(diffs) - 8} more" if len(diffs) > 8 else "")
     raise CodecMismatchError(
         f"the output was written by a different encoder setup ({shown}). "

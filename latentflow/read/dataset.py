@@ -43,8 +43,10 @@ from latentflow.read.zarr_rows import ArraySpec, array_spec, read_array, whole_f
 # ---- torch dataset over zarr --------------------------------------------------------
 
 
-_META = ("key", "caption", "json", "label", "original_size", "crop_box", "index_in_shard")
-_STRINGS = ("key", "caption", "json")
+_CLIP = ("video_key", "clip_index", "start_time", "fps", "num_frames", "padded_frames")  # video clip rows
+_META = ("key", "caption", "json", "label", "original_size", "crop_box", "index_in_shard", *_CLIP)
+_STRINGS = ("key", "caption", "json", "video_key")
+_FLOATS = ("start_time", "fps")
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ class LatentDataset(torch.utils.data.Dataset):
 
     Items are dicts: ``key``, ``bucket`` ("HxW"), ``latent`` (C, h, w) float32 (or ``indices``
     (h, w) int64 for discrete codecs), ``flip_*`` where stored, and where stored ``caption``,
-    ``json``, ``label`` (int, or None), ``original_size``, ``crop_box``, ``index_in_shard``.
+    ``json``, ``label`` (int, or None), ``original_size``, ``crop_box``, ``index_in_shard``; video clip
+    rows also ``video_key``, ``clip_index``, ``start_time`` (s), ``fps``, ``num_frames``, ``padded_frames``.
     :meth:`iter_batches` yields the same keys with rows stacked (strings as lists).
 
     Example::
@@ -253,8 +256,9 @@ class LatentDataset(torch.utils.data.Dataset):
         g, row = self._locate(i)
         batch = self._assemble(self._row_data(g, row), self.groups[g].bucket, None)
         item = {k: (v[0] if isinstance(v, (list, torch.Tensor)) else v) for k, v in batch.items()}
-        if isinstance(item.get("label"), torch.Tensor):
-            item["label"] = int(item["label"])
+        for name in ("label", *_CLIP):  # scalars per row: plain Python numbers
+            if isinstance(item.get(name), torch.Tensor):
+                item[name] = item[name].item()
         return {k: v for k, v in item.items() if v is not None}  # what this row lacks is left out
 
     # ---- batches ------------------------------------------------------------------------
@@ -280,7 +284,7 @@ class LatentDataset(torch.utils.data.Dataset):
 
         Yields:
             dicts of stacked tensors (``latent`` (B, C, h, w), ``label`` (B,) or None, ...) and
-            lists (``key``, ``caption``, ``json``), plus ``bucket``; see the class docstring.
+            lists (``key``, ``caption``, ``json``, ``video_key``), plus ``bucket``; see the class docstring.
         """
         plan = self.batch_plan(batch_size, shuffle, seed, epoch, rank, world, drop_last, buffer_rows, block_rows)
         fields = self._read_fields()
@@ -321,6 +325,8 @@ class LatentDataset(torch.utils.data.Dataset):
                 out[name] = [None if v is None or (name != "key" and v == "") else str(v) for v in values]
             elif values.dtype == object:  # metadata some groups lack
                 out[name] = None if any(v is None for v in values) else torch.as_tensor(np.stack(list(values)).astype(np.int64))
+            elif name in _FLOATS:
+                out[name] = torch.from_numpy(np.ascontiguousarray(values).astype(np.float64))
             elif name.endswith("indices") or name in _META:
                 out[name] = torch.from_numpy(np.ascontiguousarray(values).astype(np.int64))
             else:

@@ -33,7 +33,8 @@ def inspect(path: str, storage_options: dict | None = None) -> dict[str, Any]:
         "modality": codec.modality,
         "stored": codec.arrays,
         "dtype": codec.dtype,
-        "shapes": codec.shapes,
+        "dtypes": {name: str(codec.array_dtype(name)) for name in codec.arrays},
+        "shapes": codec.shapes or committed_shapes(path, codec.arrays, storage_options),
         "normalization": codec.normalization.to_dict(),
         "counts": {"rows": state.rows, "shards": state.shards, "errors": state.sample_errors, "buckets": state.buckets},
         "stats": None,
@@ -52,6 +53,43 @@ def inspect(path: str, storage_options: dict | None = None) -> dict[str, Any]:
         info["stats"] = {"mean": stats["mean"], "std": stats["std"], "global_mean": total / count, "global_std": std}
         info["suggested_scaling_factor"] = 1.0 / std if std > 0 else None
     return info
+
+
+def _dtypes(info: dict[str, Any]) -> dict[str, str]:
+    return info.get("dtypes") or {name: info["dtype"] for name in info["stored"]}
+
+
+def committed_shapes(path: str, arrays: tuple[str, ...], storage_options: dict | None = None) -> dict[str, dict[str, list[int]]]:
+    """Per-row array shapes per bucket, read from the committed rows (for codecs that record none, as the
+    diffusers bridge's): the Zarr groups' array metadata, else each bucket's first Parquet file's schema."""
+    from latentflow.read.dataset import LatentDataset
+
+    shapes: dict[str, dict[str, list[int]]] = {}
+    try:
+        for group in LatentDataset(path, storage_options=storage_options, fields=("key",)).groups:
+            shapes.setdefault(group.bucket, {n: list(group.specs[n].row_shape) for n in arrays if n in group.specs})
+    except (OSError, KeyError, ValueError):  # no Zarr copy: the Parquet schemas say it too
+        shapes = {}
+    return shapes or _parquet_shapes(path, arrays, storage_options)
+
+
+def _parquet_shapes(path: str, arrays: tuple[str, ...], storage_options: dict | None) -> dict[str, dict[str, list[int]]]:
+    import fsspec
+    import pyarrow.parquet as pq
+
+    from latentflow.format.tables import schema_features
+
+    firsts: dict[str, str] = {}
+    for url in OutputState.read(path, storage_options).parquet_files():
+        bucket = url.rsplit("/", 2)[-2]
+        firsts.setdefault("all" if bucket == "parquet" else bucket, url)
+    shapes = {}
+    for bucket, url in sorted(firsts.items()):
+        fs, p = fsspec.url_to_fs(url, **(storage_options or {}))
+        with fs.open(p, "rb") as f:
+            features = schema_features(pq.read_schema(f))
+        shapes[bucket] = {n: list(features[n]["shape"]) for n in arrays if "shape" in features.get(n, {})}
+    return shapes
 
 
 def _format_clips(info: dict[str, Any]) -> list[str]:
@@ -73,7 +111,8 @@ def format_inspect(info: dict[str, Any]) -> str:
              f"  weights:      sha256 {info['model']['weights_sha256']}",
              f"  fingerprint:  {info['fingerprint']}",
              f"  modality:     {info.get('modality', 'image')}",
-             f"  latents:      {info['latent_kind']} ({info['layout']}: {axes}), stored {list(info['stored'])} as {info['dtype']}",
+             f"  latents:      {info['latent_kind']} ({info['layout']}: {axes}), stored "
+             + ", ".join(f"{name} as {dtype}" for name, dtype in _dtypes(info).items()),
              f"  shapes:       {info['shapes']}"]
     if "clips" in info:
         lines += _format_clips(info)
@@ -85,5 +124,7 @@ def format_inspect(info: dict[str, Any]) -> str:
         lines.append("  per-channel statistics:")
         lines += [f"    c{c}: mean {m:+.5f}  std {s:.5f}" for c, (m, s) in enumerate(zip(info["stats"]["mean"], info["stats"]["std"]))]
         lines.append(f"  global std: {info['stats']['global_std']:.5f}")
-        lines.append(f"  suggested scaling_factor (1/std): {info['suggested_scaling_factor']:.5f}")
+        factor = info["suggested_scaling_factor"]
+        lines.append(f"  suggested scaling_factor (1/std): {factor:.5f}" if factor else
+                     "  suggested scaling_factor (1/std): none (every latent value is the same)")
     return "\n".join(lines)

@@ -59,6 +59,26 @@ def load_latents(path: str, storage_options: dict | None = None, split: str = "t
     return datasets.load_dataset("parquet", data_files={split: files}, split=split, **kwargs)
 
 
+def load_hint(path: str, storage_options: dict | None = None) -> str:
+    """How to load an output, for the job's last lines: the typed per-bucket configs of a bucketed output
+    (``datasets.load_dataset(out, "256x384", split="train")``, one per bucket), else the default config.
+
+    Example::
+
+        print("load it:", load_hint(config.output))
+    """
+    out = str(path).rstrip("/")
+    codec = read_codec(out, storage_options)
+    buckets = sorted(OutputState.read(out, storage_options).buckets) if codec.bucketed else []
+    if not buckets:
+        return (f'import datasets; ds = datasets.load_dataset("{out}", split="train")'
+                f'   # or latentflow.LatentDataset("{out}")')
+    lines = [f"import datasets   # one typed config per bucket ({len(buckets)}); the default config mixes shapes as nested lists"]
+    lines += [f'ds = datasets.load_dataset("{out}", "{b}", split="train")' for b in buckets]
+    lines.append(f'# or all buckets, batched by shape: latentflow.LatentDataset("{out}").iter_batches(64)')
+    return "\n".join(lines)
+
+
 def _nested_features(url: str, storage_options: dict | None):
     import datasets
     import pyarrow.parquet as pq

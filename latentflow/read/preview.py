@@ -13,6 +13,8 @@ Example::
 from __future__ import annotations
 
 import io
+import logging
+import re
 from fractions import Fraction
 from typing import Any
 
@@ -21,11 +23,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from latentflow.errors import InputError
+from latentflow.errors import InputError, NotSupportedError
 from latentflow.format.state import OutputState, read_output_codec
 
 FORMATS = {".mp4": ("mp4", "libx264", "yuv420p"), ".gif": ("gif", "gif", "rgb8")}
 DEFAULT_FPS = 8.0  # clips whose codec and rows record no fps
+logger = logging.getLogger(__name__)
 
 
 def to_uint8(pixels: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -115,7 +118,11 @@ def save_video_preview(frames: torch.Tensor | np.ndarray, url: str, fps: float =
 
 def preview_fps(path: str, storage_options: dict | None = None) -> float:
     """The frame rate of a video latent output's clips: the processor's ``fps`` when it resampled,
-    else the ``fps`` stored with the first committed row (native frames), else ``DEFAULT_FPS``."""
+    else the ``fps`` stored with the first committed row (native frames), else ``DEFAULT_FPS``.
+
+    Rates are never averaged (a 25 and a 29.97 fps clip have no common rate): when the rows of the
+    first committed file disagree, the first row's rate is used and one warning says so.
+    """
     codec = read_output_codec(path, storage_options)
     if codec is not None and getattr(codec.processor, "fps", None):
         return float(codec.processor.fps)
@@ -126,10 +133,80 @@ def preview_fps(path: str, storage_options: dict | None = None) -> float:
             schema = pq.read_schema(f)
             f.seek(0)
             column = pq.read_table(f, columns=["fps"]).column("fps").to_pylist() if "fps" in schema.names else []
-        rates = [r for r in column if r]
+        rates = [float(r) for r in column if r]
         if rates:
-            return float(np.median(rates))
+            if len(set(rates)) > 1:
+                logger.warning("clips of %s have different frame rates %s; the preview plays them at the first row's, %g fps",
+                               path, sorted(set(rates)), rates[0])
+            return rates[0]
     return DEFAULT_FPS
 
 
-__all__ = ["save_video_preview", "preview_fps", "encode_video", "tile_clips", "to_uint8"]
+# ---- `latentflow preview`: the first committed rows, decoded ------------------------------------
+
+
+def write_preview(path: str, out_dir: str, rows: int = 8, storage_options: dict | None = None) -> list[str]:
+    """Decode the first ``rows`` committed rows of a latent output, with the decoder rebuilt from its codec alone.
+
+    Images become ``<out_dir>/<i>-<key>.png``; video clips ``<out_dir>/<i>-<key>.mp4`` at the clip's own fps
+    (else :func:`preview_fps`).
+
+    Args:
+        path: the encode job's output (local or fsspec URL); its Zarr latents are read.
+        out_dir: where the previews go (local or fsspec URL).
+        rows: how many rows, in committed order.
+        storage_options: fsspec options for both.
+
+    Returns:
+        The URLs written, in row order.
+
+    Raises:
+        NotSupportedError: the output holds a modality with no preview yet (audio).
+    """
+    from latentflow.read.dataset import LatentDataset
+    from latentflow.read.latents import decode_latents, read_codec
+
+    if rows <= 0:
+        raise InputError(f"rows must be > 0, got: {rows}")
+    codec = read_codec(path, storage_options)
+    if codec.modality not in ("image", "video"):
+        raise NotSupportedError(f"latentflow preview writes images (PNG) and video (mp4); {path!r} holds "
+                                f"{codec.modality} latents, which have no preview yet (planned: wav through PyAV)")
+    name = next(a for a in codec.arrays if not a.startswith("flip_"))  # "latent", or "indices" for discrete codecs
+    ds = LatentDataset(path, storage_options=storage_options, fields=(name, "key", "fps"))
+    items = [ds[i] for i in range(min(rows, len(ds)))]
+    by_shape: dict[tuple, list[int]] = {}  # rows of one bucket decode together
+    for i, item in enumerate(items):
+        by_shape.setdefault(tuple(item[name].shape), []).append(i)
+    default_fps: list[float] = []  # the output's rate, read once if a row records none
+    written: dict[int, str] = {}
+    for indices in by_shape.values():
+        decoded = decode_latents(torch.stack([items[i][name] for i in indices]), codec, storage_options=storage_options)
+        for i, pixels in zip(indices, decoded):  # (3, H, W) or (3, T, H, W) in [-1, 1]
+            stem = f"{out_dir.rstrip('/')}/{i:04d}-{_safe(items[i]['key'])}"
+            if codec.modality == "video":
+                if not items[i].get("fps") and not default_fps:
+                    default_fps.append(preview_fps(path, storage_options))
+                fps = float(items[i].get("fps") or default_fps[0])
+                written[i] = save_video_preview(pixels, f"{stem}.mp4", fps=fps, storage_options=storage_options)
+            else:
+                written[i] = _save_png(pixels, f"{stem}.png", storage_options)
+    return [written[i] for i in sorted(written)]
+
+
+def _safe(key: str) -> str:
+    """A row key as a file name: ``folder/img 01.jpg`` -> ``folder_img_01.jpg``."""
+    return re.sub(r"[^\w.-]+", "_", str(key)).strip("_") or "row"
+
+
+def _save_png(pixels: torch.Tensor, url: str, storage_options: dict | None) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(pixels[None])[0]).save(buf, format="PNG")
+    with fsspec.open(url, "wb", **(storage_options or {})) as f:
+        f.write(buf.getvalue())
+    return url
+
+
+__all__ = ["save_video_preview", "preview_fps", "write_preview", "encode_video", "tile_clips", "to_uint8"]

@@ -364,6 +364,28 @@ def _write_row_metadata(group, columns: dict[str, Any], rows: list[int]) -> None
     labels = [columns["label"][i] for i in rows] if "label" in columns else []
     if labels and all(v is not None for v in labels):
         group.create_array("label", data=np.asarray(labels, dtype=np.int64))
+    _write_clip_metadata(group, columns, rows)
+
+
+CLIP_COLUMNS = {"video_key": None, "clip_index": np.int64, "start_time": np.float64, "fps": np.float64,
+                "num_frames": np.int64, "padded_frames": np.int64}
+
+
+def _write_clip_metadata(group, columns: dict[str, Any], rows: list[int]) -> None:
+    """Video clip rows: where each clip came from (``video_key``, ``clip_index``, ``start_time``, ``fps``,
+    ``num_frames``, ``padded_frames``), beside the arrays so :class:`LatentDataset` items carry them.
+    A column is written only when every row has it (image rows have none)."""
+    import zarr
+
+    for name, dtype in CLIP_COLUMNS.items():
+        values = [columns[name][i] for i in rows] if name in columns else []
+        if not values or any(v is None for v in values):
+            continue
+        if dtype is None:
+            arr = group.create_array(name, shape=(len(rows),), dtype=zarr.dtype.VariableLengthUTF8(), chunks=(max(len(rows), 1),))
+            arr[:] = np.array([str(v) for v in values], dtype=object)
+        else:
+            group.create_array(name, data=np.asarray(values, dtype=dtype))
 
 
 def _is_float(arr: Any) -> bool:
