@@ -1,7 +1,7 @@
 """Shared fixtures: a real S3 server on loopback (moto), a real local Ray, real photos.
 
 Environment for every test: Hugging Face offline but datasets allowed to read
-s3://, Ray token auth off (see ../shared/ENVIRONMENT.md).
+s3://. Ray runs with its defaults (token auth on, as `ray start` sets it up for users).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["HF_DATASETS_OFFLINE"] = "0"
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -81,7 +81,7 @@ def ray_head(num_cpus: int = 2) -> Iterator[tuple[str, str, dict]]:
         (GCS address for ``RAY_ADDRESS``, dashboard URL for ``ray job submit``, the env to run clients with).
     """
     temp_dir = tempfile.mkdtemp(prefix="lfray-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PATH": f"{BIN}:{os.environ['PATH']}"}
     port, dashboard = free_port(), free_port()
     cmd = [
         str(BIN / "ray"), "start", "--head", f"--num-cpus={num_cpus}", "--object-store-memory=500000000", "--include-dashboard=true",
