@@ -15,7 +15,7 @@ from latentflow.media.config import ImageProcessorConfig
 from latentflow.read.dataset import LatentDataset
 from latentflow.read.latents import decode_latents, read_codec
 from latentflow.sources.shards import SourceConfig
-from tests.models.bridge_fixtures import TINY, VIDEO, save
+from tests.models.bridge_fixtures import ENCODE_JOURNEY, VIDEO, save
 
 PROCESSOR = ImageProcessorConfig(resolution=16)
 ATOL = 1e-5
@@ -42,13 +42,13 @@ def _rows(out: str) -> tuple[list[str], torch.Tensor]:
     return [it["key"] for it in items], torch.stack([torch.as_tensor(np.asarray(it[field])) for it in items])
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("name", ENCODE_JOURNEY)
 def test_encode_locally_then_decode_latents_equals_diffusers_decode(name, shards, tmp_path):
     variant = "fp16" if name in ("AutoencoderKLQwenImage", "AutoencoderDC") else None
     layout = "CTHW" if name in VIDEO else "CHW"
     ref = _pipeline_root(name, tmp_path / "pipe", variant)
     ref_model = ModelRef(str(tmp_path / "pipe"), subfolder="vae", variant=variant)
-    model = ref_model.load()
+    model = AutoModel.from_ref(ref_model)
     out = str(tmp_path / "latents")
     codec = encode_locally(model, SourceConfig(format="webdataset", urls=shards), out, PROCESSOR, StoreConfig(), model_ref=ref_model)
     assert codec.layout == layout and read_codec(out).model.ref == ref_model
