@@ -35,6 +35,7 @@ from latentflow.config_cli import config_help, read_yaml
 from latentflow.errors import ConfigError, LatentflowError
 from latentflow.pipeline.config import EncodeJobConfig
 from latentflow.pipeline.runner import EncodeSummary, run_encode_job
+from latentflow.read.latents import load_hint
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "configs" / "encode" / "default.yaml"
@@ -46,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", default=None, help=f"YAML job config (default: the embedded {DEFAULT_CONFIG.relative_to(REPO)})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output instead of resuming/refusing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", action="store_true", help="Ray's own logs and Ray Data's progress bars too")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, dotted for sections (processor.resolution=128)")
     return parser.parse_intermixed_args(argv)  # key=value overrides before or after the options
 
@@ -81,7 +83,7 @@ def print_summary(summary: EncodeSummary, unit: str = "images") -> None:
     print(
         f"\nthis run: encoded {s.rows} {unit} in {s.seconds:.1f} s ({s.images_per_s:.2f} {unit}/s); "
         f"{s.errors} sample errors; shards: {s.shards_committed} committed, {s.shards_skipped} already done, "
-        f"{len(s.shards_failed)} failed of {s.shards_total}"
+        f"{len(s.shards_failed)} failed of {s.shards_total}; {s.samples_seen} samples read = rows + sample errors"
     )
     for url in s.shards_failed:
         print(f"  failed shard: {url}")
@@ -92,17 +94,22 @@ def print_summary(summary: EncodeSummary, unit: str = "images") -> None:
     )
     out = s.output.rstrip("/")
     print(f"output: {out}/latentflow.json  {out}/parquet/  {out}/zarr/  {out}/errors.parquet")
-    print(f'load it: import datasets; ds = datasets.load_dataset("{out}", split="train")'
-          f'   # or latentflow.load_latents("{out}")')
+    for line in load_hint(out).splitlines():
+        print(f"load it: {line}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args)
         print("config:", json.dumps(config.to_public_dict(), sort_keys=True))
-        summary = run_encode_job(config, progress=not args.no_progress)
+        summary = run_encode_job(config, progress=not args.no_progress, verbose=args.verbose)
+    except KeyboardInterrupt:
+        # committed shards are whole (markers are written last); a rerun of the same command resumes after them
+        print("interrupted: the shards committed so far are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
     except Exception as err:  # noqa: BLE001 - only ours (or Ray's wrapping of ours) become one line
         if not isinstance(err, LatentflowError) and not isinstance(getattr(err, "cause", None), LatentflowError):
             raise

@@ -45,10 +45,7 @@ def load_model(name_or_path: str, storage_options: dict | None = None, **kwargs:
     """
     local = "://" not in name_or_path and not Path(name_or_path).exists() and not hub.is_hub_id(name_or_path)
     if local and not (hub.models_dir() / name_or_path).is_dir():
-        raise CheckpointError(
-            f"model {name_or_path!r} not found: expected a checkpoint folder {hub.models_dir() / name_or_path} "
-            f"(config.json + model.safetensors). Train or copy it there, or pass model=<directory or s3:// URL>."
-        )
+        raise CheckpointError(hub.model_not_found_message(name_or_path))
     return AutoModel.from_pretrained(name_or_path, storage_options=storage_options, **kwargs)
 
 
