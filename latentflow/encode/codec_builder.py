@@ -18,15 +18,36 @@ from latentflow.encode.encoder import codebook_size_of
 from latentflow.encode.shard import build_processor
 from latentflow.format.codec import Codec, ModelInfo, ModelRef, QuantizerInfo, StoreConfig, public_url, stored_arrays
 from latentflow.hub import model_ref_from_user
-from latentflow.media.config import ImageProcessorConfig, VideoProcessorConfig
+from latentflow.media.config import AudioProcessorConfig, ImageProcessorConfig, VideoProcessorConfig
 from latentflow.media.video_decode import decoder_info
 from latentflow.quantizers.base import numpy_index_dtype_for
 from latentflow.sources.shards import SourceConfig
 
 
+def audio_format(model) -> tuple[int | None, int | None]:
+    """``(sample rate, input channels)`` of an audio model (native: ``sampling_rate``; diffusers: its config's)."""
+    config = model.config.to_dict()
+    rate = getattr(model, "sampling_rate", None) or config.get("sampling_rate") or config.get("sample_rate")
+    channels = getattr(model, "in_channels", None) or config.get("audio_channels")
+    return (int(rate) if rate else None), (int(channels) if channels else None)
+
+
+def _audio_shapes(model, processor) -> dict[str, dict[str, list[int]]]:
+    """Per segment length ``"T"`` (samples): the latent's per-row shape (C, T / hop)."""
+    shapes = {}
+    for length in processor.lengths:
+        try:
+            shapes[str(length)] = {"latent": [int(s) for s in model.latent_shape(length)]}
+        except Exception:  # a family that does not report shapes: the sink records the observed ones
+            continue
+    return shapes
+
+
 def bucket_shapes(model, processor_config, kind: str = "continuous") -> dict[str, dict[str, list[int]]]:
-    """Per bucket ``"HxW"`` (``"TxHxW"`` for clips): the stored per-row shape of the latent
-    (``model.latent_shape``) and of indices."""
+    """Per bucket ``"HxW"`` (``"TxHxW"`` for clips, ``"T"`` samples for audio segments): the stored
+    per-row shape of the latent (``model.latent_shape``) and of indices."""
+    if isinstance(processor_config, AudioProcessorConfig):
+        return _audio_shapes(model, build_processor(processor_config, model.downsample_factor, None, *audio_format(model)))
     processor = build_processor(processor_config, model.downsample_factor, getattr(model, "temporal_downsample_factor", None))
     cfg = processor.config
     sizes = getattr(processor, "buckets", None) or getattr(getattr(processor, "_geometry", None), "buckets", None) or [(cfg.resolution,) * 2]
@@ -67,14 +88,17 @@ def _decoder_info(config: VideoProcessorConfig) -> dict[str, str]:
     return decoder_info(config.decoder)
 
 
-def build_codec(model, processor_config: ImageProcessorConfig | VideoProcessorConfig, store: StoreConfig, sources: Any, dtype: str = "fp32",
+def build_codec(model, processor_config: ImageProcessorConfig | VideoProcessorConfig | AudioProcessorConfig, store: StoreConfig,
+                sources: Any, dtype: str = "fp32",
                 model_ref: ModelRef | str | None = None) -> Codec:
     """The codec of an encode job.
 
     Args:
         model: the ``LatentModel`` that encodes.
-        processor_config: the image or video processor config (video: recorded with its clip
-            lengths forced to the model's temporal stride, and with the decoder's name and version).
+        processor_config: the image, video or audio processor config (video: recorded with its clip
+            lengths forced to the model's temporal stride, and with the decoder's name and version;
+            audio: with the model's rate, channel rule and hop filled in, segment lengths forced to
+            whole hops, layout ``CT`` and the decoder's record).
         store: what is stored.
         sources: a ``SourceConfig``, a URL or a list of URLs.
         dtype: compute dtype of the encoder (``fp32``, ``bf16``, ``fp16``).
@@ -85,13 +109,19 @@ def build_codec(model, processor_config: ImageProcessorConfig | VideoProcessorCo
     if isinstance(model_ref, str):
         model_ref = model_ref_from_user(model_ref)
     video = isinstance(processor_config, VideoProcessorConfig)
+    audio = isinstance(processor_config, AudioProcessorConfig)
+    decoder = None
     if video:
-            processor_config = build_processor(processor_config, model.downsample_factor, _temporal_stride(model)).config  # as run
+        processor_config = build_processor(processor_config, model.downsample_factor, _temporal_stride(model)).config  # as run
+        decoder = _decoder_info(processor_config)
+    elif audio:
+        processor = build_processor(processor_config, model.downsample_factor, None, *audio_format(model))
+        processor_config, decoder = processor.config, processor.decoder_info  # as run
     return Codec(
         model=ModelInfo(f"{type(model).__module__}.{type(model).__qualname__}", config.get("model_type"), config,
                         model.fingerprint(), model_ref),
         latent_kind=kind,
-        layout="CTHW" if _temporal_stride(model) else "CHW",
+        layout="CT" if audio else "CTHW" if _temporal_stride(model) else "CHW",
         downsample_factor=int(model.downsample_factor),
         store=store,
         arrays=stored_arrays(kind, store),
@@ -100,7 +130,7 @@ def build_codec(model, processor_config: ImageProcessorConfig | VideoProcessorCo
         shapes=bucket_shapes(model, processor_config, kind),
         normalization=model.normalization,
         processor=processor_config,
-        decoder=_decoder_info(processor_config) if video else None,
+        decoder=decoder,
         sources=tuple(_source_urls(sources)),
         quantizer=_quantizer_info(model, config) if kind == "discrete" else None,
     )

@@ -20,10 +20,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from latentflow.media.config import SEGMENT_FIELDS
 from latentflow.sources.records import Record, SampleError
 
 ROW_METADATA = ("key", "index_in_shard", "caption", "label", "json", "original_size", "crop_box", "bucket")
 CLIP_METADATA = ("video_key", "clip_index", "start_time", "fps", "num_frames", "padded_frames")
+SEGMENT_METADATA = tuple(SEGMENT_FIELDS)  # audio segment rows (latentflow.media.config.SEGMENT_FIELDS)
 
 
 # ---- pixels on the wire ------------------------------------------------------------------
@@ -53,14 +55,21 @@ def unpack_pixels(packed: np.ndarray) -> np.ndarray:
 # ---- stage 1: records -> processed samples ----------------------------------------------------
 
 
-def build_processor(config, downsample_factor: int, temporal_stride: int | None = None):
-    """The processor for a processor config: ``ImageProcessor``, or ``VideoProcessor`` for a
-    ``VideoProcessorConfig`` (clip lengths forced to the model's ``k * temporal_stride + 1``).
+def build_processor(config, downsample_factor: int, temporal_stride: int | None = None,
+                    sample_rate: int | None = None, channels: int | None = None):
+    """The processor for a processor config: ``ImageProcessor``, ``VideoProcessor`` for a
+    ``VideoProcessorConfig`` (clip lengths forced to the model's ``k * temporal_stride + 1``), or
+    ``AudioProcessor`` for an ``AudioProcessorConfig`` (``downsample_factor`` is the hop length;
+    ``sample_rate`` and ``channels`` are the model's, filling what the config leaves None).
     Its ``.config`` is the config as run (what the codec records)."""
     from latentflow.media.image import ImageProcessor
     from latentflow.media.video import VideoProcessor
-    from latentflow.media.config import VideoProcessorConfig
+    from latentflow.media.config import AudioProcessorConfig, VideoProcessorConfig
 
+    if isinstance(config, AudioProcessorConfig):
+        from latentflow.media.audio_processor import AudioProcessor
+
+        return AudioProcessor(config, downsample_factor, sample_rate, channels)
     if isinstance(config, VideoProcessorConfig):
         return VideoProcessor(config, downsample_factor, temporal_stride)
     return ImageProcessor(config, downsample_factor)
@@ -69,17 +78,16 @@ def build_processor(config, downsample_factor: int, temporal_stride: int | None 
 def processor_spec(config, downsample_factor: int) -> dict[str, Any]:
     """A JSON-able description of a processor (its config as run) that another process rebuilds
     with :func:`processor_from_spec`."""
-    from latentflow.media.config import VideoProcessorConfig
+    from latentflow.media.config import AudioProcessorConfig, VideoProcessorConfig
 
-    video = isinstance(config, VideoProcessorConfig)
-    return {"modality": "video" if video else "image", "config": config.to_dict(), "downsample_factor": int(downsample_factor)}
+    modality = "audio" if isinstance(config, AudioProcessorConfig) else "video" if isinstance(config, VideoProcessorConfig) else "image"
+    return {"modality": modality, "config": config.to_dict(), "downsample_factor": int(downsample_factor)}
 
 
 def processor_from_spec(spec: dict[str, Any]):
-    from latentflow.media.config import ImageProcessorConfig
-    from latentflow.media.config import VideoProcessorConfig
+    from latentflow.media.config import AudioProcessorConfig, ImageProcessorConfig, VideoProcessorConfig
 
-    cls = VideoProcessorConfig if spec["modality"] == "video" else ImageProcessorConfig
+    cls = {"video": VideoProcessorConfig, "audio": AudioProcessorConfig}.get(spec["modality"], ImageProcessorConfig)
     return build_processor(cls.from_dict(spec["config"]), spec["downsample_factor"])
 
 
@@ -96,23 +104,38 @@ class ClipInfo:
 
 
 @dataclass(frozen=True)
+class SegmentInfo:
+    """Where an audio segment row comes from: the fields of :data:`~latentflow.media.config.SEGMENT_FIELDS`, in order."""
+
+    source_key: str
+    segment_index: int
+    start_time: float
+    duration: float
+    sample_rate: int
+    channels: int
+    valid_length: int
+
+
+@dataclass(frozen=True)
 class ProcessedSample:
     """One row after the processor: its pass-through metadata and packed pixels, (3, H, W) for an
-    image or (3, T, H, W) for a video clip (with ``clip`` set)."""
+    image or (3, T, H, W) for a video clip (with ``clip`` set), or a float32 waveform (C, T) for an
+    audio segment (with ``segment`` set; no ``original_size`` / ``crop_box``)."""
 
     key: str
     pixels: np.ndarray
-    original_size: tuple[int, int]
-    crop_box: tuple[int, int, int, int]
+    original_size: tuple[int, int] | None
+    crop_box: tuple[int, int, int, int] | None
     index_in_shard: int = 0
     caption: str | None = None
     label: int | None = None
     json: str | None = None
     clip: ClipInfo | None = None
+    segment: SegmentInfo | None = None
 
     @property
     def bucket(self) -> str:
-        """``"HxW"`` (or ``"TxHxW"`` for clips) of the processed pixels."""
+        """``"HxW"`` (``"TxHxW"`` for clips; ``"T"``, samples, for audio segments) of the processed pixels."""
         return "x".join(str(s) for s in self.pixels.shape[1:])
 
 
@@ -132,6 +155,8 @@ def process_record(record: Record, processor, key: str | None = None) -> list[Pr
     if record.error is not None:
         raise record.error
     try:
+        if hasattr(processor, "process_segments"):
+            return [_segment_sample(record, seg) for seg in processor.process_segments(record.image, key or record.key)]
         if hasattr(processor, "process_clips"):
             return [_clip_sample(record, clip) for clip in processor.process_clips(record.image, key or record.key)]
         out = processor.process(record.image, key or record.key)
@@ -148,6 +173,14 @@ def _clip_sample(record: Record, clip) -> ProcessedSample:
                     int(getattr(clip, "padded_frames", 0)))
     return ProcessedSample(clip.key, pack_pixels(clip.pixel_values), tuple(clip.original_size),
                            tuple(clip.crop_box), record.index_in_shard, record.caption, record.label, record.json, info)
+
+
+def _segment_sample(record: Record, seg) -> ProcessedSample:
+    info = SegmentInfo(record.key, seg.segment_index, float(seg.start_time), float(seg.duration), int(seg.sample_rate),
+                       int(seg.channels), int(seg.valid_length))
+    waveform = np.ascontiguousarray(seg.waveform, dtype=np.float32)  # float32 on the wire: uint8 codes never rebuild audio
+    return ProcessedSample(seg.key, waveform, None, None, record.index_in_shard, record.caption, record.label, record.json,
+                           segment=info)
 
 
 def process_records(records: Iterable[Record], processor, shard_id: str) -> tuple[list[ProcessedSample], list[dict]]:
@@ -238,7 +271,9 @@ def encode_processed(samples: list[ProcessedSample], encoder, shard_id: str, bat
 
 def _columns(samples: list[ProcessedSample], arrays: list[dict[str, np.ndarray] | None]) -> dict[str, list]:
     clips = any(s.clip is not None for s in samples)
-    columns: dict[str, list] = {name: [] for name in ROW_METADATA + (CLIP_METADATA if clips else ())}
+    segments = any(s.segment is not None for s in samples)
+    columns: dict[str, list] = {name: [] for name in ROW_METADATA + (CLIP_METADATA if clips else ())
+                                + (SEGMENT_METADATA if segments else ())}
     for sample, arr in zip(samples, arrays):
         if arr is None:
             continue
@@ -247,6 +282,8 @@ def _columns(samples: list[ProcessedSample], arrays: list[dict[str, np.ndarray] 
             columns[name].append(list(value) if isinstance(value, tuple) else value)
         for name in CLIP_METADATA if clips else ():
             columns[name].append(getattr(sample.clip, name) if sample.clip else None)
+        for name in SEGMENT_METADATA if segments else ():
+            columns[name].append(getattr(sample.segment, name) if sample.segment else None)
         for name, value in arr.items():
             columns.setdefault(name, []).append(value)
     return columns

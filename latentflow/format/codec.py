@@ -34,12 +34,12 @@ import numpy as np
 
 from latentflow.configuration import Config, check_choice
 from latentflow.errors import CodecMismatchError, ConfigError
-from latentflow.media.config import ImageProcessorConfig, VideoProcessorConfig
+from latentflow.media.config import AudioProcessorConfig, ImageProcessorConfig, VideoProcessorConfig
 from latentflow.normalization import Normalization
 from latentflow.version import __version__
 
 FORMAT_VERSION = 2
-LAYOUTS = ("CHW", "CTHW")
+LAYOUTS = ("CHW", "CTHW", "CT")  # images, video clips, audio segments
 _USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
 
 
@@ -171,14 +171,17 @@ class Codec:
     Attributes:
         model: class, config, weights sha256 and :class:`ModelRef` of the encoder.
         latent_kind: ``continuous`` or ``discrete``.
-        layout: per-row latent layout, ``CHW`` (images) or ``CTHW`` (video).
+        layout: per-row latent layout, ``CHW`` (images), ``CTHW`` (video) or ``CT`` (audio).
         downsample_factor: spatial reduction of the encoder.
         store: what was stored (:class:`StoreConfig`).
         arrays: names of the arrays stored per row, in a fixed order.
         dtype: dtype of stored float arrays; ``compute_dtype``: the encoder's compute dtype.
-        shapes: per bucket ``"HxW"``: ``{"latent": [C, h, w], "indices": [h, w]}``.
+        shapes: per bucket ``"HxW"``: ``{"latent": [C, h, w], "indices": [h, w]}`` (audio: per segment
+            length in samples ``"T"``: ``{"latent": [C, t]}``).
         normalization: the rule from raw to unit-scale latents.
-        processor: the processor config (``ImageProcessorConfig``, or ``VideoProcessorConfig`` for clips).
+        processor: the processor config (``ImageProcessorConfig``, ``VideoProcessorConfig`` for clips,
+            ``AudioProcessorConfig`` for audio segments; audio's decoder record: PyAV, libswresample, the
+            target rate and channels and the remix rule).
         decoder: the media decoder and its version (video: PyAV or torchcodec), for the record.
         sources: the public source URLs (no credentials).
         quantizer: discrete codecs only.
@@ -194,7 +197,7 @@ class Codec:
     compute_dtype: str
     shapes: dict[str, dict[str, list[int]]]
     normalization: Normalization
-    processor: ImageProcessorConfig | VideoProcessorConfig
+    processor: ImageProcessorConfig | VideoProcessorConfig | AudioProcessorConfig
     sources: tuple[str, ...] = ()
     quantizer: QuantizerInfo | None = None
     layout: str = "CHW"
@@ -219,11 +222,14 @@ class Codec:
     @property
     def bucketed(self) -> bool:
         """Per-row shapes vary (aspect-ratio buckets)."""
-        return bool(self.processor.buckets or getattr(self.processor, "frame_buckets", None))
+        return bool(getattr(self.processor, "buckets", False) or getattr(self.processor, "frame_buckets", None)
+                    or getattr(self.processor, "duration_buckets", None))
 
     @property
     def modality(self) -> str:
-        """``image`` or ``video``: what the processor turned samples into."""
+        """``image``, ``video`` or ``audio``: what the processor turned samples into."""
+        if isinstance(self.processor, AudioProcessorConfig):
+            return "audio"
         return "video" if isinstance(self.processor, VideoProcessorConfig) else "image"
 
     @property
@@ -249,7 +255,7 @@ class Codec:
             "dtype": self.dtype,
             "compute_dtype": self.compute_dtype,
         }
-        return {**identity, "modality": "video"} if self.modality == "video" else identity
+        return {**identity, "modality": self.modality} if self.modality != "image" else identity
 
     def _stored(self) -> dict[str, Any]:
         return {**self.store.to_dict(), "arrays": list(self.arrays)}
@@ -309,10 +315,13 @@ class Codec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
-def _processor_config(modality: str, data: dict[str, Any]) -> ImageProcessorConfig | VideoProcessorConfig:
-    if modality not in ("image", "video"):
-        raise ConfigError(f"codec modality must be 'image' or 'video', got: {modality!r}")
-    return (VideoProcessorConfig if modality == "video" else ImageProcessorConfig).from_dict(data)
+_PROCESSOR_CONFIGS = {"image": ImageProcessorConfig, "video": VideoProcessorConfig, "audio": AudioProcessorConfig}
+
+
+def _processor_config(modality: str, data: dict[str, Any]) -> ImageProcessorConfig | VideoProcessorConfig | AudioProcessorConfig:
+    if modality not in _PROCESSOR_CONFIGS:
+        raise ConfigError(f"codec modality must be one of {list(_PROCESSOR_CONFIGS)}, got: {modality!r}")
+    return _PROCESSOR_CONFIGS[modality].from_dict(data)
 
 
 def _fingerprint(identity: dict[str, Any]) -> str:

@@ -20,8 +20,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from latentflow.media.config import SEGMENT_FIELDS
+
 META_COLUMNS = ("key", "shard", "bucket", "index_in_shard", "caption", "label", "json", "original_size", "crop_box",
-                "video_key", "clip_index", "start_time", "fps", "num_frames", "padded_frames")  # the last six: video clips
+                "video_key", "clip_index", "start_time", "fps", "num_frames", "padded_frames",  # these six: video clips
+                *(f for f in SEGMENT_FIELDS if f != "start_time"))  # and audio segments (start_time shared)
 _META_TYPES = {
     "video_key": pa.string(),
     "clip_index": pa.int64(),
@@ -38,6 +41,7 @@ _META_TYPES = {
     "json": pa.string(),
     "original_size": pa.list_(pa.int32(), 2),
     "crop_box": pa.list_(pa.int32(), 4),
+    **{name: pa.type_for_alias(kind) for name, kind in SEGMENT_FIELDS.items()},
 }
 
 
@@ -134,7 +138,7 @@ def _feature_dict(feature) -> dict:
 def _meta_feature(name: str) -> dict:
     value = {"key": "string", "shard": "string", "bucket": "string", "index_in_shard": "int64", "caption": "string", "label": "int64",
              "json": "string", "video_key": "string", "clip_index": "int64", "start_time": "float64", "fps": "float64",
-             "num_frames": "int64", "padded_frames": "int64"}
+             "num_frames": "int64", "padded_frames": "int64", **SEGMENT_FIELDS}
     if name in value:
         return {"dtype": value[name], "_type": "Value"}
     return {"feature": {"dtype": "int32", "_type": "Value"}, "length": 2 if name == "original_size" else 4, "_type": "List"}

@@ -517,9 +517,16 @@ def latent_padding_mask(mask: np.ndarray, hop_length: int) -> np.ndarray:
     return np.asarray(mask[::hop_length], dtype=bool)
 
 
-def describe(audio: DecodedAudio) -> dict[str, Any]:
-    """What a codec records about how ``audio`` was made (decoder, versions, rate, remix rule)."""
+def decoder_description(sample_rate: int, channels: int, remix: str) -> dict[str, Any]:
+    """What a codec records about the decoder of every file of a job: versions, resampler, target rate and
+    channels, the remix rule's description (:data:`REMIX_RULES`)."""
     return {"decoder": "pyav", "pyav": av.__version__, "ffmpeg": str(av.ffmpeg_version_info),
-            "resampler": "libswresample (av.AudioResampler defaults)", "sample_rate": audio.sample_rate,
-            "channels": int(audio.samples.shape[0]), "remix": audio.remix, "source_rate": audio.source.sample_rate,
-            "source_channels": audio.source.channels, "source_layout": audio.source.layout, "codec": audio.source.codec}
+            "resampler": "libswresample (av.AudioResampler defaults)", "sample_rate": int(sample_rate),
+            "channels": int(channels), "remix": remix}
+
+
+def describe(audio: DecodedAudio) -> dict[str, Any]:
+    """What a codec records about how ``audio`` was made (decoder, versions, rate, remix rule, its source)."""
+    return {**decoder_description(audio.sample_rate, audio.samples.shape[0], audio.remix),
+            "source_rate": audio.source.sample_rate, "source_channels": audio.source.channels,
+            "source_layout": audio.source.layout, "codec": audio.source.codec}

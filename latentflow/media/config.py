@@ -156,3 +156,82 @@ class VideoProcessorConfig(GeometryConfig):
         check_choice(name, "resample", self.resample, VIDEO_RESAMPLE)
         check_choice(name, "short_clip", self.short_clip, SHORT_CLIP)
         check_choice(name, "decoder", self.decoder, DECODERS)
+
+
+NORMALIZE_AUDIO = (None, "peak", "rms")
+REMIX = ("mono", "stereo", "keep")  # latentflow.media.audio.REMIX_RULES (the rules themselves live there)
+# The columns of an audio segment row, declared once (name -> Arrow/HF value type), read by the Ray
+# blocks (pipeline/schema.py), the Parquet tables (format/tables.py), the Zarr writer and LatentDataset.
+# ``start_time`` is the column video clip rows use for the same concept (seconds from the source's start).
+SEGMENT_FIELDS: dict[str, str] = {
+    "source_key": "string",      # the file's sample key (the row key is "<source_key>/seg0003")
+    "segment_index": "int64",    # position of the segment among the file's segments
+    "start_time": "float64",     # seconds from the stream's first sample to the segment's first
+    "duration": "float64",       # seconds of the segment (padding included): a whole number of hops
+    "sample_rate": "int64",      # of the encoded waveform (the model's)
+    "channels": "int64",         # of the encoded waveform (the model's, after the remix rule)
+    "valid_length": "int64",     # latent frames of real audio; the rest is padding (mask = arange(T) < valid_length)
+}
+
+
+@dataclass
+class AudioProcessorConfig(Config):
+    """How audio files (or the audio track of videos) become fixed-length waveform segments.
+
+    Attributes:
+        sample_rate: the rate segments are resampled to; None takes the model's (``sampling_rate``).
+        channels: the remix rule, ``mono``, ``stereo`` or ``keep``; None takes the model's channel
+            count (1: ``mono``, 2: ``stereo``).
+        hop_length: the model's samples per latent frame; None takes the model's (recorded as run).
+        segment_seconds: segment length, forced to the nearest whole number of hops (as run). With
+            ``duration_buckets``, the longest segment.
+        duration_buckets: shorter segment lengths in seconds (each forced like ``segment_seconds``, none
+            above it): a file shorter than ``segment_seconds`` is cut to the longest that fits it
+            (one bucket of latent length each). None: every segment has ``segment_seconds``.
+        segment_mode: ``head`` (one segment from 0 s), ``uniform`` (``num_segments`` spread evenly) or
+            ``slide`` (one every ``segment_stride_s``, the last one padded).
+        num_segments: segments per file in ``uniform`` mode.
+        segment_stride_s: seconds between segment starts in ``slide`` mode (whole hops).
+        max_segments_per_file: cap on segments per file, any mode (the first ones in time).
+        short_audio: a file shorter than the shortest segment: ``pad`` (one segment, zero-padded; its
+            row's ``valid_length`` says how many latent frames are real) or ``skip`` (an error row
+            ``audio_too_short``).
+        normalize: None; ``peak`` (each segment's real samples scaled to a peak of ``target_db`` dBFS);
+            ``rms`` (scaled to an RMS of ``target_db`` dBFS; peaks may then exceed full scale).
+        target_db: the level ``normalize`` scales to.
+        max_seconds_per_file: a file whose header says it is longer is an error row ``over_budget``
+            before any sample is decoded (decompression bombs, hour-long files in a clip dataset).
+    """
+
+    sample_rate: int | None = None
+    channels: str | None = None
+    hop_length: int | None = None
+    segment_seconds: float = 1.0
+    duration_buckets: list[float] | None = None
+    segment_mode: str = "head"
+    num_segments: int = 4
+    segment_stride_s: float = 1.0
+    max_segments_per_file: int = 16
+    short_audio: str = "pad"
+    normalize: str | None = None
+    target_db: float = -1.0
+    max_seconds_per_file: float = 3600.0
+
+    def validate(self) -> None:
+        name = type(self).__name__
+        for field_name in ("sample_rate", "hop_length"):
+            if getattr(self, field_name) is not None:
+                check_positive(name, field_name, getattr(self, field_name))
+        if self.channels is not None:
+            check_choice(name, "channels", self.channels, REMIX)
+        for field_name in ("segment_seconds", "segment_stride_s", "max_seconds_per_file", "num_segments", "max_segments_per_file"):
+            check_positive(name, field_name, getattr(self, field_name))
+        if self.duration_buckets is not None:
+            if not self.duration_buckets or min(self.duration_buckets) <= 0 or max(self.duration_buckets) > self.segment_seconds:
+                raise ConfigError(f"{name}.duration_buckets must be seconds in (0, segment_seconds={self.segment_seconds}], "
+                                  f"got: {self.duration_buckets}")
+        check_choice(name, "segment_mode", self.segment_mode, CLIP_MODES)
+        check_choice(name, "short_audio", self.short_audio, SHORT_CLIP)
+        check_choice(name, "normalize", self.normalize, NORMALIZE_AUDIO)
+        if self.target_db > 0:
+            raise ConfigError(f"{name}.target_db must be <= 0 dBFS, got: {self.target_db}")

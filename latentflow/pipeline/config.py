@@ -20,7 +20,7 @@ from latentflow.config_cli import load_job_config
 from latentflow.configuration import Config, check_choice, check_positive
 from latentflow.errors import ConfigError
 from latentflow.format.codec import StoreConfig
-from latentflow.media.config import ImageProcessorConfig, VideoProcessorConfig
+from latentflow.media.config import AudioProcessorConfig, ImageProcessorConfig, VideoProcessorConfig
 from latentflow.sources.shards import SourceConfig, resolve_storage_options
 
 DTYPES = ("fp32", "bf16", "fp16")
@@ -43,6 +43,8 @@ class EncodeJobConfig(Config):
         processor: how images become pixel tensors (:class:`ImageProcessorConfig`).
         video: set to encode videos: how they become clips (:class:`VideoProcessorConfig`); each
             clip is a row. The source then reads video media only (``source.media=video``).
+        audio: set to encode audio: how files (or videos' audio tracks) become segments
+            (:class:`AudioProcessorConfig`); each segment is a row (``source.media=audio``).
         store: what is stored per sample (:class:`StoreConfig`).
         dtype: compute dtype of the encoder: ``fp32``, ``bf16`` or ``fp16``.
         channels_last: run the encoder in channels-last memory format.
@@ -82,6 +84,7 @@ class EncodeJobConfig(Config):
     source: SourceConfig = field(default_factory=SourceConfig)
     processor: ImageProcessorConfig = field(default_factory=ImageProcessorConfig)
     video: VideoProcessorConfig | None = None
+    audio: AudioProcessorConfig | None = None
     store: StoreConfig = field(default_factory=StoreConfig)
     dtype: str = "fp32"
     channels_last: bool = False
@@ -129,6 +132,13 @@ class EncodeJobConfig(Config):
         if self.video is not None and self.source.media not in (None, "video"):
             raise ConfigError(f"{name}.video encodes video clips but source.media={self.source.media!r}; "
                               "set source.media=video or drop the video section")
+        if self.audio is not None and self.video is not None:
+            raise ConfigError(f"{name} sets both video and audio; one job encodes one modality (drop one section)")
+        if self.audio is not None and self.source.media is None:
+            self.source = self.source.replace(media="audio")  # an audio job reads audio files and videos' audio tracks
+        if self.audio is not None and self.source.media != "audio":
+            raise ConfigError(f"{name}.audio encodes audio segments but source.media={self.source.media!r}; "
+                              "set source.media=audio or drop the audio section")
         if self.processor.flip:  # the encoder builds flipped views itself when store.flip asks for them
             raise ConfigError(f"{name}.processor.flip is ignored by the encode job; to encode flipped views set "
                               f"store.flip=true (and processor.flip=false), got: processor.flip=True")
@@ -166,8 +176,10 @@ class EncodeJobConfig(Config):
         return load_job_config(cls, where, overrides, data=config_cli.check_mapping(data, where))
 
     @property
-    def processor_config(self) -> ImageProcessorConfig | VideoProcessorConfig:
-        """The processor this job runs: ``video`` when set, else ``processor``."""
+    def processor_config(self) -> ImageProcessorConfig | VideoProcessorConfig | AudioProcessorConfig:
+        """The processor this job runs: ``video`` or ``audio`` when set, else ``processor``."""
+        if self.audio is not None:
+            return self.audio
         return self.video if self.video is not None else self.processor
 
     def resolved_storage_options(self) -> dict[str, Any]:

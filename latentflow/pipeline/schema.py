@@ -6,6 +6,8 @@ Every block holds the rows of exactly one input shard (the unit of commit)::
                                         image, caption, label, json, origin, error_stage/type/message
     preprocess task   + PIXELS_FIELDS   image dropped; pixels (bytes) + dtype + shape, original_size, crop_box;
                       + CLIP_FIELDS     a video record becomes one row per clip (key "<video>/clipNNNN")
+                      + SEGMENT_ONLY_FIELDS  an audio record one row per segment (key "<file>/segNNNN", the
+                                        waveform in pixels)
     encoder actor     + array columns   pixels dropped; bucket "HxW", array__<name> (bytes) + __shape + __dtype
     datasink          -> EncodedShard   (latentflow.encode.shard), committed by ShardWriter
 
@@ -24,7 +26,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from latentflow.encode.shard import CLIP_METADATA, ROW_METADATA, ClipInfo, EncodedShard, ProcessedSample
+from latentflow.encode.shard import (
+    CLIP_METADATA,
+    ROW_METADATA,
+    SEGMENT_METADATA,
+    ClipInfo,
+    EncodedShard,
+    ProcessedSample,
+    SegmentInfo,
+)
+from latentflow.media.config import SEGMENT_FIELDS
 from latentflow.sources.records import Record, Shard
 
 KIND_SAMPLE, KIND_ERROR, KIND_FAILED, KIND_EMPTY = "sample", "error", "shard_failed", "shard_empty"
@@ -39,7 +50,9 @@ PIXELS_FIELDS = [("pixels", pa.binary()), ("pixels_dtype", pa.string()), ("pixel
                  ("original_size", pa.list_(pa.int32())), ("crop_box", pa.list_(pa.int32()))]
 CLIP_FIELDS = [("video_key", pa.string()), ("clip_index", pa.int64()), ("start_time", pa.float64()), ("fps", pa.float64()),
                ("num_frames", pa.int64()), ("padded_frames", pa.int64())]  # video clip rows; null for images
-PROCESSED_SCHEMA = pa.schema(_ROW_FIELDS + _META_FIELDS + _ERROR_FIELDS + PIXELS_FIELDS + CLIP_FIELDS)
+# audio segment rows (waveforms (C, T) float32 in ``pixels``); start_time is CLIP_FIELDS' column
+SEGMENT_ONLY_FIELDS = [(name, pa.type_for_alias(kind)) for name, kind in SEGMENT_FIELDS.items() if name not in dict(CLIP_FIELDS)]
+PROCESSED_SCHEMA = pa.schema(_ROW_FIELDS + _META_FIELDS + _ERROR_FIELDS + PIXELS_FIELDS + CLIP_FIELDS + SEGMENT_ONLY_FIELDS)
 ARRAY_PREFIX = "array__"  # encoder outputs: array__<name> (bytes) + array__<name>__shape + array__<name>__dtype
 
 
@@ -99,11 +112,14 @@ def with_pixels(row: dict[str, Any], sample: ProcessedSample | None) -> dict[str
     px = sample.pixels if sample is not None else None
     clip = sample.clip if sample is not None else None
     row.update({name: getattr(clip, name) if clip else None for name, _ in CLIP_FIELDS})
+    segment = sample.segment if sample is not None else None
+    if segment is not None:
+        row.update({name: getattr(segment, name) for name in SEGMENT_METADATA})
     row.update({
         "pixels": None if px is None else px.tobytes(), "pixels_dtype": None if px is None else str(px.dtype),
         "pixels_shape": None if px is None else list(px.shape),
-        "original_size": None if sample is None else list(sample.original_size),
-        "crop_box": None if sample is None else list(sample.crop_box),
+        "original_size": None if sample is None or sample.original_size is None else list(sample.original_size),
+        "crop_box": None if sample is None or sample.crop_box is None else list(sample.crop_box),
     })
     return row
 
@@ -111,8 +127,10 @@ def with_pixels(row: dict[str, Any], sample: ProcessedSample | None) -> dict[str
 def sample_of(row: dict[str, Any]) -> ProcessedSample:
     pixels = np.frombuffer(row["pixels"], dtype=row["pixels_dtype"]).reshape(row["pixels_shape"])
     clip = ClipInfo(*(row[name] for name, _ in CLIP_FIELDS)) if row.get("video_key") is not None else None
-    return ProcessedSample(row["key"], pixels, tuple(row["original_size"]), tuple(row["crop_box"]),
-                           row["index_in_shard"], row["caption"], row["label"], row["json"], clip)
+    segment = SegmentInfo(*(row[name] for name in SEGMENT_METADATA)) if row.get("source_key") is not None else None
+    size, box = row["original_size"], row["crop_box"]
+    return ProcessedSample(row["key"], pixels, None if size is None else tuple(size), None if box is None else tuple(box),
+                           row["index_in_shard"], row["caption"], row["label"], row["json"], clip, segment)
 
 
 # ---- encoder actor: encoded rows ----------------------------------------------------------------
@@ -123,7 +141,7 @@ def encoded_table(rows: list[dict[str, Any]], encoded: EncodedShard) -> pa.Table
     encoded sample's arrays and bucket, and the encoder's failures marked as errors."""
     by_key = {k: i for i, k in enumerate(encoded.columns.get("key", []))}
     failed = {e["key"]: e for e in encoded.errors}
-    names = sorted(n for n in encoded.columns if n not in ROW_METADATA + CLIP_METADATA)
+    names = sorted(n for n in encoded.columns if n not in ROW_METADATA + CLIP_METADATA + SEGMENT_METADATA)
     for row in rows:
         for name in ("pixels", "pixels_dtype", "pixels_shape"):
             row.pop(name, None)
@@ -168,7 +186,8 @@ def encoded_shard(part: pa.Table, names: list[str]) -> EncodedShard:
     kinds = part.column("kind").to_pylist()
     samples = part.filter(pa.array([k == KIND_SAMPLE for k in kinds]))
     clips = "video_key" in samples.column_names and samples.column("video_key").null_count < samples.num_rows
-    meta = ROW_METADATA + (CLIP_METADATA if clips else ())
+    segments = "source_key" in samples.column_names and samples.column("source_key").null_count < samples.num_rows
+    meta = ROW_METADATA + (CLIP_METADATA if clips else ()) + (SEGMENT_METADATA if segments else ())
     columns: dict[str, list] = {n: samples.column(n).to_pylist() for n in meta if n in samples.column_names}
     present = set(array_names(samples))
     for name in names:

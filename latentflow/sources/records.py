@@ -181,16 +181,24 @@ def clip_key(video_key: str, index: int) -> str:
     return f"{video_key}/clip{index:04d}"
 
 
+def segment_key(source_key: str, index: int) -> str:
+    """The one row key of audio segment ``index`` of a file: ``"<source key>/seg0003"`` (unique and stable,
+    for the reason :func:`clip_key` gives)."""
+    return f"{source_key}/seg{index:04d}"
+
+
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "mov")
+AUDIO_EXTENSIONS = ("wav", "flac", "mp3", "ogg", "opus", "m4a")
 
 
 def media_kind(name: str | None = None, data: bytes | None = None) -> str:
-    """``"video"`` or ``"image"``: from a file or member name's extension, else from the bytes' signature.
+    """``"video"``, ``"audio"`` or ``"image"``: from a file or member name's extension, else from the bytes' signature.
 
     The signature check knows the video containers of :data:`VIDEO_EXTENSIONS`: ISO-BMFF
     (mp4, mov: ``ftyp`` at byte 4, or a QuickTime ``moov``/``mdat``/``wide``/``free`` box first)
-    and Matroska/WebM (EBML magic). Anything else is an image.
+    and Matroska/WebM (EBML magic), and the audio files WAV (``RIFF....WAVE``), FLAC, Ogg and ID3-tagged MP3.
+    Anything else is an image.
 
     Example::
 
@@ -203,7 +211,11 @@ def media_kind(name: str | None = None, data: bytes | None = None) -> str:
             return "video"
         if ext in IMAGE_EXTENSIONS:
             return "image"
+        if ext in AUDIO_EXTENSIONS:
+            return "audio"
     head = (data or b"")[:12]
+    if (head[:4] == b"RIFF" and head[8:12] == b"WAVE") or head[:4] in (b"fLaC", b"OggS") or head[:3] == b"ID3":
+        return "audio"
     if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free") or head[:4] == b"\x1a\x45\xdf\xa3":
         return "video"
     return "image"

@@ -52,7 +52,7 @@ import pyarrow.parquet as pq
 from braceexpand import braceexpand
 
 from latentflow.configuration import Config, check_choice, check_positive
-from latentflow.sources.records import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Record, Shard, duplicate_key, media_kind,
+from latentflow.sources.records import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Record, Shard, duplicate_key, media_kind,
                                         shard_id_for, unique_keys)
 from latentflow.errors import ConfigError, ShardReadError
 
@@ -83,8 +83,9 @@ class SourceConfig(Config):
         shard_size: images or videos per shard for ``folder`` and for ``hf`` loaded by arguments.
         hf_load_args: keyword arguments of ``datasets.load_dataset`` (instead of ``urls``).
         split: split to read for ``hf`` sources (``load_dataset`` or a saved ``DatasetDict``).
-        media: ``image`` or ``video`` reads only that kind (tar members, folder files; a table column is
-            taken as that kind); None reads both, and a tar sample with both (a video and its
+        media: ``image``, ``video`` or ``audio`` reads only that kind (tar members, folder files; a table
+            column is taken as that kind; ``audio`` reads wav/flac/mp3/ogg/opus/m4a and the audio track of
+            mp4/webm/mkv/mov, set by an encode job's ``audio:`` section); None reads images and videos, and a tar sample with both (a video and its
             thumbnail) gives its video.
         storage_options: fsspec options (credentials); never written or logged.
             None means ``$LATENTFLOW_STORAGE_OPTIONS`` (JSON) or fsspec's own defaults.
@@ -113,7 +114,7 @@ class SourceConfig(Config):
         name = type(self).__name__
         check_choice(name, "format", self.format, FORMATS)
         check_positive(name, "shard_size", self.shard_size)
-        check_choice(name, "media", self.media, (None, "image", "video"))
+        check_choice(name, "media", self.media, (None, "image", "video", "audio"))
         if not isinstance(self.urls, list) or not all(isinstance(u, str) and u for u in self.urls):
             raise ConfigError(f"{name}.urls must be a non-empty string or a list of them, got: {self.urls!r}")
         if not self.urls and not (self.format == "hf" and self.hf_load_args):
@@ -130,7 +131,9 @@ class SourceConfig(Config):
 
 def media_extensions(media: str | None) -> tuple[str, ...]:
     """The member/file extensions a source with ``media`` reads, in order of preference."""
-    return {"image": IMAGE_EXTENSIONS, "video": VIDEO_EXTENSIONS}.get(media or "", MEDIA_EXTENSIONS)
+    # audio: audio files first, then the audio track of video files
+    return {"image": IMAGE_EXTENSIONS, "video": VIDEO_EXTENSIONS, "audio": AUDIO_EXTENSIONS + VIDEO_EXTENSIONS}.get(
+        media or "", MEDIA_EXTENSIONS)
 
 
 def resolve_storage_options(options: dict[str, Any] | None) -> dict[str, Any]:

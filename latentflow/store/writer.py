@@ -50,6 +50,7 @@ from latentflow.format.marker import ERROR_COLUMNS, CommitMarker
 from latentflow.format.state import (CODEC_FILE, SUMMARY_FILE, OutputState, committed_shards, join, merge_stats,
                                      read_json, read_output_codec)
 from latentflow.format.tables import column_to_numpy, parquet_table
+from latentflow.media.config import SEGMENT_FIELDS
 
 FORMATS = ("parquet", "zarr")
 _SECRET_KEYS = ("storage_options", "key", "secret", "token", "password", "credentials", "client_kwargs")
@@ -201,8 +202,8 @@ class ShardWriter:
         return {rel: data for rel, data in objects.items() if not (_is_parent(rel) and (self.session, self.out_url, rel) in _KNOWN_PARENTS)}
 
     def _buckets(self, columns: dict[str, Any]) -> dict[str, list[int]]:
-        if self.codec.layout == "CTHW" and columns.get("bucket") and all(b is not None for b in columns["bucket"]):
-            groups: dict[str, list[int]] = {}  # clips: the processor's "TxHxW" (frames do not follow from latent frames alone)
+        if self.codec.layout in ("CTHW", "CT") and columns.get("bucket") and all(b is not None for b in columns["bucket"]):
+            groups: dict[str, list[int]] = {}  # clips: the processor's "TxHxW", audio: its "T" (samples do not follow from latent frames alone)
             for i, bucket in enumerate(columns["bucket"]):
                 groups.setdefault(str(bucket), []).append(i)
             return groups
@@ -368,12 +369,14 @@ def _write_row_metadata(group, columns: dict[str, Any], rows: list[int]) -> None
 
 
 CLIP_COLUMNS = {"video_key": None, "clip_index": np.int64, "start_time": np.float64, "fps": np.float64,
-                "num_frames": np.int64, "padded_frames": np.int64}
+                "num_frames": np.int64, "padded_frames": np.int64,
+                **{name: None if kind == "string" else np.dtype(kind) for name, kind in SEGMENT_FIELDS.items()}}  # audio segments
 
 
 def _write_clip_metadata(group, columns: dict[str, Any], rows: list[int]) -> None:
     """Video clip rows: where each clip came from (``video_key``, ``clip_index``, ``start_time``, ``fps``,
-    ``num_frames``, ``padded_frames``), beside the arrays so :class:`LatentDataset` items carry them.
+    ``num_frames``, ``padded_frames``); audio segment rows: the fields of ``SEGMENT_FIELDS``
+    (``valid_length`` among them); beside the arrays so :class:`LatentDataset` items carry them.
     A column is written only when every row has it (image rows have none)."""
     import zarr
 
