@@ -4,7 +4,7 @@
                                                     # (video: layout, modality, clip config, decoder too)
     latentflow inspect s3://bucket/latents --json   # the same, as JSON
     latentflow preview ./outputs/latents --rows 8 --out ./preview
-                                                    # the first 8 rows decoded: PNGs (images), mp4s (video clips)
+                                                    # the first 8 rows decoded: PNGs (images), mp4s (video clips), wavs (audio)
     latentflow --version
 
 Storage options come from ``--storage-options '<json>'`` or ``$LATENTFLOW_STORAGE_OPTIONS``; never printed.
@@ -27,10 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("path", help="output directory of an encode job (local path or fsspec URL)")
     ins.add_argument("--json", action="store_true", help="print JSON instead of text")
     ins.add_argument("--storage-options", default=None, help="fsspec storage options as JSON (else $LATENTFLOW_STORAGE_OPTIONS)")
-    pre = sub.add_parser("preview", help="decode the first committed rows with the decoder rebuilt from the codec: PNG / mp4 files")
+    pre = sub.add_parser("preview", help="decode the first committed rows with the decoder rebuilt from the codec: PNG / mp4 / wav files")
     pre.add_argument("path", help="output directory of an encode job (local path or fsspec URL)")
     pre.add_argument("--rows", type=int, default=8, help="how many rows, in committed order (default: 8)")
-    pre.add_argument("--out", default="./preview", help="where the PNGs / mp4s go (default: ./preview)")
+    pre.add_argument("--out", default="./preview", help="where the PNGs / mp4s / wavs go (default: ./preview)")
     pre.add_argument("--storage-options", default=None, help="fsspec storage options as JSON (else $LATENTFLOW_STORAGE_OPTIONS)")
     return parser
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from latentflow.errors import CodecMismatchError, ConfigError
+from latentflow.media.config import SEGMENT_FIELDS
 from latentflow.format.state import committed_shards, merge_stats
 from latentflow.normalization import Normalization
 from latentflow.read.batches import BatchPlan, Block, GroupRows
@@ -44,9 +45,10 @@ from latentflow.read.zarr_rows import ArraySpec, array_spec, read_array, whole_f
 
 
 _CLIP = ("video_key", "clip_index", "start_time", "fps", "num_frames", "padded_frames")  # video clip rows
-_META = ("key", "caption", "json", "label", "original_size", "crop_box", "index_in_shard", *_CLIP)
-_STRINGS = ("key", "caption", "json", "video_key")
-_FLOATS = ("start_time", "fps")
+_SEGMENT = tuple(n for n in SEGMENT_FIELDS if n not in _CLIP)  # audio segment rows (start_time shared)
+_META = ("key", "caption", "json", "label", "original_size", "crop_box", "index_in_shard", *_CLIP, *_SEGMENT)
+_STRINGS = ("key", "caption", "json", "video_key", *(n for n, kind in SEGMENT_FIELDS.items() if kind == "string"))
+_FLOATS = ("start_time", "fps", *(n for n, kind in SEGMENT_FIELDS.items() if kind == "float64"))
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ class LatentDataset(torch.utils.data.Dataset):
     (h, w) int64 for discrete codecs), ``flip_*`` where stored, and where stored ``caption``,
     ``json``, ``label`` (int, or None), ``original_size``, ``crop_box``, ``index_in_shard``; video clip
     rows also ``video_key``, ``clip_index``, ``start_time`` (s), ``fps``, ``num_frames``, ``padded_frames``.
+    Audio segment rows (codec layout ``CT``): ``latent`` (C, t), ``source_key``, ``segment_index``,
+    ``start_time``, ``duration`` (s), ``sample_rate``, ``channels``, ``valid_length`` and ``mask`` (t,) bool,
+    True on the latent frames of real audio (``arange(t) < valid_length``; the rest is padding).
     :meth:`iter_batches` yields the same keys with rows stacked (strings as lists).
 
     Example::
@@ -256,7 +261,7 @@ class LatentDataset(torch.utils.data.Dataset):
         g, row = self._locate(i)
         batch = self._assemble(self._row_data(g, row), self.groups[g].bucket, None)
         item = {k: (v[0] if isinstance(v, (list, torch.Tensor)) else v) for k, v in batch.items()}
-        for name in ("label", *_CLIP):  # scalars per row: plain Python numbers
+        for name in ("label", *_CLIP, *_SEGMENT):  # scalars per row: plain Python numbers
             if isinstance(item.get(name), torch.Tensor):
                 item[name] = item[name].item()
         return {k: v for k, v in item.items() if v is not None}  # what this row lacks is left out
@@ -331,6 +336,9 @@ class LatentDataset(torch.utils.data.Dataset):
                 out[name] = torch.from_numpy(np.ascontiguousarray(values).astype(np.int64))
             else:
                 out[name] = self._latent(name, values, data, generator)
+        if isinstance(out.get("valid_length"), torch.Tensor) and isinstance(out.get("latent"), torch.Tensor):
+            # audio: the padding mask at latent length, (B, t) bool (padding is always at the end of a segment)
+            out["mask"] = torch.arange(out["latent"].shape[-1])[None] < out["valid_length"][:, None]
         return out
 
     def _latent(self, name: str, values: np.ndarray, data: dict[str, np.ndarray], generator: torch.Generator | None) -> torch.Tensor:

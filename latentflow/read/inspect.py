@@ -14,7 +14,7 @@ def inspect(path: str, storage_options: dict | None = None) -> dict[str, Any]:
     """Metadata, counts and per-channel statistics of a latent output, with a suggested scaling factor.
 
     Returns:
-        dict with ``model``, ``latent_kind``, ``layout`` (``CHW`` or ``CTHW``), ``modality``, ``stored``,
+        dict with ``model``, ``latent_kind``, ``layout`` (``CHW``, ``CTHW`` or ``CT``), ``modality``, ``stored``,
         ``dtype``, ``shapes``, ``normalization``, ``counts`` (rows, shards, errors, rows per bucket),
         ``stats`` (per-channel mean/std), ``suggested_scaling_factor`` = 1 / std over all latent values
         (as Rombach et al. derived 0.18215); for video also ``clips`` (fps, num_frames, temporal stride,
@@ -46,6 +46,15 @@ def inspect(path: str, storage_options: dict | None = None) -> dict[str, Any]:
                          "frame_buckets": p.frame_buckets, "clip_mode": p.clip_mode, "num_clips": p.num_clips,
                          "clip_stride_s": p.clip_stride_s, "max_clips_per_video": p.max_clips_per_video,
                          "resolution": p.resolution, "short_clip": p.short_clip}
+        info["decoder"] = codec.decoder
+    if codec.modality == "audio":
+        p = codec.processor
+        info["segments"] = {"sample_rate": p.sample_rate, "channels": p.channels, "hop_length": p.hop_length,
+                            "segment_seconds": p.segment_seconds, "duration_buckets": p.duration_buckets,
+                            "segment_mode": p.segment_mode, "num_segments": p.num_segments,
+                            "segment_stride_s": p.segment_stride_s, "max_segments_per_file": p.max_segments_per_file,
+                            "short_audio": p.short_audio, "normalize": p.normalize, "target_db": p.target_db,
+                            "max_seconds_per_file": p.max_seconds_per_file}
         info["decoder"] = codec.decoder
     if stats is not None:
         count, total, sumsq = (float(np.sum(stats[k])) for k in ("count", "sum", "sumsq"))
@@ -103,9 +112,23 @@ def _format_clips(info: dict[str, Any]) -> list[str]:
             f"  decoder:      {d.get('name', '?')} {d.get('version', '')} (FFmpeg {d.get('ffmpeg', '?')})"]
 
 
+def _format_segments(info: dict[str, Any]) -> list[str]:
+    """The audio lines of :func:`format_inspect`: segment config as run, and the decoder."""
+    s, d = info["segments"], info.get("decoder") or {}
+    mode = {"uniform": f"uniform, {s['num_segments']} per file", "slide": f"slide every {s['segment_stride_s']:.3f} s",
+            "head": "head"}.get(s["segment_mode"], s["segment_mode"])
+    buckets = f", duration buckets {[round(b, 3) for b in s['duration_buckets']]} s" if s["duration_buckets"] else ""
+    norm = f", normalize {s['normalize']} to {s['target_db']} dBFS" if s["normalize"] else ""
+    return [f"  segments:     {s['segment_seconds']:.4f} s at {s['sample_rate']} Hz, {s['channels']}, hop {s['hop_length']}"
+            f"{buckets}; {mode} (at most {s['max_segments_per_file']}), short audio: {s['short_audio']}{norm}, "
+            f"at most {s['max_seconds_per_file']} s per file",
+            f"  decoder:      {d.get('decoder', '?')} {d.get('pyav', '')} (FFmpeg {d.get('ffmpeg', '?')}), {d.get('resampler', '?')}; "
+            f"remix {d.get('remix', '?')}"]
+
+
 def format_inspect(info: dict[str, Any]) -> str:
     """A human-readable report of :func:`inspect`."""
-    axes = "(C, T', h, w)" if info["layout"] == "CTHW" else "(C, h, w)"
+    axes = {"CTHW": "(C, T', h, w)", "CT": "(C, t)"}.get(info["layout"], "(C, h, w)")
     lines = [f"latentflow output: {info['path']}",
              f"  model:        {info['model']['class']} (model_type {info['model']['model_type']})",
              f"  weights:      sha256 {info['model']['weights_sha256']}",
@@ -116,6 +139,8 @@ def format_inspect(info: dict[str, Any]) -> str:
              f"  shapes:       {info['shapes']}"]
     if "clips" in info:
         lines += _format_clips(info)
+    if "segments" in info:
+        lines += _format_segments(info)
     buckets = info["counts"].get("buckets") or {}
     lines += [f"  counts:       {info['counts']['rows']} rows, {info['counts']['shards']} shards, {info['counts']['errors']} errors"
               + (f"; rows per bucket {buckets}" if buckets else ""),

@@ -94,7 +94,8 @@ def decode_latents(latents: torch.Tensor | np.ndarray, path_or_codec: str | Code
     """Rebuild the decoder from codec metadata + weights, and decode.
 
     Args:
-        latents: (B, C, h, w) latents, (B, C, T', h, w) for video codecs (layout ``CTHW``), or
+        latents: (B, C, h, w) latents, (B, C, T', h, w) for video codecs (layout ``CTHW``), (B, C, t) for
+            audio codecs (layout ``CT``), or
             (B, h, w[, levels]) integer indices for discrete codecs.
         path_or_codec: a latent output directory, or its codec (or the codec's JSON dict).
         weights: checkpoint location; default: the one recorded in the codec. Its sha256 must match.
@@ -105,7 +106,9 @@ def decode_latents(latents: torch.Tensor | np.ndarray, path_or_codec: str | Code
     Returns:
         (B, 3, H, W) images in [-1, 1]; (B, 3, T, H, W) frames for video codecs. To watch them:
         ``save_video_preview(frames, "clips.mp4", fps=preview_fps(path))`` (:mod:`latentflow.read.preview`;
-        mp4 or GIF, local or fsspec URL, clips tiled into one grid).
+        mp4 or GIF, local or fsspec URL, clips tiled into one grid). Audio codecs: (B, channels, t * hop)
+        waveforms at the recorded rate ``codec.processor.sample_rate``; to listen:
+        ``save_audio_preview(waves, "samples.wav", codec.processor.sample_rate)``.
     """
     if isinstance(path_or_codec, (Codec, dict)):
         codec = as_codec(path_or_codec)

@@ -149,7 +149,8 @@ def write_preview(path: str, out_dir: str, rows: int = 8, storage_options: dict 
     """Decode the first ``rows`` committed rows of a latent output, with the decoder rebuilt from its codec alone.
 
     Images become ``<out_dir>/<i>-<key>.png``; video clips ``<out_dir>/<i>-<key>.mp4`` at the clip's own fps
-    (else :func:`preview_fps`).
+    (else :func:`preview_fps`); audio segments ``<out_dir>/<i>-<key>.wav`` at the codec's rate, cut to
+    the segment's real audio (its ``valid_length`` latent frames).
 
     Args:
         path: the encode job's output (local or fsspec URL); its Zarr latents are read.
@@ -161,7 +162,7 @@ def write_preview(path: str, out_dir: str, rows: int = 8, storage_options: dict 
         The URLs written, in row order.
 
     Raises:
-        NotSupportedError: the output holds a modality with no preview yet (audio).
+        NotSupportedError: the output holds a modality with no preview.
     """
     from latentflow.read.dataset import LatentDataset
     from latentflow.read.latents import decode_latents, read_codec
@@ -169,11 +170,12 @@ def write_preview(path: str, out_dir: str, rows: int = 8, storage_options: dict 
     if rows <= 0:
         raise InputError(f"rows must be > 0, got: {rows}")
     codec = read_codec(path, storage_options)
-    if codec.modality not in ("image", "video"):
-        raise NotSupportedError(f"latentflow preview writes images (PNG) and video (mp4); {path!r} holds "
-                                f"{codec.modality} latents, which have no preview yet (planned: wav through PyAV)")
+    if codec.modality not in ("image", "video", "audio"):
+        raise NotSupportedError(f"latentflow preview writes images (PNG), video (mp4) and audio (wav); {path!r} holds "
+                                f"{codec.modality} latents")
     name = next(a for a in codec.arrays if not a.startswith("flip_"))  # "latent", or "indices" for discrete codecs
-    ds = LatentDataset(path, storage_options=storage_options, fields=(name, "key", "fps"))
+    extra = ("valid_length",) if codec.modality == "audio" else ("fps",)
+    ds = LatentDataset(path, storage_options=storage_options, fields=(name, "key", *extra))
     items = [ds[i] for i in range(min(rows, len(ds)))]
     by_shape: dict[tuple, list[int]] = {}  # rows of one bucket decode together
     for i, item in enumerate(items):
@@ -184,7 +186,11 @@ def write_preview(path: str, out_dir: str, rows: int = 8, storage_options: dict 
         decoded = decode_latents(torch.stack([items[i][name] for i in indices]), codec, storage_options=storage_options)
         for i, pixels in zip(indices, decoded):  # (3, H, W) or (3, T, H, W) in [-1, 1]
             stem = f"{out_dir.rstrip('/')}/{i:04d}-{_safe(items[i]['key'])}"
-            if codec.modality == "video":
+            if codec.modality == "audio":  # (C, N): the real audio only
+                real = pixels[:, :int(items[i].get("valid_length", pixels.shape[-1])) * codec.downsample_factor]
+                written[i] = save_audio_preview(real, f"{stem}.wav", codec.processor.sample_rate,
+                                                storage_options=storage_options)
+            elif codec.modality == "video":
                 if not items[i].get("fps") and not default_fps:
                     default_fps.append(preview_fps(path, storage_options))
                 fps = float(items[i].get("fps") or default_fps[0])
@@ -192,6 +198,49 @@ def write_preview(path: str, out_dir: str, rows: int = 8, storage_options: dict 
             else:
                 written[i] = _save_png(pixels, f"{stem}.png", storage_options)
     return [written[i] for i in sorted(written)]
+
+
+# ---- audio ---------------------------------------------------------------------------------------
+
+
+def wav_bytes(waveform: torch.Tensor | np.ndarray, sample_rate: int) -> bytes:
+    """(C, N) float samples in [-1, 1] as a 16-bit PCM WAV file (clipped to full scale, rounded)."""
+    import wave
+
+    x = np.asarray(waveform.detach().float().cpu() if isinstance(waveform, torch.Tensor) else waveform, dtype=np.float32)
+    if x.ndim != 2:
+        raise InputError(f"a waveform is (C, N), got shape {x.shape}")
+    pcm = np.rint(np.clip(x, -1.0, 1.0) * 32767).astype("<i2").T  # (N, C) interleaved
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(x.shape[0])
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def save_audio_preview(waveforms: torch.Tensor | np.ndarray, url: str, sample_rate: int, gap_s: float = 0.25,
+                       storage_options: dict | None = None) -> str:
+    """Write waveforms as one 16-bit WAV through fsspec (local or any URL).
+
+    Args:
+        waveforms: (C, N) or (B, C, N) in [-1, 1] (what :func:`~latentflow.read.latents.decode_latents`
+            returns for an audio codec); B waveforms play one after another, ``gap_s`` of silence between.
+        url: where the ``.wav`` goes.
+        sample_rate: the codec's (``codec.processor.sample_rate``).
+
+    Returns:
+        ``url``.
+    """
+    x = waveforms.detach().float().cpu().numpy() if isinstance(waveforms, torch.Tensor) else np.asarray(waveforms, np.float32)
+    if x.ndim == 3:
+        gap = np.zeros((x.shape[1], round(gap_s * sample_rate)), np.float32)
+        x = np.concatenate([p for w in x for p in (w, gap)][:-1], axis=1) if len(x) else np.zeros((x.shape[1], 0), np.float32)
+    data = wav_bytes(x, sample_rate)
+    with fsspec.open(url, "wb", **(storage_options or {})) as f:
+        f.write(data)
+    return url
 
 
 def _safe(key: str) -> str:
@@ -209,4 +258,4 @@ def _save_png(pixels: torch.Tensor, url: str, storage_options: dict | None) -> s
     return url
 
 
-__all__ = ["save_video_preview", "preview_fps", "write_preview", "encode_video", "tile_clips", "to_uint8"]
+__all__ = ["save_audio_preview", "wav_bytes", "save_video_preview", "preview_fps", "write_preview", "encode_video", "tile_clips", "to_uint8"]
