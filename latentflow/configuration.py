@@ -83,8 +83,8 @@ class Config:
             value = getattr(self, f.name)
             if isinstance(value, Config):
                 value = value.to_dict()
-            elif isinstance(value, tuple):
-                value = list(value)
+            elif isinstance(value, (list, tuple)):  # a list of sections writes back as a list of mappings
+                value = [v.to_dict() if isinstance(v, Config) else v for v in value]
             out[f.name] = value
         return out
 
@@ -129,7 +129,24 @@ def _section_type(tp: Any) -> tuple[type | None, bool]:
     return None, False
 
 
+def _section_list_type(tp: Any) -> type | None:
+    """The section class when ``tp`` is ``list[Config subclass]`` (a list of sections, e.g. text encoders)."""
+    if typing.get_origin(tp) is list:
+        (inner,) = typing.get_args(tp) or (None,)
+        if isinstance(inner, type) and issubclass(inner, Config):
+            return inner
+    return None
+
+
 def _field_value(owner: str, key: str, tp: Any, value: Any) -> Any:
+    item = _section_list_type(tp)
+    if item is not None:  # a list of sections: each a mapping (or an instance), read strictly
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{owner}.{key} must be a list of {item.__name__} mappings, got: {value!r} ({type(value).__name__})")
+        for i, v in enumerate(value):
+            if not isinstance(v, (dict, item)):
+                raise ConfigError(f"{owner}.{key}[{i}] must be a mapping, got: {v!r} ({type(v).__name__})")
+        return [v if isinstance(v, item) else item.from_dict(v) for v in value]
     section, optional = _section_type(tp)
     if section is not None:  # a nested section
         tp = section

@@ -17,6 +17,7 @@ from typing import Any
 from latentflow.encode.encoder import codebook_size_of
 from latentflow.encode.shard import build_processor
 from latentflow.format.codec import Codec, ModelInfo, ModelRef, QuantizerInfo, StoreConfig, public_url, stored_arrays
+from latentflow.format.text import TextColumn
 from latentflow.hub import model_ref_from_user
 from latentflow.media.config import AudioProcessorConfig, ImageProcessorConfig, VideoProcessorConfig
 from latentflow.media.video_decode import decoder_info
@@ -88,9 +89,14 @@ def _decoder_info(config: VideoProcessorConfig) -> dict[str, str]:
     return decoder_info(config.decoder)
 
 
+def text_column(text_encoder) -> TextColumn:
+    """The codec's entry for a loaded :class:`~latentflow.encode.text.TextEncoder` (its ``TextEncoderInfo``)."""
+    return TextColumn(text_encoder.info.name, text_encoder.info.fingerprint(), text_encoder.info.to_dict())
+
+
 def build_codec(model, processor_config: ImageProcessorConfig | VideoProcessorConfig | AudioProcessorConfig, store: StoreConfig,
                 sources: Any, dtype: str = "fp32",
-                model_ref: ModelRef | str | None = None) -> Codec:
+                model_ref: ModelRef | str | None = None, text_encoders: list | tuple = ()) -> Codec:
     """The codec of an encode job.
 
     Args:
@@ -103,6 +109,7 @@ def build_codec(model, processor_config: ImageProcessorConfig | VideoProcessorCo
         sources: a ``SourceConfig``, a URL or a list of URLs.
         dtype: compute dtype of the encoder (``fp32``, ``bf16``, ``fp16``).
         model_ref: where the weights load from again (a :class:`ModelRef`, or a location string).
+        text_encoders: the job's loaded text encoders (each recorded as a :class:`TextColumn`).
     """
     config = model.config.to_dict()
     kind = getattr(model, "latent_kind", "continuous")
@@ -133,4 +140,5 @@ def build_codec(model, processor_config: ImageProcessorConfig | VideoProcessorCo
         decoder=decoder,
         sources=tuple(_source_urls(sources)),
         quantizer=_quantizer_info(model, config) if kind == "discrete" else None,
+        text=tuple(text_column(t) for t in text_encoders),
     )

@@ -72,9 +72,13 @@ class LatentEncoder:
         channels_last: run convnets in channels-last memory format (faster on CPU and GPU): 4-D
             models and inputs as ``channels_last``; video clips (B, 3, T, H, W) as ``channels_last_3d``
             (the input only: measured 1.4-2.4x faster conv3d encodes on this CPU, equal within 1e-6).
+        text_encoders: resident :class:`~latentflow.encode.text.TextEncoder` s, loaded once beside the
+            model; the encode path (:func:`~latentflow.encode.shard.encode_processed`) runs each shard's
+            captions through them after its latents.
     """
 
-    def __init__(self, model: torch.nn.Module, store: StoreConfig | None = None, dtype: str = "fp32", device: str | torch.device = "cpu", channels_last: bool = True):
+    def __init__(self, model: torch.nn.Module, store: StoreConfig | None = None, dtype: str = "fp32", device: str | torch.device = "cpu", channels_last: bool = True,
+                 text_encoders: list | tuple = ()):
         check_choice("LatentEncoder", "dtype", dtype, tuple(COMPUTE_DTYPES))
         self.store = store or StoreConfig()
         self.kind = getattr(model, "latent_kind", "continuous")
@@ -89,6 +93,7 @@ class LatentEncoder:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.index_dtype = numpy_index_dtype_for(codebook_size_of(model)) if self.kind == "discrete" else None
         self.float_dtype = np.dtype(self.store.dtype)
+        self.text_encoders = tuple(text_encoders)
 
     # ---- public -----------------------------------------------------------------
     def encode_batch(self, pixel_values: torch.Tensor | np.ndarray, keys: list[str]) -> dict[str, Any]:

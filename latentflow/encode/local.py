@@ -14,9 +14,10 @@ import uuid
 
 from latentflow.encode.codec_builder import build_codec
 from latentflow.encode.encoder import LatentEncoder
+from latentflow.encode.text import TextEncoder
 from latentflow.encode.shard import EncodedShard, build_processor, encode_shard
 from latentflow.format.codec import Codec, ModelRef, StoreConfig
-from latentflow.media.config import ImageProcessorConfig
+from latentflow.media.config import AudioProcessorConfig, ImageProcessorConfig
 from latentflow.sources.records import Shard
 from latentflow.sources.shards import SourceConfig, list_shards, read_shard
 from latentflow.store.writer import ShardWriter, finalize, prepare_output
@@ -35,7 +36,7 @@ def encode_shard_locally(shard: Shard, source: SourceConfig, processor, encoder:
 def encode_locally(model, source: SourceConfig, out_url: str, processor_config: ImageProcessorConfig | None = None,
                    store: StoreConfig | None = None, formats: tuple[str, ...] = ("parquet", "zarr"),
                    storage_options: dict | None = None, model_ref: ModelRef | str | None = None, overwrite: bool = False,
-                   batch_size: int = 16, note: str = "encode_locally") -> Codec:
+                   batch_size: int = 16, note: str = "encode_locally", text_encoders: list | tuple = ()) -> Codec:
     """Encode every shard of ``source`` into ``out_url`` in this process, with the job's commit protocol.
 
     Args:
@@ -44,17 +45,21 @@ def encode_locally(model, source: SourceConfig, out_url: str, processor_config: 
         out_url: output directory (local path or fsspec URL).
         processor_config, store: as in the encode job (defaults: 32 px center crops, the mean).
         model_ref: recorded in the codec so a reader can rebuild the decoder.
+        text_encoders: :class:`~latentflow.encode.text.TextEncoderConfig` s whose caption columns are cached too.
 
     Returns:
         the codec written with the output.
     """
     processor_config = processor_config or ImageProcessorConfig(resolution=32)
+    if isinstance(processor_config, AudioProcessorConfig) and source.media is None:
+        source = source.replace(media="audio")  # as EncodeJobConfig does: audio files and videos' audio tracks
     store = store or StoreConfig()
-    codec = build_codec(model, processor_config, store, source, "fp32", model_ref=model_ref)
+    texts = [TextEncoder(t, storage_options) for t in text_encoders]
+    codec = build_codec(model, processor_config, store, source, "fp32", model_ref=model_ref, text_encoders=texts)
     prepare_output(out_url, codec, storage_options, overwrite=overwrite)
     writer = ShardWriter(out_url, codec, formats, storage_options, session=uuid.uuid4().hex)
     processor = build_processor(codec.processor, model.downsample_factor, getattr(model, "temporal_downsample_factor", None))
-    encoder = LatentEncoder(model, store)
+    encoder = LatentEncoder(model, store, text_encoders=texts)
     failed: list[EncodedShard] = []
     for shard in list_shards(source):
         encoded = encode_shard_locally(shard, source, processor, encoder, writer, batch_size)

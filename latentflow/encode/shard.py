@@ -21,6 +21,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from latentflow.media.config import SEGMENT_FIELDS
+from latentflow.errors import InputError
 from latentflow.sources.records import Record, SampleError
 
 ROW_METADATA = ("key", "index_in_shard", "caption", "label", "json", "original_size", "crop_box", "bucket")
@@ -266,7 +267,49 @@ def encode_processed(samples: list[ProcessedSample], encoder, shard_id: str, bat
         out.pop("key")
         for j, pos in enumerate(kept):
             arrays[idx[pos]] = {name: value[j] for name, value in out.items()}
+    for text_encoder in getattr(encoder, "text_encoders", ()):  # the captions of the rows kept, per text encoder
+        errors += encode_captions(samples, arrays, text_encoder, shard_id)
     return EncodedShard(shard_id, _columns(samples, arrays), tuple(errors))
+
+
+def encode_captions(samples: list[ProcessedSample], arrays: list[dict[str, np.ndarray] | None], text_encoder,
+                    shard_id: str) -> list[dict]:
+    """Add one text encoder's columns to the rows kept (``arrays[i]`` not None), in place.
+
+    Identical captions of the shard are encoded once (:func:`~latentflow.encode.text.dedup_captions`);
+    the encoder batches them by token length. A caption that is not UTF-8 text (the sources put U+FFFD
+    where caption bytes were not UTF-8), or blank under ``empty_caption='error'``, drops its row: it
+    becomes an ``errors.parquet`` row of stage ``text``.
+
+    Returns:
+        the error rows.
+    """
+    from latentflow.encode.text import check_caption, dedup_captions
+
+    cfg, errors, keep, captions = text_encoder.cfg, [], [], []
+    for i, (sample, arr) in enumerate(zip(samples, arrays)):
+        if arr is None:
+            continue
+        try:
+            if sample.caption is not None and "\ufffd" in sample.caption:
+                raise InputError(f"caption of {sample.key!r} holds U+FFFD, put in place of bytes that are not UTF-8; "
+                                 "re-encode the caption file as UTF-8")
+            captions.append(check_caption(sample.caption, i, cfg.empty_caption))
+            keep.append(i)
+        except InputError as err:
+            arrays[i] = None
+            errors.append(SampleError("text", "bad_caption", f"{cfg.name}: {err}").to_row(sample.key, shard_id))
+    unique, index = dedup_captions(captions)
+    embeddings = text_encoder.encode(unique)
+    for i, u in zip(keep, index):
+        emb, name = embeddings[u], cfg.name
+        if emb.hidden is not None:
+            arrays[i][name] = emb.hidden
+        arrays[i][f"{name}_length"] = np.int32(emb.length)
+        arrays[i][f"{name}_truncated"] = np.bool_(emb.truncated)
+        if emb.pooled is not None:
+            arrays[i][f"{name}_pooled"] = emb.pooled
+    return errors
 
 
 def _columns(samples: list[ProcessedSample], arrays: list[dict[str, np.ndarray] | None]) -> dict[str, list]:

@@ -35,6 +35,7 @@ import numpy as np
 from latentflow.configuration import Config, check_choice
 from latentflow.errors import CodecMismatchError, ConfigError
 from latentflow.media.config import AudioProcessorConfig, ImageProcessorConfig, VideoProcessorConfig
+from latentflow.format.text import TextColumn
 from latentflow.normalization import Normalization
 from latentflow.version import __version__
 
@@ -185,7 +186,9 @@ class Codec:
         decoder: the media decoder and its version (video: PyAV or torchcodec), for the record.
         sources: the public source URLs (no credentials).
         quantizer: discrete codecs only.
-        fingerprint: sha256 of the identity (model, weights, processor, store, dtypes).
+        fingerprint: sha256 of the identity (model, weights, processor, store, dtypes; the text
+            encoders' fingerprints where there are any).
+        text: the cached text columns (:class:`~latentflow.format.text.TextColumn`), one per text encoder.
     """
 
     model: ModelInfo
@@ -202,6 +205,7 @@ class Codec:
     quantizer: QuantizerInfo | None = None
     layout: str = "CHW"
     decoder: dict[str, str] | None = None
+    text: tuple[TextColumn, ...] = ()
     fingerprint: str = ""
     format_version: int = FORMAT_VERSION
     latentflow_version: str = __version__
@@ -211,6 +215,7 @@ class Codec:
             raise ConfigError(f"codec layout must be one of {list(LAYOUTS)}, got: {self.layout!r}")
         object.__setattr__(self, "arrays", tuple(self.arrays))
         object.__setattr__(self, "sources", tuple(self.sources))
+        object.__setattr__(self, "text", tuple(self.text))
         if not self.fingerprint:
             object.__setattr__(self, "fingerprint", _fingerprint(self._identity()))
 
@@ -255,7 +260,9 @@ class Codec:
             "dtype": self.dtype,
             "compute_dtype": self.compute_dtype,
         }
-        return {**identity, "modality": self.modality} if self.modality != "image" else identity
+        identity = {**identity, "modality": self.modality} if self.modality != "image" else identity
+        # text encoders join the identity only when configured: outputs without them keep their fingerprints
+        return {**identity, "text": [t.identity() for t in self.text]} if self.text else identity
 
     def _stored(self) -> dict[str, Any]:
         return {**self.store.to_dict(), "arrays": list(self.arrays)}
@@ -280,6 +287,7 @@ class Codec:
             "decoder": self.decoder,
             "sources": list(self.sources),
             "fingerprint": self.fingerprint,
+            **({"text_encoders": [t.to_dict() for t in self.text]} if self.text else {}),
         }
 
     @classmethod
@@ -306,6 +314,7 @@ class Codec:
             sources=tuple(data.get("sources") or ()),
             quantizer=QuantizerInfo.from_dict(data["quantizer"]) if data.get("quantizer") else None,
             layout=data.get("layout", "CHW"),
+            text=tuple(TextColumn.from_dict(t) for t in data.get("text_encoders") or ()),
             fingerprint=data.get("fingerprint") or "",
             format_version=FORMAT_VERSION,
             latentflow_version=data.get("latentflow_version", "unknown"),

@@ -40,6 +40,8 @@ class CommitMarker:
         formats: the sinks written (``parquet``, ``zarr``).
         files: the shard's files (Parquet files and Zarr groups), as URLs.
         written_at: Unix time of the commit.
+        text: per text column, ``rows``, ``unique`` (distinct embeddings stored), ``truncated`` and
+            ``tokens`` (stored token rows) of the shard; empty without text encoders.
         marker_version: this format's version.
     """
 
@@ -54,6 +56,7 @@ class CommitMarker:
     formats: tuple[str, ...] = ("parquet", "zarr")
     files: tuple[str, ...] = ()
     written_at: float = 0.0
+    text: dict[str, dict[str, int]] = field(default_factory=dict)
     marker_version: int = MARKER_VERSION
 
     def __post_init__(self) -> None:
@@ -73,6 +76,7 @@ class CommitMarker:
             "keys_sha256": self.keys_sha256, "checksum": self.checksum, "codec_fingerprint": self.codec_fingerprint,
             "buckets": dict(self.buckets), "stats": self.stats, "errors": [dict(e) for e in self.errors],
             "formats": list(self.formats), "files": list(self.files), "written_at": self.written_at,
+            **({"text": self.text} if self.text else {}),
         }
 
     def to_json(self) -> str:

@@ -153,6 +153,9 @@ def parquet_table(columns: dict[str, Any], array_names: list[str], variable: boo
             features[name] = _meta_feature(name)
     for name in array_names:
         arrays[name], features[name] = array_column(columns[name], variable)
+    for text in getattr(codec, "text", ()):  # cached text-encoder columns (latentflow.format.text)
+        for name, (arr, feature) in text_parquet_columns(columns, text).items():
+            arrays[name], features[name] = arr, feature
     table = pa.table(arrays)
     metadata = {"huggingface": json.dumps({"info": {"features": features}}), "latentflow": codec.to_json()}
     return table.replace_schema_metadata(metadata)
@@ -177,3 +180,33 @@ def card_features(features: dict[str, dict]) -> list[dict]:
     from datasets import Features
 
     return Features.from_dict(features)._to_yaml_list()
+
+
+def ragged_column(rows: list[np.ndarray], width: int, dtype: np.dtype) -> pa.Array:
+    """Rows ``(L_i, width)`` (``L_i`` varies) as the storage of ``Array2D(shape=(None, width))``:
+    ``list<list<dtype>>`` built from one flat buffer (no per-value Python objects)."""
+    lengths = np.array([len(r) for r in rows], dtype=np.int32)
+    flat = np.concatenate([np.asarray(r, dtype=dtype).reshape(-1) for r in rows]) if rows else np.zeros(0, dtype)
+    inner = pa.ListArray.from_arrays(pa.array(np.arange(0, flat.size + 1, width, dtype=np.int32)), pa.array(flat))
+    return pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)), inner)
+
+
+def text_parquet_columns(columns: dict[str, Any], text) -> dict[str, tuple[pa.Array, dict]]:
+    """The Parquet columns of one text encoder (a :class:`~latentflow.format.text.TextColumn`) and their
+    ``datasets`` features: ``<name>`` as ``Array2D(shape=(None, D))`` (a variable first dimension: the
+    caption's tokens), ``<name>_length`` int32, ``<name>_truncated`` bool, ``<name>_pooled`` a fixed-length list."""
+    from datasets import Array2D
+
+    out: dict[str, tuple[pa.Array, dict]] = {}
+    dtype, name = text.numpy_dtype, text.name
+    if text.hidden_width:
+        feature = Array2D(shape=(None, text.hidden_width), dtype=dtype.name)
+        storage = ragged_column(list(columns[name]), text.hidden_width, dtype)
+        out[name] = (pa.ExtensionArray.from_storage(feature(), storage), _feature_dict(feature))
+    out[f"{name}_length"] = (pa.array(np.asarray(columns[f"{name}_length"], dtype=np.int32).reshape(-1)), {"dtype": "int32", "_type": "Value"})
+    out[f"{name}_truncated"] = (pa.array(np.asarray(columns[f"{name}_truncated"], dtype=bool).reshape(-1)), {"dtype": "bool", "_type": "Value"})
+    if text.pooled_width:
+        pooled = np.asarray(columns[f"{name}_pooled"], dtype=dtype).reshape(-1, text.pooled_width)
+        arr = pa.FixedSizeListArray.from_arrays(pa.array(pooled.reshape(-1)), text.pooled_width)
+        out[f"{name}_pooled"] = (arr, {"feature": {"dtype": dtype.name, "_type": "Value"}, "length": text.pooled_width, "_type": "List"})
+    return out

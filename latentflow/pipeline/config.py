@@ -18,6 +18,7 @@ from typing import Any
 from latentflow import config_cli
 from latentflow.config_cli import load_job_config
 from latentflow.configuration import Config, check_choice, check_positive
+from latentflow.encode.text import TextEncoderConfig
 from latentflow.errors import ConfigError
 from latentflow.format.codec import StoreConfig
 from latentflow.media.config import AudioProcessorConfig, ImageProcessorConfig, VideoProcessorConfig
@@ -69,6 +70,11 @@ class EncodeJobConfig(Config):
         shared_filesystem: local paths (source, output) are on a filesystem every Ray node sees
             (NFS, a shared mount). Without it a job refuses local paths on a cluster of more than
             one node: each node would read or write its own disk.
+        text_encoders: text encoders whose outputs are cached beside the latents, one column each
+            (:class:`~latentflow.encode.text.TextEncoderConfig`): ``text_encoders=[{name: t5, model: <folder>}]``.
+            Each row's caption is encoded (identical captions of a shard once) and stored as ``<name>``
+            (the caption's own tokens, (L, D)), ``<name>_length``, ``<name>_truncated`` (and ``<name>_pooled``);
+            a blank caption follows the entry's ``empty_caption`` rule, a caption that is not UTF-8 is an error row.
         connect_timeout_s: seconds to wait for the Ray cluster named by ``$RAY_ADDRESS`` to answer before the
             job fails with one line naming it (a cluster that is gone would otherwise hang the job).
         placement_timeout_s: a job whose read, encode or write tasks stay unplaced this long
@@ -103,6 +109,7 @@ class EncodeJobConfig(Config):
     shared_filesystem: bool = False
     placement_timeout_s: float = 120.0
     connect_timeout_s: float = 30.0
+    text_encoders: list[TextEncoderConfig] = field(default_factory=list)
 
     def validate(self) -> None:
         name = type(self).__name__
@@ -144,6 +151,12 @@ class EncodeJobConfig(Config):
                               f"store.flip=true (and processor.flip=false), got: processor.flip=True")
         check_positive(name, "placement_timeout_s", self.placement_timeout_s, allow_zero=True)
         check_positive(name, "connect_timeout_s", self.connect_timeout_s)
+        names = [t.name for t in self.text_encoders]
+        taken = {"latent", "logvar", "indices", "key", "shard", "bucket", "caption", "label", "json"}
+        clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & taken))
+        if clash:
+            raise ConfigError(f"{name}.text_encoders: each name is a column of its own and must be unique and not one of "
+                              f"{sorted(taken)}, got: {names}")
         if not 0.0 <= self.max_error_rate <= 1.0:
             raise ConfigError(f"{name}.max_error_rate must be in [0, 1], got: {self.max_error_rate}")
 

@@ -49,6 +49,13 @@ def load_model(name_or_path: str, storage_options: dict | None = None, **kwargs:
     return AutoModel.from_pretrained(name_or_path, storage_options=storage_options, **kwargs)
 
 
+def load_text_encoders(configs, storage_options: dict | None = None) -> list:
+    """The job's text encoders, loaded (weights and tokenizer hashed for the codec)."""
+    from latentflow.encode.text import TextEncoder
+
+    return [TextEncoder(cfg, storage_options) for cfg in configs]
+
+
 def merged_sources_codec(out_url: str, codec: Codec, storage_options: dict, overwrite: bool) -> Codec:
     """``codec`` whose source URLs also list those already recorded in the output (appending keeps them all)."""
     existing = None if overwrite else read_output_codec(out_url, storage_options)
@@ -105,7 +112,9 @@ def build_plan(config: EncodeJobConfig) -> EncodePlan:
     # the codec pins the commit a hub id resolved to (not a branch name), so readers and actors load the same weights
     pinned = getattr(model, "hub_revision", None) or config.model_revision
     model_ref = hub.model_ref_from_user(config.model, config.model_subfolder, config.model_variant, pinned)
-    codec = build_codec(model, config.processor_config, config.store, source.urls, config.dtype, model_ref=model_ref)
+    text_encoders = load_text_encoders(config.text_encoders, options)  # once on the driver: their infos go in the codec
+    codec = build_codec(model, config.processor_config, config.store, source.urls, config.dtype, model_ref=model_ref,
+                        text_encoders=text_encoders)
     codec = merged_sources_codec(config.output, codec, options, config.overwrite)
     return EncodePlan(config.output, options, source, tuple(shards), model_ref, codec, int(model.downsample_factor),
                       getattr(model, "temporal_downsample_factor", None) or None)

@@ -41,7 +41,24 @@ def check_before_ray(config) -> list:
     shards = check_source(config)
     check_output_location(config.output)
     check_writable(config.output, config.resolved_storage_options())
+    check_text_encoders(config)
     return shards
+
+
+def check_text_encoders(config) -> None:
+    """Each text encoder's folder exists and holds a tokenizer (local folders and hub ids; a URL is
+    checked when its copy is made).
+
+    Raises:
+        ConfigError: naming the folder, the files looked for and those found.
+    """
+    from latentflow.encode.text import _sub, check_tokenizer_folder, resolve_model
+
+    for cfg in getattr(config, "text_encoders", ()):
+        if "://" in cfg.model and not cfg.model.startswith("file://"):
+            continue
+        root, _ = resolve_model(cfg, config.resolved_storage_options())
+        check_tokenizer_folder(_sub(root, cfg.tokenizer_subfolder if cfg.tokenizer_subfolder is not None else cfg.subfolder))
 
 
 def check_source(config) -> list:

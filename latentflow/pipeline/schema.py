@@ -190,6 +190,6 @@ def encoded_shard(part: pa.Table, names: list[str]) -> EncodedShard:
     meta = ROW_METADATA + (CLIP_METADATA if clips else ()) + (SEGMENT_METADATA if segments else ())
     columns: dict[str, list] = {n: samples.column(n).to_pylist() for n in meta if n in samples.column_names}
     present = set(array_names(samples))
-    for name in names:
+    for name in [*names, *sorted(present - set(names))]:  # the codec's arrays, then cached columns (text encoders)
         columns[name] = table_arrays(samples, name) if name in present else []
     return EncodedShard(part.column("shard")[0].as_py(), columns, tuple(error_rows(part)))

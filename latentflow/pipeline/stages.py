@@ -102,6 +102,8 @@ class EncoderActor:
         storage_options: fsspec options to read the checkpoint (never stored).
         expected_fingerprint: the weights sha256 the driver put in the codec; a mismatch
             (weights replaced mid-job) fails the actor instead of mixing encoders.
+        text_encoders: ``TextEncoderConfig.to_dict()`` of each text encoder, loaded once here, resident
+            beside the model; ``text_fingerprints``: their fingerprints in the codec (checked likewise).
     """
 
     def __init__(
@@ -115,6 +117,8 @@ class EncoderActor:
         torch_threads: int | None = None,
         storage_options: dict | None = None,
         expected_fingerprint: str | None = None,
+        text_encoders: list[dict[str, Any]] | None = None,
+        text_fingerprints: dict[str, str] | None = None,
     ):
         import torch
 
@@ -133,8 +137,10 @@ class EncoderActor:
                 f"weights at {ref.location!r} changed while the job ran: sha256 {self.model.fingerprint()} "
                 f"!= {expected_fingerprint} recorded in the codec"
             )
+        texts = [load_text_encoder(t, storage_options, (text_fingerprints or {}).get(t["name"])) for t in text_encoders or ()]
         self.encoder = LatentEncoder(
-            self.model, StoreConfig.from_dict(store), dtype=dtype, device=device, channels_last=channels_last
+            self.model, StoreConfig.from_dict(store), dtype=dtype, device=device, channels_last=channels_last,
+            text_encoders=texts,
         )
         self.batch_size = batch_size
         self.pid = os.getpid()
@@ -144,3 +150,15 @@ class EncoderActor:
         samples = [sample_of(r) for r in rows if r["kind"] == KIND_SAMPLE]
         shard = rows[0]["shard"] if rows else ""
         return encoded_table(rows, encode_processed(samples, self.encoder, shard, self.batch_size))
+
+
+def load_text_encoder(config: dict[str, Any], storage_options: dict | None, expected: str | None):
+    """A text encoder for an actor; one whose files changed since the driver hashed them fails the actor."""
+    from latentflow.encode.text import TextEncoder, TextEncoderConfig
+    from latentflow.errors import CodecMismatchError
+
+    encoder = TextEncoder(TextEncoderConfig.from_dict(config), storage_options)
+    if expected and encoder.fingerprint() != expected:
+        raise CodecMismatchError(f"text encoder {config['name']!r} at {config['model']!r} changed while the job ran: "
+                                 f"fingerprint {encoder.fingerprint()} != {expected} recorded in the codec")
+    return encoder

@@ -197,6 +197,8 @@ class ShardWriter:
             if "index_in_shard" in columns:
                 group.create_array("index_in_shard", data=np.array([columns["index_in_shard"][i] for i in rows], dtype=np.int64))
             _write_row_metadata(group, columns, rows)
+            for text in self.codec.text:
+                _write_text(group, text, columns, rows)
         objects = {f"zarr/{path}": value.to_bytes() for path, value in store.items()}
         # the root and bucket groups: identical from every writer, so each process writes them once
         return {rel: data for rel, data in objects.items() if not (_is_parent(rel) and (self.session, self.out_url, rel) in _KNOWN_PARENTS)}
@@ -297,6 +299,7 @@ class ShardWriter:
             formats=self.formats,
             files=tuple(files),
             written_at=time.time(),
+            text={t.name: text_counts(t, columns) for t in self.codec.text},
         )
 
 
@@ -366,6 +369,60 @@ def _write_row_metadata(group, columns: dict[str, Any], rows: list[int]) -> None
     if labels and all(v is not None for v in labels):
         group.create_array("label", data=np.asarray(labels, dtype=np.int64))
     _write_clip_metadata(group, columns, rows)
+
+
+def _unique_rows(text, columns: dict[str, Any], rows: list[int]) -> tuple[list[int], np.ndarray]:
+    """Content-addressed dedup of one text column over ``rows``: ``(positions in columns of the distinct
+    embeddings, in first-seen order; (len(rows),) index of each row's)``. Rows with the same values
+    (the same caption under the same encoder) share one stored embedding."""
+    first: dict[bytes, int] = {}
+    unique, ref = [], np.zeros(len(rows), dtype=np.int32)
+    for j, i in enumerate(rows):
+        digest = hashlib.sha1()
+        for name in (text.name, f"{text.name}_pooled"):
+            if name in columns:
+                digest.update(np.ascontiguousarray(columns[name][i]).tobytes() + b"|")
+        digest.update(str(int(np.asarray(columns[f"{text.name}_length"][i]).reshape(-1)[0])).encode())
+        key = digest.digest()
+        if key not in first:
+            first[key] = len(unique)
+            unique.append(i)
+        ref[j] = first[key]
+    return unique, ref
+
+
+def _write_text(group, text, columns: dict[str, Any], rows: list[int]) -> None:
+    """One text encoder's columns of a (bucket, shard) group, each distinct embedding once
+    (layout: :mod:`latentflow.format.text`): ``<name>`` (sum of unique L, D), ``<name>__offsets``,
+    ``<name>__ref``; ``<name>_length``/``<name>_truncated`` per row, ``<name>_pooled`` per unique embedding."""
+    from latentflow.format.text import OFFSETS, REF
+
+    if f"{text.name}_length" not in columns:  # a shard whose samples all failed
+        return
+    unique, ref = _unique_rows(text, columns, rows)
+    name, dtype = text.name, text.numpy_dtype
+    if text.hidden_width:
+        values = [np.asarray(columns[name][i], dtype=dtype).reshape(-1, text.hidden_width) for i in unique]
+        flat = np.concatenate(values) if values else np.zeros((0, text.hidden_width), dtype)
+        group.create_array(name, data=flat, chunks=(max(len(flat), 1), text.hidden_width))
+        group.create_array(name + OFFSETS, data=np.concatenate([[0], np.cumsum([len(v) for v in values])]).astype(np.int64))
+    group.create_array(name + REF, data=ref)
+    group.create_array(f"{name}_length", data=np.asarray([columns[f"{name}_length"][i] for i in rows], dtype=np.int32).reshape(-1))
+    group.create_array(f"{name}_truncated", data=np.asarray([columns[f"{name}_truncated"][i] for i in rows], dtype=bool).reshape(-1))
+    if text.pooled_width:
+        pooled = np.asarray([columns[f"{name}_pooled"][i] for i in unique], dtype=dtype).reshape(-1, text.pooled_width)
+        group.create_array(f"{name}_pooled", data=pooled)
+
+
+def text_counts(text, columns: dict[str, Any]) -> dict[str, int]:
+    """A shard's figures for one text column: rows, distinct embeddings, truncated captions, stored tokens."""
+    rows = list(range(len(columns["key"])))
+    if f"{text.name}_length" not in columns or not rows:
+        return {"rows": 0, "unique": 0, "truncated": 0, "tokens": 0}
+    unique, _ = _unique_rows(text, columns, rows)
+    tokens = sum(len(columns[text.name][i]) for i in unique) if text.name in columns else 0
+    return {"rows": len(rows), "unique": len(unique), "truncated": int(np.asarray(columns[f"{text.name}_truncated"], dtype=bool).sum()),
+            "tokens": int(tokens)}
 
 
 CLIP_COLUMNS = {"video_key": None, "clip_index": np.int64, "start_time": np.float64, "fps": np.float64,
@@ -500,6 +557,7 @@ def finalize(out_url: str, codec: Codec, storage_options: dict | None = None, su
         "counts": {"rows": state.rows, "errors": len(errors), "shards": state.shards, "sample_errors": sample_errors,
                    "samples": state.rows + sample_errors, "failed_shards": len(failed), "buckets": state.buckets},
         "failed_shards": failed,
+        **({"text": text_totals(codec, markers)} if codec.text else {}),
         "stats": {"latent": merge_stats(markers)},
         "created_at": previous.get("created_at", now),
         "updated_at": now,
@@ -509,6 +567,26 @@ def finalize(out_url: str, codec: Codec, storage_options: dict | None = None, su
     with fs.open(join(root, SUMMARY_FILE), "w") as f:
         f.write(json.dumps(info, indent=1, sort_keys=True))
     return info
+
+
+def text_totals(codec: Codec, markers: dict[str, CommitMarker]) -> dict[str, dict[str, Any]]:
+    """Per text column, over the committed shards: rows, distinct embeddings stored (``unique``; deduplicated
+    per shard), ``dedup_ratio`` (rows / unique), truncated captions and stored token rows, and the bytes per
+    caption as stored against a 512-token (or ``max_length``) padded fp32 row."""
+    out = {}
+    for text in codec.text:
+        total = {"rows": 0, "unique": 0, "truncated": 0, "tokens": 0}
+        for m in markers.values():
+            for k, v in m.text.get(text.name, {}).items():
+                total[k] = total.get(k, 0) + v
+        item = text.numpy_dtype.itemsize
+        stored = total["tokens"] * (text.hidden_width or 0) * item + total["unique"] * (text.pooled_width or 0) * item
+        padded = (text.info.get("max_length") or 512) * (text.hidden_width or 0) * 4 + (text.pooled_width or 0) * 4
+        per_caption = stored / max(total["rows"], 1)
+        out[text.name] = {**total, "dedup_ratio": round(total["rows"] / max(total["unique"], 1), 4),
+                          "bytes_per_caption": round(per_caption, 1), "padded_fp32_bytes": padded,
+                          "vs_padded_fp32": round(padded / per_caption, 2) if per_caption else None}
+    return out
 
 
 def _write_errors(fs, path: str, errors: list[dict]) -> None:
