@@ -106,8 +106,12 @@ class LatentDataset(torch.utils.data.Dataset):
         if resample and "logvar" not in arrays:
             raise ConfigError(f"resample=True needs stored logvar; {path!r} stores {arrays}")
         self.normalize, self.resample, self.seed = normalize, resample, seed
-        self.fields = tuple(fields) if fields is not None else tuple(a for a in arrays if not a.endswith("logvar")) + _META
-        unknown = set(self.fields) - set(arrays) - set(_META)
+        self._text = {t.name: t for t in self.codec.text}  # cached text-encoder columns
+        self._text_fields = {**{n: t for n, t in self._text.items() if t.hidden_width},
+                             **{f"{n}_pooled": t for n, t in self._text.items() if t.pooled_width}}
+        self.fields = (tuple(fields) if fields is not None else
+                       tuple(a for a in arrays if not a.endswith("logvar")) + _META + tuple(self._text_fields))
+        unknown = set(self.fields) - set(arrays) - set(_META) - set(self._text_fields)
         if unknown:
             raise ConfigError(f"fields {sorted(unknown)} are neither stored arrays {list(arrays)} nor metadata {list(_META)}")
         self._norm_config = self._normalization(normalize)
@@ -219,17 +223,61 @@ class LatentDataset(torch.utils.data.Dataset):
         base = f"{self._root}/zarr/{group.path}"
         stored = {name: ("keys" if name == "key" else name) for name in fields}
         wanted = {name: whole_file(f"{base}/{stored[name]}", group.specs[stored[name]], group.rows, block.start, block.stop)
-                  for name in fields if stored[name] in group.specs}
+                  for name in fields if stored[name] in group.specs and name not in self._text_fields}
         paths = [p for p in wanted.values() if p]
         blobs = self.fs.cat(paths, on_error="return") if paths else {}  # one concurrent batch on object stores
         out = {}
         for name in fields:
+            if name in self._text_fields:
+                out[name] = self._read_text(base, name, block)
+                continue
             if stored[name] not in group.specs:
                 out[name] = np.full(len(block), None, dtype=object)  # metadata this group lacks
                 continue
             out[name] = read_array(self.fs, f"{base}/{stored[name]}", group.specs[stored[name]], group.rows,
                                    block.start, block.stop, self._open_array, blobs.get(wanted[name]))
         return out
+
+    def _read_text(self, base: str, name: str, block: Block) -> np.ndarray:
+        """One text column's rows of a block, (L, D) (or (D,) pooled) arrays in an object array: each row's
+        distinct embedding through ``<name>__ref`` (layout: :mod:`latentflow.format.text`)."""
+        from latentflow.format.text import OFFSETS, REF
+
+        text = self._text_fields[name]
+        ref = np.asarray(self._open_array(f"{base}/{text.name}{REF}")[block.start:block.stop])
+        out = np.empty(len(block), dtype=object)
+        if not len(ref):
+            return out
+        lo, hi = int(ref.min()), int(ref.max()) + 1
+        if name == text.name:
+            offsets = np.asarray(self._open_array(f"{base}/{name}{OFFSETS}")[lo:hi + 1])
+            values = np.asarray(self._open_array(f"{base}/{name}")[int(offsets[0]):int(offsets[-1])])
+            for j, u in enumerate(ref - lo):
+                out[j] = values[offsets[u] - offsets[0]:offsets[u + 1] - offsets[0]]
+        else:
+            pooled = np.asarray(self._open_array(f"{base}/{name}")[lo:hi])
+            for j, u in enumerate(ref - lo):
+                out[j] = pooled[u]
+        return out
+
+    def _text_batch(self, name: str, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """Rows of a text column as float32 tensors: ``<name>`` (B, L_max, D) padded with zeros at the end
+        and ``<name>_mask`` (B, L_max) bool, True on each caption's tokens; pooled: (B, D)."""
+        from latentflow.format.text import STORAGE_NUMPY
+
+        dtype = self._text_fields[name].dtype
+        def tensor(a: np.ndarray) -> torch.Tensor:
+            t = torch.from_numpy(np.ascontiguousarray(a, dtype=STORAGE_NUMPY[dtype]))
+            return (t.view(torch.bfloat16) if dtype == "bf16" else t).float()
+        if name.endswith("_pooled") and name not in self._text:
+            return {name: torch.stack([tensor(r) for r in rows])}
+        longest = max((len(r) for r in rows), default=0)
+        width = self._text_fields[name].hidden_width
+        values, mask = torch.zeros(len(rows), longest, width), torch.zeros(len(rows), longest, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            values[i, :len(r)] = tensor(r)
+            mask[i, :len(r)] = True
+        return {name: values, f"{name}_mask": mask}
 
     def _read_fields(self) -> tuple[str, ...]:
         extra = tuple(f"{n.removesuffix('latent')}logvar" for n in self.fields
@@ -324,6 +372,9 @@ class LatentDataset(torch.utils.data.Dataset):
         out: dict[str, Any] = {"bucket": bucket}
         for name in self.fields:
             values = data[name]
+            if name in self._text_fields:
+                out.update(self._text_batch(name, values))
+                continue
             if values.dtype == object and name not in _STRINGS and all(v is None for v in values):
                 continue  # not stored for these rows
             if name in _STRINGS:
