@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
-    print_summary(summary, "clips" if config.video is not None else "images")
+    print_summary(summary, "clips" if config.video is not None else "segments" if config.audio is not None else "images")
     if not summary.ok:
         print(
             f"FAILED: error rate {summary.error_rate:.1%} / shard failure rate {summary.shard_failure_rate:.1%} "

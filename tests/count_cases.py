@@ -116,6 +116,71 @@ def tiny_video_vae():
     return CausalVideoAutoencoderKLModel(cfg).eval()
 
 
+# ---- audio ------------------------------------------------------------------------------
+
+SEGMENTS_PER_FILE = 2
+AUDIO = {"segment_seconds": 0.1, "segment_mode": "uniform", "num_segments": SEGMENTS_PER_FILE, "short_audio": "skip",
+         "max_seconds_per_file": 2.0}
+AUDIO_DATA = Path(__file__).resolve().parents[1] / "data" / "audio"
+
+
+def _wav(seconds: float, rate: int = 8000, channels: int = 1, seed: int = 0) -> bytes:
+    import wave
+
+    samples = np.random.default_rng(seed).integers(-8000, 8000, (round(seconds * rate), channels)).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+    return buf.getvalue()
+
+
+def write_audio(folder: Path) -> Expected:
+    """4 good files (2 shipped CC0 WAVs, the AAC track of an mp4, an m4a) and one of each bad kind: corrupt,
+    truncated, zero bytes, a video with no audio track, shorter than a segment, over the duration budget,
+    9 unnamed channels, and ``dup.m4a`` + ``dup.wav`` (the wav is the duplicate: it sorts second)."""
+    from tests.media.test_audio import encode, sines
+    from tests.video_samples import write_audio_only, write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "coin.wav").write_bytes((AUDIO_DATA / "coin2.wav").read_bytes())
+    (folder / "jump.wav").write_bytes((AUDIO_DATA / "jump3.wav").read_bytes())
+    (folder / "movie.mp4").write_bytes(write_video(num_frames=20, audio=True))
+    (folder / "dup.m4a").write_bytes(write_audio_only(0.5))
+    (folder / "dup.wav").write_bytes(_wav(0.5))
+    (folder / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVE not a wave file at all")
+    mp3 = encode(sines(44100, 1.5), 44100, "mp3", "libmp3lame")  # its header says 1.5 s (a truncated WAV's does not)
+    (folder / "trunc.mp3").write_bytes(mp3[: len(mp3) // 2])
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "silent_movie.mp4").write_bytes(write_video(num_frames=20))
+    (folder / "short.wav").write_bytes(_wav(0.05))
+    (folder / "long.wav").write_bytes(_wav(2.5))
+    (folder / "many.wav").write_bytes(_wav(0.5, channels=9))
+    return Expected(files=12, rows=4 * SEGMENTS_PER_FILE,
+                    errors={"bad": "corrupt_audio", "trunc": "corrupt_audio", "empty": "empty_audio",
+                            "silent_movie": "no_audio_stream", "short": "audio_too_short", "long": "over_budget",
+                            "many": "unmappable_channel_layout", "dup": "duplicate_key"},
+                    named={"dup": ("dup.wav", "dup.m4a"), "trunc": ("truncated",), "long": ("max_seconds_per_file",)})
+
+
+def tiny_audio_vae():
+    from latentflow.models.audio_vae import AudioAutoencoderOobleckConfig, AudioAutoencoderOobleckModel
+
+    torch.manual_seed(0)
+    cfg = AudioAutoencoderOobleckConfig(encoder_hidden_size=8, decoder_channels=8, decoder_input_channels=4,
+                                        downsampling_ratios=[2, 4], channel_multiples=[1, 2], audio_channels=1,
+                                        sampling_rate=16000, sample_size=1024)
+    return AudioAutoencoderOobleckModel(cfg).eval()
+
+
+def _audio_processor():
+    from latentflow.media.config import AudioProcessorConfig
+
+    return AudioProcessorConfig(**AUDIO)
+
+
 def _image_processor():
     from latentflow.media.config import ImageProcessorConfig
 
@@ -131,6 +196,7 @@ def _video_processor():
 CASES: dict[str, CountCase] = {
     "image": CountCase(tiny_image_vae, _image_processor(), write_images, {"processor": {"resolution": 32}}),
     "video": CountCase(tiny_video_vae, _video_processor(), write_videos, {"video": VIDEO}),
+    "audio": CountCase(tiny_audio_vae, _audio_processor(), write_audio, {"audio": AUDIO}),
 }
 
 

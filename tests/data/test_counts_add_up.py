@@ -14,7 +14,7 @@ from tests.count_cases import CASES, assert_counts_add_up
 # (case, shard_size, shards committed, shards whose samples all failed). images, shard_size 5:
 # a b bad c dup.jpg | dup.png (the duplicate alone in its shard). video, shard_size 2:
 # dup.mov dup.mp4 | good1 good2 | sound trunc (the audio-only mp4 in a shard of bad videos)
-LAYOUTS = [("image", 1000, 1, 0), ("image", 5, 1, 1), ("video", 1000, 1, 0), ("video", 2, 2, 1)]
+LAYOUTS = [("image", 1000, 1, 0), ("image", 5, 1, 1), ("video", 1000, 1, 0), ("video", 2, 2, 1), ("audio", 1000, 1, 0)]
 
 
 @pytest.mark.parametrize("name,shard_size,committed,all_failed", LAYOUTS, ids=[f"{c}-shard{s}" for c, s, *_ in LAYOUTS])
