@@ -15,7 +15,8 @@ in the batches, unused by the priors so far.
 
 Outputs under ``train.output_dir``: checkpoints (resumable), ``final/`` (the prior),
 ``samples.png`` (samples decoded with the decoder rebuilt from the codec; for video latents,
-``samples.mp4``: the decoded clips tiled, at the clips' fps; configs/train/flow_prior_video.yaml),
+``samples.mp4``: the decoded clips tiled, at the clips' fps; configs/train/flow_prior_video.yaml;
+for audio latents, ``samples.wav``: the decoded waveforms one after another; configs/train/flow_prior_audio.yaml),
 ``metrics.json`` (validation NLL in bits/token, or validation flow loss),
 ``log.jsonl``, ``loss_curve.png``.
 

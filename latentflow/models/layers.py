@@ -150,7 +150,8 @@ class Attention(nn.Module):
         self.qk_norm = qk_norm
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``key_mask``: (B, N) bool, True for the tokens that may be attended to (padding: False)."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3x (B, h, N, dh)
         if self.qk_norm:
@@ -160,7 +161,10 @@ class Attention(nn.Module):
                 raise ValueError("attention with 2D RoPE needs the token grid (h, w)")
             angles = rope_2d_angles(*grid, self.head_dim, self.rope_base, device=x.device)
             q, k = apply_rope(q, angles), apply_rope(k, angles)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, h, N, dh)
+        if key_mask is not None and self.causal:
+            raise ValueError("key_mask with causal attention is not supported")
+        attn_mask = None if key_mask is None else key_mask[:, None, None, :].to(torch.bool)  # (B, 1, 1, N)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=self.causal)  # (B, h, N, dh)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 

@@ -12,6 +12,11 @@ a quarter of the width for time, the rest for the 2D spatial grid). Being a func
 grid, it fits every (T', h, w) bucket exactly and adds no parameters that grow with clip length.
 Images keep their learned 2D grid (and their checkpoints load unchanged).
 
+Audio latents (C, t) go through the DiT with 1D patches (a strided Conv1d) and a fixed 1D sin-cos
+position embedding over the token index (:func:`sincos_1d`), so every segment length (duration
+bucket) fits. Segments padded at the end carry a mask (B, t) (``LatentDataset``'s ``mask``, from
+``valid_length``): padded tokens are never attended to, and the loss counts real frames only.
+
 Example::
 
     prior = FlowPrior(FlowConfig(latent_shape=(4, 8, 8), network="dit"))
@@ -41,13 +46,13 @@ from latentflow.progress import Progress
 
 @dataclass
 class FlowConfig(PriorConfig):
-    """Velocity network sizes. ``latent_shape`` is (C, h, w) for images, (C, T', h, w) for video.
+    """Velocity network sizes. ``latent_shape`` is (C, h, w) for images, (C, T', h, w) for video, (C, t) for audio.
 
     Attributes:
         network: ``dit`` or ``unet`` (the UNet takes images only).
-        patch_size: DiT patch: an int ``p`` is (p, p) for images and (1, p, p) for video (every
-            latent frame its own tokens); or one size per axis, (ph, pw) or (pt, ph, pw). Each
-            must divide its latent axis.
+        patch_size: DiT patch: an int ``p`` is (p, p) for images, (1, p, p) for video (every
+            latent frame its own tokens) and (p,) for audio; or one size per axis, (ph, pw), (pt, ph, pw)
+            or (pt,). Each must divide its latent axis.
         hidden_size / num_layers / num_heads: DiT width, depth, heads (video: width divisible by 16,
             for the 3D sin-cos split).
         block_out_channels: UNet widths per level (one 2x downsampling between levels).
@@ -64,12 +69,14 @@ class FlowConfig(PriorConfig):
 
     def validate(self) -> None:
         super().validate()
-        if len(self.latent_shape) not in (3, 4):
-            raise ConfigError(f"flow latent_shape must be (C, h, w) or (C, T', h, w), got: {self.latent_shape}")
+        if len(self.latent_shape) not in (2, 3, 4):
+            raise ConfigError(f"flow latent_shape must be (C, h, w), (C, T', h, w) or (C, t), got: {self.latent_shape}")
         if self.network not in ("dit", "unet"):
             raise ConfigError(f"network must be 'dit' or 'unet', got: {self.network!r}")
-        if self.network == "unet" and self.video:
-            raise ConfigError(f"network='unet' takes image latents (C, h, w); for video latents {self.latent_shape} use network='dit'")
+        if self.network == "unet" and (self.video or self.audio):
+            raise ConfigError(f"network='unet' takes image latents (C, h, w); for {self.latent_shape} use network='dit'")
+        if self.network == "dit" and self.audio and self.hidden_size % 2:
+            raise ConfigError(f"an audio DiT's 1D sin-cos needs an even hidden_size, got: {self.hidden_size}")
         patch, sizes = self.patch, self.latent_shape[1:]
         if len(patch) != len(sizes) or min(patch) < 1:
             raise ConfigError(f"patch_size must be an int or {len(sizes)} positive sizes (one per axis of {sizes}), "
@@ -86,10 +93,15 @@ class FlowConfig(PriorConfig):
         return len(self.latent_shape) == 4
 
     @property
+    def audio(self) -> bool:
+        """Latents are (C, t)."""
+        return len(self.latent_shape) == 2
+
+    @property
     def patch(self) -> tuple[int, ...]:
-        """The patch size per latent axis: (ph, pw), or (pt, ph, pw) for video."""
+        """The patch size per latent axis: (ph, pw), (pt, ph, pw) for video, (pt,) for audio."""
         if isinstance(self.patch_size, int):
-            return (1, self.patch_size, self.patch_size) if self.video else (self.patch_size,) * 2
+            return (self.patch_size,) if self.audio else (1, self.patch_size, self.patch_size) if self.video else (self.patch_size,) * 2
         return tuple(self.patch_size)
 
     @property
@@ -108,6 +120,8 @@ def latent_grid(config: dict[str, Any]) -> tuple[int, ...]:
         levels = len(config.get("block_out_channels", FlowConfig.block_out_channels))
         return (2 ** (levels - 1),) * 2
     patch = config.get("patch_size", FlowConfig.patch_size)
+    if isinstance(patch, int) and len(config["latent_shape"]) == 2:  # audio (C, t)
+        return (patch,)
     if isinstance(patch, int):
         return (1, patch, patch) if video else (patch, patch)
     return tuple(patch)
@@ -190,24 +204,25 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.ada[1].weight)
         nn.init.zeros_(self.ada[1].bias)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         s1, sc1, g1, s2, sc2, g2 = self.ada(c).chunk(6, dim=-1)
-        x = x + g1[:, None] * self.attn(modulate(self.ln1(x), s1, sc1))
+        x = x + g1[:, None] * self.attn(modulate(self.ln1(x), s1, sc1), key_mask=key_mask)
         return x + g2[:, None] * self.mlp(modulate(self.ln2(x), s2, sc2))
 
 
 class DiT(nn.Module):
-    """Patchify (B, C, h, w) or (B, C, T', h, w) -> tokens, adaLN-Zero blocks, unpatchify to a velocity
-    of the same shape. Images: a learned 2D position grid; video: fixed 3D sin-cos (see module doc)."""
+    """Patchify (B, C, h, w), (B, C, T', h, w) or (B, C, t) -> tokens, adaLN-Zero blocks, unpatchify to a
+    velocity of the same shape. Images: a learned 2D position grid; video: fixed 3D sin-cos; audio: fixed
+    1D sin-cos, padded tokens masked out of attention (see module doc)."""
 
     def __init__(self, config: FlowConfig):
         super().__init__()
         c, *sizes = config.latent_shape
-        d, self.patch, self.video = config.hidden_size, config.patch, config.video
+        d, self.patch, self.video, self.audio = config.hidden_size, config.patch, config.video, config.audio
         self.grid = tuple(s // p for s, p in zip(sizes, self.patch))
-        conv = nn.Conv3d if self.video else nn.Conv2d  # a strided conv = patchify + linear
+        conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[len(self.patch)]  # a strided conv = patchify + linear
         self.embed = conv(c, d, self.patch, stride=self.patch)
-        if not self.video:
+        if not self.video and not self.audio:
             self.pos = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], d))
             nn.init.normal_(self.pos, std=0.02)
         self.cond = TimeClassEmbedding(d, config.num_classes)
@@ -224,6 +239,8 @@ class DiT(nn.Module):
         learned (gh, gw) grid, bilinearly resized for other bucket shapes."""
         if self.video:
             return sincos_3d(self.embed.out_channels, *grid).to(self.embed.weight.device)[None]
+        if self.audio:  # (1, gt, d): the token index, any segment length
+            return sincos_1d(self.embed.out_channels, torch.arange(grid[0])).float().to(self.embed.weight.device)[None]
         if tuple(grid) == self.grid:
             return self.pos
         gh, gw = grid
@@ -231,14 +248,16 @@ class DiT(nn.Module):
         pos = F.interpolate(pos, size=(gh, gw), mode="bilinear", align_corners=False)
         return pos.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask``: audio only, (B, t) bool, True on real latent frames; a token is real when any of its frames is."""
         c = x.shape[1]
         grid = tuple(s // p for s, p in zip(x.shape[2:], self.patch))
+        key_mask = None if mask is None else mask.reshape(x.shape[0], grid[0], self.patch[0]).any(-1)  # (B, N)
         h = self.embed(x).flatten(2).transpose(1, 2)  # (B, N, d)
         h = h + self.position(*grid).to(h.dtype)
         cond = self.cond(t, labels)
         for block in self.blocks:
-            h = block(h, cond)
+            h = block(h, cond, key_mask) if key_mask is not None else block(h, cond)
         shift, scale = self.ada_out(cond).chunk(2, dim=-1)
         h = self.out(modulate(self.ln_out(h), shift, scale))  # (B, N, prod(patch) * C)
         return unpatchify(h, grid, self.patch, c)
@@ -303,7 +322,8 @@ class UNet(nn.Module):
 
 @register_prior
 class FlowPrior(PriorModel):
-    """Rectified-flow prior over (B, C, h, w) normalized latents, or (B, C, T', h, w) video latents."""
+    """Rectified-flow prior over (B, C, h, w) normalized latents, (B, C, T', h, w) video latents or (B, C, t)
+    audio latents (with an optional padding mask (B, t))."""
 
     kind: ClassVar[str] = "flow"
     config_class = FlowConfig
@@ -321,42 +341,58 @@ class FlowPrior(PriorModel):
         step = cfg.grid
         ok = latents.ndim == ndim and latents.shape[1] == c and all(s % p == 0 for s, p in zip(latents.shape[2:], step))
         if not latents.is_floating_point() or not ok:
-            axes = "T', h, w" if cfg.video else "h, w"
+            axes = "T', h, w" if cfg.video else "t" if cfg.audio else "h, w"
             raise InputError(f"flow prior expects float latents (B, {c}, {axes}) with ({axes}) divisible by {step} "
                              f"(trained at {', '.join(map(str, cfg.latent_shape))}), "
                              f"got {tuple(latents.shape)} {latents.dtype}")
 
-    def velocity(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x, t, self.class_labels(labels, x.shape[0], x.device))
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+        labels = self.class_labels(labels, x.shape[0], x.device)
+        return self.net(x, t, labels) if mask is None else self.net(x, t, labels, mask)
 
-    def _flow_loss(self, x1: torch.Tensor, labels, generator: torch.Generator | None) -> torch.Tensor:
+    def _check_mask(self, latents: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+        if mask is None:
+            return None
+        if not self.config.audio or tuple(mask.shape) != (latents.shape[0], latents.shape[-1]):
+            raise InputError(f"mask must be (B, t) = {(latents.shape[0], latents.shape[-1])} for audio latents (C, t), "
+                             f"got {tuple(mask.shape)} for latents {tuple(latents.shape)}")
+        return mask.to(device=latents.device, dtype=torch.bool)
+
+    def _flow_loss(self, x1: torch.Tensor, labels, generator: torch.Generator | None, mask: torch.Tensor | None = None) -> torch.Tensor:
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device)
         t = torch.rand(x1.shape[0], generator=generator, device=x1.device)
         tb = t.view(-1, *[1] * (x1.ndim - 1))  # broadcast over (C, [T',] h, w)
         xt = (1 - tb) * x0 + tb * x1
-        return F.mse_loss(self.velocity(xt, t, labels).float(), x1 - x0)
+        if mask is None:
+            return F.mse_loss(self.velocity(xt, t, labels).float(), x1 - x0)
+        err = (self.velocity(xt, t, labels, mask).float() - (x1 - x0)) ** 2  # (B, C, t)
+        weight = mask[:, None].float().expand_as(err)  # real frames only
+        return (err * weight).sum() / weight.sum().clamp(min=1.0)
 
-    def loss(self, latents: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Velocity MSE at uniform random times."""
+    def loss(self, latents: torch.Tensor, labels: torch.Tensor | None = None,
+             mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Velocity MSE at uniform random times (audio: over the frames ``mask`` marks real)."""
         self._check(latents)
-        loss = self._flow_loss(latents.float(), labels, None)
+        loss = self._flow_loss(latents.float(), labels, None, self._check_mask(latents, mask))
         return loss, {}
 
     @torch.no_grad()
-    def validation(self, latents: torch.Tensor, labels: torch.Tensor | None = None, seed: int = 0) -> dict[str, float]:
+    def validation(self, latents: torch.Tensor, labels: torch.Tensor | None = None, seed: int = 0,
+                   mask: torch.Tensor | None = None) -> dict[str, float]:
         """Flow loss with fixed noise and times (comparable across evaluations)."""
         self._check(latents)
         gen = torch.Generator(device=latents.device).manual_seed(seed)
-        return {"flow_loss": float(self._flow_loss(latents.float(), labels, gen))}
+        return {"flow_loss": float(self._flow_loss(latents.float(), labels, gen, self._check_mask(latents, mask)))}
 
     @torch.no_grad()
     def sample(self, num_samples: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
                steps: int = 32, latent_size: tuple[int, ...] | None = None, **_: Any) -> torch.Tensor:
         """Euler integration from noise (t = 0) to data (t = 1). Returns (N, C, h, w) float32,
-        or (N, C, T', h, w) for a video prior.
+        (N, C, T', h, w) for a video prior, (N, C, t) for an audio prior (no padding: every frame real).
 
-        ``latent_size``: (h, w), or (T', h, w) for video, of another bucket shape (default: the
-        config's ``latent_shape``).
+        ``latent_size``: (h, w), (T', h, w) for video or (t,) for audio, of another bucket shape (default:
+        the config's ``latent_shape``).
         """
         if steps <= 0:
             raise InputError(f"steps must be > 0, got: {steps}")

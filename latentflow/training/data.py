@@ -371,10 +371,14 @@ class LatentCacheStream:
 
 
 def prior_batch(batch: dict[str, Any], labels: bool) -> dict[str, Any]:
-    """A ``LatentDataset`` batch as a prior's: ``latents``, ``labels`` (when asked), ``captions``, ``bucket``."""
+    """A ``LatentDataset`` batch as a prior's: ``latents``, ``labels`` (when asked), ``captions``, ``bucket``,
+    and for audio latents ``mask`` (B, t), True on real frames (padding: False)."""
     latents = batch["indices"] if "indices" in batch else batch["latent"]
-    return {"latents": latents, "labels": batch.get("label") if labels else None,
-            "captions": batch.get("caption"), "bucket": batch["bucket"]}
+    out = {"latents": latents, "labels": batch.get("label") if labels else None,
+           "captions": batch.get("caption"), "bucket": batch["bucket"]}
+    if batch.get("mask") is not None:
+        out["mask"] = batch["mask"]
+    return out
 
 
 def load_latent_table(path: str, storage_options: dict | None = None, expected_fingerprint: str | None = None,

@@ -98,7 +98,9 @@ def check_latent_grids(cfg: TrainPriorConfig, data: PriorData, codec: Any) -> No
     section = "video" if codec.modality == "video" else "processor"
     fits = sorted(b for b in data.shapes if b not in bad)
     got = ", ".join(f"{b} -> {'x'.join(map(str, s))}" for b, s in sorted(bad.items()))
-    if codec.bucketed:
+    if codec.modality == "audio":
+        fix = f"re-encode with audio.segment_seconds (and duration_buckets) a multiple of {grid[0]} latent frames"
+    elif codec.bucketed:
         fix = f"re-encode with {section}.bucket_step={f * spatial} (downsample factor {f} x grid {spatial}; 'auto', the default, is 2 x {f})"
     else:
         fix = f"re-encode with {section}.resolution a multiple of {f * spatial}"
@@ -156,7 +158,8 @@ class StreamedPriorTask(PriorTask):
             batch = prior_batch(raw, self.labels)
             rows = len(batch["latents"])
             labels = None if batch["labels"] is None else batch["labels"].to(device)
-            for k, v in model.validation(batch["latents"].to(device), labels, seed=n).items():
+            mask = {"mask": batch["mask"].to(device)} if batch.get("mask") is not None else {}  # audio padding
+            for k, v in model.validation(batch["latents"].to(device), labels, seed=n, **mask).items():
                 sums[k] = sums.get(k, 0.0) + v * rows
             n += rows
             progress.update(rows)
@@ -253,12 +256,13 @@ def sample_and_decode(prior: PriorModel, data: PriorData | LatentTable, cfg: Tra
     """Sample latents, decode them with the decoder rebuilt from the codec (which undoes its own
     normalization rule), and write what a human looks at under ``out``: ``samples.png``, a grid of
     images; or, for video latents (codec layout ``CTHW``), ``samples.mp4``, the decoded clips tiled
-    into one grid per frame at the clips' frame rate.
+    into one grid per frame at the clips' frame rate; or, for audio latents (layout ``CT``), ``samples.wav``,
+    the decoded waveforms one after another (0.25 s of silence between) at the codec's rate.
 
     Returns:
-        ``{"samples_png": url}`` or ``{"samples_mp4": url}``.
+        ``{"samples_png": url}``, ``{"samples_mp4": url}`` or ``{"samples_wav": url}``.
     """
-    from latentflow.read.preview import preview_fps, save_video_preview
+    from latentflow.read.preview import preview_fps, save_audio_preview, save_video_preview
     from latentflow.read.latents import decode_latents, read_codec
     from latentflow.training.visualize import save_sample_grid
 
@@ -269,6 +273,8 @@ def sample_and_decode(prior: PriorModel, data: PriorData | LatentTable, cfg: Tra
     labels = torch.arange(s.num_samples) % cfg.data.num_classes if cfg.data.num_classes else None
     z = prior.sample(s.num_samples, labels=labels, generator=gen, temperature=s.temperature, top_k=s.top_k, steps=s.steps)
     decoded = decode_latents(z.cpu(), codec, storage_options=options, normalized=cfg.data.normalize and not data.discrete)
+    if codec.layout == "CT":  # (N, channels, samples) waveforms
+        return {"samples_wav": save_audio_preview(decoded, f"{out}/samples.wav", codec.processor.sample_rate)}
     if codec.layout == "CTHW":  # (N, 3, T, H, W) clips
         url = save_video_preview(decoded, f"{out}/samples.mp4", fps=preview_fps(cfg.data.path, options),
                                  per_row=min(4, s.num_samples))

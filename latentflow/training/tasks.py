@@ -157,8 +157,9 @@ class PriorLoss(nn.Module):
         super().__init__()
         self.prior = prior
 
-    def forward(self, latents: torch.Tensor, labels: torch.Tensor | None = None):
-        return self.prior.loss(latents, labels)
+    def forward(self, latents: torch.Tensor, labels: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+        # mask: audio latents' padding mask (B, t); only the flow prior takes one
+        return self.prior.loss(latents, labels) if mask is None else self.prior.loss(latents, labels, mask=mask)
 
 
 class PriorTask:
@@ -178,7 +179,8 @@ class PriorTask:
         device = next(self.model.parameters()).device
         labels = batch.get("labels")
         latents = batch["latents"].to(device)
-        return self.net(latents, labels)
+        mask = batch.get("mask")
+        return self.net(latents, labels) if mask is None else self.net(latents, labels, mask.to(device))
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
