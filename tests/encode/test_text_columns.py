@@ -1,0 +1,178 @@
+"""Text encoders in the encode job (issue #20): the user's command on a captioned folder, through
+``datasets.load_dataset`` and ``LatentDataset``, checked against a direct T5 forward on each caption's tokens.
+
+The folder holds the data users have: ``<stem>.txt`` sidecars, a repeated caption, a blank one, one longer
+than ``max_length`` and one whose bytes are not UTF-8.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from latentflow.errors import CodecMismatchError, ConfigError
+from latentflow.format.codec import Codec
+from latentflow.format.text import TextColumn
+from latentflow.pipeline.config import EncodeJobConfig
+from tests.encode import tiny_text
+from tests.samples import encode_jpeg, load_photos
+
+ROOT = Path(__file__).resolve().parents[2]
+LONG = "an old man walking his small dog through the park on a rainy day with a blue umbrella"
+CAPTIONS = {"astronaut": "a photo of a dog", "chelsea": "a cat sitting on a red mat", "coffee": "a photo of a dog",
+            "rocket": "", "cat": LONG, "retina": "red car"}
+BAD = b"a photo \xff\xfe of a dog"  # not UTF-8: an error row
+
+
+def write_captioned_folder(root: Path) -> Path:
+    photos = load_photos(tuple(CAPTIONS) + ("motorcycle",))
+    root.mkdir(parents=True)
+    for name, pixels in photos.items():
+        (root / f"{name}.jpg").write_bytes(encode_jpeg(pixels[:64, :64]))
+        (root / f"{name}.txt").write_bytes(CAPTIONS[name].encode() if name in CAPTIONS else BAD)
+    return root
+
+
+def run_job(args: list[str], env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k != "RAY_ADDRESS"}  # never someone's cluster
+    return subprocess.run([sys.executable, "jobs/encode_dataset.py", *args], cwd=str(ROOT), capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def direct_t5(folder: Path, caption: str) -> torch.Tensor:
+    """The last hidden state of the caption's own tokens: the tokenizer's defaults, one caption, no pads."""
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    tok, model = AutoTokenizer.from_pretrained(str(folder)), T5EncoderModel.from_pretrained(str(folder)).eval()
+    with torch.no_grad():
+        return model(**tok(caption, return_tensors="pt")).last_hidden_state[0]  # (L, D) fp32
+
+
+@pytest.fixture(scope="module")
+def encoded(ray_local, text_folders, tmp_path_factory):
+    """The encode job (its config from the shipped YAML and the user's overrides) with
+    ``text_encoders=[{name: t5, model: <folder>, max_length: 8}]``, on the session's local Ray.
+    (tests/journey/test_text_journey.py runs the same command as a subprocess.)"""
+    from latentflow.pipeline.runner import run_encode_job
+
+    tmp = tmp_path_factory.mktemp("text_job")
+    folder, out = write_captioned_folder(tmp / "folder"), tmp / "out"
+    config = EncodeJobConfig.from_yaml(str(ROOT / "configs/encode/default.yaml"), [
+        f"output={out}", "processor.resolution=32", "batch_size=4", "num_actors=1", "max_error_rate=0.2",
+        "source.format=folder", f"source.urls={folder}", f"text_encoders=[{{name: t5, model: {text_folders['t5']}, max_length: 8}}]"])
+    summary = run_encode_job(config, progress=False)
+    assert summary.rows == len(CAPTIONS) and summary.errors == 1
+    return out, tmp
+
+
+def test_job_rows_hold_each_captions_t5_outputs_read_through_load_dataset(encoded, text_folders):
+    import datasets
+
+    out, tmp = encoded
+    ds = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp / "hf"))
+    assert ds.num_rows == len(CAPTIONS)  # the non-UTF-8 caption is an error row, below
+    assert type(ds.features["t5"]).__name__ == "Array2D" and ds.features["t5"].shape == (None, 32)
+    for row in ds:
+        want = direct_t5(text_folders["t5"], row["caption"] or "")
+        truncated = row["caption"] == LONG
+        if truncated:  # cut to max_length=8 by the tokenizer (closing </s> kept): the forward of those tokens
+            from transformers import AutoTokenizer, T5EncoderModel
+
+            tok = AutoTokenizer.from_pretrained(str(text_folders["t5"]))
+            ids = tok(LONG, truncation=True, max_length=8, return_tensors="pt")
+            with torch.no_grad():
+                want = T5EncoderModel.from_pretrained(str(text_folders["t5"])).eval()(**ids).last_hidden_state[0]
+        got = torch.from_numpy(np.asarray(row["t5"], dtype=np.uint16)).view(torch.bfloat16)  # bf16 stored as uint16
+        assert got.shape == want.shape and row["t5_length"] == want.shape[0] and row["t5_truncated"] == truncated
+        assert torch.equal(got, want.to(torch.bfloat16)), row["caption"]
+
+
+def test_errors_summary_dedup_and_codec(encoded):
+    out, _ = encoded
+    errors = pq.read_table(out / "errors.parquet").to_pylist()
+    assert [(e["key"], e["stage"]) for e in errors] == [("motorcycle", "text")] and "not UTF-8" in errors[0]["message"]
+    info = json.loads((out / "latentflow.json").read_text())
+    text = info["text"]["t5"]
+    assert (text["rows"], text["unique"], text["truncated"]) == (6, 5, 1)  # "a photo of a dog" twice: stored once
+    assert text["dedup_ratio"] == 1.2 and text["padded_fp32_bytes"] == 8 * 32 * 4  # max_length tokens x D x fp32
+    assert text["tokens"] == 6 + 8 + 1 + 8 + 3 and text["bytes_per_caption"] == round(text["tokens"] * 32 * 2 / 6, 1)
+    assert info["counts"]["samples"] == info["counts"]["rows"] + info["counts"]["sample_errors"] == 7
+    codec = Codec.from_dict(info["codec"])
+    [col] = codec.text
+    assert col.name == "t5" and col.info["max_length"] == 8 and col.info["dtype"] == "bf16" and col.columns == (
+        "t5", "t5_length", "t5_truncated")
+
+
+def test_latent_dataset_pads_per_batch_and_masks(encoded):
+    import latentflow
+
+    out, _ = encoded
+    ds = latentflow.LatentDataset(str(out))
+    batch = next(ds.iter_batches(6, shuffle=False))
+    lengths = {c: n for c, n in zip(batch["caption"], batch["t5_mask"].sum(1).tolist())}
+    assert batch["t5"].shape == (6, 8, 32) and batch["latent"].shape[0] == 6
+    assert lengths["a photo of a dog"] == 6 and lengths[None] == 1 and lengths[LONG] == 8
+    assert (batch["t5"][~batch["t5_mask"]] == 0).all()  # pads are zeros, masked out
+    import datasets
+
+    rows = {r["key"]: r for r in datasets.load_dataset(str(out), split="train", cache_dir=str(out.parent / "hf"))}
+    for i, key in enumerate(batch["key"]):  # Zarr (deduplicated) and Parquet (per row) hold the same values
+        stored = torch.from_numpy(np.asarray(rows[key]["t5"], dtype=np.uint16)).view(torch.bfloat16).float()
+        assert torch.equal(batch["t5"][i, : len(stored)], stored)
+
+
+def test_missing_tokenizer_is_one_line_before_ray(text_folders, tmp_path):
+    model_only = tmp_path / "t5_no_tokenizer"
+    model_only.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (model_only / name).write_bytes((text_folders["t5"] / name).read_bytes())
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "jobs/encode_dataset.py", "--config", "configs/encode/default.yaml",
+                           f"output={tmp_path / 'out'}", f"text_encoders=[{{name: t5, model: {model_only}}}]"],
+                          cwd=str(ROOT), capture_output=True, text=True, timeout=120, env=env)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+    assert lines[0].startswith("error: ") and "no tokenizer in" in lines[0] and "tokenizer.json" in lines[0]
+
+
+# ---- config and codec ---------------------------------------------------------------------------
+
+
+def test_text_encoders_list_from_yaml_and_overrides(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("model: kl-f8\nsource: {urls: [a.tar]}\ntext_encoders:\n  - {name: t5, model: /m/t5, dtype: fp16}\n")
+    cfg = EncodeJobConfig.from_yaml(str(path), ["text_encoders=[{name: clip, model: /m/clip, pooled: true}, {name: t5, model: /m/t5}]"])
+    assert [(t.name, t.pooled) for t in cfg.text_encoders] == [("clip", True), ("t5", False)]
+    assert EncodeJobConfig.from_dict(cfg.to_dict()).text_encoders == cfg.text_encoders  # sections write back as mappings
+    with pytest.raises(ConfigError, match="unknown key 'layers'"):
+        EncodeJobConfig.from_yaml(str(path), ["text_encoders=[{name: t5, model: /m, layers: 3}]"])
+    with pytest.raises(ConfigError, match=r"text_encoders\[0\] must be a mapping"):
+        EncodeJobConfig.from_yaml(str(path), ["text_encoders=[t5]"])
+    with pytest.raises(ConfigError, match="must be unique"):
+        EncodeJobConfig.from_yaml(str(path), ["text_encoders=[{name: t5, model: /a}, {name: t5, model: /b}]"])
+
+
+def test_codec_records_text_columns_and_refuses_another_encoder(encoded, text_folders):
+    from latentflow.encode.codec_builder import text_column
+    from latentflow.encode.text import TextEncoder, TextEncoderConfig
+    from latentflow.format.codec import check_compatible
+    from latentflow.format.state import read_output_codec
+
+    out, _ = encoded
+    codec = read_output_codec(str(out))
+    assert Codec.from_dict(codec.to_dict()) == codec and codec.to_dict()["text_encoders"][0]["info"]["weights_sha256"]
+    bare = Codec.from_dict({k: v for k, v in codec.to_dict().items() if k not in ("text_encoders", "fingerprint")})
+    assert "text" not in bare._identity() and bare.fingerprint != codec.fingerprint  # no text: the identity of old outputs
+    other = TextEncoder(TextEncoderConfig(name="t5", model=str(text_folders["t5_other"]), max_length=8))
+    swapped = Codec.from_dict({**codec.to_dict(), "text_encoders": [text_column(other).to_dict()], "fingerprint": ""})
+    with pytest.raises(CodecMismatchError, match="text"):
+        check_compatible(codec, swapped)
+    assert TextColumn.from_dict(codec.text[0].to_dict()) == codec.text[0]
