@@ -56,6 +56,11 @@ class FlowConfig(PriorConfig):
         hidden_size / num_layers / num_heads: DiT width, depth, heads (video: width divisible by 16,
             for the 3D sin-cos split).
         block_out_channels: UNet widths per level (one 2x downsampling between levels).
+        text_dim: width D of the cached text embeddings (B, L, D) the DiT attends to through cross-attention
+            (with their padding mask); 0 = no text conditioning. The prior trainer sets it from the codec's
+            text column (``data.text``).
+        text_dropout: the share of training rows whose text is replaced by a learned null text (conditioning
+            dropout), so that one network also gives the unconditional velocity of classifier-free guidance.
     """
 
     latent_shape: tuple[int, ...] = (4, 8, 8)
@@ -66,6 +71,8 @@ class FlowConfig(PriorConfig):
     num_heads: int = 4
     block_out_channels: tuple[int, ...] = (32, 64)
     norm_num_groups: int = 8
+    text_dim: int = 0
+    text_dropout: float = 0.1
 
     def validate(self) -> None:
         super().validate()
@@ -75,6 +82,10 @@ class FlowConfig(PriorConfig):
             raise ConfigError(f"network must be 'dit' or 'unet', got: {self.network!r}")
         if self.network == "unet" and (self.video or self.audio):
             raise ConfigError(f"network='unet' takes image latents (C, h, w); for {self.latent_shape} use network='dit'")
+        if self.text_dim and self.network != "dit":
+            raise ConfigError(f"text conditioning (text_dim={self.text_dim}) needs network='dit' (cross-attention), got: {self.network!r}")
+        if not 0.0 <= self.text_dropout < 1.0:
+            raise ConfigError(f"text_dropout must be in [0, 1), got: {self.text_dropout}")
         if self.network == "dit" and self.audio and self.hidden_size % 2:
             raise ConfigError(f"an audio DiT's 1D sin-cos needs an even hidden_size, got: {self.hidden_size}")
         patch, sizes = self.patch, self.latent_shape[1:]
@@ -191,11 +202,30 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale[:, None]) + shift[:, None]
 
 
-class DiTBlock(nn.Module):
-    """adaLN-Zero block: the conditioning sets shift/scale/gate of attention and MLP (gates start at 0)."""
+class CrossAttention(nn.Module):
+    """Latent tokens (B, N, d) attend to text tokens (B, L, d); ``mask`` (B, L) is False on pads."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
+        self.heads = heads
+        self.q, self.kv, self.proj = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q = self.q(x).view(b, n, self.heads, -1).transpose(1, 2)  # (B, h, N, dh)
+        k, v = self.kv(context).view(b, context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # 2x (B, h, L, dh)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class DiTBlock(nn.Module):
+    """adaLN-Zero block: the conditioning sets shift/scale/gate of attention and MLP (gates start at 0);
+    with ``cross``, a cross-attention to the text tokens between the two (PixArt-alpha's layout)."""
+
+    def __init__(self, dim: int, heads: int, cross: bool = False):
+        super().__init__()
+        self.cross = CrossAttention(dim, heads) if cross else None
+        self.ln_cross = nn.LayerNorm(dim) if cross else None
         self.ln1 = nn.LayerNorm(dim, elementwise_affine=False)
         self.ln2 = nn.LayerNorm(dim, elementwise_affine=False)
         self.attn = Attention(dim, heads)
@@ -204,9 +234,12 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.ada[1].weight)
         nn.init.zeros_(self.ada[1].bias)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, key_mask: torch.Tensor | None = None,
+                text: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         s1, sc1, g1, s2, sc2, g2 = self.ada(c).chunk(6, dim=-1)
         x = x + g1[:, None] * self.attn(modulate(self.ln1(x), s1, sc1), key_mask=key_mask)
+        if self.cross is not None and text is not None:
+            x = x + self.cross(self.ln_cross(x), *text)
         return x + g2[:, None] * self.mlp(modulate(self.ln2(x), s2, sc2))
 
 
@@ -226,7 +259,11 @@ class DiT(nn.Module):
             self.pos = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], d))
             nn.init.normal_(self.pos, std=0.02)
         self.cond = TimeClassEmbedding(d, config.num_classes)
-        self.blocks = nn.ModuleList(DiTBlock(d, config.num_heads) for _ in range(config.num_layers))
+        self.blocks = nn.ModuleList(DiTBlock(d, config.num_heads, bool(config.text_dim)) for _ in range(config.num_layers))
+        if config.text_dim:  # cached text embeddings -> the DiT's width; a learned null text for dropped rows
+            self.text_proj = nn.Sequential(nn.LayerNorm(config.text_dim), nn.Linear(config.text_dim, d))
+            self.text_pool = nn.Linear(d, d)  # the masked mean of the text tokens joins the time embedding
+            self.null_text = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.ln_out = nn.LayerNorm(d, elementwise_affine=False)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         self.out = nn.Linear(d, math.prod(self.patch) * c)
@@ -248,16 +285,37 @@ class DiT(nn.Module):
         pos = F.interpolate(pos, size=(gh, gw), mode="bilinear", align_corners=False)
         return pos.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``mask``: audio only, (B, t) bool, True on real latent frames; a token is real when any of its frames is."""
+    def text_context(self, text: torch.Tensor | None, mask: torch.Tensor | None, drop: torch.Tensor | None,
+                     batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(context (B, L, d), mask (B, L))`` from cached text (B, L, D) and its mask (B, L); rows where
+        ``drop`` (B,) is True, and every row when ``text`` is None, see the learned null text instead."""
+        null = self.null_text.expand(batch, 1, -1)
+        if text is None:
+            return null, torch.ones(batch, 1, dtype=torch.bool, device=null.device)
+        context = self.text_proj(text.to(null.device, null.dtype))  # (B, L, d)
+        mask = torch.ones(text.shape[:2], dtype=torch.bool) if mask is None else mask.bool()
+        mask = mask.to(null.device)
+        if drop is not None and drop.any():
+            context = torch.where(drop[:, None, None], null.expand_as(context), context)
+            mask = torch.where(drop[:, None], torch.arange(mask.shape[1], device=mask.device)[None] == 0, mask)
+        return context, mask
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None,
+                text: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``mask``: audio only, (B, t) bool, True on real latent frames; a token is real when any of its frames is.
+        ``text``: ``(context, mask)`` from :meth:`text_context` (text-conditioned priors)."""
         c = x.shape[1]
         grid = tuple(s // p for s, p in zip(x.shape[2:], self.patch))
         key_mask = None if mask is None else mask.reshape(x.shape[0], grid[0], self.patch[0]).any(-1)  # (B, N)
         h = self.embed(x).flatten(2).transpose(1, 2)  # (B, N, d)
         h = h + self.position(*grid).to(h.dtype)
         cond = self.cond(t, labels)
+        if text is not None:
+            context, text_mask = text
+            pooled = (context * text_mask[..., None]).sum(1) / text_mask.sum(1, keepdim=True).clamp(min=1)  # (B, d)
+            cond = cond + self.text_pool(pooled)
         for block in self.blocks:
-            h = block(h, cond, key_mask) if key_mask is not None else block(h, cond)
+            h = block(h, cond, key_mask, text) if key_mask is not None or text is not None else block(h, cond)
         shift, scale = self.ada_out(cond).chunk(2, dim=-1)
         h = self.out(modulate(self.ln_out(h), shift, scale))  # (B, N, prod(patch) * C)
         return unpatchify(h, grid, self.patch, c)
@@ -347,9 +405,20 @@ class FlowPrior(PriorModel):
                              f"got {tuple(latents.shape)} {latents.dtype}")
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
-                 mask: torch.Tensor | None = None) -> torch.Tensor:
+                 mask: torch.Tensor | None = None, text: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         labels = self.class_labels(labels, x.shape[0], x.device)
-        return self.net(x, t, labels) if mask is None else self.net(x, t, labels, mask)
+        return self.net(x, t, labels) if mask is None and text is None else self.net(x, t, labels, mask, text)
+
+    def _text(self, text: torch.Tensor | None, text_mask: torch.Tensor | None, batch: int,
+              drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The DiT's text context of a text-conditioned prior (None for others)."""
+        if not self.config.text_dim:
+            if text is not None:
+                raise InputError("this flow prior was built without text conditioning (text_dim=0) but got text")
+            return None
+        if text is not None and text.shape[-1] != self.config.text_dim:
+            raise InputError(f"text must be (B, L, {self.config.text_dim}), got: {tuple(text.shape)}")
+        return self.net.text_context(text, text_mask, drop, batch)
 
     def _check_mask(self, latents: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
         if mask is None:
@@ -359,40 +428,49 @@ class FlowPrior(PriorModel):
                              f"got {tuple(mask.shape)} for latents {tuple(latents.shape)}")
         return mask.to(device=latents.device, dtype=torch.bool)
 
-    def _flow_loss(self, x1: torch.Tensor, labels, generator: torch.Generator | None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def _flow_loss(self, x1: torch.Tensor, labels, generator: torch.Generator | None, mask: torch.Tensor | None = None,
+                   text: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device)
         t = torch.rand(x1.shape[0], generator=generator, device=x1.device)
         tb = t.view(-1, *[1] * (x1.ndim - 1))  # broadcast over (C, [T',] h, w)
         xt = (1 - tb) * x0 + tb * x1
         if mask is None:
-            return F.mse_loss(self.velocity(xt, t, labels).float(), x1 - x0)
-        err = (self.velocity(xt, t, labels, mask).float() - (x1 - x0)) ** 2  # (B, C, t)
+            return F.mse_loss(self.velocity(xt, t, labels, text=text).float(), x1 - x0)
+        err = (self.velocity(xt, t, labels, mask, text).float() - (x1 - x0)) ** 2  # (B, C, t)
         weight = mask[:, None].float().expand_as(err)  # real frames only
         return (err * weight).sum() / weight.sum().clamp(min=1.0)
 
     def loss(self, latents: torch.Tensor, labels: torch.Tensor | None = None,
-             mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Velocity MSE at uniform random times (audio: over the frames ``mask`` marks real)."""
+             mask: torch.Tensor | None = None, text: torch.Tensor | None = None,
+             text_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Velocity MSE at uniform random times (audio: over the frames ``mask`` marks real). ``text`` (B, L, D),
+        ``text_mask`` (B, L): cached caption embeddings; a ``text_dropout`` share of rows see the null text."""
         self._check(latents)
-        loss = self._flow_loss(latents.float(), labels, None, self._check_mask(latents, mask))
+        drop = torch.rand(latents.shape[0], device=latents.device) < self.config.text_dropout
+        context = self._text(text, text_mask, latents.shape[0], drop)
+        loss = self._flow_loss(latents.float(), labels, None, self._check_mask(latents, mask), context)
         return loss, {}
 
     @torch.no_grad()
     def validation(self, latents: torch.Tensor, labels: torch.Tensor | None = None, seed: int = 0,
-                   mask: torch.Tensor | None = None) -> dict[str, float]:
-        """Flow loss with fixed noise and times (comparable across evaluations)."""
+                   mask: torch.Tensor | None = None, text: torch.Tensor | None = None,
+                   text_mask: torch.Tensor | None = None) -> dict[str, float]:
+        """Flow loss with fixed noise and times (comparable across evaluations); text-conditioned where given."""
         self._check(latents)
         gen = torch.Generator(device=latents.device).manual_seed(seed)
-        return {"flow_loss": float(self._flow_loss(latents.float(), labels, gen, self._check_mask(latents, mask)))}
+        context = self._text(text, text_mask, latents.shape[0])
+        return {"flow_loss": float(self._flow_loss(latents.float(), labels, gen, self._check_mask(latents, mask), context))}
 
     @torch.no_grad()
     def sample(self, num_samples: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               steps: int = 32, latent_size: tuple[int, ...] | None = None, **_: Any) -> torch.Tensor:
+               steps: int = 32, latent_size: tuple[int, ...] | None = None, text: torch.Tensor | None = None,
+               text_mask: torch.Tensor | None = None, guidance_scale: float = 1.0, **_: Any) -> torch.Tensor:
         """Euler integration from noise (t = 0) to data (t = 1). Returns (N, C, h, w) float32,
         (N, C, T', h, w) for a video prior, (N, C, t) for an audio prior (no padding: every frame real).
 
         ``latent_size``: (h, w), (T', h, w) for video or (t,) for audio, of another bucket shape (default:
-        the config's ``latent_shape``).
+        the config's ``latent_shape``). ``text`` (N, L, D) / ``text_mask`` (N, L): the prompts' cached embeddings
+        (text-conditioned priors); ``guidance_scale`` s != 1: classifier-free guidance, ``v_null + s (v_text - v_null)``.
         """
         if steps <= 0:
             raise InputError(f"steps must be > 0, got: {steps}")
@@ -405,6 +483,15 @@ class FlowPrior(PriorModel):
         with Progress(steps, f"sample {num_samples} x flow", unit="step") as progress:
             for i in range(steps):
                 t = torch.full((num_samples,), i * dt, device=device)
-                x = x + dt * self.velocity(x, t, labels).float()
+                x = x + dt * self._guided(x, t, labels, text, text_mask, guidance_scale)
                 progress.update(1)
         return x
+
+    def _guided(self, x: torch.Tensor, t: torch.Tensor, labels, text, text_mask, scale: float) -> torch.Tensor:
+        if not self.config.text_dim:
+            return self.velocity(x, t, labels).float()
+        v = self.velocity(x, t, labels, text=self._text(text, text_mask, x.shape[0])).float()
+        if text is None or scale == 1.0:
+            return v
+        v_null = self.velocity(x, t, labels, text=self._text(None, None, x.shape[0])).float()
+        return v_null + scale * (v - v_null)

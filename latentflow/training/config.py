@@ -231,6 +231,8 @@ class LatentDataConfig(SectionConfig):
             ignored); > 0 needs a label on every row.
         bucket: train on one bucket shape only (``"HxW"``); default: every bucket (flow priors).
         shuffle_buffer: rows shuffled together in memory (one window per bucket shape).
+        text: a cached text column of the encode job (``text_encoders`` entry name, e.g. ``t5``): the flow prior
+            is conditioned on it through cross-attention (None = not text-conditioned).
     """
 
     path: str = ""
@@ -243,6 +245,7 @@ class LatentDataConfig(SectionConfig):
     num_classes: int = 0
     bucket: str | None = None
     shuffle_buffer: int = 4096
+    text: str | None = None
 
     def validate(self) -> None:
         check_positive("data", batch_size=self.batch_size, shuffle_buffer=self.shuffle_buffer)
@@ -277,6 +280,10 @@ class SampleConfig(SectionConfig):
         top_k: sample among the k likeliest tokens (token priors); None for all.
         steps: sampling steps (MaskGIT, discrete diffusion, flow).
         seed: seeds the sampling.
+        prompts: text-conditioned priors: the prompts sampled from, a list or a UTF-8 file with one per line
+            (encoded once, with the text encoder the latents' codec records); one sample per prompt.
+        prompt_cache: or an ``encode_prompts`` output (text-only mode) holding the prompts' embeddings.
+        guidance_scale: classifier-free guidance scale (1 = none).
     """
 
     num_samples: int = 8
@@ -284,6 +291,9 @@ class SampleConfig(SectionConfig):
     top_k: int | None = None
     steps: int = 8
     seed: int = 0
+    prompts: list[str] | str | None = None
+    prompt_cache: str | None = None
+    guidance_scale: float = 1.0
 
     def validate(self) -> None:
         check_positive("sample", num_samples=self.num_samples, temperature=self.temperature, steps=self.steps)

@@ -322,14 +322,14 @@ class LatentCacheStream:
     """
 
     def __init__(self, dataset: Any, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1,
-                 labels: bool = False, buffer_rows: int = 4096):
+                 labels: bool = False, buffer_rows: int = 4096, text: str | None = None):
         if batch_size <= 0:
             raise ConfigError(f"batch_size must be > 0, got: {batch_size}")
         if len(dataset) < world:
             raise ConfigError(f"{len(dataset)} training rows cannot give each of {world} workers its own rows; "
                               f"use at most {len(dataset)} workers (--num-workers)")
         self.dataset, self.batch_size, self.seed, self.rank, self.world = dataset, batch_size, seed, rank, world
-        self.labels, self.buffer_rows = labels, buffer_rows
+        self.labels, self.buffer_rows, self.text = labels, buffer_rows, text
         self.epoch, self.batches = 0, 0
         self._iter: Any = None
 
@@ -365,19 +365,22 @@ class LatentCacheStream:
             batch = next(self._iter, None)
             if batch is not None:
                 self.batches += 1
-                return prior_batch(batch, self.labels)
+                return prior_batch(batch, self.labels, self.text)
             self.epoch, self.batches, self._iter = self.epoch + 1, 0, None
         raise InputError(f"worker {self.rank} of {self.world} has no rows in epoch {self.epoch - 1}")
 
 
-def prior_batch(batch: dict[str, Any], labels: bool) -> dict[str, Any]:
+def prior_batch(batch: dict[str, Any], labels: bool, text: str | None = None) -> dict[str, Any]:
     """A ``LatentDataset`` batch as a prior's: ``latents``, ``labels`` (when asked), ``captions``, ``bucket``,
-    and for audio latents ``mask`` (B, t), True on real frames (padding: False)."""
+    and for audio latents ``mask`` (B, t), True on real frames (padding: False); with ``text`` (a cached text
+    column), ``text`` (B, L, D) and ``text_mask`` (B, L), padded per batch."""
     latents = batch["indices"] if "indices" in batch else batch["latent"]
     out = {"latents": latents, "labels": batch.get("label") if labels else None,
            "captions": batch.get("caption"), "bucket": batch["bucket"]}
     if batch.get("mask") is not None:
         out["mask"] = batch["mask"]
+    if text is not None:
+        out["text"], out["text_mask"] = batch[text], batch[f"{text}_mask"]
     return out
 
 

@@ -59,6 +59,7 @@ class PriorData:
     codebook_size: int | None = None
     buckets: dict[str, int] = field(default_factory=dict)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    text_dim: int | None = None
 
 
 def prior_config_for(cfg: TrainPriorConfig, data: PriorData | LatentTable) -> dict[str, Any]:
@@ -67,6 +68,8 @@ def prior_config_for(cfg: TrainPriorConfig, data: PriorData | LatentTable) -> di
 
     conf = {**cfg.prior.config, "latent_shape": list(data.latent_shape),
             "codec_fingerprint": data.fingerprint, "num_classes": cfg.data.num_classes}
+    if getattr(data, "text_dim", None):  # a text-conditioned flow prior: the cached column's width
+        conf["text_dim"] = data.text_dim
     if prior_class_for(cfg.prior.kind).discrete:  # gpt, maskgit, discrete_diffusion
         if not data.discrete:
             raise ConfigError(f"prior.kind={cfg.prior.kind!r} models token indices; {cfg.data.path!r} holds continuous latents (use kind=flow)")
@@ -111,6 +114,24 @@ def check_latent_grids(cfg: TrainPriorConfig, data: PriorData, codec: Any) -> No
                       f"grid of {cfg.data.path!r}; these do not: {got}. Fix: {fix}{pick}, or a patch size that divides them")
 
 
+def text_column(cfg: TrainPriorConfig, codec: Any):
+    """The codec's text column ``data.text`` (a :class:`~latentflow.format.text.TextColumn`), or None.
+
+    Raises:
+        ConfigError: ``data.text`` names no text column of the codec, or the prior is not a flow prior.
+    """
+    name = cfg.data.text
+    if not name:
+        return None
+    found = {t.name: t for t in codec.text}
+    if name not in found or not found[name].hidden_width:
+        raise ConfigError(f"data.text={name!r} is not a cached text column of {cfg.data.path!r} (it has {sorted(found) or 'none'}); "
+                          "encode with text_encoders=[{name: " + name + ", model: <folder>}] or set data.text=null")
+    if cfg.prior.kind != "flow":
+        raise ConfigError(f"data.text conditions the flow prior on cached text; prior.kind={cfg.prior.kind!r} takes none")
+    return found[name]
+
+
 def _check_resume_codec(cfg: TrainPriorConfig, prior: PriorModel) -> None:
     """Refuse to resume a checkpoint trained on another codec's latents."""
     path = ckpt.latest_checkpoint(cfg.train.output_dir) if cfg.train.resume else None
@@ -134,9 +155,10 @@ class StreamedPriorTask(PriorTask):
         labels: pass the ``label`` column (class-conditional priors).
     """
 
-    def __init__(self, prior: torch.nn.Module, val: Any = None, val_batch: int = 256, labels: bool = False):
+    def __init__(self, prior: torch.nn.Module, val: Any = None, val_batch: int = 256, labels: bool = False,
+                 text: str | None = None):
         super().__init__(prior, val_batch=val_batch)
-        self.val, self.labels = val, labels
+        self.val, self.labels, self.text = val, labels, text
 
     def loss(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, Any]]:
         labels, classes = batch.get("labels"), self.model.config.num_classes
@@ -155,10 +177,11 @@ class StreamedPriorTask(PriorTask):
         n = 0
         progress = Progress(len(self.val), "validate", unit="sample", mode=None if trainer_rank() == 0 else "off")
         for raw in self.val.iter_batches(self.val_batch, shuffle=False):
-            batch = prior_batch(raw, self.labels)
+            batch = prior_batch(raw, self.labels, self.text)
             rows = len(batch["latents"])
             labels = None if batch["labels"] is None else batch["labels"].to(device)
             mask = {"mask": batch["mask"].to(device)} if batch.get("mask") is not None else {}  # audio padding
+            mask.update({k: batch[k].to(device) for k in ("text", "text_mask") if batch.get(k) is not None})
             for k, v in model.validation(batch["latents"].to(device), labels, seed=n, **mask).items():
                 sums[k] = sums.get(k, 0.0) + v * rows
             n += rows
@@ -181,7 +204,8 @@ def open_latents(cfg: TrainPriorConfig, rank: int = 0, world: int = 1) -> tuple[
     d = cfg.data
     codec = read_codec(d.path, d.storage_options)
     column = "indices" if codec.discrete else "latent"
-    fields = (column, "caption") + (("label",) if d.num_classes else ())
+    fields = (column, "caption") + (("label",) if d.num_classes else ()) + ((d.text,) if d.text else ())
+    text_column(cfg, codec)  # a text column the codec records, before reading
     ds = LatentDataset(d.path, normalize=d.normalize and not codec.discrete, storage_options=d.storage_options,
                        resample=d.resample and not codec.discrete and "logvar" in codec.arrays,
                        buckets=[d.bucket] if d.bucket else None, fields=fields)
@@ -194,14 +218,15 @@ def open_latents(cfg: TrainPriorConfig, rank: int = 0, world: int = 1) -> tuple[
     largest = max(buckets, key=lambda b: (buckets[b], b))
     data = PriorData(codec.fingerprint, codec.discrete, ds.row_shape(largest, column),
                      codec.quantizer.codebook_size if codec.quantizer else None, buckets,
-                     {b: ds.row_shape(b, column) for b in buckets})
+                     {b: ds.row_shape(b, column) for b in buckets},
+                     text_column(cfg, codec).hidden_width if d.text else None)
     prior_config_for(cfg, data)  # refuse a wrong prior kind before reading anything
     check_latent_grids(cfg, data, codec)  # and a patch that does not divide some bucket's grid
     n_val = min(int(round(len(ds) * d.val_fraction)), d.max_val_rows)
     train, val = ds.split(n_val)
     val.resample = False  # validation sees the stored means
     stream = LatentCacheStream(train, d.batch_size, cfg.train.seed, rank, world, labels=d.num_classes > 0,
-                               buffer_rows=d.shuffle_buffer)
+                               buffer_rows=d.shuffle_buffer, text=d.text)
     if rank == 0:
         print(stream.describe(), flush=True)
     return data, stream, val if n_val else None
@@ -226,7 +251,7 @@ def train_prior(cfg: TrainPriorConfig, rank: int = 0, world: int = 1, on_log: Ca
     else:
         data, stream, val_rows = open_latents(cfg, rank, world)
         prior = build_prior(cfg.prior.kind, prior_config_for(cfg, data))
-        task = StreamedPriorTask(prior, val_rows, labels=d.num_classes > 0)
+        task = StreamedPriorTask(prior, val_rows, labels=d.num_classes > 0, text=d.text)
     _check_resume_codec(cfg, prior)
     trainer = Trainer(task, stream, cfg.optim, cfg.train, on_log=on_log, device=pick_device(cfg.train.use_gpu))
     history = trainer.fit(until)
@@ -271,7 +296,15 @@ def sample_and_decode(prior: PriorModel, data: PriorData | LatentTable, cfg: Tra
     codec = read_codec(cfg.data.path, options)
     gen = torch.Generator().manual_seed(s.seed)
     labels = torch.arange(s.num_samples) % cfg.data.num_classes if cfg.data.num_classes else None
-    z = prior.sample(s.num_samples, labels=labels, generator=gen, temperature=s.temperature, top_k=s.top_k, steps=s.steps)
+    text, prompts = {}, None
+    if cfg.data.text:  # one sample per prompt, embedded by the text encoder the codec records (or read from a cache)
+        from latentflow.encode.prompts import prompt_embeddings
+
+        values, mask, prompts = prompt_embeddings(text_column(cfg, codec), s.prompts, s.prompt_cache, options)
+        text = {"text": values, "text_mask": mask, "guidance_scale": s.guidance_scale}
+    n = len(prompts) if prompts else s.num_samples
+    labels = torch.arange(n) % cfg.data.num_classes if cfg.data.num_classes else None
+    z = prior.sample(n, labels=labels, generator=gen, temperature=s.temperature, top_k=s.top_k, steps=s.steps, **text)
     decoded = decode_latents(z.cpu(), codec, storage_options=options, normalized=cfg.data.normalize and not data.discrete)
     if codec.layout == "CT":  # (N, channels, samples) waveforms
         return {"samples_wav": save_audio_preview(decoded, f"{out}/samples.wav", codec.processor.sample_rate)}
@@ -279,7 +312,12 @@ def sample_and_decode(prior: PriorModel, data: PriorData | LatentTable, cfg: Tra
         url = save_video_preview(decoded, f"{out}/samples.mp4", fps=preview_fps(cfg.data.path, options),
                                  per_row=min(4, s.num_samples))
         return {"samples_mp4": url}
-    save_sample_grid(decoded, f"{out}/samples.png", per_row=min(8, s.num_samples))
+    save_sample_grid(decoded, f"{out}/samples.png", per_row=min(8, n))
+    if prompts:  # one PNG per prompt, and the prompts beside them
+        for i in range(n):
+            save_sample_grid(decoded[i:i + 1], f"{out}/samples/prompt_{i:03d}.png", per_row=1)
+        write_json(f"{out}/samples/prompts.json", {"prompts": prompts, "guidance_scale": s.guidance_scale})
+        return {"samples_png": f"{out}/samples.png", "prompt_samples": f"{out}/samples"}
     return {"samples_png": f"{out}/samples.png"}
 
 

@@ -157,9 +157,11 @@ class PriorLoss(nn.Module):
         super().__init__()
         self.prior = prior
 
-    def forward(self, latents: torch.Tensor, labels: torch.Tensor | None = None, mask: torch.Tensor | None = None):
-        # mask: audio latents' padding mask (B, t); only the flow prior takes one
-        return self.prior.loss(latents, labels) if mask is None else self.prior.loss(latents, labels, mask=mask)
+    def forward(self, latents: torch.Tensor, labels: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                **text: torch.Tensor):
+        # mask: audio latents' padding mask (B, t); text / text_mask: cached caption embeddings. Only the flow prior takes them
+        extra = {**({"mask": mask} if mask is not None else {}), **text}
+        return self.prior.loss(latents, labels, **extra) if extra else self.prior.loss(latents, labels)
 
 
 class PriorTask:
@@ -180,7 +182,8 @@ class PriorTask:
         labels = batch.get("labels")
         latents = batch["latents"].to(device)
         mask = batch.get("mask")
-        return self.net(latents, labels) if mask is None else self.net(latents, labels, mask.to(device))
+        text = {k: batch[k].to(device) for k in ("text", "text_mask") if batch.get(k) is not None}
+        return self.net(latents, labels, None if mask is None else mask.to(device), **text)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
