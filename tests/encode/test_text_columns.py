@@ -176,3 +176,30 @@ def test_codec_records_text_columns_and_refuses_another_encoder(encoded, text_fo
     with pytest.raises(CodecMismatchError, match="text"):
         check_compatible(codec, swapped)
     assert TextColumn.from_dict(codec.text[0].to_dict()) == codec.text[0]
+
+
+# ---- the journey's last leg: a text-conditioned prior trained from the cache ------------------------
+
+
+def test_text_conditioned_prior_trains_from_the_cache_and_samples_each_prompt(encoded, tmp_path):
+    """``python jobs/train_prior.py --config configs/train/flow_prior_text.yaml data.path=<out>``: streamed from the
+    cache, conditioned on the t5 column; one decoded PNG per prompt, embedded by the encoder the codec records."""
+    from PIL import Image
+
+    out, _ = encoded
+    run = tmp_path / "prior"
+    done = subprocess.run([sys.executable, "jobs/train_prior.py", "--config", "configs/train/flow_prior_text.yaml",
+                           f"data.path={out}", f"train.output_dir={run}", "train.max_steps=3", "train.checkpoint_every=3",
+                           "train.eval_every=3", "data.batch_size=2", "sample.steps=2", "prior.config.hidden_size=32",
+                           "prior.config.num_layers=1", "prior.config.num_heads=2"],
+                          cwd=str(ROOT), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.split("result: ", 1)[1])
+    assert result["steps"] == 3 and "flow_loss" in result["metrics"]
+    prompts = json.loads((run / "samples" / "prompts.json").read_text())
+    assert prompts == {"prompts": ["a photo of a dog", "a cat sitting on a red mat"], "guidance_scale": 3.0}
+    for i in range(2):
+        image = np.asarray(Image.open(run / "samples" / f"prompt_{i:03d}.png"))
+        assert image.shape[0] >= 32 and image.shape[2] in (3, 4) and image.std() > 0
+    config = json.loads((run / "final" / "config.json").read_text())
+    assert config["text_dim"] == 32 and config["codec_fingerprint"] == json.loads((out / "latentflow.json").read_text())["codec"]["fingerprint"]
