@@ -114,7 +114,7 @@ def test_video_save_load_gives_equal_outputs(tmp_path):
     ({"patch_size": [2, 2, 2]}, r"patch_size \(2, 2, 2\) must divide the latent size 3x8x8"),
     ({"hidden_size": 40}, "must be divisible by 16, got: 40"),
     ({"network": "unet"}, "network='unet' takes image latents"),
-    ({"latent_shape": [4, 1, 3, 8, 8]}, "must be \\(C, h, w\\) or \\(C, T', h, w\\)"),
+    ({"latent_shape": [4, 1, 3, 8, 8]}, "must be \\(C, h, w\\), \\(C, T', h, w\\) or \\(C, t\\)"),
 ])
 def test_bad_video_configs_name_the_rule(config, match):
     with pytest.raises(ConfigError, match=match):
