@@ -49,6 +49,16 @@ def load_model(name_or_path: str, storage_options: dict | None = None, **kwargs:
     return AutoModel.from_pretrained(name_or_path, storage_options=storage_options, **kwargs)
 
 
+def absolute_text_configs(configs) -> tuple:
+    """The text encoder configs with local folders as absolute paths (as the model's ``ModelRef``): actors and
+    the codec's readers (a prior sampling from prompts) find them whatever their working directory."""
+    out = []
+    for cfg in configs:
+        local = "://" not in cfg.model and not hub.is_hub_id(cfg.model) and Path(cfg.model).is_dir()
+        out.append(cfg.replace(model=str(Path(cfg.model).resolve())) if local else cfg)
+    return tuple(out)
+
+
 def load_text_encoders(configs, storage_options: dict | None = None) -> list:
     """The job's text encoders, loaded (weights and tokenizer hashed for the codec)."""
     from latentflow.encode.text import TextEncoder
@@ -77,6 +87,7 @@ class EncodePlan:
         codec: what the output records; its ``model.weights_sha256`` is what actors must load.
         downsample_factor, temporal_stride: the model's geometry (the processor needs it, not the model).
         committed: the output's committed shards when the run started (after :meth:`prepare`).
+        text_encoders: the text encoder configs every actor loads (local folders made absolute).
     """
 
     output: str
@@ -88,6 +99,7 @@ class EncodePlan:
     downsample_factor: int
     temporal_stride: int | None = None
     committed: dict[str, CommitMarker] | None = None
+    text_encoders: tuple = ()
 
     @property
     def pending(self) -> list[Shard]:
@@ -112,9 +124,10 @@ def build_plan(config: EncodeJobConfig) -> EncodePlan:
     # the codec pins the commit a hub id resolved to (not a branch name), so readers and actors load the same weights
     pinned = getattr(model, "hub_revision", None) or config.model_revision
     model_ref = hub.model_ref_from_user(config.model, config.model_subfolder, config.model_variant, pinned)
-    text_encoders = load_text_encoders(config.text_encoders, options)  # once on the driver: their infos go in the codec
+    text_configs = absolute_text_configs(config.text_encoders)
+    text_encoders = load_text_encoders(text_configs, options)  # once on the driver: their infos go in the codec
     codec = build_codec(model, config.processor_config, config.store, source.urls, config.dtype, model_ref=model_ref,
                         text_encoders=text_encoders)
     codec = merged_sources_codec(config.output, codec, options, config.overwrite)
     return EncodePlan(config.output, options, source, tuple(shards), model_ref, codec, int(model.downsample_factor),
-                      getattr(model, "temporal_downsample_factor", None) or None)
+                      getattr(model, "temporal_downsample_factor", None) or None, text_encoders=text_configs)

@@ -278,7 +278,7 @@ def actor_options(config: EncodeJobConfig, plan: EncodePlan, shape: PoolShape) -
             "batch_size": config.batch_size, "device": "cuda" if shape.num_gpus else "cpu",
             "channels_last": config.channels_last, "torch_threads": shape.threads,
             "storage_options": plan.storage_options, "expected_fingerprint": plan.codec.model.weights_sha256,
-            "text_encoders": [t.to_dict() for t in config.text_encoders],
+            "text_encoders": [t.to_dict() for t in plan.text_encoders],
             "text_fingerprints": {t.name: t.fingerprint for t in plan.codec.text},
         },
     }
