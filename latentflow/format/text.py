@@ -109,3 +109,23 @@ class TextColumn:
 def text_columns(columns: tuple[TextColumn, ...]) -> tuple[str, ...]:
     """Every per-row column the text encoders of a codec write."""
     return tuple(c for col in columns for c in col.columns)
+
+
+def text_totals(columns: tuple[TextColumn, ...], markers: dict) -> dict[str, dict[str, Any]]:
+    """Per text column, over the committed shards: rows, distinct embeddings stored (``unique``; deduplicated
+    per shard), ``dedup_ratio`` (rows / unique), truncated captions and stored token rows, and the bytes per
+    caption as stored against a 512-token (or ``max_length``) padded fp32 row."""
+    out = {}
+    for text in columns:
+        total = {"rows": 0, "unique": 0, "truncated": 0, "tokens": 0}
+        for m in markers.values():
+            for k, v in m.text.get(text.name, {}).items():
+                total[k] = total.get(k, 0) + v
+        item = text.numpy_dtype.itemsize
+        stored = total["tokens"] * (text.hidden_width or 0) * item + total["unique"] * (text.pooled_width or 0) * item
+        padded = (text.info.get("max_length") or 512) * (text.hidden_width or 0) * 4 + (text.pooled_width or 0) * 4
+        per_caption = stored / max(total["rows"], 1)
+        out[text.name] = {**total, "dedup_ratio": round(total["rows"] / max(total["unique"], 1), 4),
+                          "bytes_per_caption": round(per_caption, 1), "padded_fp32_bytes": padded,
+                          "vs_padded_fp32": round(padded / per_caption, 2) if per_caption else None}
+    return out

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from latentflow.format.state import OutputState, merge_stats
+from latentflow.format.text import text_totals
 from latentflow.read.latents import read_codec
 
 
@@ -18,7 +19,10 @@ def inspect(path: str, storage_options: dict | None = None) -> dict[str, Any]:
         ``dtype``, ``shapes``, ``normalization``, ``counts`` (rows, shards, errors, rows per bucket),
         ``stats`` (per-channel mean/std), ``suggested_scaling_factor`` = 1 / std over all latent values
         (as Rombach et al. derived 0.18215); for video also ``clips`` (fps, num_frames, temporal stride,
-        frame buckets, clip mode, resolution: the processor as run) and ``decoder`` (name, versions).
+        frame buckets, clip mode, resolution: the processor as run) and ``decoder`` (name, versions); with text
+        encoders, ``text``: per cached text column its encoder (model, architecture, output, layer, max_length,
+        padding, dtype, weights sha256, fingerprint) and counts (rows, distinct embeddings, ``dedup_ratio``,
+        truncated captions, bytes per caption against padded fp32).
     """
     codec = read_codec(path, storage_options)
     state = OutputState.read(path, storage_options)
@@ -56,6 +60,11 @@ def inspect(path: str, storage_options: dict | None = None) -> dict[str, Any]:
                             "short_audio": p.short_audio, "normalize": p.normalize, "target_db": p.target_db,
                             "max_seconds_per_file": p.max_seconds_per_file}
         info["decoder"] = codec.decoder
+    if codec.text:
+        totals = text_totals(codec.text, state.markers)
+        keys = ("model", "architecture", "output", "layer", "pooled", "max_length", "padding", "dtype", "weights_sha256")
+        info["text"] = {t.name: {**{k: t.info.get(k) for k in keys}, "width": t.hidden_width, "fingerprint": t.fingerprint,
+                                 **totals[t.name]} for t in codec.text}
     if stats is not None:
         count, total, sumsq = (float(np.sum(stats[k])) for k in ("count", "sum", "sumsq"))
         std = float(np.sqrt(max(sumsq / count - (total / count) ** 2, 0.0)))
@@ -141,6 +150,13 @@ def format_inspect(info: dict[str, Any]) -> str:
         lines += _format_clips(info)
     if "segments" in info:
         lines += _format_segments(info)
+    for name, t in (info.get("text") or {}).items():
+        layer = f" layer {t['layer']}" if t["layer"] is not None else ""
+        lines.append(f"  text {name}:".ljust(16) + f"{t['architecture']} {t['model']} ({t['output']}{layer}, max_length "
+                     f"{t['max_length']}, padding {t['padding']}, {t['dtype']}, D={t['width']}); {t['rows']} rows, "
+                     f"{t['unique']} distinct embeddings (dedup ratio {t['dedup_ratio']}), {t['truncated']} truncated; "
+                     f"{t['bytes_per_caption']} bytes per caption vs {t['padded_fp32_bytes']} padded fp32 "
+                     f"({t['vs_padded_fp32']}x smaller)")
     buckets = info["counts"].get("buckets") or {}
     lines += [f"  counts:       {info['counts']['rows']} rows, {info['counts']['shards']} shards, {info['counts']['errors']} errors"
               + (f"; rows per bucket {buckets}" if buckets else ""),

@@ -50,6 +50,7 @@ from latentflow.format.marker import ERROR_COLUMNS, CommitMarker
 from latentflow.format.state import (CODEC_FILE, SUMMARY_FILE, OutputState, committed_shards, join, merge_stats,
                                      read_json, read_output_codec)
 from latentflow.format.tables import column_to_numpy, parquet_table
+from latentflow.format.text import text_totals
 from latentflow.media.config import SEGMENT_FIELDS
 
 FORMATS = ("parquet", "zarr")
@@ -557,7 +558,7 @@ def finalize(out_url: str, codec: Codec, storage_options: dict | None = None, su
         "counts": {"rows": state.rows, "errors": len(errors), "shards": state.shards, "sample_errors": sample_errors,
                    "samples": state.rows + sample_errors, "failed_shards": len(failed), "buckets": state.buckets},
         "failed_shards": failed,
-        **({"text": text_totals(codec, markers)} if codec.text else {}),
+        **({"text": text_totals(codec.text, markers)} if codec.text else {}),
         "stats": {"latent": merge_stats(markers)},
         "created_at": previous.get("created_at", now),
         "updated_at": now,
@@ -567,26 +568,6 @@ def finalize(out_url: str, codec: Codec, storage_options: dict | None = None, su
     with fs.open(join(root, SUMMARY_FILE), "w") as f:
         f.write(json.dumps(info, indent=1, sort_keys=True))
     return info
-
-
-def text_totals(codec: Codec, markers: dict[str, CommitMarker]) -> dict[str, dict[str, Any]]:
-    """Per text column, over the committed shards: rows, distinct embeddings stored (``unique``; deduplicated
-    per shard), ``dedup_ratio`` (rows / unique), truncated captions and stored token rows, and the bytes per
-    caption as stored against a 512-token (or ``max_length``) padded fp32 row."""
-    out = {}
-    for text in codec.text:
-        total = {"rows": 0, "unique": 0, "truncated": 0, "tokens": 0}
-        for m in markers.values():
-            for k, v in m.text.get(text.name, {}).items():
-                total[k] = total.get(k, 0) + v
-        item = text.numpy_dtype.itemsize
-        stored = total["tokens"] * (text.hidden_width or 0) * item + total["unique"] * (text.pooled_width or 0) * item
-        padded = (text.info.get("max_length") or 512) * (text.hidden_width or 0) * 4 + (text.pooled_width or 0) * 4
-        per_caption = stored / max(total["rows"], 1)
-        out[text.name] = {**total, "dedup_ratio": round(total["rows"] / max(total["unique"], 1), 4),
-                          "bytes_per_caption": round(per_caption, 1), "padded_fp32_bytes": padded,
-                          "vs_padded_fp32": round(padded / per_caption, 2) if per_caption else None}
-    return out
 
 
 def _write_errors(fs, path: str, errors: list[dict]) -> None:

@@ -105,6 +105,11 @@ def test_errors_summary_dedup_and_codec(encoded):
     assert text["dedup_ratio"] == 1.2 and text["padded_fp32_bytes"] == 8 * 32 * 4  # max_length tokens x D x fp32
     assert text["tokens"] == 6 + 8 + 1 + 8 + 3 and text["bytes_per_caption"] == round(text["tokens"] * 32 * 2 / 6, 1)
     assert info["counts"]["samples"] == info["counts"]["rows"] + info["counts"]["sample_errors"] == 7
+    from latentflow.read.inspect import format_inspect, inspect
+
+    shown = inspect(str(out))["text"]["t5"]
+    assert (shown["rows"], shown["unique"], shown["dedup_ratio"], shown["width"]) == (6, 5, 1.2, 32)
+    assert "text t5:" in format_inspect(inspect(str(out))) and "dedup ratio 1.2" in format_inspect(inspect(str(out)))
     codec = Codec.from_dict(info["codec"])
     [col] = codec.text
     assert col.name == "t5" and col.info["max_length"] == 8 and col.info["dtype"] == "bf16" and col.columns == (
