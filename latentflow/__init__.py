@@ -47,6 +47,8 @@ _EXPORTS: dict[str, str] = {
     "ImageProcessor": "latentflow.media.image",
     "ImageProcessorConfig": "latentflow.media.config",
     "VideoProcessorConfig": "latentflow.media.config",
+    "AudioProcessorConfig": "latentflow.media.config",
+    "AudioProcessor": "latentflow.media.audio_processor",
     "LatentEncoder": "latentflow.encode.encoder",
     "build_codec": "latentflow.encode.codec_builder",
     "encode_locally": "latentflow.encode.local",
@@ -62,6 +64,7 @@ _EXPORTS: dict[str, str] = {
     "LatentDataset": "latentflow.read.dataset",
     "BucketBatchSampler": "latentflow.read.dataset",
     "save_video_preview": "latentflow.read.preview",
+    "save_audio_preview": "latentflow.read.preview",
     "preview_fps": "latentflow.read.preview",
     # the Ray encode job
     "EncodeJobConfig": "latentflow.pipeline.config",
