@@ -55,6 +55,17 @@ def s3(s3_server):
 
 
 @pytest.fixture(scope="session")
+def ray_cluster():
+    """One `ray start --head` cluster (4 logical CPUs, loopback, its own ports and temp dir) shared by every test
+    that drives the README's cluster commands as subprocesses; yields (GCS address, dashboard URL, client env).
+    Tests that kill drivers or build multi-node clusters start their own."""
+    from tests.ray_head import ray_head
+
+    with ray_head(num_cpus=4) as head:
+        yield head
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray instance shared by the session (2 logical CPUs, small object store)."""
     import ray

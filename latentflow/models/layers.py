@@ -150,10 +150,25 @@ class Attention(nn.Module):
         self.qk_norm = qk_norm
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``key_mask``: (B, N) bool, True for the tokens that may be attended to (padding: False)."""
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None, key_mask: torch.Tensor | None = None,
+                cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``key_mask``: (B, N) bool, True for the tokens that may be attended to (padding: False).
+
+        ``cache`` (causal attention, decoding): a dict holding this layer's keys and values of the tokens before
+        ``x``; ``x``'s own are appended to it, and ``x`` attends to all of them (a KV cache: each new token costs
+        one token's projections instead of the whole prefix's).
+        """
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3x (B, h, N, dh)
+        if cache is not None:
+            if not self.causal or (cache and n != 1):
+                raise ValueError("a KV cache takes causal attention and one new token at a time after the first call")
+            if cache:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+            causal = n > 1  # the first call: a causal prefix; later: one query that sees every cached key
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, h, n, dh)
+            return self.proj(out.transpose(1, 2).reshape(b, n, d))
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope_base is not None:
@@ -214,8 +229,9 @@ class TransformerBlock(nn.Module):
             self.ffn = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self.conv_ffn = ffn == "conv"
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:  # (B, N, D)
-        x = x + self.attn(self.norm1(x), grid)
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None,
+                cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:  # (B, N, D)
+        x = x + self.attn(self.norm1(x), grid, cache=cache)
         h = self.norm2(x)
         return x + (self.ffn(h, grid) if self.conv_ffn else self.ffn(h))
 

@@ -117,12 +117,21 @@ class GPTPrior(PriorModel):
         if temperature <= 0:
             raise InputError(f"temperature must be > 0, got: {temperature}")
         device = self.pos_emb.device
-        tokens = torch.zeros(num_samples, 0, dtype=torch.long, device=device)
+        caches: list[dict[str, torch.Tensor]] = [{} for _ in self.blocks]  # keys/values of the prefix, per layer
+        h = self.start_emb(self.class_labels(labels, num_samples, device))[:, None]  # (N, 1, d): position 0
+        tokens = []
         with Progress(self.config.seq_len, f"sample {num_samples} x gpt", unit="token") as progress:
-            for _ in range(self.config.seq_len):
-                logits = self(tokens, labels)[:, -1].float() / temperature  # (N, V)
+            for i in range(self.config.seq_len):
+                logits = self._step(h + self.pos_emb[:, i: i + 1], caches).float() / temperature  # (N, V)
                 probs = F.softmax(top_k_filter(logits, top_k), dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)
-                tokens = torch.cat([tokens, nxt], dim=1)
+                nxt = torch.multinomial(probs, 1, generator=generator)  # (N, 1)
+                tokens.append(nxt)
+                h = self.tok_emb(nxt)  # the next position's input
                 progress.update(1)
-        return tokens.view(num_samples, *self.config.latent_shape)
+        return torch.cat(tokens, dim=1).view(num_samples, *self.config.latent_shape)
+
+    def _step(self, h: torch.Tensor, caches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """Logits (N, V) of the next token after one new position ``h`` (N, 1, d), through each layer's KV cache."""
+        for block, cache in zip(self.blocks, caches):
+            h = block(h, cache=cache)
+        return self.head(self.ln_f(h))[:, -1]

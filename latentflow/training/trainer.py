@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from typing import Any, Callable
 
@@ -30,6 +31,8 @@ from latentflow.training import checkpoint as ckpt
 from latentflow.training.config import OptimConfig, RunSection
 from latentflow.training.ema import EMA
 from latentflow.training.schedule import set_lr, warmup_cosine
+
+logger = logging.getLogger(__name__)
 
 
 def is_distributed() -> bool:
@@ -300,9 +303,15 @@ class Trainer:
             self.ema.load_state_dict(ckpt.read_tensors(fs, f"{path}/ema_shadow.safetensors"), state_json["ema_updates"])
         rng_meta, position = state_json["rng"], state_json["data_position"]
         rng_file = f"{path}/rng.safetensors"
+        self.step = int(state_json["step"])
         if is_distributed():
+            if not fs.exists(f"{path}/worker-{rank()}.json"):
+                # written by fewer workers (a single-process run resumed with --num-workers N): weights, optimizer
+                # and step carry over; this worker's data order and RNG start afresh from the seed
+                logger.warning("checkpoint %s has no state for worker %d (written with fewer workers): model, optimizer "
+                               "and step %d restored, this worker's data order starts afresh", url, rank(), self.step)
+                return
             worker = ckpt.read_json(fs, f"{path}/worker-{rank()}.json")
             rng_meta, position, rng_file = worker["rng"], worker["data_position"], f"{path}/worker-{rank()}.rng.safetensors"
         ckpt.set_rng_state(ckpt.read_tensors(fs, rng_file), rng_meta)
         self.stream.set_position(position)
-        self.step = int(state_json["step"])

@@ -23,7 +23,6 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.ray_head import ray_head
 from tests.samples import encode_jpeg, load_photos
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,9 +32,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with ray_head() as (address, _, env):
-        yield {**env, "RAY_ADDRESS": address, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "0"}
+def cluster(ray_cluster):
+    address, _, env = ray_cluster
+    return {**env, "RAY_ADDRESS": address, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "0"}
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -25,22 +26,21 @@ STEPS = "train.max_steps=2"
 
 
 def readme_commands(text: str) -> list[str]:
-    """Shell lines of the README's ```bash blocks, continuation lines joined, comments kept out; Quick start's
-    install-then-run lines keep their run part (the venv exists), and the test command (the suite itself) is left out."""
-    lines: list[str] = []
+    """The README's ```bash blocks as scripts, in order, each as written except: Quick start's install-then-run
+    lines keep their run part (the venv exists), the test command (the suite itself) is left out, and training
+    commands get ``train.max_steps=2``."""
+    blocks: list[str] = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
+        lines = []
+        for line in block.splitlines():
             if "pip install" in line:
                 line = line.rsplit("&&", 1)[-1].strip()
                 if "pytest" in line:
                     continue
-            if TRAIN.search(line):
-                line = _lower_steps(line)
-            lines.append(line)
-    return lines
+            lines.append(_lower_steps(line) if TRAIN.search(line) else line)
+        if any(line.strip() and not line.strip().startswith("#") for line in lines):
+            blocks.append(textwrap.dedent("\n".join(lines)).strip())
+    return blocks
 
 
 def _lower_steps(line: str) -> str:
@@ -52,9 +52,10 @@ def _lower_steps(line: str) -> str:
 def test_readme_commands_are_parsed_as_a_user_reads_them():
     commands = readme_commands((ROOT / "README.md").read_text())
     assert commands[0] == "python jobs/encode_dataset.py --config configs/encode/default.yaml"
-    assert any(c.startswith("ray start --head") for c in commands) and "export RAY_AUTH_MODE=token" in " ".join(commands)
-    assert all(STEPS in c for c in commands if TRAIN.search(c))
-    assert not any("pytest" in c for c in commands)
+    script = "\n".join(commands)
+    assert "ray start --head" in script and "export RAY_AUTH_MODE=token" in script
+    assert all(STEPS in line for line in script.splitlines() if TRAIN.search(line))
+    assert "pytest" not in script
 
 
 @pytest.mark.slow
@@ -66,7 +67,8 @@ def test_readme_commands_run_as_written(tmp_path):
     env["PATH"] = f"{BIN}:{env['PATH']}"
     log = []
     try:
-        script = "set -eo pipefail\n" + "\n".join(f"echo '+ {c}' >&2\n{c}" for c in readme_commands((ROOT / 'README.md').read_text()))
+        blocks = readme_commands((ROOT / "README.md").read_text())
+        script = "set -xeo pipefail\n" + "\n".join(blocks)
         done = subprocess.run(["bash", "-c", script], cwd=work / "repo", env=env, capture_output=True, text=True, timeout=1500)
         log = [done.stdout[-4000:], done.stderr[-6000:]]
         assert done.returncode == 0, "\n".join(log)

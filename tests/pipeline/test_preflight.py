@@ -199,14 +199,12 @@ def test_placement_watchdog_fires_on_a_stall_and_not_on_progress():
 
 
 @pytest.mark.slow
-def test_relative_output_refused_under_a_real_ray_job_submit(tiny_model_dir, tmp_path):
+def test_relative_output_refused_under_a_real_ray_job_submit(ray_cluster, tiny_model_dir, tmp_path):
     """The driver of `ray job submit --working-dir` runs in a temporary copy: a relative output would vanish with it."""
-    from tests.ray_head import ray_head
-
-    with ray_head() as (_, dashboard, env):
-        submit = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
-                  "python", "jobs/encode_dataset.py", "--no-progress", f"model={tiny_model_dir}", "output=outputs/relative"]
-        done = subprocess.run(submit, env={**env, "RAY_AUTH_MODE": "token"}, cwd=str(ROOT), capture_output=True, text=True, timeout=300)
+    _, dashboard, env = ray_cluster
+    submit = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
+              "python", "jobs/encode_dataset.py", "--no-progress", f"model={tiny_model_dir}", "output=outputs/relative"]
+    done = subprocess.run(submit, env={**env, "RAY_AUTH_MODE": "token"}, cwd=str(ROOT), capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "error: ConfigError: output 'outputs/relative' is relative" in done.stdout + done.stderr
     assert "give output as an absolute path or s3:// URL" in done.stdout + done.stderr

@@ -8,23 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.ray_head import ray_head
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture
-def ray_cluster():
-    """A `ray start --head` cluster on loopback with its own ports and temp dir; yields the dashboard URL."""
-    with ray_head() as (_, dashboard, env):
-        yield dashboard, env
-
-
 @pytest.mark.slow
 def test_submit_without_the_readme_auth_step_fails_with_ray_s_message(ray_cluster):
     """What users saw before the README showed the auth step: the suite sees Ray's default, never hides it."""
-    address, env = ray_cluster
+    _, address, env = ray_cluster
     done = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", address, "--", "python", "-c", "print(1)"],
                           env={k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "authentication token" in (done.stdout + done.stderr).lower()
@@ -32,7 +24,7 @@ def test_submit_without_the_readme_auth_step_fails_with_ray_s_message(ray_cluste
 
 @pytest.mark.slow
 def test_ray_job_submit_encodes_the_embedded_photos(ray_cluster, tiny_model_dir, tmp_path):
-    address, env = ray_cluster
+    _, address, env = ray_cluster
     out = tmp_path / "latents"  # absolute: the job's driver runs in a copy of the working dir
     submit = [
         str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
