@@ -21,7 +21,6 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.ray_head import ray_head
 
 ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = '["data/photos/photos-{000000..000001}.tar"]'
@@ -33,12 +32,15 @@ CHAINS = {
     "video_default.yaml": ([], ["flow_prior_video.yaml"]),
     "s3_buckets_bf16.yaml": ([f"source.urls={PHOTOS}", "processor.resolution=64"], ["flow_prior.yaml"]),
     "audio_default.yaml": ([], []),  # no shipped prior takes (C, t) audio latents yet: nothing to chain
+    "captioned.yaml": (["processor.resolution=64"], ["flow_prior_text.yaml"]),
 }
 SMALL_NETWORK = {"gpt_prior.yaml": ["prior.config.hidden_size=32", "prior.config.num_layers=1", "prior.config.num_heads=2"],
                  "discrete_diffusion_prior.yaml": ["prior.config.hidden_size=32", "prior.config.num_layers=1",
                                                    "prior.config.num_heads=2"],
                  "flow_prior.yaml": ["prior.config.hidden_size=32", "prior.config.num_layers=1", "prior.config.num_heads=2"],
-                 "flow_prior_video.yaml": ["prior.config.hidden_size=32", "prior.config.num_layers=1", "prior.config.num_heads=2"]}
+                 "flow_prior_video.yaml": ["prior.config.hidden_size=32", "prior.config.num_layers=1", "prior.config.num_heads=2"],
+                 "flow_prior_text.yaml": ["prior.config.hidden_size=32", "prior.config.num_layers=1", "prior.config.num_heads=2",
+                                          "sample.steps=2"]}
 
 pytestmark = pytest.mark.slow
 
@@ -64,9 +66,9 @@ def _run(args: list[str], env: dict, timeout: int = 300) -> subprocess.Completed
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with ray_head() as (address, _, env):
-        yield {**env, "RAY_ADDRESS": address, "HF_HUB_OFFLINE": "1"}
+def cluster(ray_cluster):
+    address, _, env = ray_cluster  # the session's shared `ray start --head`
+    return {**env, "RAY_ADDRESS": address, "HF_HUB_OFFLINE": "1"}
 
 
 @pytest.fixture(scope="module")
