@@ -508,22 +508,7 @@ class CausalVideoAutoencoderKLModel(LatentModel):
 
     # ---- input checks -----------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
-        name, s = type(self).__name__, self.temporal_downsample_factor
-        if not isinstance(x, torch.Tensor) or x.ndim not in (4, 5):
-            got = f"rank {x.ndim} with shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-            raise InputError(f"{name} expects a rank-4 input (B, C, H, W) images or rank-5 (B, C, T, H, W) clips, got {got}")
-        if x.shape[1] != self.in_channels:
-            raise InputError(f"{name} expects {self.in_channels} input channels, got: {x.shape[1]} (shape {tuple(x.shape)})")
-        f, spatial = self.downsample_factor, tuple(x.shape[-2:])
-        if any(v % f for v in spatial):
-            raise InputError(f"{name} downsamples by {f}: spatial size must be a multiple of {f}, got: {spatial}; "
-                             f"resize or crop to e.g. {tuple(v - v % f or f for v in spatial)}")
-        if x.ndim == 5 and (x.shape[2] - 1) % s:
-            t = x.shape[2]
-            raise InputError(f"{name} takes clips of 1 + k * {s} frames (1, {1 + s}, {1 + 2 * s}, ...), got: {t} frames; "
-                             f"trim to {t - (t - 1) % s}")
-        if self.config.check_finite:
-            check_finite(x, "input")
+        check_clip_input(self, x)
 
     def _check_latents(self, z: torch.Tensor) -> torch.Tensor:
         c = self.config.z_dim
@@ -646,3 +631,24 @@ def wan21(**overrides: Any) -> CausalVideoAutoencoderKLConfig:
 
 
 __all__ = ["CausalVideoAutoencoderKLConfig", "CausalVideoAutoencoderKLModel", "FeatureCache", "CausalConv3d", "TilingConfig", "wan21"]
+
+
+def check_clip_input(model, x: torch.Tensor) -> None:
+    """The input rule of causal video models (images (B, C, H, W) or clips (B, C, 1 + k*s, H, W), sizes a multiple
+    of the spatial factor), shared by this family and MAGVIT-2; a clear ``InputError`` names the fix."""
+    name, s = type(model).__name__, model.temporal_downsample_factor
+    if not isinstance(x, torch.Tensor) or x.ndim not in (4, 5):
+        got = f"rank {x.ndim} with shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise InputError(f"{name} expects a rank-4 input (B, C, H, W) images or rank-5 (B, C, T, H, W) clips, got {got}")
+    if x.shape[1] != model.in_channels:
+        raise InputError(f"{name} expects {model.in_channels} input channels, got: {x.shape[1]} (shape {tuple(x.shape)})")
+    f, spatial = model.downsample_factor, tuple(x.shape[-2:])
+    if any(v % f for v in spatial):
+        raise InputError(f"{name} downsamples by {f}: spatial size must be a multiple of {f}, got: {spatial}; "
+                         f"resize or crop to e.g. {tuple(v - v % f or f for v in spatial)}")
+    if x.ndim == 5 and (x.shape[2] - 1) % s:
+        t = x.shape[2]
+        raise InputError(f"{name} takes clips of 1 + k * {s} frames (1, {1 + s}, {1 + 2 * s}, ...), got: {t} frames; "
+                         f"trim to {t - (t - 1) % s}")
+    if model.config.check_finite:
+        check_finite(x, "input")

@@ -55,7 +55,7 @@ from latentflow.errors import ConfigError, InputError
 from latentflow.modeling import LatentModel, check_finite
 from latentflow.models import causal_video_vae
 from latentflow.models.autoencoder import reconstruction_loss
-from latentflow.models.causal_video_vae import per_frame
+from latentflow.models.causal_video_vae import check_clip_input, per_frame
 from latentflow.outputs import AutoencoderOutput, DecoderOutput, QuantizedEncoderOutput
 from latentflow.quantizers.base import Quantizer, quantizer_from_config
 
@@ -333,22 +333,7 @@ class MagvitV2Model(LatentModel):
         return (bits, height // f, width // f) if frames is None else (bits, self.latent_frames(frames), height // f, width // f)
 
     def check_input(self, x: torch.Tensor) -> None:
-        name, s = type(self).__name__, self.temporal_downsample_factor
-        if not isinstance(x, torch.Tensor) or x.ndim not in (4, 5):
-            got = f"rank {x.ndim} with shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-            raise InputError(f"{name} expects a rank-4 input (B, C, H, W) images or rank-5 (B, C, T, H, W) clips, got {got}")
-        if x.shape[1] != self.in_channels:
-            raise InputError(f"{name} expects {self.in_channels} input channels, got: {x.shape[1]} (shape {tuple(x.shape)})")
-        f, spatial = self.downsample_factor, tuple(x.shape[-2:])
-        if any(v % f for v in spatial):
-            raise InputError(f"{name} downsamples by {f}: spatial size must be a multiple of {f}, got: {spatial}; "
-                             f"resize or crop to e.g. {tuple(v - v % f or f for v in spatial)}")
-        if x.ndim == 5 and (x.shape[2] - 1) % s:
-            t = x.shape[2]
-            raise InputError(f"{name} takes clips of 1 + k * {s} frames (1, {1 + s}, {1 + 2 * s}, ...), got: {t} frames; "
-                             f"trim to {t - (t - 1) % s}")
-        if self.config.check_finite:
-            check_finite(x, "input")
+        check_clip_input(self, x)
 
     # ---- the contract -------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> QuantizedEncoderOutput:
