@@ -208,3 +208,28 @@ def test_text_conditioned_prior_trains_from_the_cache_and_samples_each_prompt(en
         assert image.shape[0] >= 32 and image.shape[2] in (3, 4) and image.std() > 0
     config = json.loads((run / "final" / "config.json").read_text())
     assert config["text_dim"] == 32 and config["codec_fingerprint"] == json.loads((out / "latentflow.json").read_text())["codec"]["fingerprint"]
+
+
+# ---- text-only mode: evaluation prompts without media ------------------------------------------------
+
+
+def test_encode_prompts_caches_a_prompt_file_that_the_prior_reads_back(text_folders, tmp_path):
+    from latentflow.encode.prompts import encode_prompts, encoder_from_column, prompt_embeddings
+    from latentflow.encode.text import TextEncoder, TextEncoderConfig
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a photo of a dog\n\nred car\na cat sitting on a red mat\n")
+    cfg = TextEncoderConfig(name="t5", model=str(text_folders["t5"]))
+    [column] = encode_prompts(str(prompts), [cfg], str(tmp_path / "cache"))
+    text, mask, read = prompt_embeddings(column, cache=str(tmp_path / "cache"))
+    assert read == ["a photo of a dog", "red car", "a cat sitting on a red mat"]
+    direct = TextEncoder(cfg).encode(read)
+    assert text.shape == (3, max(e.length for e in direct), 32) and mask.sum(1).tolist() == [e.length for e in direct]
+    for i, e in enumerate(direct):
+        assert torch.equal(text[i, : e.length], e.hidden_tensor().float()) and (text[i, e.length:] == 0).all()
+    computed, computed_mask, _ = prompt_embeddings(column, prompts=str(prompts))  # encoded at start instead
+    assert torch.equal(computed, text) and torch.equal(computed_mask, mask)
+    assert encoder_from_column(column).fingerprint() == column.fingerprint
+    other = TextColumn("t5", "0" * 64, column.info)
+    with pytest.raises(CodecMismatchError, match="another 't5' text encoder"):
+        prompt_embeddings(other, cache=str(tmp_path / "cache"))
