@@ -78,3 +78,31 @@ def test_sigkilled_driver_resumes_exactly_once(ray_local, photos, tiny_model_dir
     assert summary.shards_skipped + summary.shards_committed == NUM_SHARDS
     assert_latents_match(read_rows(out), reference_latents(tiny_model_dir, samples, PROCESSOR))
     assert not (Path(out) / "_tmp").exists()  # a killed writer's leftovers are cleaned at finalize
+
+
+def test_ctrl_c_is_one_line_and_keeps_committed_shards(ray_local, photos, tiny_model_dir, tmp_path):
+    src, samples = _source(photos, tmp_path)
+    out = str(tmp_path / "out")
+    config = job_config(tiny_model_dir, [src], out, batch_size=1)
+    job_yaml = tmp_path / "job.yaml"
+    job_yaml.write_text(yaml.safe_dump({k: v for k, v in config.to_dict().items() if v is not None}))
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    driver = subprocess.Popen(
+        [sys.executable, str(ROOT / "jobs/encode_dataset.py"), "--config", str(job_yaml), "--no-progress"],
+        env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert wait_for(lambda: len(committed_shards(out)) >= 1 or driver.poll() is not None, timeout=180)
+        driver.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    interrupted_after = len(committed_shards(out))
+    assert driver.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("interrupted: the shards committed"), stderr[-3000:]
+    assert 1 <= interrupted_after < NUM_SHARDS
+
+    summary = run_encode_job(config, progress=False)  # the same command again resumes after them
+    assert summary.shards_skipped == interrupted_after and summary.shards_skipped + summary.shards_committed == NUM_SHARDS
+    assert_latents_match(read_rows(out), reference_latents(tiny_model_dir, samples, PROCESSOR))
