@@ -180,7 +180,8 @@ def pipeline(model: str, src: Path, out: Path, args) -> dict:
     if not summary.ok or summary.errors:
         raise RuntimeError(f"the encode job failed or dropped segments: {summary}")
     return {"segments": summary.rows, "seconds": clock.wall, "cpu": clock.cpu, "rss": clock.peak_rss,
-            "wall_rate": summary.rows / clock.wall, "cpu_rate": summary.rows / clock.cpu}
+            "wall_rate": summary.rows / clock.wall, "cpu_rate": summary.rows / clock.cpu,
+            "cpu_by_process": {k: round(v, 2) for k, v in sorted(clock.cpu_by.items(), key=lambda kv: -kv[1])}}
 
 
 def main() -> None:
@@ -220,6 +221,7 @@ def main() -> None:
     for name, r in runs.items():
         print(f"pipeline {name}: {r['segments']} segments in {r['seconds']:.1f} s = {r['wall_rate']:.1f} segments/s "
               f"(CPU time: {r['cpu_rate'] * cores:.1f}/s over {cores} cores); peak RSS {r['rss'] / 2**20:.0f} MiB")
+        print("    CPU s by process: " + ", ".join(f"{k} {v:.1f}" for k, v in list(r["cpu_by_process"].items())[:8]))
     print(f"pipeline 10x / limit: {figures['pipeline_over_limit']:.2f} end to end, {figures['marginal_over_limit']:.2f} marginal "
           f"({marginal:.1f} segments/s), {figures['pipeline_cpu_over_limit']:.2f} by CPU time (target >= 0.85)")
     print(f"peak RSS 10x / 1x: {figures['rss_10x_over_1x']:.2f} (target <= 1.25)")
