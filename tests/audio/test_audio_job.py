@@ -203,3 +203,25 @@ def test_parquet_bytes_and_hf_audio_sources_encode_alike(tmp_path):
     for key, row in outs["parquet"].items():
         np.testing.assert_array_equal(np.asarray(row["latent"]), np.asarray(outs["hf"][key]["latent"]))
     assert outs["parquet"]["coin2/seg0000"]["caption"] == "c coin2"
+
+
+def test_duration_buckets_are_one_typed_config_each(tmp_path):
+    import datasets
+
+    from latentflow.auto import AutoModel
+    from latentflow.encode.local import encode_locally
+    from latentflow.media.config import AudioProcessorConfig
+    from latentflow.read.dataset import LatentDataset
+
+    model = AutoModel.from_pretrained("models/audio-vae-tiny").eval()
+    cfg = AudioProcessorConfig(segment_seconds=1.0, duration_buckets=[0.25, 0.5], short_audio="skip")
+    codec = encode_locally(model, SourceConfig(urls=[SHARD]), str(tmp_path / "out"), processor_config=cfg,
+                           model_ref="models/audio-vae-tiny")
+    assert codec.bucketed and codec.shapes == {"5504": {"latent": [8, 172]}, "11040": {"latent": [8, 345]},
+                                               "22048": {"latent": [8, 689]}}
+    sizes = {}
+    for bucket, shape in codec.shapes.items():
+        ds = datasets.load_dataset(str(tmp_path / "out"), bucket, split="train")
+        assert ds.features["latent"] == datasets.Array2D(shape=tuple(shape["latent"]), dtype="float32")
+        sizes[bucket] = len(ds)
+    assert sizes == {"5504": 5, "11040": 6, "22048": 3} and LatentDataset(str(tmp_path / "out")).bucket_rows == sizes
