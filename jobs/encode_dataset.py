@@ -92,6 +92,10 @@ def print_summary(summary: EncodeSummary, unit: str = "images") -> None:
         f"the output holds: {t.rows} {unit} in {t.shards} committed shards; {t.sample_errors} sample errors "
         f"({s.error_rate:.1%} of samples); {len(s.shards_failed)} shard(s) failing ({s.shard_failure_rate:.1%} of shards)"
     )
+    for name, t in s.text.items():  # cached caption embeddings
+        print(f"text {name}: {t['rows']} captions, {t['unique']} distinct embeddings stored (dedup ratio {t['dedup_ratio']}), "
+              f"{t['truncated']} truncated to max_length; {t['bytes_per_caption']:.0f} bytes per caption "
+              f"({t['vs_padded_fp32']}x smaller than {t['padded_fp32_bytes']} padded fp32)")
     out = s.output.rstrip("/")
     print(f"output: {out}/latentflow.json  {out}/parquet/  {out}/zarr/  {out}/errors.parquet")
     for line in load_hint(out).splitlines():

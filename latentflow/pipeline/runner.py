@@ -76,6 +76,7 @@ class EncodeSummary:
     max_error_rate: float = 0.0
     totals: OutputTotals = field(default_factory=OutputTotals)
     samples_seen: int = 0
+    text: dict[str, dict[str, Any]] = field(default_factory=dict)  # per text column, over the output (latentflow.json's "text")
 
     @property
     def images_per_s(self) -> float:
@@ -102,6 +103,7 @@ class EncodeSummary:
         """This run's own figures (what ``latentflow.json`` appends to ``runs``)."""
         out = asdict(self)
         out.pop("totals")
+        out.pop("text")
         out["sample_errors"] = out.pop("errors")
         return {**out, "images_per_s": self.images_per_s}
 
@@ -136,6 +138,7 @@ def run_encode_job(config: EncodeJobConfig, progress: bool = True, verbose: bool
     info = finalize(config.output, plan.codec, plan.storage_options,
                     {**summary.run_dict(), "shard_errors": shard_errors, "failed_shards": summary.shards_failed})
     summary.totals = OutputTotals.from_counts(info["counts"])
+    summary.text = info.get("text", {})
     return summary
 
 

@@ -70,6 +70,7 @@ def encoded(ray_local, text_folders, tmp_path_factory):
         "source.format=folder", f"source.urls={folder}", f"text_encoders=[{{name: t5, model: {text_folders['t5']}, max_length: 8}}]"])
     summary = run_encode_job(config, progress=False)
     assert summary.rows == len(CAPTIONS) and summary.errors == 1
+    assert (summary.text["t5"]["rows"], summary.text["t5"]["truncated"]) == (6, 1)  # what the job prints
     return out, tmp
 
 
