@@ -14,8 +14,8 @@ import uuid
 
 from latentflow.encode.codec_builder import build_codec
 from latentflow.encode.encoder import LatentEncoder
-from latentflow.encode.text import TextEncoder
 from latentflow.encode.shard import EncodedShard, build_processor, encode_shard
+from latentflow.encode.text import TextEncoder
 from latentflow.format.codec import Codec, ModelRef, StoreConfig
 from latentflow.media.config import AudioProcessorConfig, ImageProcessorConfig
 from latentflow.sources.records import Shard

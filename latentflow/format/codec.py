@@ -34,8 +34,8 @@ import numpy as np
 
 from latentflow.configuration import Config, check_choice
 from latentflow.errors import CodecMismatchError, ConfigError
-from latentflow.media.config import AudioProcessorConfig, ImageProcessorConfig, VideoProcessorConfig
 from latentflow.format.text import TextColumn
+from latentflow.media.config import AudioProcessorConfig, ImageProcessorConfig, VideoProcessorConfig
 from latentflow.normalization import Normalization
 from latentflow.version import __version__
 

@@ -22,7 +22,6 @@ from latentflow.errors import CodecMismatchError, ConfigError
 from latentflow.format.codec import Codec
 from latentflow.format.text import TextColumn
 from latentflow.pipeline.config import EncodeJobConfig
-from tests.encode import tiny_text
 from tests.samples import encode_jpeg, load_photos
 
 ROOT = Path(__file__).resolve().parents[2]
