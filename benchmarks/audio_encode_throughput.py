@@ -196,6 +196,16 @@ def main() -> None:
     bare = bare_all_cores(model, samples, args)
     limit = cores / (core["encode_1t_s"] + core["decode_s"])
     minute = decode_minute(processor.sample_rate)
+    print(f"machine: {cores} cores; model {args.model}; segments of {processor.config.segment_seconds:.4f} s "
+          f"({processor.lengths[0]} samples at {processor.sample_rate} Hz)")
+    print(f"one core: decode+resample {core['decode_s'] * 1e3:.2f} ms/segment, encode (1 thread) {core['encode_1t_s'] * 1e3:.2f} "
+          f"ms/segment ({core['segments']} segments)")
+    print(f"limit = {cores} / (encode + decode) = {limit:.1f} segments/s; bare model, all cores, in memory: "
+          f"{bare['wall_rate']:.1f} segments/s")
+    print(f"decode+resample of one audio minute (44.1 kHz mono -> {processor.sample_rate} Hz, one core): "
+          + ", ".join(f"{k} {v:.3f} s" for k, v in minute.items())
+          + f"; inside the segments: {core['decode_s_per_audio_minute_segments']:.2f} s per minute of real audio")
+    sys.stdout.flush()  # the in-memory figures survive a pipeline run that fails
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:  # a warm-up job first: Ray's start is not the 1x run's cost
         for name, target in (("warm-up", args.segments // args.scale), ("1x", args.segments // args.scale), ("10x", args.segments)):
@@ -209,15 +219,6 @@ def main() -> None:
                "decode_s_per_audio_minute": minute, "pipeline": runs, "marginal_rate": marginal,
                "pipeline_over_limit": big["wall_rate"] / limit, "marginal_over_limit": marginal / limit,
                "pipeline_cpu_over_limit": big["cpu_rate"] * cores / limit, "rss_10x_over_1x": big["rss"] / small["rss"]}
-    print(f"machine: {cores} cores; model {args.model}; segments of {processor.config.segment_seconds:.4f} s "
-          f"({processor.lengths[0]} samples at {processor.sample_rate} Hz)")
-    print(f"one core: decode+resample {core['decode_s'] * 1e3:.2f} ms/segment, encode (1 thread) {core['encode_1t_s'] * 1e3:.2f} "
-          f"ms/segment ({core['segments']} segments)")
-    print(f"limit = {cores} / (encode + decode) = {limit:.1f} segments/s; bare model, all cores, in memory: "
-          f"{bare['wall_rate']:.1f} segments/s")
-    print(f"decode+resample of one audio minute (44.1 kHz mono -> {processor.sample_rate} Hz, one core): "
-          + ", ".join(f"{k} {v:.3f} s" for k, v in minute.items())
-          + f"; inside the segments: {core['decode_s_per_audio_minute_segments']:.2f} s per minute of real audio")
     for name, r in runs.items():
         print(f"pipeline {name}: {r['segments']} segments in {r['seconds']:.1f} s = {r['wall_rate']:.1f} segments/s "
               f"(CPU time: {r['cpu_rate'] * cores:.1f}/s over {cores} cores); peak RSS {r['rss'] / 2**20:.0f} MiB")
