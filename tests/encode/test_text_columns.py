@@ -233,3 +233,35 @@ def test_encode_prompts_caches_a_prompt_file_that_the_prior_reads_back(text_fold
     other = TextColumn("t5", "0" * 64, column.info)
     with pytest.raises(CodecMismatchError, match="another 't5' text encoder"):
         prompt_embeddings(other, cache=str(tmp_path / "cache"))
+
+
+def test_pooled_fp16_column_in_process(text_folders, tmp_path):
+    """``encode_locally`` (the same encode path, no Ray) with a CLIP encoder storing fp16 states and the pooled
+    projection: both read back through ``load_dataset`` and ``LatentDataset`` equal to the component's own output."""
+    import datasets
+
+    import latentflow
+    from latentflow.auto import AutoModel
+    from latentflow.encode.local import encode_locally
+    from latentflow.encode.text import TextEncoder, TextEncoderConfig
+    from latentflow.media.config import ImageProcessorConfig
+    from latentflow.sources.shards import SourceConfig
+
+    folder = write_captioned_folder(tmp_path / "folder")
+    (folder / "motorcycle.txt").write_text("red car")  # every caption UTF-8 here
+    cfg = TextEncoderConfig(name="clip", model=str(text_folders["clip_proj"]), pooled=True, dtype="fp16")
+    out = tmp_path / "out"
+    codec = encode_locally(AutoModel.from_pretrained("kl-f8"), SourceConfig(format="folder", urls=[str(folder)]), str(out),
+                           ImageProcessorConfig(resolution=32), text_encoders=[cfg])
+    assert codec.text[0].columns == ("clip", "clip_length", "clip_truncated", "clip_pooled")
+    ds = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf"))
+    direct = dict(zip(ds["caption"], TextEncoder(cfg).encode(ds["caption"])))
+    for row in ds:
+        want = direct[row["caption"]]
+        assert np.array_equal(np.asarray(row["clip"], dtype=np.float16), want.hidden)
+        assert np.array_equal(np.asarray(row["clip_pooled"], dtype=np.float16), want.pooled)
+    batch = next(latentflow.LatentDataset(str(out)).iter_batches(len(ds), shuffle=False))
+    for i, caption in enumerate(batch["caption"]):
+        want = direct[caption if caption is not None else ""]  # LatentDataset gives a blank caption as None
+        assert torch.equal(batch["clip_pooled"][i], torch.from_numpy(want.pooled).float())
+        assert torch.equal(batch["clip"][i, : want.length], torch.from_numpy(want.hidden).float())
