@@ -31,7 +31,7 @@ CHAINS = {
     "tokens.yaml": (["processor.resolution=64"], ["gpt_prior.yaml", "discrete_diffusion_prior.yaml"]),
     "video_default.yaml": ([], ["flow_prior_video.yaml"]),
     "s3_buckets_bf16.yaml": ([f"source.urls={PHOTOS}", "processor.resolution=64"], ["flow_prior.yaml"]),
-    "audio_default.yaml": ([], []),  # no shipped prior takes (C, t) audio latents yet: nothing to chain
+    "audio_default.yaml": ([], ["flow_prior_audio.yaml"]),
     "captioned.yaml": (["processor.resolution=64"], ["flow_prior_text.yaml"]),
 }
 SMALL_NETWORK = {"gpt_prior.yaml": ["prior.config.hidden_size=32", "prior.config.num_layers=1", "prior.config.num_heads=2"],
@@ -39,6 +39,8 @@ SMALL_NETWORK = {"gpt_prior.yaml": ["prior.config.hidden_size=32", "prior.config
                                                    "prior.config.num_heads=2"],
                  "flow_prior.yaml": ["prior.config.hidden_size=32", "prior.config.num_layers=1", "prior.config.num_heads=2"],
                  "flow_prior_video.yaml": ["prior.config.hidden_size=32", "prior.config.num_layers=1", "prior.config.num_heads=2"],
+                 "flow_prior_audio.yaml": ["prior.config.hidden_size=32", "prior.config.num_layers=1", "prior.config.num_heads=2",
+                                           "sample.steps=2"],
                  "flow_prior_text.yaml": ["prior.config.hidden_size=32", "prior.config.num_layers=1", "prior.config.num_heads=2",
                                           "sample.steps=2"]}
 
@@ -89,14 +91,19 @@ def encoded(cluster, tmp_path_factory):
 
 
 def check_samples(run_dir: Path) -> None:
-    """samples.png decodes to a non-constant RGB grid; samples.mp4 to frames."""
-    png, mp4 = run_dir / "samples.png", run_dir / "samples.mp4"
+    """samples.png decodes to a non-constant RGB grid; samples.mp4 to frames; samples.wav to a waveform."""
+    png, mp4, wav = run_dir / "samples.png", run_dir / "samples.mp4", run_dir / "samples.wav"
     if png.exists():
         image = np.asarray(Image.open(png))
         assert image.ndim == 3 and image.shape[2] in (3, 4) and image.shape[0] >= 64 and image.std() > 0
         return
     import av
 
+    if wav.exists():
+        with av.open(str(wav)) as container:
+            samples = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+        assert samples.size > 0 and np.std(samples) > 0
+        return
     with av.open(str(mp4)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) >= 2 and frames[0].shape[0] >= 64 and np.std(frames[0]) > 0
@@ -110,7 +117,7 @@ def test_shipped_train_config_trains_on_its_encode_configs_output(encoded, clust
                  f"train.output_dir={run_dir}", "train.max_steps=2", "train.checkpoint_every=2", "train.eval_every=2",
                  "sample.num_samples=2", *SMALL_NETWORK[train]], cluster)
     result = json.loads(done.stdout.split("result: ", 1)[1])
-    assert result["steps"] == 2 and (result.get("samples_png") or result.get("samples_mp4"))
+    assert result["steps"] == 2 and (result.get("samples_png") or result.get("samples_mp4") or result.get("samples_wav"))
     batch = yaml.safe_load((ROOT / "configs" / "train" / train).read_text())["data"]["batch_size"]
     data_lines = [line for line in done.stdout.splitlines() if line.startswith("data: ")]
     assert len(data_lines) == 1 and f"batch_size {batch}," in data_lines[0]
