@@ -265,3 +265,25 @@ def test_pooled_fp16_column_in_process(text_folders, tmp_path):
         want = direct[caption if caption is not None else ""]  # LatentDataset gives a blank caption as None
         assert torch.equal(batch["clip_pooled"][i], torch.from_numpy(want.pooled).float())
         assert torch.equal(batch["clip"][i, : want.length], torch.from_numpy(want.hidden).float())
+
+
+def test_encode_captions_rules_and_dedup(text_folders):
+    """The encode path's text stage: blank captions under ``empty_caption='error'`` and U+FFFD (non-UTF-8 bytes)
+    drop their rows as ``text`` errors; identical captions reach the encoder once."""
+    from latentflow.encode.shard import ProcessedSample, encode_captions
+    from latentflow.encode.text import TextEncoder, TextEncoderConfig
+
+    encoder = TextEncoder(TextEncoderConfig(name="t5", model=str(text_folders["t5"]), empty_caption="error"))
+    seen: list[list[str]] = []
+    encode = encoder.encode
+    encoder.encode = lambda captions: seen.append(list(captions)) or encode(captions)  # record what is encoded
+    captions = ["red car", "   ", None, "red car", "a photo \ufffd of a dog", "cat"]
+    samples = [ProcessedSample(f"k{i}", np.zeros((3, 1, 1), np.uint8), (1, 1), (0, 0, 1, 1), i, c) for i, c in enumerate(captions)]
+    arrays = [{} for _ in samples]
+    errors = encode_captions(samples, arrays, encoder, "s0")
+    assert [(e["key"], e["stage"], e["error_type"]) for e in errors] == [("k1", "text", "bad_caption"),
+                                                                          ("k2", "text", "bad_caption"),
+                                                                          ("k4", "text", "bad_caption")]
+    assert "empty_caption='error'" in errors[0]["message"] and "U+FFFD" in errors[2]["message"]
+    assert seen == [["red car", "cat"]] and [a is None for a in arrays] == [False, True, True, False, True, False]
+    assert np.array_equal(arrays[0]["t5"], arrays[3]["t5"]) and int(arrays[5]["t5_length"]) == 2
