@@ -479,6 +479,11 @@ class TextEncoder:
     def fingerprint(self) -> str:
         return self.info.fingerprint()
 
+    def to(self, device: str | torch.device) -> "TextEncoder":
+        """Run the forward on ``device`` (an encoder actor's GPU); stored arrays still come back on the host."""
+        self.model.to(device)
+        return self
+
     def _max_length(self) -> int | None:
         limit = self.cfg.max_length or self.tokenizer.model_max_length
         if limit is None or limit > 1_000_000:  # transformers' "no limit" sentinel
@@ -566,7 +571,8 @@ class TextEncoder:
     @torch.inference_mode()
     def _encode_batch(self, ids: list[list[int]]) -> list[TextEmbedding]:
         cfg = self.cfg
-        batch = self._pad(ids)
+        device = next(self._net.parameters()).device
+        batch = {k: v.to(device) for k, v in self._pad(ids).items()}
         mask = batch["attention_mask"]
         kwargs = {"use_cache": False} if self._use_cache else {}
         out = self._net(input_ids=batch["input_ids"], attention_mask=mask if cfg.attention_mask else None,

@@ -137,7 +137,8 @@ class EncoderActor:
                 f"weights at {ref.location!r} changed while the job ran: sha256 {self.model.fingerprint()} "
                 f"!= {expected_fingerprint} recorded in the codec"
             )
-        texts = [load_text_encoder(t, storage_options, (text_fingerprints or {}).get(t["name"])) for t in text_encoders or ()]
+        texts = [load_text_encoder(t, storage_options, (text_fingerprints or {}).get(t["name"])).to(device)
+                 for t in text_encoders or ()]  # resident beside the model, on its device
         self.encoder = LatentEncoder(
             self.model, StoreConfig.from_dict(store), dtype=dtype, device=device, channels_last=channels_last,
             text_encoders=texts,
