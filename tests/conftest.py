@@ -58,6 +58,7 @@ def s3(s3_server):
 def ray_cluster():
     """One `ray start --head` cluster (4 logical CPUs, loopback, its own ports and temp dir) shared by every test
     that drives the README's cluster commands as subprocesses; yields (GCS address, dashboard URL, client env).
+    `ray start` turns Ray's token auth on: clients joining it set RAY_AUTH_MODE=token, as the README tells users.
     Tests that kill drivers or build multi-node clusters start their own."""
     from tests.ray_head import ray_head
 

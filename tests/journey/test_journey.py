@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def cluster(ray_cluster):
     address, _, env = ray_cluster
-    return {**env, "RAY_ADDRESS": address, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "0"}
+    return {**env, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "token", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "0"}
 
 
 @pytest.fixture(scope="module")

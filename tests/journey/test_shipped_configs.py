@@ -70,7 +70,7 @@ def _run(args: list[str], env: dict, timeout: int = 300) -> subprocess.Completed
 @pytest.fixture(scope="module")
 def cluster(ray_cluster):
     address, _, env = ray_cluster  # the session's shared `ray start --head`
-    return {**env, "RAY_ADDRESS": address, "HF_HUB_OFFLINE": "1"}
+    return {**env, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "token", "HF_HUB_OFFLINE": "1"}
 
 
 @pytest.fixture(scope="module")
