@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from latentflow.models.vq_autoencoder import VQAutoencoderConfig, VectorQuantizedAutoencoderModel
+from latentflow.models.vq_autoencoder import VectorQuantizedAutoencoderModel, VQAutoencoderConfig
 from latentflow.quantizers import usage_and_perplexity
 
 TRAIN_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina", "cat"]

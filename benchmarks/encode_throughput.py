@@ -36,21 +36,20 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import fsspec  # noqa: E402
 import numpy as np
+import psutil  # noqa: E402  (Ray vendors psutil; `import ray` puts it on sys.path)
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 import torch
 
-import psutil  # noqa: E402  (Ray vendors psutil; `import ray` puts it on sys.path)
-
 from latentflow.encode.encoder import LatentEncoder
+from latentflow.encode.shard import pack_pixels
 from latentflow.format.codec import StoreConfig
-from latentflow.media.image import ImageProcessor
 from latentflow.media.config import ImageProcessorConfig
-from latentflow.sources.shards import SourceConfig, list_shards, read_shard
+from latentflow.media.image import ImageProcessor
 from latentflow.pipeline.config import EncodeJobConfig
 from latentflow.pipeline.runner import run_encode_job
-from latentflow.encode.shard import pack_pixels
+from latentflow.sources.shards import SourceConfig, list_shards, read_shard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.samples
 from tests.samples import write_sample_webdataset  # noqa: E402

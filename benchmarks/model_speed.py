@@ -30,8 +30,8 @@ import time
 
 import torch
 
-from latentflow.models.ldm_blocks import set_upcast
 from latentflow.models.autoencoder_kl import AutoencoderKLConfig, AutoencoderKLModel
+from latentflow.models.ldm_blocks import set_upcast
 
 CONFIGS = {"mid": (64, 128, 256, 256), "sd": (128, 256, 512, 512)}
 

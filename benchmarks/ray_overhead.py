@@ -38,9 +38,9 @@ import ray
 
 from latentflow.encode.shard import processor_spec
 from latentflow.media.config import ImageProcessorConfig
-from latentflow.sources.shards import SourceConfig, list_shards
 from latentflow.pipeline.datasource import ShardDatasource, read_shard_block
 from latentflow.pipeline.stages import preprocess_batch
+from latentflow.sources.shards import SourceConfig, list_shards
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.samples
 from tests.samples import write_sample_webdataset  # noqa: E402

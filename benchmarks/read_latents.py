@@ -42,11 +42,11 @@ def parse_args() -> argparse.Namespace:
 
 def write_cache(out: str, rows: int, per_shard: int, resolution: int = 64, logvar: bool = False, seed: int = 0) -> str:
     """A latent output of ``rows`` random (4, resolution/2, resolution/2) latents, written with ``ShardWriter``."""
-    from latentflow.format.codec import StoreConfig
     from latentflow.encode.codec_builder import build_codec
+    from latentflow.format.codec import StoreConfig
     from latentflow.media.config import ImageProcessorConfig
-    from latentflow.store.writer import ShardWriter, finalize, prepare_output
     from latentflow.models.vae import VariationalAutoencoderConfig, VariationalAutoencoderModel
+    from latentflow.store.writer import ShardWriter, finalize, prepare_output
 
     torch.manual_seed(0)
     vae = VariationalAutoencoderModel(VariationalAutoencoderConfig(block_out_channels=(8, 16), latent_channels=4)).eval()

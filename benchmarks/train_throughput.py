@@ -53,8 +53,8 @@ def build_encoder(kind: str):
 
 def encode_cache(model, urls: list[str], root: Path, resolution: int) -> tuple[str, float]:
     """The encode job's plain loop (data layer): shards -> processor -> encoder -> Parquet + Zarr. Returns (dir, seconds)."""
-    from latentflow.format.codec import StoreConfig
     from latentflow.encode.local import encode_locally
+    from latentflow.format.codec import StoreConfig
     from latentflow.media.config import ImageProcessorConfig
     from latentflow.sources.shards import SourceConfig
 
@@ -91,8 +91,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.samples
-    from tests.samples import write_sample_webdataset
     from latentflow.training.data import LatentStream, build_image_stream, load_latent_table
+    from tests.samples import write_sample_webdataset
 
     root = Path(tempfile.mkdtemp(prefix="train-throughput-"))
     urls = write_sample_webdataset(str(root / "shards"), num_shards=args.shards, samples_per_shard=args.per_shard,

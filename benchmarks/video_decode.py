@@ -41,9 +41,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from latentflow.media.video_decode import VideoReader, _convert, resample  # noqa: E402
+from latentflow.media.config import VideoProcessorConfig  # noqa: E402
 from latentflow.media.video import VideoProcessor  # noqa: E402
-from latentflow.media.config import VideoProcessorConfig
+from latentflow.media.video_decode import VideoReader, _convert, resample  # noqa: E402
 
 
 def reencode(data: bytes, gop: int) -> bytes:

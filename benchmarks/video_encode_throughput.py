@@ -59,21 +59,20 @@ sys.path.insert(0, str(ROOT))  # the repo root: benchmarks.encode_throughput, te
 
 import fsspec  # noqa: E402
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402  (Ray vendors psutil; `import ray` puts it on sys.path)
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import ray  # noqa: E402
 import torch  # noqa: E402
 
-import psutil  # noqa: E402  (Ray vendors psutil; `import ray` puts it on sys.path)
-
 from benchmarks.encode_throughput import TreeMonitor, start_moto  # noqa: E402
-from latentflow.encode.shard import build_processor, process_records, stack_pixels  # noqa: E402
 from latentflow.encode.encoder import LatentEncoder  # noqa: E402
-from latentflow.format.codec import StoreConfig
-from latentflow.sources.shards import SourceConfig, list_shards, read_shard  # noqa: E402
+from latentflow.encode.shard import build_processor, process_records, stack_pixels  # noqa: E402
+from latentflow.format.codec import StoreConfig  # noqa: E402
 from latentflow.media.config import VideoProcessorConfig  # noqa: E402
 from latentflow.pipeline.config import EncodeJobConfig  # noqa: E402
 from latentflow.pipeline.runner import run_encode_job  # noqa: E402
+from latentflow.sources.shards import SourceConfig, list_shards, read_shard  # noqa: E402
 
 SHIPPED_SHARD = ROOT / "data" / "videos" / "bbb-000000.tar"
 SHIPPED_MODEL = ROOT / "models" / "video-vae-tiny"
@@ -339,7 +338,7 @@ def main() -> None:
         shards = -(-args.clips // per_shard)
         small = max(2, round(shards / args.scale))
         videos = source_videos(args.source)
-        big_urls = write_shards(f"{base}/src-big", shards, videos, args.videos_per_shard, options)
+        write_shards(f"{base}/src-big", shards, videos, args.videos_per_shard, options)
         small_urls = write_shards(f"{base}/src-1x", small, videos, args.videos_per_shard, options)
         where = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
         print(f"model {model_name}: f{model.downsample_factor} x t{model.temporal_downsample_factor}, "

@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path)
-
 import psutil  # noqa: E402
+import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path)
 
 BIN = Path(sys.executable).parent
 

@@ -50,8 +50,9 @@ def test_pickles_are_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
     with pytest.raises(lf.CheckpointError, match="never unpickles"):
         lf.AutoModel.from_pretrained(str(tmp_path))
-    from latentflow import hub
     import fsspec
+
+    from latentflow import hub
 
     with pytest.raises(lf.CheckpointError, match="refusing to unpickle"):
         hub.read_safetensors(fsspec.filesystem("file"), str(tmp_path / "pytorch_model.bin"))

@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from latentflow.config_cli import (apply_overrides, attribute_docs, config_help, config_keys, config_markdown,
-                                   load_job_config, type_name)
+from latentflow.config_cli import (
+    apply_overrides,
+    attribute_docs,
+    config_help,
+    config_keys,
+    config_markdown,
+    load_job_config,
+    type_name,
+)
 from latentflow.configuration import Config, _section_type, check_choice, check_positive
 from latentflow.errors import ConfigError
 from latentflow.evaluation.config import EvalJobConfig

@@ -94,9 +94,9 @@ def test_encode_job_places_the_encoder_on_the_gpu_and_matches_the_cpu(ray_local,
 def test_trainer_learns_on_the_gpu_in_bf16(tmp_path):
     from training_helpers import tiny_vae_config
 
-    from tests.samples import write_sample_webdataset
     from latentflow.training.config import TrainAutoencoderConfig
     from latentflow.training.stages import train_autoencoder
+    from tests.samples import write_sample_webdataset
 
     shards = write_sample_webdataset(str(tmp_path / "shards"), num_shards=4, samples_per_shard=6, min_side=40, max_side=64, seed=1)
     cfg = tiny_vae_config(shards, str(tmp_path / "run"), max_steps=24, checkpoint_every=24, eval_every=24,
@@ -114,9 +114,9 @@ def test_ray_train_worker_trains_on_its_gpu(ray_local, tmp_path):
     """One Ray Train worker with use_gpu (NCCL process group) trains on the GPU Ray assigned it."""
     from training_helpers import tiny_vae_config
 
-    from tests.samples import write_sample_webdataset
     from latentflow.training.config import TrainAutoencoderConfig
     from latentflow.training.distributed import run_distributed
+    from tests.samples import write_sample_webdataset
 
     shards = write_sample_webdataset(str(tmp_path / "shards"), num_shards=3, samples_per_shard=6, min_side=40, max_side=64, seed=2)
     raw = tiny_vae_config(shards, str(tmp_path / "run"), max_steps=4, checkpoint_every=4, num_workers=1,

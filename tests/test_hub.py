@@ -10,10 +10,10 @@ import torch
 
 from latentflow import hub
 from latentflow.auto import AutoModel
-from latentflow.format.codec import ModelRef, StoreConfig
 from latentflow.encode.codec_builder import build_codec
-from latentflow.media.config import ImageProcessorConfig
 from latentflow.errors import CheckpointError, ConfigError
+from latentflow.format.codec import ModelRef, StoreConfig
+from latentflow.media.config import ImageProcessorConfig
 from tests.models.bridge_fixtures import images, reference_latents, save
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -8,12 +8,12 @@ import torch
 import latentflow as lf
 from latentflow.errors import ConfigError, InputError
 from latentflow.models.vq_autoencoder import (
+    VectorQuantizedAutoencoderModel,
     VQAutoencoderConfig,
     VQVAE2Config,
     VQVAE2EncoderOutput,
     VQVAE2Model,
     VQVAE2Tokens,
-    VectorQuantizedAutoencoderModel,
 )
 from tests.model_tester import LatentModelTesterMixin
 

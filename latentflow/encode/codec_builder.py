@@ -19,7 +19,7 @@ from latentflow.encode.shard import build_processor
 from latentflow.format.codec import Codec, ModelInfo, ModelRef, QuantizerInfo, StoreConfig, public_url, stored_arrays
 from latentflow.format.text import TextColumn
 from latentflow.hub import model_ref_from_user
-from latentflow.media.config import AudioProcessorConfig, ImageProcessorConfig, VideoProcessorConfig
+from latentflow.media.config import AudioProcessorConfig, GeometryConfig, ImageProcessorConfig, VideoProcessorConfig
 from latentflow.media.video_decode import decoder_info
 from latentflow.quantizers.base import numpy_index_dtype_for
 from latentflow.sources.shards import SourceConfig
@@ -115,6 +115,9 @@ def build_codec(model, processor_config: ImageProcessorConfig | VideoProcessorCo
     kind = getattr(model, "latent_kind", "continuous")
     if isinstance(model_ref, str):
         model_ref = model_ref_from_user(model_ref)
+    if isinstance(processor_config, GeometryConfig) and not processor_config.buckets and processor_config.bucket_step == "auto":
+        # unused without buckets: recorded as null, as before "auto" existed, so square outputs keep their fingerprint
+        processor_config = processor_config.replace(bucket_step=None)
     video = isinstance(processor_config, VideoProcessorConfig)
     audio = isinstance(processor_config, AudioProcessorConfig)
     decoder = None

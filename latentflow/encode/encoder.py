@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentflow.format.codec import StoreConfig
 from latentflow.configuration import check_choice
-from latentflow.sources.records import SampleError, key_seed
-from latentflow.quantizers.base import numpy_index_dtype_for
 from latentflow.errors import ConfigError
+from latentflow.format.codec import StoreConfig
+from latentflow.quantizers.base import numpy_index_dtype_for
+from latentflow.sources.records import SampleError, key_seed
 
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

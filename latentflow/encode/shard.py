@@ -20,8 +20,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from latentflow.media.config import SEGMENT_FIELDS
 from latentflow.errors import InputError
+from latentflow.media.config import SEGMENT_FIELDS
 from latentflow.sources.records import Record, SampleError
 
 ROW_METADATA = ("key", "index_in_shard", "caption", "label", "json", "original_size", "crop_box", "bucket")
@@ -63,9 +63,9 @@ def build_processor(config, downsample_factor: int, temporal_stride: int | None 
     ``AudioProcessor`` for an ``AudioProcessorConfig`` (``downsample_factor`` is the hop length;
     ``sample_rate`` and ``channels`` are the model's, filling what the config leaves None).
     Its ``.config`` is the config as run (what the codec records)."""
+    from latentflow.media.config import AudioProcessorConfig, VideoProcessorConfig
     from latentflow.media.image import ImageProcessor
     from latentflow.media.video import VideoProcessor
-    from latentflow.media.config import AudioProcessorConfig, VideoProcessorConfig
 
     if isinstance(config, AudioProcessorConfig):
         from latentflow.media.audio_processor import AudioProcessor

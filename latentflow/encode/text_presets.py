@@ -194,8 +194,8 @@ def combine_flux2_klein(qwen3: list[TextEmbedding], dtype=torch.float32):
     """``(prompt_embeds (B, 512, 3D), text_ids (B, 512, 4))`` with text_ids ``(t=0, h=0, w=0, l)``."""
     embeds = _stack(qwen3, dtype=dtype)
     b, length, _ = embeds.shape
-    l = torch.arange(length)
-    text_ids = torch.stack([torch.zeros_like(l), torch.zeros_like(l), torch.zeros_like(l), l], dim=-1)
+    pos = torch.arange(length)
+    text_ids = torch.stack([torch.zeros_like(pos), torch.zeros_like(pos), torch.zeros_like(pos), pos], dim=-1)
     return embeds, text_ids.unsqueeze(0).expand(b, -1, -1)
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from latentflow.config_cli import load_job_config
 from latentflow.configuration import Config, check_choice, check_positive
+from latentflow.errors import ConfigError
 from latentflow.media.config import ImageProcessorConfig
 from latentflow.sources.shards import SourceConfig, resolve_storage_options
-from latentflow.errors import ConfigError
 
 
 @dataclass

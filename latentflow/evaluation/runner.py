@@ -24,7 +24,6 @@ import pyarrow as pa
 import torch
 
 from latentflow.encode.shard import processor_spec, unpack_pixels
-from latentflow.sources.shards import list_shards
 from latentflow.evaluation import plots
 from latentflow.evaluation.config import EvalJobConfig
 from latentflow.evaluation.diagnostics import latent_diagnostics
@@ -34,6 +33,7 @@ from latentflow.pipeline.datasource import ShardDatasource
 from latentflow.pipeline.schema import KIND_EMPTY, KIND_SAMPLE, sample_of
 from latentflow.pipeline.stages import preprocess_batch
 from latentflow.progress import Progress
+from latentflow.sources.shards import list_shards
 
 logger = logging.getLogger(__name__)
 

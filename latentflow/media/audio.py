@@ -40,14 +40,15 @@ from __future__ import annotations
 
 import io
 import math
-from fractions import Fraction
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import av
 import numpy as np
 
 from latentflow.errors import ConfigError
+from latentflow.sources.records import SampleError
 
 av.logging.set_level(av.logging.PANIC)  # FFmpeg's stderr chatter on corrupt input; errors still raise
 
@@ -71,11 +72,7 @@ TRUNCATED_TOLERANCE = (0.1, 0.02)  # seconds, fraction: a full decode shorter th
 
 
 def sample_error(error_type: str, message: str, stage: str = "decode") -> Exception:
-    """A ``SampleError`` (imported here only: the records module is moving to ``latentflow.sources``)."""
-    try:
-        from latentflow.sources.records import SampleError
-    except ImportError:
-        from latentflow.data.records import SampleError
+    """A ``SampleError`` of ``stage`` (the one error row convention of the data path)."""
     return SampleError(stage, error_type, message)
 
 

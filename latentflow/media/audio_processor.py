@@ -31,8 +31,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from latentflow.errors import ConfigError
-from latentflow.media.audio import (REMIX_RULES, TRUNCATED_TOLERANCE, decode_audio, decoder_description,
-                                    latent_padding_mask, plan_segments, probe_audio, segment_samples)
+from latentflow.media.audio import (
+    REMIX_RULES,
+    TRUNCATED_TOLERANCE,
+    decode_audio,
+    decoder_description,
+    latent_padding_mask,
+    plan_segments,
+    probe_audio,
+    segment_samples,
+)
 from latentflow.media.config import AudioProcessorConfig
 from latentflow.sources.records import SampleError, segment_key
 

@@ -8,11 +8,10 @@ video clips (resolution, aspect buckets, crop) is declared once, in :class:`Geom
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from latentflow.configuration import Config, check_choice, check_positive
 from latentflow.errors import ConfigError
-
 
 DECODERS = ("pyav", "torchcodec", "auto")
 IMAGE_RESAMPLE = ("bilinear", "bicubic", "lanczos", "box")  # PIL filters (media.image maps them)
@@ -49,12 +48,6 @@ class GeometryConfig(Config):
     bucket_step: int | Literal["auto"] | None = "auto"
     crop: str = "center"
     seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        if not self.buckets and self.bucket_step == "auto":
-            out["bucket_step"] = None  # unused without buckets: the fingerprint of square outputs is unchanged
-        return out
 
     def resolved_bucket_step(self, downsample_factor: int) -> int:
         """Bucket sides are multiples of this, for a model that downsamples by ``downsample_factor``."""

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from latentflow.errors import ConfigError
 from latentflow.media.config import ImageProcessorConfig
 from latentflow.sources.records import SampleError, key_seed
-from latentflow.errors import ConfigError
 
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,

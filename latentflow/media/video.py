@@ -30,12 +30,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from latentflow.media.image import ImageProcessor
-from latentflow.media.config import ImageProcessorConfig
-from latentflow.sources.records import SampleError, clip_key
-from latentflow.media.config import VideoProcessorConfig
-from latentflow.media.video_decode import VideoReader, decoder_info, resample, resolve_decoder
 from latentflow.errors import ConfigError
+from latentflow.media.config import ImageProcessorConfig, VideoProcessorConfig
+from latentflow.media.image import ImageProcessor
+from latentflow.media.video_decode import VideoReader, decoder_info, resample, resolve_decoder
+from latentflow.sources.records import SampleError, clip_key
 
 logger = logging.getLogger(__name__)
 

@@ -37,9 +37,9 @@ from typing import Any, Callable
 import av
 import numpy as np
 
-from latentflow.sources.records import SampleError
 from latentflow.errors import ConfigError
 from latentflow.media.config import DECODERS
+from latentflow.sources.records import SampleError
 
 _EPS = 1e-6  # seconds: float slack when comparing a wanted time with a frame's pts
 

@@ -45,7 +45,7 @@ from torch import nn
 
 from latentflow import hub
 from latentflow.auto import register
-from latentflow.configuration import LatentConfig, read_config_dict, check_positive
+from latentflow.configuration import LatentConfig, check_positive, read_config_dict
 from latentflow.errors import ConfigError, InputError
 from latentflow.modeling import LatentModel, check_finite
 from latentflow.outputs import AutoencoderOutput, DecoderOutput, DiagonalGaussian, VariationalEncoderOutput

@@ -32,7 +32,7 @@ from torch import nn
 
 from latentflow import hub
 from latentflow.auto import register
-from latentflow.configuration import Config, LatentConfig, read_config_dict, check_positive
+from latentflow.configuration import Config, LatentConfig, check_positive, read_config_dict
 from latentflow.errors import CheckpointError, ConfigError, InputError
 from latentflow.modeling import LatentModel, check_finite
 from latentflow.models.ldm_blocks import Decoder, Encoder, check_attention_backend, set_upcast

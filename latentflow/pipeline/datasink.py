@@ -23,8 +23,15 @@ from ray.data.block import BlockAccessor
 from ray.data.datasource import Datasink
 from ray.data.datasource.datasink import WriteResult
 
+from latentflow.pipeline.schema import (
+    KIND_EMPTY,
+    KIND_ERROR,
+    KIND_FAILED,
+    KIND_SAMPLE,
+    encoded_shard,
+    error_rows,
+)
 from latentflow.store.writer import ShardWriter
-from latentflow.pipeline.schema import KIND_EMPTY, KIND_ERROR, KIND_FAILED, KIND_SAMPLE, encoded_shard, error_rows
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,14 @@ import pyarrow as pa
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
+from latentflow.pipeline.schema import (
+    KIND_FAILED,
+    RECORD_SCHEMA,
+    records_table,
+    shard_row,
+)
 from latentflow.sources.records import Shard
 from latentflow.sources.shards import SourceConfig, read_shard
-from latentflow.pipeline.schema import KIND_FAILED, RECORD_SCHEMA, records_table, shard_row
 
 logger = logging.getLogger(__name__)
 

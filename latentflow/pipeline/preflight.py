@@ -19,8 +19,8 @@ from typing import Any
 
 import fsspec
 
-from latentflow.sources.shards import list_shards
 from latentflow.errors import ConfigError
+from latentflow.sources.shards import list_shards
 
 RAY_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by `ray job submit` for the driver process
 WORKING_DIR_MARK = "runtime_resources/working_dir_files"  # where Ray unpacks --working-dir

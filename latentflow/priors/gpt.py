@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentflow.configuration import check_positive
-from latentflow.errors import ConfigError, InputError
+from latentflow.errors import InputError
 from latentflow.models.layers import TransformerBlock
 from latentflow.priors.base import PriorConfig, PriorModel, register_prior
 from latentflow.progress import Progress

@@ -34,8 +34,13 @@ from torch import nn
 
 from latentflow.configuration import check_choice, check_positive
 from latentflow.errors import ConfigError
-from latentflow.quantizers.base import FlatQuantized, Quantizer, QuantizerConfig, exact_straight_through, register_quantizer
-
+from latentflow.quantizers.base import (
+    FlatQuantized,
+    Quantizer,
+    QuantizerConfig,
+    exact_straight_through,
+    register_quantizer,
+)
 
 BOUNDS = ("reference", "vector_quantize_pytorch")
 

@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from latentflow.errors import ConfigError
 from latentflow.configuration import check_positive
+from latentflow.errors import ConfigError
 from latentflow.quantizers.base import FlatQuantized, Quantizer, QuantizerConfig, register_quantizer
 from latentflow.quantizers.residual import level_config
 from latentflow.quantizers.vq import VectorQuantizer, VQConfig

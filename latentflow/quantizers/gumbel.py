@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentflow.errors import ConfigError
 from latentflow.configuration import check_positive
 from latentflow.quantizers.base import FlatQuantized, Quantizer, QuantizerConfig, nearest_rows, register_quantizer
 

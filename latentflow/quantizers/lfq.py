@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentflow.errors import ConfigError
 from latentflow.configuration import check_positive
+from latentflow.errors import ConfigError
 from latentflow.quantizers.base import (
     FlatQuantized,
     Quantizer,

@@ -25,8 +25,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from latentflow.errors import ConfigError
 from latentflow.configuration import check_positive
+from latentflow.errors import ConfigError
 from latentflow.quantizers.base import (
     FlatQuantized,
     Quantizer,

@@ -33,13 +33,12 @@ import numpy as np
 import torch
 
 from latentflow.errors import CodecMismatchError, ConfigError
-from latentflow.media.config import SEGMENT_FIELDS
 from latentflow.format.state import committed_shards, merge_stats
+from latentflow.media.config import SEGMENT_FIELDS
 from latentflow.normalization import Normalization
 from latentflow.read.batches import BatchPlan, Block, GroupRows
 from latentflow.read.latents import read_codec
 from latentflow.read.zarr_rows import ArraySpec, array_spec, read_array, whole_file
-
 
 # ---- torch dataset over zarr --------------------------------------------------------
 

@@ -84,7 +84,7 @@ def array_spec(metadata) -> ArraySpec:
         index_ok = (shard.index_location.value == "end" and len(shard.index_codecs) == 2
                     and isinstance(shard.index_codecs[0], BytesCodec) and isinstance(shard.index_codecs[1], Crc32cCodec))
         inner = _inner(shard.codecs)
-        if index_ok and inner and not inner[1] and tuple(shard.chunk_shape) == (1, *row_shape) and dtype != object:
+        if index_ok and inner and not inner[1] and tuple(shard.chunk_shape) == (1, *row_shape) and dtype != object:  # noqa: E721 - a numpy dtype, not a type
             return ArraySpec("rows", dtype.newbyteorder("<"), row_shape, chunks[0], inner[0], False, metadata.fill_value, key)
         return fallback
     inner = _inner(codecs)

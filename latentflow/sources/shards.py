@@ -52,9 +52,18 @@ import pyarrow.parquet as pq
 from braceexpand import braceexpand
 
 from latentflow.configuration import Config, check_choice, check_positive
-from latentflow.sources.records import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Record, Shard, duplicate_key, media_kind,
-                                        shard_id_for, unique_keys)
 from latentflow.errors import ConfigError, ShardReadError
+from latentflow.sources.records import (
+    AUDIO_EXTENSIONS,
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    Record,
+    Shard,
+    duplicate_key,
+    media_kind,
+    shard_id_for,
+    unique_keys,
+)
 
 FORMATS = ("webdataset", "parquet", "hf", "folder")
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS  # a tar sample's first member with one of these is its media

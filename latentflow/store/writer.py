@@ -47,8 +47,16 @@ from latentflow.errors import CodecMismatchError
 from latentflow.format.card import write_card
 from latentflow.format.codec import Codec, as_codec, check_compatible
 from latentflow.format.marker import ERROR_COLUMNS, CommitMarker
-from latentflow.format.state import (CODEC_FILE, SUMMARY_FILE, OutputState, committed_shards, join, merge_stats,
-                                     read_json, read_output_codec)
+from latentflow.format.state import (
+    CODEC_FILE,
+    SUMMARY_FILE,
+    OutputState,
+    committed_shards,
+    join,
+    merge_stats,
+    read_json,
+    read_output_codec,
+)
 from latentflow.format.tables import column_to_numpy, parquet_table
 from latentflow.format.text import text_totals
 from latentflow.media.config import SEGMENT_FIELDS

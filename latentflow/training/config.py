@@ -19,7 +19,6 @@ from latentflow.config_cli import load_job_config
 from latentflow.configuration import Config, check_choice, check_positive
 from latentflow.errors import ConfigError
 
-
 PRIOR_KINDS = ("gpt", "maskgit", "discrete_diffusion", "flow")
 
 

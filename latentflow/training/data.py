@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from latentflow.format.codec import Codec
 from latentflow.errors import CodecMismatchError, ConfigError, InputError
+from latentflow.format.codec import Codec
 from latentflow.normalization import Normalization
 
 
@@ -143,10 +143,9 @@ def build_image_stream(source: dict[str, Any], processor: dict[str, Any], downsa
             are forced to the model's ``temporal_stride``.
     """
     from latentflow.encode.shard import build_processor, process_record, unpack_pixels
-    from latentflow.media.config import ImageProcessorConfig
+    from latentflow.media.config import ImageProcessorConfig, VideoProcessorConfig
     from latentflow.sources.records import SampleError, key_seed
     from latentflow.sources.shards import SourceConfig, list_shards, read_shard
-    from latentflow.media.config import VideoProcessorConfig
 
     source_cfg = SourceConfig.from_dict(source)
     if video is not None and source_cfg.media is None:

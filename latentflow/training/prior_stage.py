@@ -287,8 +287,8 @@ def sample_and_decode(prior: PriorModel, data: PriorData | LatentTable, cfg: Tra
     Returns:
         ``{"samples_png": url}``, ``{"samples_mp4": url}`` or ``{"samples_wav": url}``.
     """
-    from latentflow.read.preview import preview_fps, save_audio_preview, save_video_preview
     from latentflow.read.latents import decode_latents, read_codec
+    from latentflow.read.preview import preview_fps, save_audio_preview, save_video_preview
     from latentflow.training.visualize import save_sample_grid
 
     prior.check_codec(data.fingerprint)

@@ -13,10 +13,21 @@ import torch
 from torch import nn
 
 from latentflow.training.config import LossConfig
-from latentflow.training.discriminator import (PatchDiscriminator, adaptive_weight, hinge_d_loss, hinge_g_loss,
-                                               last_decoder_layer)
-from latentflow.training.losses import (VFAlignment, bottleneck_loss, equivariance_loss, load_feature_model,
-                                        random_transform, regression_loss)
+from latentflow.training.discriminator import (
+    PatchDiscriminator,
+    adaptive_weight,
+    hinge_d_loss,
+    hinge_g_loss,
+    last_decoder_layer,
+)
+from latentflow.training.losses import (
+    VFAlignment,
+    bottleneck_loss,
+    equivariance_loss,
+    load_feature_model,
+    random_transform,
+    regression_loss,
+)
 
 
 def find_quantizer(model: nn.Module) -> nn.Module | None:

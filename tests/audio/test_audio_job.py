@@ -7,7 +7,6 @@ direct encode of the same segments; bad files are error rows while the job goes 
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import sys

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from latentflow.encode.local import encode_locally
-from tests.samples import write_sample_webdataset
 from latentflow.sources.shards import SourceConfig
+from tests.samples import write_sample_webdataset
 
 
 @pytest.fixture

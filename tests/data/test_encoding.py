@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from latentflow.format.codec import Codec, check_compatible
 from latentflow.encode.codec_builder import build_codec
-from latentflow.quantizers.base import numpy_index_dtype_for
 from latentflow.encode.encoder import LatentEncoder
-from latentflow.format.codec import StoreConfig
-from latentflow.media.config import ImageProcessorConfig
 from latentflow.errors import CodecMismatchError, ConfigError
+from latentflow.format.codec import Codec, StoreConfig, check_compatible
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.quantizers.base import numpy_index_dtype_for
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from latentflow.media.image import ImageProcessor, make_buckets
-from latentflow.media.config import ImageProcessorConfig
-from latentflow.sources.records import SampleError
 from latentflow.errors import ConfigError
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.media.image import ImageProcessor, make_buckets
+from latentflow.sources.records import SampleError
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:

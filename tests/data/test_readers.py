@@ -12,13 +12,13 @@ import torch
 
 from latentflow.cli import main
 from latentflow.encode.codec_builder import build_codec
+from latentflow.errors import CheckpointError, CodecMismatchError, ConfigError
 from latentflow.format.codec import StoreConfig
 from latentflow.media.config import ImageProcessorConfig
 from latentflow.read.dataset import BucketBatchSampler, LatentDataset
-from latentflow.read.latents import decode_latents, load_latents
 from latentflow.read.inspect import inspect
+from latentflow.read.latents import decode_latents, load_latents
 from latentflow.store.writer import ShardWriter, finalize, prepare_output
-from latentflow.errors import CheckpointError, CodecMismatchError, ConfigError
 
 PROC = ImageProcessorConfig(resolution=32)
 

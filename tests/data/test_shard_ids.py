@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from latentflow.sources.records import shard_id_for
 from latentflow.sources.shards import SourceConfig, list_shards
-
-from pathlib import Path
 
 PHOTOS = Path(__file__).resolve().parents[2] / "data" / "photos"
 

@@ -8,15 +8,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from latentflow.errors import CodecMismatchError
 from latentflow.format.codec import StoreConfig
-from latentflow.media.image import ImageProcessor
+from latentflow.format.state import committed_shards
 from latentflow.media.config import ImageProcessorConfig
+from latentflow.media.image import ImageProcessor
 from latentflow.read.dataset import LatentDataset
 from latentflow.read.latents import load_latents, read_codec
-from latentflow.store.writer import ShardWriter, finalize, prepare_output
-from latentflow.format.state import committed_shards
 from latentflow.sources.shards import SourceConfig, list_shards, read_shard
-from latentflow.errors import CodecMismatchError
+from latentflow.store.writer import ShardWriter, finalize, prepare_output
 
 PROC = ImageProcessorConfig(resolution=32)
 

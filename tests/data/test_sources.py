@@ -12,9 +12,16 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from latentflow.sources.records import Shard, shard_id_for
-from latentflow.sources.shards import SourceConfig, check_source, list_shards, read_shard, resolve_storage_options, sanitize_member
 from latentflow.errors import ConfigError, ShardReadError
+from latentflow.sources.records import Shard, shard_id_for
+from latentflow.sources.shards import (
+    SourceConfig,
+    check_source,
+    list_shards,
+    read_shard,
+    resolve_storage_options,
+    sanitize_member,
+)
 from tests.data.storage_helpers import put, tar_bytes
 
 

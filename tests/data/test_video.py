@@ -10,13 +10,12 @@ import av
 import numpy as np
 import pytest
 
-from latentflow.media.image import ImageProcessor
-from latentflow.media.config import ImageProcessorConfig
-from latentflow.sources.records import SampleError, clip_key
-from latentflow.media.video_decode import VideoReader, decoder_info, probe_video, resample, resolve_decoder
-from latentflow.media.video import VideoProcessor, force_frames
-from latentflow.media.config import VideoProcessorConfig
 from latentflow.errors import ConfigError
+from latentflow.media.config import ImageProcessorConfig, VideoProcessorConfig
+from latentflow.media.image import ImageProcessor
+from latentflow.media.video import VideoProcessor, force_frames
+from latentflow.media.video_decode import VideoReader, decoder_info, probe_video, resample, resolve_decoder
+from latentflow.sources.records import SampleError, clip_key
 from tests.video_samples import read_index, write_audio_only, write_empty_video, write_video
 
 BBB = Path(__file__).resolve().parents[2] / "data" / "videos" / "bigbuckbunny.mp4"

@@ -11,11 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from latentflow.errors import ConfigError
+from latentflow.media.config import VideoProcessorConfig
+from latentflow.media.video import VideoProcessor
 from latentflow.sources.records import media_kind
 from latentflow.sources.shards import SourceConfig, list_shards, read_shard
-from latentflow.media.video import VideoProcessor
-from latentflow.media.config import VideoProcessorConfig
-from latentflow.errors import ConfigError
 from tests.data.storage_helpers import put, tar_bytes
 from tests.video_samples import read_index, write_video
 

@@ -21,7 +21,6 @@ import pytest
 import yaml
 from PIL import Image
 
-
 ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = '["data/photos/photos-{000000..000001}.tar"]'
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from latentflow.auto import AutoModel
-from latentflow.format.codec import ModelRef, StoreConfig
 from latentflow.encode.local import encode_locally
+from latentflow.format.codec import ModelRef, StoreConfig
 from latentflow.media.config import ImageProcessorConfig
 from latentflow.read.dataset import LatentDataset
 from latentflow.read.latents import decode_latents, read_codec

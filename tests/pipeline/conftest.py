@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from pipeline_helpers import tiny_vae
 
 

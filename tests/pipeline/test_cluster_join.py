@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from pipeline_helpers import good_samples, write_tar
 
 from latentflow.pipeline.cluster import ADDRESS_FILE, stale_address_file
-from pipeline_helpers import good_samples, write_tar
 from tests.ray_head import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -128,9 +128,9 @@ def test_encode_plan_builds_for_cpu_and_gpu_pools(ray_local, tiny_model_dir, pho
     """Ray Data checks map_batches arguments when the plan is built, not when it runs: building the
     GPU plan here catches, without a GPU, what only a GPU run showed before (map_batches refuses
     batch_size=None, a whole shard per call, once num_gpus is set)."""
-    from pipeline_helpers import good_samples, write_tar
-
     from dataclasses import replace
+
+    from pipeline_helpers import good_samples, write_tar
 
     from latentflow.pipeline.plan import build_plan
     from latentflow.pipeline.runner import encode_dataset

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from pipeline_helpers import bad_samples, good_samples, read_errors, read_info, read_rows, truncated_tar, write_tar
 
 ROOT = Path(__file__).resolve().parents[2]

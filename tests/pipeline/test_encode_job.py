@@ -11,14 +11,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from latentflow.media.config import ImageProcessorConfig
-from latentflow.errors import CodecMismatchError
-from latentflow.pipeline.runner import run_encode_job
 from pipeline_helpers import (
-    RESOLUTION, assert_latents_match, bad_samples, good_samples, job_config, read_errors, read_info, read_rows,
-    reference_latents, truncated_tar, write_tar, zarr_keys,
+    RESOLUTION,
+    assert_latents_match,
+    bad_samples,
+    good_samples,
+    job_config,
+    read_errors,
+    read_info,
+    read_rows,
+    reference_latents,
+    truncated_tar,
+    write_tar,
+    zarr_keys,
 )
+
+from latentflow.errors import CodecMismatchError
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.pipeline.runner import run_encode_job
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "jobs"))

@@ -9,16 +9,23 @@ import sys
 import threading
 from pathlib import Path
 
+import psutil  # noqa: E402
 import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path)
 import yaml
+from pipeline_helpers import (
+    RESOLUTION,
+    assert_latents_match,
+    good_samples,
+    job_config,
+    read_rows,
+    reference_latents,
+    write_tar,
+)
 
-from latentflow.media.config import ImageProcessorConfig
 from latentflow.format.state import committed_shards
+from latentflow.media.config import ImageProcessorConfig
 from latentflow.pipeline.runner import run_encode_job
-import psutil  # noqa: E402
-
 from tests.ray_head import encoder_actor_pids, wait_for
-from pipeline_helpers import RESOLUTION, assert_latents_match, good_samples, job_config, read_rows, reference_latents, write_tar
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSOR = ImageProcessorConfig(resolution=RESOLUTION, max_pixels=300 * 300, min_size=8)

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from pipeline_helpers import good_samples, read_rows, write_tar
 
 from latentflow.format.state import committed_shards
-from pipeline_helpers import good_samples, read_rows, write_tar
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB = str(ROOT / "jobs" / "encode_dataset.py")

@@ -12,10 +12,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pipeline_helpers import good_samples, write_tar
 
 from latentflow.errors import ConfigError
 from latentflow.pipeline.config import EncodeJobConfig, apply_overrides
-from pipeline_helpers import good_samples, write_tar
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB = str(ROOT / "jobs" / "encode_dataset.py")

@@ -7,21 +7,29 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from pipeline_helpers import (
+    RESOLUTION,
+    bad_samples,
+    good_samples,
+    read_errors,
+    read_rows,
+    reference_latents,
+    tiny_vae,
+    truncated_tar,
+    write_tar,
+)
 
 from latentflow.encode.codec_builder import build_codec
-from latentflow.format.codec import StoreConfig
-from latentflow.media.config import ImageProcessorConfig
-from latentflow.format.state import committed_shards
-from latentflow.store.writer import finalize, prepare_output
-from latentflow.sources.shards import SourceConfig, list_shards
-from latentflow.pipeline.datasink import LatentDatasink, commit_shard
 from latentflow.encode.shard import pack_pixels, processor_spec, unpack_pixels
+from latentflow.format.codec import StoreConfig
+from latentflow.format.state import committed_shards
+from latentflow.media.config import ImageProcessorConfig
+from latentflow.pipeline.datasink import LatentDatasink, commit_shard
 from latentflow.pipeline.datasource import ShardDatasource, read_shard_block
 from latentflow.pipeline.schema import KIND_FAILED, table_arrays
 from latentflow.pipeline.stages import EncoderActor, preprocess_batch
-from pipeline_helpers import (
-    RESOLUTION, bad_samples, good_samples, read_errors, read_rows, reference_latents, tiny_vae, truncated_tar, write_tar,
-)
+from latentflow.sources.shards import SourceConfig, list_shards
+from latentflow.store.writer import finalize, prepare_output
 
 PROCESSOR = ImageProcessorConfig(resolution=RESOLUTION, max_pixels=300 * 300, min_size=8)
 

@@ -17,8 +17,8 @@ def photo_shards(tmp_path_factory) -> list[str]:
 
 def encode_dataset(model, shards: list[str], root, name: str, logvar: bool = False) -> str:
     """Save ``model``, encode ``shards`` with it through the data layer's plain loop, return the output dir."""
-    from latentflow.format.codec import StoreConfig
     from latentflow.encode.local import encode_locally
+    from latentflow.format.codec import StoreConfig
     from latentflow.media.config import ImageProcessorConfig
     from latentflow.sources.shards import SourceConfig
 

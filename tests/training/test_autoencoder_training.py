@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-
 from training_helpers import tiny_vae_config
+
 from latentflow.auto import AutoModel
 from latentflow.errors import ConfigError
 from latentflow.training.config import TrainAutoencoderConfig, load_config

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from training_helpers import tiny_vae_config
+
 from latentflow.training.config import TrainAutoencoderConfig
 from latentflow.training.distributed import run_distributed
 

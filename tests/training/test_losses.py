@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from training_helpers import tiny_vae_config
+
 from latentflow.errors import CheckpointError
 from latentflow.outputs import DecoderOutput
 from latentflow.training.config import TrainAutoencoderConfig

@@ -25,8 +25,8 @@ def tiny_vae():
 def write_latents(model, root, sizes=(10, 10, 10), buckets=False, labels=False, captions=True, logvar=False, seed=0) -> str:
     """An output written with ShardWriter from random latents (the model only names the codec; saved so
     samples decode). With ``buckets`` every third row is tall (40x24), the rest wide (24x40)."""
-    from latentflow.format.codec import StoreConfig
     from latentflow.encode.codec_builder import build_codec
+    from latentflow.format.codec import StoreConfig
     from latentflow.media.config import ImageProcessorConfig
     from latentflow.store.writer import ShardWriter, finalize, prepare_output
 

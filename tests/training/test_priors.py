@@ -200,9 +200,8 @@ def test_loading_a_prior_as_another_kind_or_a_model_folder_is_refused(tmp_path):
 
 
 def test_load_pretrained_reads_any_kind_from_its_config(tmp_path):
-    from latentflow.pretrained import load_pretrained
-
     import latentflow as lf
+    from latentflow.pretrained import load_pretrained
 
     tiny_prior("flow").save_pretrained(tmp_path / "prior")
     q = lf.quantizer_from_config({"name": "fsq", "configuration": {"levels": [4, 4]}})
@@ -230,7 +229,8 @@ SUBPACKAGES = {
     "models": ["latentflow.models.vae", "latentflow.models.transvae", "latentflow.models.vq_autoencoder"],
     "quantizers": ["latentflow.quantizers.vq", "latentflow.quantizers.fsq"],
     "priors": ["latentflow.priors.gpt", "latentflow.priors.maskgit", "latentflow.priors.flow"],
-    "data": [], "evaluation": [], "pipeline": [], "training": [],
+    "format": [], "sources": [], "media": [], "encode": [], "store": [], "read": [],
+    "evaluation": [], "pipeline": [], "training": [],
 }
 
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
-from latentflow.format.codec import ModelRef
-from latentflow.encode.shard import build_processor, process_records
 from latentflow.encode.local import encode_locally
-from latentflow.sources.shards import SourceConfig, list_shards, read_shard
+from latentflow.encode.shard import build_processor, process_records
+from latentflow.format.codec import ModelRef
 from latentflow.media.config import VideoProcessorConfig
+from latentflow.sources.shards import SourceConfig, list_shards, read_shard
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARD = ROOT / "data" / "videos" / "bbb-000000.tar"

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from latentflow.format.codec import ModelRef
 from latentflow.encode.local import encode_locally
+from latentflow.errors import InputError
+from latentflow.format.codec import ModelRef
 from latentflow.read.preview import preview_fps, save_video_preview, tile_clips, to_uint8
 from latentflow.sources.shards import SourceConfig
-from latentflow.errors import InputError
 from tests.video.test_video_encode import SHARD, VIDEO, tiny_video_vae
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,14 @@ from math import isqrt
 
 import torch
 
-from latentflow.models.diffusers_bridge.family import PINNED, Family, checkpoint_factor_rule, levels, no_rule, scale_rule
+from latentflow.models.diffusers_bridge.family import (
+    PINNED,
+    Family,
+    checkpoint_factor_rule,
+    levels,
+    no_rule,
+    scale_rule,
+)
 from latentflow.normalization import Normalization
 
 
