@@ -78,7 +78,7 @@ def one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"
 
 
-def print_summary(summary: EncodeSummary, unit: str = "images") -> None:
+def print_summary(summary: EncodeSummary, unit: str = "images", storage_options: dict | None = None) -> None:
     s = summary
     print(
         f"\nthis run: encoded {s.rows} {unit} in {s.seconds:.1f} s ({s.images_per_s:.2f} {unit}/s); "
@@ -98,7 +98,7 @@ def print_summary(summary: EncodeSummary, unit: str = "images") -> None:
               f"({t['vs_padded_fp32']}x smaller than {t['padded_fp32_bytes']} padded fp32)")
     out = s.output.rstrip("/")
     print(f"output: {out}/latentflow.json  {out}/parquet/  {out}/zarr/  {out}/errors.parquet")
-    for line in load_hint(out).splitlines():
+    for line in load_hint(out, storage_options).splitlines():
         print(f"load it: {line}")
 
 
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
-    print_summary(summary, "clips" if config.video is not None else "segments" if config.audio is not None else "images")
+    unit = "clips" if config.video is not None else "segments" if config.audio is not None else "images"
+    print_summary(summary, unit, config.resolved_storage_options())
     if not summary.ok:
         print(
             f"FAILED: error rate {summary.error_rate:.1%} / shard failure rate {summary.shard_failure_rate:.1%} "

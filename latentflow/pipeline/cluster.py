@@ -7,8 +7,8 @@
   ``ray.init()`` would join the cluster named in Ray's address file (``/tmp/ray/ray_current_cluster``)
   even when that cluster died long ago, and hang; a stale file is reported in one log line and ignored.
 
-Ray's own INFO logs, Ray Data's progress bars and the core worker's shutdown chatter stay quiet
-unless ``verbose``: the job prints its own progress by samples.
+Ray's own INFO logs and Ray Data's progress bars stay quiet unless ``verbose``: the job prints its own
+progress by samples.
 """
 
 from __future__ import annotations
@@ -88,17 +88,15 @@ def ensure_ray(connect_timeout_s: float = 30.0, verbose: bool = False) -> None:
 
 
 def _quiet_ray(verbose: bool) -> None:
-    """Ray Data's progress bars and start-up log lines off, and the driver's C++ core worker logging
-    errors only at shutdown (the ``E core_worker.cc`` line), unless ``verbose``."""
+    """Ray Data's progress bars and start-up log lines off unless ``verbose`` (the job reports its own progress)."""
     if verbose:
         return
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # read by the core worker this driver starts
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # first: turning the bars off logs a line at INFO
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def join_cluster(config, verbose: bool = False) -> list[dict] | None:

@@ -158,5 +158,5 @@ def test_source_media_chooses_the_kind(tmp_path, videos):
     assert listed == {None: ["a", "b", "c"], "image": ["b"], "video": ["a", "c"]}
     with pytest.raises(ConfigError, match=r"matched no media files \(mp4/webm/mkv/mov\)"):
         list_shards(SourceConfig(format="folder", urls=str(folder / "none"), media="video"))
-    with pytest.raises(ConfigError, match=r"media must be one of \[None, 'image', 'video'\], got: 'audio'"):
-        SourceConfig(media="audio")
+    with pytest.raises(ConfigError, match=r"media must be one of \[None, 'image', 'video', 'audio'\], got: 'text'"):
+        SourceConfig(media="text", urls=["a.tar"])

@@ -64,7 +64,7 @@ def test_two_nodes_of_two_cpus_spread_the_encoder(tiny_model_dir, shards, tmp_pa
     cluster = _cluster([2, 2])
     try:
         out = tmp_path / "out"
-        done = _job(cluster, tiny_model_dir, shards, out, "shared_filesystem=true")
+        done = _job(cluster, tiny_model_dir, shards, out, "shared_filesystem=true", "--verbose")  # the pool's log line
         assert done.returncode == 0, done.stderr[-3000:]
         assert len(committed_shards(str(out))) == NUM_SHARDS
         assert len(read_rows(str(out))) == NUM_SHARDS * PER_SHARD

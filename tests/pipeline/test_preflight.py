@@ -50,7 +50,7 @@ def _args(model: str, shard: str, out, *more: str) -> list[str]:
     ("source.urls=/nowhere/shard-{000000..000099}.tar", "/nowhere/shard-000000.tar"),  # braces: no YAML traceback
     ("source.urls={000000..000001}.tar", "matched no files: ['000000.tar', '000001.tar']"),  # not YAML: the string
     ("processor.flip=true", "store.flip=true"),
-    ("model=no-such-model", "pass model=<directory or s3:// URL>"),
+    ("model=no-such-model", "pass model=<directory, s3:// URL or Hugging Face hub id>"),
     ("batch_size=0", "batch_size must be > 0, got: 0"),
 ])
 def test_bad_config_values_are_one_line(tiny_model_dir, shard, tmp_path, override, fix):
