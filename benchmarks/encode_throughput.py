@@ -36,11 +36,14 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import fsspec  # noqa: E402
 import numpy as np
-import psutil  # noqa: E402  (Ray vendors psutil; `import ray` puts it on sys.path)
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 import torch
+
+# isort: off
+import psutil  # noqa: E402  (Ray vendors psutil; `import ray` puts it on sys.path)
+# isort: on
 
 from latentflow.encode.encoder import LatentEncoder
 from latentflow.encode.shard import pack_pixels

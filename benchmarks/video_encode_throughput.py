@@ -59,11 +59,14 @@ sys.path.insert(0, str(ROOT))  # the repo root: benchmarks.encode_throughput, te
 
 import fsspec  # noqa: E402
 import numpy as np  # noqa: E402
-import psutil  # noqa: E402  (Ray vendors psutil; `import ray` puts it on sys.path)
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import ray  # noqa: E402
 import torch  # noqa: E402
+
+# isort: off
+import psutil  # noqa: E402  (Ray vendors psutil; `import ray` puts it on sys.path)
+# isort: on
 
 from benchmarks.encode_throughput import TreeMonitor, start_moto  # noqa: E402
 from latentflow.encode.encoder import LatentEncoder  # noqa: E402

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+# isort: off
+import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path: first)
 import psutil  # noqa: E402
-import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path)
+# isort: on
 
 BIN = Path(sys.executable).parent
 

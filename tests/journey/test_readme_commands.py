@@ -23,6 +23,7 @@ BIN = Path(sys.executable).parent
 RAY_TEMP = "/tmp/latentflow-ray"  # the README's `ray start --temp-dir`
 TRAIN = re.compile(r"jobs/train_(autoencoder|prior)\.py")
 STEPS = "train.max_steps=2"
+SAMPLE_STEPS = "sample.steps=2"  # a prior's sampling steps are step counts too (MaskGIT, discrete diffusion, flow)
 
 
 def readme_commands(text: str) -> list[str]:
@@ -45,8 +46,10 @@ def readme_commands(text: str) -> list[str]:
 
 def _lower_steps(line: str) -> str:
     command, _, comment = line.partition("  #")
-    command = re.sub(r"\btrain\.max_steps=\d+", STEPS, command)
-    return command.rstrip() + ("" if STEPS in command else f" {STEPS}") + (f"  #{comment}" if comment else "")
+    command = re.sub(r"\btrain\.max_steps=\d+", STEPS, command).rstrip() + ("" if STEPS in command else f" {STEPS}")
+    if "train_prior.py" in command:
+        command = re.sub(r"\bsample\.steps=\d+", SAMPLE_STEPS, command) + ("" if SAMPLE_STEPS in command else f" {SAMPLE_STEPS}")
+    return command + (f"  #{comment}" if comment else "")
 
 
 def test_readme_commands_are_parsed_as_a_user_reads_them():

@@ -9,9 +9,12 @@ import sys
 import threading
 from pathlib import Path
 
-import psutil  # noqa: E402
-import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path)
 import yaml
+
+# isort: off
+import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path: first)
+import psutil  # noqa: E402
+# isort: on
 from pipeline_helpers import (
     RESOLUTION,
     assert_latents_match,
