@@ -37,7 +37,8 @@ def encode_locally(model, source: SourceConfig, out_url: str, processor_config: 
                    store: StoreConfig | None = None, formats: tuple[str, ...] = ("parquet", "zarr"),
                    storage_options: dict | None = None, model_ref: ModelRef | str | None = None, overwrite: bool = False,
                    batch_size: int = 16, note: str = "encode_locally", text_encoders: list | tuple = ()) -> Codec:
-    """Encode every shard of ``source`` into ``out_url`` in this process, with the job's commit protocol.
+    """Encode every shard of ``source`` into ``out_url`` in this process, with the job's commit protocol
+    (shards already committed to ``out_url`` by this encoder setup are skipped, as in the job).
 
     Args:
         model: the encoder (any ``LatentModel``).
@@ -56,12 +57,14 @@ def encode_locally(model, source: SourceConfig, out_url: str, processor_config: 
     store = store or StoreConfig()
     texts = [TextEncoder(t, storage_options) for t in text_encoders]
     codec = build_codec(model, processor_config, store, source, "fp32", model_ref=model_ref, text_encoders=texts)
-    prepare_output(out_url, codec, storage_options, overwrite=overwrite)
+    committed = prepare_output(out_url, codec, storage_options, overwrite=overwrite)
     writer = ShardWriter(out_url, codec, formats, storage_options, session=uuid.uuid4().hex)
     processor = build_processor(codec.processor, model.downsample_factor, getattr(model, "temporal_downsample_factor", None))
     encoder = LatentEncoder(model, store, text_encoders=texts)
     failed: list[EncodedShard] = []
     for shard in list_shards(source):
+        if shard.shard_id in committed:  # resumed or appended: a committed shard is never encoded twice
+            continue
         encoded = encode_shard_locally(shard, source, processor, encoder, writer, batch_size)
         failed += [encoded] if encoded.all_failed else []
     finalize(out_url, codec, storage_options, {"note": note, "failed_shards": [f.shard_id for f in failed],

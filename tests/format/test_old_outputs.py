@@ -44,6 +44,7 @@ def test_an_output_of_the_previous_layout_reads_and_resumes(tmp_path, monkeypatc
     old_rows = {r["key"]: np.asarray(r["latent"]) for r in load_latents("output")}
     assert sorted(old_rows) == ["s0-0", "s0-1"] and before.model.ref.location == str(root / "model")
 
+    old_shard = (root / "output" / "parquet" / "shard-0-57f0709d97.parquet").read_bytes()
     model = lf.AutoModel.from_pretrained("model")
     codec = encode_locally(model, SourceConfig(format="webdataset", urls=["shard-0.tar", "shard-1.tar"]), "output",
                            ImageProcessorConfig(resolution=16), StoreConfig(), model_ref="model")
@@ -52,7 +53,9 @@ def test_an_output_of_the_previous_layout_reads_and_resumes(tmp_path, monkeypatc
     assert len(markers) == 2 and all(m.rows == 2 for m in markers.values())
     rows = {r["key"]: np.asarray(r["latent"]) for r in load_latents("output")}
     assert sorted(rows) == ["s0-0", "s0-1", "s1-0", "s1-1"]
-    for key, latent in old_rows.items():  # the old shard was skipped, not re-encoded
+    # the old shard was skipped, not re-encoded (its file untouched, its rows the old ones)
+    assert (root / "output" / "parquet" / "shard-0-57f0709d97.parquet").read_bytes() == old_shard
+    for key, latent in old_rows.items():
         np.testing.assert_array_equal(rows[key], latent)
     assert len(datasets.load_dataset(str(root / "output"), split="train")) == 4
     assert len(LatentDataset("output")) == 4
