@@ -50,10 +50,10 @@ from latentflow.auto import AutoModel  # noqa: E402
 from latentflow.encode.encoder import LatentEncoder  # noqa: E402
 from latentflow.encode.shard import build_processor, process_records, stack_pixels  # noqa: E402
 from latentflow.format.codec import StoreConfig  # noqa: E402
+from latentflow.jobs.config import EncodeJobConfig  # noqa: E402
+from latentflow.jobs.runner import run_encode_job  # noqa: E402
 from latentflow.media.audio import decode_audio  # noqa: E402
 from latentflow.media.config import AudioProcessorConfig  # noqa: E402
-from latentflow.pipeline.config import EncodeJobConfig  # noqa: E402
-from latentflow.pipeline.runner import run_encode_job  # noqa: E402
 from latentflow.sources.records import Record  # noqa: E402
 
 SOUNDS = sorted((ROOT / "data" / "audio").glob("*.wav"))

@@ -48,10 +48,10 @@ import psutil  # noqa: E402  (Ray vendors psutil; `import ray` puts it on sys.pa
 from latentflow.encode.encoder import LatentEncoder
 from latentflow.encode.shard import pack_pixels
 from latentflow.format.codec import StoreConfig
+from latentflow.jobs.config import EncodeJobConfig
+from latentflow.jobs.runner import run_encode_job
 from latentflow.media.config import ImageProcessorConfig
 from latentflow.media.image import ImageProcessor
-from latentflow.pipeline.config import EncodeJobConfig
-from latentflow.pipeline.runner import run_encode_job
 from latentflow.sources.shards import SourceConfig, list_shards, read_shard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.samples

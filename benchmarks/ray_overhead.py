@@ -37,9 +37,9 @@ import pyarrow as pa
 import ray
 
 from latentflow.encode.shard import processor_spec
+from latentflow.jobs.datasource import ShardDatasource, read_shard_block
+from latentflow.jobs.stages import preprocess_batch
 from latentflow.media.config import ImageProcessorConfig
-from latentflow.pipeline.datasource import ShardDatasource, read_shard_block
-from latentflow.pipeline.stages import preprocess_batch
 from latentflow.sources.shards import SourceConfig, list_shards
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.samples

@@ -72,9 +72,9 @@ from benchmarks.encode_throughput import TreeMonitor, start_moto  # noqa: E402
 from latentflow.encode.encoder import LatentEncoder  # noqa: E402
 from latentflow.encode.shard import build_processor, process_records, stack_pixels  # noqa: E402
 from latentflow.format.codec import StoreConfig  # noqa: E402
+from latentflow.jobs.config import EncodeJobConfig  # noqa: E402
+from latentflow.jobs.runner import run_encode_job  # noqa: E402
 from latentflow.media.config import VideoProcessorConfig  # noqa: E402
-from latentflow.pipeline.config import EncodeJobConfig  # noqa: E402
-from latentflow.pipeline.runner import run_encode_job  # noqa: E402
 from latentflow.sources.shards import SourceConfig, list_shards, read_shard  # noqa: E402
 
 SHIPPED_SHARD = ROOT / "data" / "videos" / "bbb-000000.tar"

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from latentflow.config_cli import config_help, read_yaml
 from latentflow.errors import ConfigError, LatentflowError
-from latentflow.pipeline.config import EncodeJobConfig
-from latentflow.pipeline.runner import EncodeSummary, run_encode_job
+from latentflow.jobs.config import EncodeJobConfig
+from latentflow.jobs.runner import EncodeSummary, run_encode_job
 from latentflow.read.latents import load_hint
 
 REPO = Path(__file__).resolve().parent.parent

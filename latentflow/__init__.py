@@ -67,9 +67,9 @@ _EXPORTS: dict[str, str] = {
     "save_audio_preview": "latentflow.read.preview",
     "preview_fps": "latentflow.read.preview",
     # the Ray encode job
-    "EncodeJobConfig": "latentflow.pipeline.config",
-    "EncodeSummary": "latentflow.pipeline.runner",
-    "run_encode_job": "latentflow.pipeline.runner",
+    "EncodeJobConfig": "latentflow.jobs.config",
+    "EncodeSummary": "latentflow.jobs.runner",
+    "run_encode_job": "latentflow.jobs.runner",
     # model families
     "AutoencoderConfig": "latentflow.models.autoencoder",
     "AutoencoderModel": "latentflow.models.autoencoder",

@@ -100,7 +100,7 @@ def test_format_is_the_bottom_layer():
 def test_readers_never_import_writers():
     for name, deps in import_graph().items():
         if name.startswith("latentflow.read"):
-            assert not [d for d in deps if d.startswith(("latentflow.store", "latentflow.encode", "latentflow.pipeline"))], name
+            assert not [d for d in deps if d.startswith(("latentflow.store", "latentflow.encode", "latentflow.jobs"))], name
 
 
 def test_the_graph_sees_function_level_imports():

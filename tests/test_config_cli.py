@@ -22,7 +22,7 @@ from latentflow.config_cli import (
 from latentflow.configuration import Config, _section_type, check_choice, check_positive
 from latentflow.errors import ConfigError
 from latentflow.evaluation.config import EvalJobConfig
-from latentflow.pipeline.config import EncodeJobConfig
+from latentflow.jobs.config import EncodeJobConfig
 from latentflow.training.config import TrainAutoencoderConfig, TrainPriorConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]

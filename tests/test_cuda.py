@@ -73,8 +73,8 @@ def test_encode_job_places_the_encoder_on_the_gpu_and_matches_the_cpu(ray_local,
     """device=cuda fails unless the pool gives each actor a GPU (Ray hides GPUs from actors without one)."""
     from pipeline_helpers import RESOLUTION, good_samples, job_config, read_rows, reference_latents, tiny_vae, write_tar
 
+    from latentflow.jobs.runner import run_encode_job
     from latentflow.media.config import ImageProcessorConfig
-    from latentflow.pipeline.runner import run_encode_job
 
     model_dir = str(tmp_path / "model")
     tiny_vae(0).save_pretrained(model_dir)

@@ -14,7 +14,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def _jobs():
     from latentflow.evaluation.config import EvalJobConfig
-    from latentflow.pipeline.config import EncodeJobConfig
+    from latentflow.jobs.config import EncodeJobConfig
     from latentflow.training.config import TrainAutoencoderConfig, TrainPriorConfig
 
     return {c.__name__: c for c in (EncodeJobConfig, TrainAutoencoderConfig, TrainPriorConfig, EvalJobConfig)}

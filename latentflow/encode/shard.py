@@ -3,7 +3,7 @@
 Every consumer of "turn a shard's samples into latents" goes through here: the
 in-process encode (:func:`latentflow.encode.local.encode_locally`), the Ray pipeline's
 preprocess tasks and encoder actors (thin adapters that carry these values between
-processes as Arrow, :mod:`latentflow.pipeline.schema`), the evaluation job and the
+processes as Arrow, :mod:`latentflow.jobs.schema`), the evaluation job and the
 autoencoder trainer's image stream. One error convention: a bad sample becomes a row of
 ``errors.parquet`` (:data:`~latentflow.sources.records.ERROR_COLUMNS`), never an exception.
 

@@ -29,9 +29,9 @@ from latentflow.evaluation.config import EvalJobConfig
 from latentflow.evaluation.diagnostics import latent_diagnostics
 from latentflow.evaluation.evaluator import ModelEvaluator, load_lpips, load_model
 from latentflow.evaluation.report import merge_rows, model_metadata, public, write_report
-from latentflow.pipeline.datasource import ShardDatasource
-from latentflow.pipeline.schema import KIND_EMPTY, KIND_SAMPLE, sample_of
-from latentflow.pipeline.stages import preprocess_batch
+from latentflow.jobs.datasource import ShardDatasource
+from latentflow.jobs.schema import KIND_EMPTY, KIND_SAMPLE, sample_of
+from latentflow.jobs.stages import preprocess_batch
 from latentflow.progress import Progress
 from latentflow.sources.shards import list_shards
 

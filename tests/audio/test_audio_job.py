@@ -126,8 +126,8 @@ def test_rows_read_back_typed_masked_decoded_and_previewed(shipped, tmp_path, ca
 
 
 def test_bad_audio_files_are_error_rows_and_the_counts_add_up_on_ray(ray_local, tmp_path):
-    from latentflow.pipeline.config import EncodeJobConfig
-    from latentflow.pipeline.runner import run_encode_job
+    from latentflow.jobs.config import EncodeJobConfig
+    from latentflow.jobs.runner import run_encode_job
     from tests.count_cases import CASES, assert_counts_add_up
 
     case = CASES["audio"]

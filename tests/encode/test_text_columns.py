@@ -21,7 +21,7 @@ import torch
 from latentflow.errors import CodecMismatchError, ConfigError
 from latentflow.format.codec import Codec
 from latentflow.format.text import TextColumn
-from latentflow.pipeline.config import EncodeJobConfig
+from latentflow.jobs.config import EncodeJobConfig
 from tests.samples import encode_jpeg, load_photos
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +60,7 @@ def encoded(ray_local, text_folders, tmp_path_factory):
     """The encode job (its config from the shipped YAML and the user's overrides) with
     ``text_encoders=[{name: t5, model: <folder>, max_length: 8}]``, on the session's local Ray.
     (tests/journey/test_text_journey.py runs the same command as a subprocess.)"""
-    from latentflow.pipeline.runner import run_encode_job
+    from latentflow.jobs.runner import run_encode_job
 
     tmp = tmp_path_factory.mktemp("text_job")
     folder, out = write_captioned_folder(tmp / "folder"), tmp / "out"

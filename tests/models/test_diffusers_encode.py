@@ -83,8 +83,8 @@ def test_normalized_reader_and_decode_invert_the_family_rule(name, shards, tmp_p
 
 @pytest.mark.slow
 def test_ray_encode_job_with_a_bridged_pipeline_root(ray_local, shards, tmp_path):
-    from latentflow.pipeline.config import EncodeJobConfig
-    from latentflow.pipeline.runner import run_encode_job
+    from latentflow.jobs.config import EncodeJobConfig
+    from latentflow.jobs.runner import run_encode_job
 
     ref = _pipeline_root("AutoencoderKLWan", tmp_path / "pipe", variant="fp16")
     out = str(tmp_path / "latents")

@@ -88,7 +88,7 @@ def test_the_shipped_video_default_config_encodes_the_shipped_clips(tmp_path):
 
     import latentflow
     from latentflow.auto import AutoModel
-    from latentflow.pipeline.config import EncodeJobConfig
+    from latentflow.jobs.config import EncodeJobConfig
 
     cfg = EncodeJobConfig.from_yaml(str(ROOT / "configs/encode/video_default.yaml"), [f"output={tmp_path / 'out'}"])
     assert cfg.model == "video-vae-tiny" and cfg.source.media == "video"

@@ -17,8 +17,8 @@ import yaml
 
 from latentflow.encode.shard import build_processor, process_records, stack_pixels
 from latentflow.format.state import committed_shards
-from latentflow.pipeline.config import EncodeJobConfig
-from latentflow.pipeline.runner import run_encode_job
+from latentflow.jobs.config import EncodeJobConfig
+from latentflow.jobs.runner import run_encode_job
 from latentflow.sources.shards import SourceConfig, list_shards, read_shard
 from tests.ray_head import encoder_actor_pids, wait_for
 from tests.video_samples import write_audio_only, write_video

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from latentflow.errors import ConfigError
-from latentflow.pipeline.preflight import alive_nodes, describe_nodes
+from latentflow.jobs.preflight import alive_nodes, describe_nodes
 
 logger = logging.getLogger(__name__)
 

@@ -25,14 +25,14 @@ from typing import Any
 from latentflow.encode.shard import processor_spec
 from latentflow.errors import ConfigError
 from latentflow.format.marker import CommitMarker
-from latentflow.pipeline.cluster import ensure_ray, join_cluster
-from latentflow.pipeline.config import EncodeJobConfig
-from latentflow.pipeline.datasink import LatentDatasink, ShardResult
-from latentflow.pipeline.datasource import ShardDatasource
-from latentflow.pipeline.placement import PoolRequest, PoolShape, nodes_of, pool_shape
-from latentflow.pipeline.plan import EncodePlan, build_plan
-from latentflow.pipeline.preflight import alive_nodes, describe_nodes
-from latentflow.pipeline.stages import EncoderActor, preprocess_batch
+from latentflow.jobs.cluster import ensure_ray, join_cluster
+from latentflow.jobs.config import EncodeJobConfig
+from latentflow.jobs.datasink import LatentDatasink, ShardResult
+from latentflow.jobs.datasource import ShardDatasource
+from latentflow.jobs.placement import PoolRequest, PoolShape, nodes_of, pool_shape
+from latentflow.jobs.plan import EncodePlan, build_plan
+from latentflow.jobs.preflight import alive_nodes, describe_nodes
+from latentflow.jobs.stages import EncoderActor, preprocess_batch
 from latentflow.store.writer import finalize
 
 logger = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ def _watchdog(config: EncodeJobConfig, options: dict, nodes: list[dict], shape: 
 
     import fsspec
 
-    from latentflow.pipeline.placement import PlacementWatchdog, pending_demand
+    from latentflow.jobs.placement import PlacementWatchdog, pending_demand
 
     if not config.placement_timeout_s or threading.current_thread() is not threading.main_thread():
         return None

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pipeline_helpers import good_samples, write_tar
 
-from latentflow.pipeline.cluster import ADDRESS_FILE, stale_address_file
+from latentflow.jobs.cluster import ADDRESS_FILE, stale_address_file
 from tests.ray_head import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

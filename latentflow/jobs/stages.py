@@ -9,7 +9,7 @@
    actor with ``from_pretrained`` and runs per-bucket batches of one shard at a time.
 
 Both are thin adapters over the data layer's one encode path (:mod:`latentflow.encode.shard`):
-they take and return ``pyarrow.Table`` blocks of whole shards (:mod:`latentflow.pipeline.schema`),
+they take and return ``pyarrow.Table`` blocks of whole shards (:mod:`latentflow.jobs.schema`),
 row order kept. Bad samples become ``kind="error"`` rows instead of exceptions.
 """
 
@@ -27,7 +27,7 @@ from latentflow.encode.shard import (
     process_record,
     processor_from_spec,
 )
-from latentflow.pipeline.schema import (
+from latentflow.jobs.schema import (
     KIND_SAMPLE,
     PROCESSED_SCHEMA,
     encoded_table,
@@ -59,11 +59,11 @@ def preprocess_batch(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
     :func:`~latentflow.encode.shard.process_record`.
 
     Args:
-        batch: a :data:`~latentflow.pipeline.schema.RECORD_SCHEMA` block.
+        batch: a :data:`~latentflow.jobs.schema.RECORD_SCHEMA` block.
         spec: the processor, :func:`~latentflow.encode.shard.processor_spec` (image or video).
 
     Returns:
-        a :data:`~latentflow.pipeline.schema.PROCESSED_SCHEMA` block: image bytes replaced by packed
+        a :data:`~latentflow.jobs.schema.PROCESSED_SCHEMA` block: image bytes replaced by packed
         pixels and geometry; failed samples turned into ``error`` rows.
     """
     processor = _processor(spec)

@@ -19,9 +19,9 @@ import socket
 from pathlib import Path
 
 from latentflow.errors import ConfigError
-from latentflow.pipeline.placement import PoolRequest, pool_shape
-from latentflow.pipeline.preflight import alive_nodes, check_cluster
-from latentflow.pipeline.reaper import start_reaper
+from latentflow.jobs.placement import PoolRequest, pool_shape
+from latentflow.jobs.preflight import alive_nodes, check_cluster
+from latentflow.jobs.reaper import start_reaper
 
 logger = logging.getLogger(__name__)
 ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # where `ray start` records the last cluster's GCS address

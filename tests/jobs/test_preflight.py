@@ -15,7 +15,7 @@ import pytest
 from pipeline_helpers import good_samples, write_tar
 
 from latentflow.errors import ConfigError
-from latentflow.pipeline.config import EncodeJobConfig, apply_overrides
+from latentflow.jobs.config import EncodeJobConfig, apply_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB = str(ROOT / "jobs" / "encode_dataset.py")
@@ -136,7 +136,7 @@ def _cfg(**overrides) -> EncodeJobConfig:
 
 
 def test_pool_shape_per_node():
-    from latentflow.pipeline.placement import PoolRequest, pool_shape
+    from latentflow.jobs.placement import PoolRequest, pool_shape
 
     one_cpu = pool_shape(PoolRequest.of(_cfg()), [{"CPU": 1}, {"CPU": 1}])
     assert (one_cpu.actors, one_cpu.num_cpus, one_cpu.read_num_cpus, one_cpu.write_num_cpus) == (2, 0.499, 0.5, 0.5)
@@ -164,7 +164,7 @@ def _placements(actors: int, caps: list[int]):
 @pytest.mark.parametrize("overrides", [{}, {"preprocess_num_cpus": 1.0}, {"torch_threads": 2}, {"num_actors": 3}])
 def test_every_placement_of_the_pool_leaves_a_node_room_for_a_read(cpus, overrides):
     """However Ray spreads the actors (all placements enumerated), some node keeps a read's CPUs free."""
-    from latentflow.pipeline.placement import PoolRequest, pool_shape
+    from latentflow.jobs.placement import PoolRequest, pool_shape
 
     nodes = [{"CPU": float(c)} for c in cpus]
     try:
@@ -183,7 +183,7 @@ def test_placement_watchdog_fires_on_a_stall_and_not_on_progress():
     import threading
     import time
 
-    from latentflow.pipeline.placement import PlacementWatchdog
+    from latentflow.jobs.placement import PlacementWatchdog
 
     fired = threading.Event()
     stuck = PlacementWatchdog(0.3, lambda: [({"CPU": 1.0}, 1)], lambda: 0, on_stall=lambda m: fired.set(), explain="shape", interval_s=0.05)

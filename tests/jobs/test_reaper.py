@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from latentflow.pipeline.reaper import ray_descendants
+from latentflow.jobs.reaper import ray_descendants
 
-DRIVER = "from latentflow.pipeline.cluster import ensure_ray; import time; ensure_ray(); print('up', flush=True); time.sleep(300)"
+DRIVER = "from latentflow.jobs.cluster import ensure_ray; import time; ensure_ray(); print('up', flush=True); time.sleep(300)"
 
 
 def _alive(pids: dict[int, str]) -> list[str]:

@@ -26,8 +26,8 @@ from pipeline_helpers import (
 )
 
 from latentflow.format.state import committed_shards
+from latentflow.jobs.runner import run_encode_job
 from latentflow.media.config import ImageProcessorConfig
-from latentflow.pipeline.runner import run_encode_job
 from tests.ray_head import encoder_actor_pids, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -27,8 +27,8 @@ from pipeline_helpers import (
 )
 
 from latentflow.errors import CodecMismatchError
+from latentflow.jobs.runner import run_encode_job
 from latentflow.media.config import ImageProcessorConfig
-from latentflow.pipeline.runner import run_encode_job
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "jobs"))

@@ -24,7 +24,7 @@ import pyarrow as pa
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from latentflow.pipeline.schema import (
+from latentflow.jobs.schema import (
     KIND_FAILED,
     RECORD_SCHEMA,
     records_table,

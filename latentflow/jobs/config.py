@@ -52,7 +52,7 @@ class EncodeJobConfig(Config):
         batch_size: images per encoder forward (batches never mix buckets).
         num_actors: encoder actors in the pool; None -> ``actors_per_gpu`` per GPU on GPU
             clusters, else one single-threaded actor per CPU (at most 8; see
-            ``pipeline.runner.pool_shape``).
+            ``jobs.placement.pool_shape``).
         actors_per_gpu: encoder actors sharing each GPU (each reserves 1/n of it), so the GPU
             computes for one while Ray hands blocks to and from another.
         actor_num_cpus: logical CPUs reserved per encoder actor; None -> 1 per GPU actor, half
@@ -60,7 +60,7 @@ class EncodeJobConfig(Config):
             actors, some NODE keeps a read's CPUs free (a pool that leaves none hangs Ray Data).
         torch_threads: intra-op threads per actor; None -> the cores / num_actors.
         preprocess_num_cpus: logical CPUs per read+preprocess task; None -> 1, or half a CPU where
-            no node has 2 (``pipeline.runner.pool_shape`` checks that reads fit beside the actors).
+            no node has 2 (``jobs.placement.pool_shape`` checks that reads fit beside the actors).
         device: ``auto`` (cuda when available), ``cpu`` or ``cuda``.
         formats: sinks to write: ``parquet`` and/or ``zarr``.
         max_error_rate: the job exits non-zero when failed samples (or failed shards) exceed this fraction.

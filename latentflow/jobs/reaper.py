@@ -34,7 +34,7 @@ def start_reaper() -> None:
     global _REAPER
     if _REAPER is not None or not os.path.isdir("/proc/self"):
         return
-    _REAPER = subprocess.Popen([sys.executable, "-m", "latentflow.pipeline.reaper", str(os.getpid())],
+    _REAPER = subprocess.Popen([sys.executable, "-m", "latentflow.jobs.reaper", str(os.getpid())],
                                stdin=subprocess.PIPE, start_new_session=True)
 
 

@@ -67,8 +67,8 @@ def test_ray_job_counts_add_up_for_videos_with_an_audio_only_mp4_and_a_duplicate
     """The Ray path's summary: the audio-only mp4 shares an all-failed shard with a truncated video
     (shard_size 2: dup.mov dup.mp4 | good1 good2 | sound trunc), and its error is a sample error of
     this run, not "0 sample errors"; samples seen = rows + sample errors, in the summary and the output."""
-    from latentflow.pipeline.config import EncodeJobConfig
-    from latentflow.pipeline.runner import run_encode_job
+    from latentflow.jobs.config import EncodeJobConfig
+    from latentflow.jobs.runner import run_encode_job
     from tests.count_cases import CASES, assert_counts_add_up
 
     case = CASES["video"]

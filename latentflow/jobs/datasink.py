@@ -23,7 +23,7 @@ from ray.data.block import BlockAccessor
 from ray.data.datasource import Datasink
 from ray.data.datasource.datasink import WriteResult
 
-from latentflow.pipeline.schema import (
+from latentflow.jobs.schema import (
     KIND_EMPTY,
     KIND_ERROR,
     KIND_FAILED,

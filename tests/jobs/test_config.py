@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from latentflow.errors import CheckpointError, ConfigError
-from latentflow.pipeline.config import EncodeJobConfig, apply_overrides
-from latentflow.pipeline.plan import load_model
+from latentflow.jobs.config import EncodeJobConfig, apply_overrides
+from latentflow.jobs.plan import load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,7 +81,7 @@ def test_job_script_exits_2_with_a_clear_message_for_a_missing_model(tmp_path):
 
 
 def _shape(cpus, gpus, **overrides):
-    from latentflow.pipeline.placement import PoolRequest, pool_shape
+    from latentflow.jobs.placement import PoolRequest, pool_shape
 
     cfg = EncodeJobConfig.from_dict({"model": "m", "source": {"urls": ["a.tar"]}, **overrides})
     s = pool_shape(PoolRequest.of(cfg), [{"CPU": cpus, "GPU": gpus}])
@@ -117,7 +117,7 @@ def test_write_and_preprocess_tasks_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, latentflow.pipeline.datasink, latentflow.pipeline.stages, latentflow.pipeline.datasource; "
+    code = ("import sys, latentflow.jobs.datasink, latentflow.jobs.stages, latentflow.jobs.datasource; "
             "print(sorted(m for m in ('torch', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
@@ -132,8 +132,8 @@ def test_encode_plan_builds_for_cpu_and_gpu_pools(ray_local, tiny_model_dir, pho
 
     from pipeline_helpers import good_samples, write_tar
 
-    from latentflow.pipeline.plan import build_plan
-    from latentflow.pipeline.runner import encode_dataset
+    from latentflow.jobs.plan import build_plan
+    from latentflow.jobs.runner import encode_dataset
 
     url = write_tar(str(tmp_path / "p-0.tar"), good_samples(photos, "p", 2))
     cfg = EncodeJobConfig.from_dict({"model": tiny_model_dir, "output": str(tmp_path / "out"), "source": {"urls": [url]}})

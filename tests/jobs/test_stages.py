@@ -23,11 +23,11 @@ from latentflow.encode.codec_builder import build_codec
 from latentflow.encode.shard import pack_pixels, processor_spec, unpack_pixels
 from latentflow.format.codec import StoreConfig
 from latentflow.format.state import committed_shards
+from latentflow.jobs.datasink import LatentDatasink, commit_shard
+from latentflow.jobs.datasource import ShardDatasource, read_shard_block
+from latentflow.jobs.schema import KIND_FAILED, table_arrays
+from latentflow.jobs.stages import EncoderActor, preprocess_batch
 from latentflow.media.config import ImageProcessorConfig
-from latentflow.pipeline.datasink import LatentDatasink, commit_shard
-from latentflow.pipeline.datasource import ShardDatasource, read_shard_block
-from latentflow.pipeline.schema import KIND_FAILED, table_arrays
-from latentflow.pipeline.stages import EncoderActor, preprocess_batch
 from latentflow.sources.shards import SourceConfig, list_shards
 from latentflow.store.writer import finalize, prepare_output
 

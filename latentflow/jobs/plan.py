@@ -25,8 +25,8 @@ from latentflow.errors import CheckpointError
 from latentflow.format.codec import Codec, ModelRef
 from latentflow.format.marker import CommitMarker
 from latentflow.format.state import read_output_codec
-from latentflow.pipeline.config import EncodeJobConfig
-from latentflow.pipeline.preflight import check_before_ray
+from latentflow.jobs.config import EncodeJobConfig
+from latentflow.jobs.preflight import check_before_ray
 from latentflow.sources.records import Shard
 from latentflow.sources.shards import SourceConfig
 from latentflow.store.writer import prepare_output

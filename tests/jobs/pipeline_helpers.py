@@ -84,7 +84,7 @@ def truncated_tar(url: str, samples: list[dict], storage_options: dict | None = 
 
 def job_config(model: str, src_urls: list[str], out: str, storage_options: dict | None = None, **overrides):
     """An EncodeJobConfig for the tiny model at 32 px (bomb limit 300x300 px, min side 8)."""
-    from latentflow.pipeline.config import EncodeJobConfig
+    from latentflow.jobs.config import EncodeJobConfig
 
     data = {
         "model": model,

@@ -6,7 +6,7 @@ Example::
     shards = check_before_ray(config)      # source matches shards, output writable and absolute under a Ray job
     check_cluster(config, alive_nodes())   # local paths on a multi-node cluster need shared_filesystem=true
 
-The encoder pool's fit on the cluster's nodes is checked by ``pipeline.runner.pool_shape``.
+The encoder pool's fit on the cluster's nodes is checked by ``jobs.placement.pool_shape``.
 """
 
 from __future__ import annotations
