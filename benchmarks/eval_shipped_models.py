@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = AutoModel.from_pretrained(args.name)
     report = {"model": args.name, "heldout": str(HELDOUT.relative_to(ROOT)), "sides": list(SIDES[args.name]),
-              "weights_sha256": model.fingerprint(), **measure(model, SIDES[args.name])}
+              "weights_sha256": model.weights_hash(), **measure(model, SIDES[args.name])}
     text = json.dumps(report, indent=2)
     print(text)
     if args.write:

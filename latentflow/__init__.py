@@ -128,7 +128,7 @@ _EXPORTS: dict[str, str] = {
     "TrainAutoencoderConfig": "latentflow.training.config",
     "TrainPriorConfig": "latentflow.training.config",
     "Trainer": "latentflow.training.trainer",
-    "train_autoencoder": "latentflow.training.stages",
+    "train_autoencoder": "latentflow.training.entrypoints",
     "train_prior": "latentflow.training.prior_stage",
     "run_distributed": "latentflow.training.distributed",
     "GPTPrior": "latentflow.priors.gpt",

@@ -135,7 +135,7 @@ class AutoModel:
         if ref is None:
             raise CheckpointError("the codec records no model location; pass weights=<checkpoint dir, URL or models/ name>")
         model = AutoModel.from_ref(ref, storage_options)
-        if codec.model.weights_sha256 not in (model.fingerprint(), hub.state_dict_sha256(model.state_dict())):
-            raise CheckpointError(f"weights at {ref.location!r} (sha256 {model.fingerprint()}) are not the ones that encoded "
+        if codec.model.weights_sha256 not in (model.weights_hash(), hub.state_dict_sha256(model.state_dict())):
+            raise CheckpointError(f"weights at {ref.location!r} (sha256 {model.weights_hash()}) are not the ones that encoded "
                                   f"these latents (sha256 {codec.model.weights_sha256})")
         return model.eval()

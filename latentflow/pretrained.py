@@ -186,8 +186,9 @@ class PretrainedModule(nn.Module):
             )
         self.load_state_dict(state, strict=True)
 
-    def fingerprint(self) -> str:
-        """sha256 of the weights: the file's when loaded, else of the state dict content."""
+    def weights_hash(self) -> str:
+        """sha256 of the weights: the file's when loaded, else of the state dict content (the codec records it
+        as ``model.weights_sha256``; a codec's *fingerprint* is the hash of the whole encoder setup)."""
         return self.weights_sha256 or hub.state_dict_sha256(self.state_dict())
 
 

@@ -146,7 +146,7 @@ class LatentModelTesterMixin:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
         loaded = self.model_class.from_pretrained(str(tmp_path))
         assert type(loaded) is self.model_class and loaded.config == model.config and not loaded.training
-        assert loaded.fingerprint() == loaded.weights_sha256 and len(loaded.weights_sha256) == 64
+        assert loaded.weights_hash() == loaded.weights_sha256 and len(loaded.weights_sha256) == 64
         self.assert_same_outputs(model, loaded)
 
     def test_auto_model_round_trip(self):

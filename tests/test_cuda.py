@@ -95,7 +95,7 @@ def test_trainer_learns_on_the_gpu_in_bf16(tmp_path):
     from training_helpers import tiny_vae_config
 
     from latentflow.training.config import TrainAutoencoderConfig
-    from latentflow.training.stages import train_autoencoder
+    from latentflow.training.entrypoints import train_autoencoder
     from tests.samples import write_sample_webdataset
 
     shards = write_sample_webdataset(str(tmp_path / "shards"), num_shards=4, samples_per_shard=6, min_side=40, max_side=64, seed=1)

@@ -65,9 +65,9 @@ def test_hub_id_resolves_offline_from_the_cache_and_pins_the_commit(hub_cache):
     with torch.no_grad():
         torch.testing.assert_close(model.encode(images()).latents, reference_latents(ref, images().unsqueeze(2)), atol=1e-5, rtol=0)
     pinned = AutoModel.from_pretrained("org/tiny-pipe", subfolder="vae", revision=COMMIT)
-    assert pinned.fingerprint() == model.fingerprint()
+    assert pinned.weights_hash() == model.weights_hash()
     fp16 = AutoModel.from_pretrained("org/tiny-pipe", subfolder="vae", variant="fp16")
-    assert set(fp16.weight_files) == {"diffusion_pytorch_model.fp16.safetensors"} and fp16.fingerprint() != model.fingerprint()
+    assert set(fp16.weight_files) == {"diffusion_pytorch_model.fp16.safetensors"} and fp16.weights_hash() != model.weights_hash()
 
 
 def test_codec_records_the_commit_and_rebuilds_from_it(hub_cache):
@@ -75,7 +75,7 @@ def test_codec_records_the_commit_and_rebuilds_from_it(hub_cache):
     ref = ModelRef("org/tiny-pipe", subfolder="vae", revision=model.hub_revision)
     codec = build_codec(model, ImageProcessorConfig(resolution=16), StoreConfig(), ["x.tar"], model_ref=ref)
     assert codec.model.ref.revision == COMMIT and codec.layout == "CTHW"
-    assert AutoModel.from_codec(codec).fingerprint() == model.fingerprint()
+    assert AutoModel.from_codec(codec).weights_hash() == model.weights_hash()
 
 
 def test_unknown_revision_and_missing_repo_fail_clearly(hub_cache):

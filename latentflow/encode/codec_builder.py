@@ -129,7 +129,7 @@ def build_codec(model, processor_config: ImageProcessorConfig | VideoProcessorCo
         processor_config, decoder = processor.config, processor.decoder_info  # as run
     return Codec(
         model=ModelInfo(f"{type(model).__module__}.{type(model).__qualname__}", config.get("model_type"), config,
-                        model.fingerprint(), model_ref),
+                        model.weights_hash(), model_ref),
         latent_kind=kind,
         layout="CT" if audio else "CTHW" if _temporal_stride(model) else "CHW",
         downsample_factor=int(model.downsample_factor),

@@ -93,7 +93,7 @@ def model_metadata(name: str, model, input_shape: tuple[int, int, int]) -> dict[
         "model": name,
         "model_type": model.config.model_type,
         "latent_kind": getattr(model, "latent_kind", "continuous"),
-        "weights_sha256": model.fingerprint(),
+        "weights_sha256": model.weights_hash(),
         "num_parameters": int(sum(p.numel() for p in model.parameters())),
         "downsample_factor": int(model.downsample_factor),
         "input_shape": list(input_shape),

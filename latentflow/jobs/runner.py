@@ -280,7 +280,7 @@ def actor_options(config: EncodeJobConfig, plan: EncodePlan, shape: PoolShape) -
             "model_ref": plan.model_ref.to_dict(), "store": plan.codec.store.to_dict(), "dtype": config.dtype,
             "batch_size": config.batch_size, "device": "cuda" if shape.num_gpus else "cpu",
             "channels_last": config.channels_last, "torch_threads": shape.threads,
-            "storage_options": plan.storage_options, "expected_fingerprint": plan.codec.model.weights_sha256,
+            "storage_options": plan.storage_options, "expected_weights_sha256": plan.codec.model.weights_sha256,
             "text_encoders": [t.to_dict() for t in plan.text_encoders],
             "text_fingerprints": {t.name: t.fingerprint for t in plan.codec.text},
         },

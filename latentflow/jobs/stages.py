@@ -100,7 +100,7 @@ class EncoderActor:
         channels_last: channels-last memory format.
         torch_threads: intra-op threads (None: leave torch's default).
         storage_options: fsspec options to read the checkpoint (never stored).
-        expected_fingerprint: the weights sha256 the driver put in the codec; a mismatch
+        expected_weights_sha256: the weights sha256 the driver put in the codec; a mismatch
             (weights replaced mid-job) fails the actor instead of mixing encoders.
         text_encoders: ``TextEncoderConfig.to_dict()`` of each text encoder, loaded once here, resident
             beside the model; ``text_fingerprints``: their fingerprints in the codec (checked likewise).
@@ -116,7 +116,7 @@ class EncoderActor:
         channels_last: bool = False,
         torch_threads: int | None = None,
         storage_options: dict | None = None,
-        expected_fingerprint: str | None = None,
+        expected_weights_sha256: str | None = None,
         text_encoders: list[dict[str, Any]] | None = None,
         text_fingerprints: dict[str, str] | None = None,
     ):
@@ -132,10 +132,10 @@ class EncoderActor:
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         ref = ModelRef.from_dict(model_ref)
         self.model = AutoModel.from_ref(ref, storage_options)
-        if expected_fingerprint and self.model.fingerprint() != expected_fingerprint:
+        if expected_weights_sha256 and self.model.weights_hash() != expected_weights_sha256:
             raise CodecMismatchError(
-                f"weights at {ref.location!r} changed while the job ran: sha256 {self.model.fingerprint()} "
-                f"!= {expected_fingerprint} recorded in the codec"
+                f"weights at {ref.location!r} changed while the job ran: sha256 {self.model.weights_hash()} "
+                f"!= {expected_weights_sha256} recorded in the codec"
             )
         texts = [load_text_encoder(t, storage_options, (text_fingerprints or {}).get(t["name"])).to(device)
                  for t in text_encoders or ()]  # resident beside the model, on its device

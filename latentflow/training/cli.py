@@ -46,7 +46,7 @@ def _run(stage: str, cfg) -> dict:
         summaries = run_distributed(stage, cfg)
         return {"workers": len(summaries), "steps": [s["steps"] for s in summaries], **summaries[0].get("metrics", {})}
     if stage == "autoencoder":
-        from latentflow.training.stages import train_autoencoder
+        from latentflow.training.entrypoints import train_autoencoder
 
         summary = train_autoencoder(cfg)
     else:

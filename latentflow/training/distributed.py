@@ -29,7 +29,7 @@ _STAGES = {"autoencoder": TrainAutoencoderConfig, "prior": TrainPriorConfig}
 
 def _stage_fn(stage: str):
     if stage == "autoencoder":
-        from latentflow.training.stages import train_autoencoder
+        from latentflow.training.entrypoints import train_autoencoder
 
         return train_autoencoder
     from latentflow.training.prior_stage import train_prior

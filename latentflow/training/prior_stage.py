@@ -34,7 +34,7 @@ from latentflow.progress import Progress
 from latentflow.training import checkpoint as ckpt
 from latentflow.training.config import TrainPriorConfig
 from latentflow.training.data import LatentCacheStream, LatentStream, LatentTable, prior_batch, table_rows
-from latentflow.training.stages import seed_everything, write_json
+from latentflow.training.entrypoints import seed_everything, write_json
 from latentflow.training.tasks import PriorTask
 from latentflow.training.trainer import Trainer, pick_device
 from latentflow.training.trainer import rank as trainer_rank

@@ -102,7 +102,7 @@ def test_codec_holds_identity_and_no_credentials(vae):
     codec = build_codec(vae, ImageProcessorConfig(resolution=32), StoreConfig(logvar=True), ["s3://AKIA:secret@bucket/x.tar"], "bf16")
     text = codec.to_json()
     assert "secret" not in text and codec.sources == ("s3://bucket/x.tar",)
-    assert codec.model.weights_sha256 == vae.fingerprint() and codec.model.model_type == "vae"
+    assert codec.model.weights_sha256 == vae.weights_hash() and codec.model.model_type == "vae"
     assert codec.shapes == {"32x32": {"latent": [4, 16, 16]}}
     assert codec.arrays == ("latent", "logvar") and codec.compute_dtype == "bf16" and codec.layout == "CHW"
     assert Codec.from_dict(json.loads(text)) == codec

@@ -278,14 +278,14 @@ def test_native_autoencoder_kl_rules_equal_sdxl_and_flux(preset, rule, tmp_path)
 def test_fingerprint_covers_class_config_and_weight_files(saved, tmp_path):
     folder, _ = saved("AutoencoderTiny")
     a, b = AutoModel.from_pretrained(str(folder)), AutoModel.from_pretrained(str(folder))
-    assert a.fingerprint() == b.fingerprint() and set(a.weight_files) == {"diffusion_pytorch_model.safetensors"}
+    assert a.weights_hash() == b.weights_hash() and set(a.weight_files) == {"diffusion_pytorch_model.safetensors"}
     save("AutoencoderTiny", tmp_path / "other", seed=1)
-    assert AutoModel.from_pretrained(str(tmp_path / "other")).fingerprint() != a.fingerprint()
+    assert AutoModel.from_pretrained(str(tmp_path / "other")).weights_hash() != a.weights_hash()
     config = json.loads((folder / "config.json").read_text())
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg" / "config.json").write_text(json.dumps({**config, "scaling_factor": 2.0}))
     (tmp_path / "cfg" / "diffusion_pytorch_model.safetensors").write_bytes((folder / "diffusion_pytorch_model.safetensors").read_bytes())
-    assert AutoModel.from_pretrained(str(tmp_path / "cfg")).fingerprint() != a.fingerprint()
+    assert AutoModel.from_pretrained(str(tmp_path / "cfg")).weights_hash() != a.weights_hash()
 
 
 def test_variant_subfolder_and_dtype(tmp_path):

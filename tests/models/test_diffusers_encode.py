@@ -52,7 +52,7 @@ def test_encode_locally_then_decode_latents_equals_diffusers_decode(name, shards
     out = str(tmp_path / "latents")
     codec = encode_locally(model, SourceConfig(format="webdataset", urls=shards), out, PROCESSOR, StoreConfig(), model_ref=ref_model)
     assert codec.layout == layout and read_codec(out).model.ref == ref_model
-    assert codec.normalization == model.normalization and codec.model.weights_sha256 == model.fingerprint()
+    assert codec.normalization == model.normalization and codec.model.weights_sha256 == model.weights_hash()
     keys, stored = _rows(out)
     assert len(keys) == 4 and tuple(stored.shape[1:]) == tuple(codec.shapes["16x16"]["latent" if stored.is_floating_point() else "indices"])
     decoded = decode_latents(stored, out)

@@ -12,7 +12,7 @@ from training_helpers import tiny_vae_config
 from latentflow.auto import AutoModel
 from latentflow.errors import ConfigError
 from latentflow.training.config import TrainAutoencoderConfig, load_config
-from latentflow.training.stages import train_autoencoder
+from latentflow.training.entrypoints import train_autoencoder
 
 
 def _cfg(shards, out, **train):

@@ -15,10 +15,10 @@ from latentflow.outputs import DecoderOutput
 from latentflow.training.config import TrainAutoencoderConfig
 from latentflow.training.discriminator import PatchDiscriminator, adaptive_weight, hinge_d_loss, last_decoder_layer
 from latentflow.training.ema import EMA
+from latentflow.training.entrypoints import train_autoencoder
 from latentflow.training.losses import VFAlignment, equivariance_loss, feature_grid, load_feature_model
 from latentflow.training.perceptual import PerceptualLoss, save_perceptual_weights
 from latentflow.training.schedule import warmup_cosine
-from latentflow.training.stages import train_autoencoder
 
 SMALL = ((8,), (16,), (16,))
 

@@ -10,7 +10,7 @@ from training_helpers import tiny_vae_config
 
 from latentflow.auto import AutoModel
 from latentflow.training.config import TrainAutoencoderConfig, load_config
-from latentflow.training.stages import train_autoencoder
+from latentflow.training.entrypoints import train_autoencoder
 
 TOKENIZERS = {
     "titok": ({"model_type": "titok", "image_size": 16, "patch_size": 4, "num_latent_tokens": 8, "hidden_size": 32,

@@ -3,7 +3,7 @@
 :class:`DiffusersAutoencoder` wraps the diffusers module and answers ``encode`` ->
 :class:`VariationalEncoderOutput` (or :class:`QuantizedEncoderOutput` for ``VQModel``), ``decode`` ->
 :class:`DecoderOutput`, the family's latent ``normalization``, ``modality``, ``layout``, ``downsample_factor``,
-``temporal_downsample_factor`` (video classes), ``latent_channels``, ``latent_shape`` and ``fingerprint``
+``temporal_downsample_factor`` (video classes), ``latent_channels``, ``latent_shape`` and ``weights_hash``
 (class + config + sha256 of the weight files read). What differs per class lives in
 :data:`~latentflow.models.diffusers_bridge.table.FAMILIES`.
 """
@@ -243,7 +243,7 @@ class DiffusersAutoencoder(LatentModel):
         return self.vae.decode(quant, force_not_quantize=True).sample
 
     # ---- identity and files -----------------------------------------------------------
-    def fingerprint(self) -> str:
+    def weights_hash(self) -> str:
         """sha256 of the class, the config and the weight files read (or of the weights, when built from a config)."""
         files = self.weight_files or {"state_dict": hub.state_dict_sha256(self.vae.state_dict())}
         blob = json.dumps({"class": self.config.class_name, "config": self._c, "files": files}, sort_keys=True)
