@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ from latentflow.errors import ConfigError, InputError
 from latentflow.modeling import LatentModel, check_finite
 from latentflow.models.layers import MLP, ConvDecoder, ConvEncoder
 from latentflow.outputs import AutoencoderOutput, DecoderOutput, EncoderOutput
+from latentflow.quantizers.base import Quantizer
 
 
 @dataclass
@@ -75,6 +76,51 @@ class AutoencoderConfig(LatentConfig):
 def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
     """Squared ("mse") or absolute ("l1") error averaged over every element: the ``rec`` term of every family."""
     return F.mse_loss(x_hat, x) if kind == "mse" else F.l1_loss(x_hat, x)
+
+
+class QuantizedLatentModel(LatentModel):
+    """The shared half of every family with one quantizer (``self.quantizer``): VQ/FSQ/LFQ autoencoders, TiTok,
+    MAGVIT-2. Token indices follow the index dtype rule (``index_dtype_for(codebook_size)``), ``detokenize`` goes
+    through the codebook, and training adds the quantizer's already weighted terms to the reconstruction loss.
+
+    Subclasses set ``quantizer`` and implement ``encode`` / ``decode``; ``token_ranks`` and ``token_layout``
+    describe the indices ``detokenize`` takes (empty ``token_ranks``: any rank, e.g. residual levels).
+    """
+
+    latent_kind: ClassVar[str] = "discrete"
+    token_ranks: ClassVar[tuple[int, ...]] = ()
+    token_layout: ClassVar[str] = "(B, ...)"
+    quantizer: Quantizer
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    def tokenize(self, x: torch.Tensor) -> torch.Tensor:
+        """Media -> code indices in the smallest integer dtype that holds them."""
+        return self.encode(x).indices.to(self.quantizer.index_dtype)
+
+    def check_token_indices(self, indices: torch.Tensor) -> None:
+        if not isinstance(indices, torch.Tensor) or (self.token_ranks and indices.ndim not in self.token_ranks):
+            got = tuple(indices.shape) if isinstance(indices, torch.Tensor) else type(indices).__name__
+            raise InputError(f"{type(self).__name__} detokenizes indices {self.token_layout}, got: {got}")
+
+    def detokenize(self, indices: torch.Tensor) -> torch.Tensor:
+        """Code indices alone (any integer dtype) -> media."""
+        self.check_token_indices(indices)
+        return self.decode(self.quantizer.indices_to_codes(indices).to(self.dtype)).sample
+
+    def decode_for_loss(self, latents: torch.Tensor) -> torch.Tensor:
+        """The decoder output ``forward`` trains on (families skip checks that ``decode`` makes for users)."""
+        return self.decode(latents).sample
+
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> AutoencoderOutput:
+        """``loss = rec + quantizer terms`` (commitment, codebook or entropy: weighted by the quantizer config)."""
+        enc = self.encode(x)
+        x_hat = self.decode_for_loss(enc.latents)
+        rec = reconstruction_loss(x_hat, x, self.config.reconstruction_loss)
+        q = enc.quantizer_output
+        return AutoencoderOutput(reconstruction=x_hat, loss=rec + q.loss, losses={"rec": rec, **q.losses}, encoder_output=enc)
 
 
 def summed_error(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:

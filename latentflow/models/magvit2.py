@@ -52,11 +52,11 @@ from torch import nn
 from latentflow.auto import register
 from latentflow.configuration import LatentConfig, check_positive
 from latentflow.errors import ConfigError, InputError
-from latentflow.modeling import LatentModel, check_finite
+from latentflow.modeling import check_finite
 from latentflow.models import causal_video_vae
-from latentflow.models.autoencoder import reconstruction_loss
+from latentflow.models.autoencoder import QuantizedLatentModel
 from latentflow.models.causal_video_vae import check_clip_input, per_frame
-from latentflow.outputs import AutoencoderOutput, DecoderOutput, QuantizedEncoderOutput
+from latentflow.outputs import DecoderOutput, QuantizedEncoderOutput
 from latentflow.quantizers.base import Quantizer, quantizer_from_config
 
 
@@ -294,14 +294,15 @@ class MagvitV2Config(LatentConfig):
 
 # ---- model ---------------------------------------------------------------------------------------------
 @register
-class MagvitV2Model(LatentModel):
+class MagvitV2Model(QuantizedLatentModel):
     """Causal 3D CNN encoder -> LFQ -> causal 3D CNN decoder with adaptive group norms.
 
     ``latents`` are the quantized bits (+-1): (B, bits, h, w) for images, (B, bits, T', h, w) for clips.
     """
 
     config_class = MagvitV2Config
-    latent_kind: ClassVar[str] = "discrete"
+    token_ranks: ClassVar[tuple[int, ...]] = (3, 4)
+    token_layout: ClassVar[str] = "(B, h, w) or (B, T', h, w)"
     input_rank: ClassVar[int] = 4  # images; clips (rank 5) are taken too
 
     def __init__(self, config: MagvitV2Config):
@@ -319,10 +320,6 @@ class MagvitV2Model(LatentModel):
     def temporal_downsample_factor(self) -> int:
         """Frames per latent frame after the first."""
         return self.config.temporal_compression
-
-    @property
-    def codebook_size(self) -> int:
-        return self.quantizer.codebook_size
 
     def latent_frames(self, num_frames: int) -> int:
         return (num_frames - 1) // self.temporal_downsample_factor + 1
@@ -361,24 +358,8 @@ class MagvitV2Model(LatentModel):
             check_finite(out, "decoder output")
         return DecoderOutput(sample=out)
 
-    def tokenize(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> (B, h, w), clips -> (B, T', h, w) indices in ``index_dtype_for(codebook_size)`` (int32 for 2^18)."""
-        return self.encode(x).indices.to(self.quantizer.index_dtype)
-
-    def detokenize(self, indices: torch.Tensor) -> torch.Tensor:
-        """Indices (B, h, w) -> images; (B, T', h, w) -> clips. Any integer dtype."""
-        if not isinstance(indices, torch.Tensor) or indices.ndim not in (3, 4):
-            got = tuple(indices.shape) if isinstance(indices, torch.Tensor) else type(indices).__name__
-            raise InputError(f"{type(self).__name__} detokenizes indices (B, h, w) or (B, T', h, w), got: {got}")
-        return self.decode(self.quantizer.indices_to_codes(indices).to(self.dtype)).sample
-
-    def forward(self, x: torch.Tensor, **kwargs: Any) -> AutoencoderOutput:
-        """``loss = rec + commitment + entropy`` (the LFQ terms come already weighted by the config)."""
-        enc = self.encode(x)
-        x_hat = self._decode(enc.latents)
-        rec = reconstruction_loss(x_hat, x, self.config.reconstruction_loss)
-        q = enc.quantizer_output
-        return AutoencoderOutput(reconstruction=x_hat, loss=rec + q.loss, losses={"rec": rec, **q.losses}, encoder_output=enc)
+    def decode_for_loss(self, latents: torch.Tensor) -> torch.Tensor:
+        return self._decode(latents)
 
 
 # ---- presets ------------------------------------------------------------------------------------------

@@ -62,11 +62,11 @@ from torch import nn
 from latentflow.auto import register
 from latentflow.configuration import LatentConfig, check_positive
 from latentflow.errors import ConfigError, InputError
-from latentflow.modeling import LatentModel, check_finite
-from latentflow.models.autoencoder import reconstruction_loss
+from latentflow.modeling import check_finite
+from latentflow.models.autoencoder import QuantizedLatentModel
 from latentflow.models.layers import TransformerBlock
 from latentflow.models.mae import unpatchify
-from latentflow.outputs import AutoencoderOutput, DecoderOutput, QuantizedEncoderOutput
+from latentflow.outputs import DecoderOutput, QuantizedEncoderOutput
 from latentflow.quantizers.base import (
     Quantizer,
     quantizer_class_for,
@@ -245,11 +245,10 @@ class TiTokConfig(LatentConfig):
 
 # ---- model -----------------------------------------------------------------------------------------
 @register
-class TiTokModel(LatentModel):
+class TiTokModel(QuantizedLatentModel):
     """ViT encoder -> K latent tokens -> quantizer -> ViT decoder. ``latents`` are the quantized tokens (B, K, codebook_dim)."""
 
     config_class = TiTokConfig
-    latent_kind: ClassVar[str] = "discrete"
 
     def __init__(self, config: TiTokConfig):
         super().__init__(config)
@@ -261,10 +260,6 @@ class TiTokModel(LatentModel):
     def downsample_factor(self) -> int:
         """Pixels per patch side (inputs must be multiples; in fact exactly ``image_size``)."""
         return self.config.patch_size
-
-    @property
-    def codebook_size(self) -> int:
-        return self.quantizer.codebook_size
 
     @property
     def num_latent_tokens(self) -> int:
@@ -302,24 +297,14 @@ class TiTokModel(LatentModel):
             check_finite(out, "decoder output")
         return DecoderOutput(sample=out)
 
-    def tokenize(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> token indices (B, K) in the smallest dtype that holds them (``index_dtype_for``)."""
-        return self.encode(x).indices.to(self.quantizer.index_dtype)
-
-    def detokenize(self, indices: torch.Tensor) -> torch.Tensor:
-        """Token indices (B, K), any integer dtype -> images (B, C, S, S)."""
-        if not isinstance(indices, torch.Tensor) or indices.ndim != 2 or indices.shape[1] != self.config.num_latent_tokens:
+    def check_token_indices(self, indices: torch.Tensor) -> None:
+        k = self.config.num_latent_tokens
+        if not isinstance(indices, torch.Tensor) or indices.ndim != 2 or indices.shape[1] != k:
             got = tuple(indices.shape) if isinstance(indices, torch.Tensor) else type(indices).__name__
-            raise InputError(f"TiTok detokenizes indices of shape (B, {self.config.num_latent_tokens}), got: {got}")
-        return self.decode(self.quantizer.indices_to_codes(indices).to(self.dtype)).sample
+            raise InputError(f"TiTok detokenizes indices of shape (B, {k}), got: {got}")
 
-    def forward(self, x: torch.Tensor, **kwargs: Any) -> AutoencoderOutput:
-        """``loss = rec + quantizer terms`` (commitment, codebook: already weighted by the quantizer config)."""
-        enc = self.encode(x)
-        x_hat = self.decoder(enc.latents)
-        rec = reconstruction_loss(x_hat, x, self.config.reconstruction_loss)
-        q = enc.quantizer_output
-        return AutoencoderOutput(reconstruction=x_hat, loss=rec + q.loss, losses={"rec": rec, **q.losses}, encoder_output=enc)
+    def decode_for_loss(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decoder(latents)
 
 
 # ---- presets (the reference's tokenizer shapes at 256x256, patch 16, 4096 codes of width 12) -----------

@@ -14,7 +14,7 @@ Example::
     cfg = VQAutoencoderConfig(block_out_channels=(32, 64), latent_channels=8,
                               quantizer={"name": "fsq", "configuration": {"levels": [8, 5, 5, 5]}})
     model = VectorQuantizedAutoencoderModel(cfg)
-    tokens = model.tokenize(x)                 # (B, H/2, W/2) int64
+    tokens = model.tokenize(x)                 # (B, H/2, W/2), uint8 up to 256 codes (index_dtype_for)
     x_hat = model.detokenize(tokens)           # (B, 3, H, W)
 
 The hierarchical :class:`VQVAE2Model` (Razavi et al. 2019) quantizes a coarse top grid
@@ -36,7 +36,7 @@ from latentflow.auto import register
 from latentflow.configuration import LatentConfig, check_positive
 from latentflow.errors import ConfigError, InputError
 from latentflow.modeling import LatentModel, check_finite
-from latentflow.models.autoencoder import reconstruction_loss
+from latentflow.models.autoencoder import QuantizedLatentModel, reconstruction_loss
 from latentflow.models.layers import ConvDecoder, ConvEncoder
 from latentflow.outputs import AutoencoderOutput, DecoderOutput, QuantizedEncoderOutput, QuantizerOutput
 from latentflow.quantizers.base import Quantizer, quantizer_class_for, quantizer_from_config
@@ -115,11 +115,11 @@ class VQAutoencoderConfig(LatentConfig):
 
 
 @register
-class VectorQuantizedAutoencoderModel(LatentModel):
+class VectorQuantizedAutoencoderModel(QuantizedLatentModel):
     """Encoder -> quantizer -> decoder; ``latents`` are quantized features (B, C, h, w)."""
 
     config_class = VQAutoencoderConfig
-    latent_kind: ClassVar[str] = "discrete"
+    token_layout: ClassVar[str] = "(B, H/f, W/f) (+ a level axis for residual/grouped quantizers)"
 
     def __init__(self, config: VQAutoencoderConfig):
         super().__init__(config)
@@ -132,10 +132,6 @@ class VectorQuantizedAutoencoderModel(LatentModel):
     @property
     def downsample_factor(self) -> int:
         return 2 ** (len(self.config.block_out_channels) - 1)
-
-    @property
-    def codebook_size(self) -> int:
-        return self.quantizer.codebook_size
 
     def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
         f = self.downsample_factor
@@ -153,21 +149,6 @@ class VectorQuantizedAutoencoderModel(LatentModel):
         if self.config.check_finite:
             check_finite(out, "decoder output")
         return DecoderOutput(sample=out)
-
-    def tokenize(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> code indices (B, H/f, W/f) (+ a level axis for residual/grouped quantizers)."""
-        return self.encode(x).indices
-
-    def detokenize(self, indices: torch.Tensor) -> torch.Tensor:
-        """Code indices alone -> images (B, C, H, W)."""
-        return self.decode(self.quantizer.indices_to_codes(indices).to(self.dtype)).sample
-
-    def forward(self, x: torch.Tensor, **kwargs: Any) -> AutoencoderOutput:
-        enc = self.encode(x)
-        x_hat = self.decode(enc.latents).sample
-        rec = reconstruction_loss(x_hat, x, self.config.reconstruction_loss)
-        losses = {"rec": rec, **enc.quantizer_output.losses}
-        return AutoencoderOutput(reconstruction=x_hat, loss=rec + enc.quantizer_output.loss, losses=losses, encoder_output=enc)
 
 
 # ---- VQ-VAE-2 -----------------------------------------------------------------------------
