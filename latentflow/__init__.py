@@ -66,6 +66,9 @@ _EXPORTS: dict[str, str] = {
     "save_video_preview": "latentflow.read.preview",
     "save_audio_preview": "latentflow.read.preview",
     "preview_fps": "latentflow.read.preview",
+    # task pipelines (transformers' shape): latentflow.pipeline("reconstruct", model="kl-f8")
+    "pipeline": "latentflow.pipelines.base",
+    "Pipeline": "latentflow.pipelines.base",
     # the Ray encode job
     "EncodeJobConfig": "latentflow.jobs.config",
     "EncodeSummary": "latentflow.jobs.runner",
