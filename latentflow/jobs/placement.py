@@ -77,7 +77,9 @@ class PlacementWatchdog:
         while not self._stop.wait(self.interval_s):
             try:
                 demand = self._demand()
-                state = (repr(demand), self._progress()) if demand else None  # progress is listed only while tasks wait
+                # only whether something waits and the progress count: the pending bundles' list changes shape
+                # while Ray Data retries and re-requests them (a loaded 2-core VM never saw it hold still)
+                state = self._progress() if demand else None
             except Exception as err:  # noqa: BLE001 - a failed poll is no evidence of a stall
                 logger.debug("placement watchdog poll failed: %s", err)
                 continue

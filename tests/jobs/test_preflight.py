@@ -16,6 +16,7 @@ from pipeline_helpers import good_samples, write_tar
 
 from latentflow.errors import ConfigError
 from latentflow.jobs.config import EncodeJobConfig, apply_overrides
+from tests.ray_head import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB = str(ROOT / "jobs" / "encode_dataset.py")
@@ -189,6 +190,11 @@ def test_placement_watchdog_fires_on_a_stall_and_not_on_progress():
     stuck = PlacementWatchdog(0.3, lambda: [({"CPU": 1.0}, 1)], lambda: 0, on_stall=lambda m: fired.set(), explain="shape", interval_s=0.05)
     assert fired.wait(5) and "1 x {CPU: 1}" in stuck.message and stuck.message.endswith("shape")
     stuck.stop()
+
+    shapes = iter([[({"CPU": 1.0}, 1)], [({"CPU": 1.0}, 2)], [({"CPU": 0.5}, 1), ({"CPU": 1.0}, 1)]] * 1000)
+    fluctuating = PlacementWatchdog(0.3, lambda: next(shapes), lambda: 0, on_stall=lambda m: None, interval_s=0.05)
+    assert wait_for(lambda: fluctuating.fired, timeout=5)  # what waits changes shape, nothing commits: a stall
+    fluctuating.stop()
 
     commits = iter(range(10_000))
     moving = PlacementWatchdog(0.3, lambda: [({"CPU": 1.0}, 1)], lambda: next(commits), on_stall=lambda m: None, interval_s=0.05)

@@ -7,19 +7,23 @@ Overrides only shrink the run: a 64 px crop, 2 steps, 2 samples, a one-layer net
 plans and decoders are the shipped ones). ``s3_buckets_bf16.yaml`` reads the shipped photos and writes
 locally instead of S3; it is the one bucketed config, so it checks the default bucket step against
 the flow prior's 2x2 patches. The encodes join one ``ray start --head``, as the README's jobs would.
+
+The chains the README's own commands run (its encode command, then its train command on the default output)
+are checked on that run, at the shipped sizes, by ``tests/journey/test_readme_commands.py``; here run the rest.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
+
+from tests.journey.test_readme_commands import check_samples, readme_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = '["data/photos/photos-{000000..000001}.tar"]'
@@ -44,6 +48,22 @@ SMALL_NETWORK = {"gpt_prior.yaml": ["prior.config.hidden_size=32", "prior.config
                                           "sample.steps=2"]}
 
 pytestmark = pytest.mark.slow
+
+
+def readme_chains() -> set[tuple[str, str]]:
+    """(encode config, train config) pairs the README's commands run: an encode command writing the config's own
+    output, and a train command reading it."""
+    run = set()
+    for line in "\n".join(readme_commands((ROOT / "README.md").read_text())).splitlines():
+        found = re.search(r"jobs/(?:encode_dataset|train_prior)\.py --config \S*/(\S+\.yaml)(.*)", line.split("  #")[0])
+        if found and "output=" not in found.group(2):
+            run.add(found.group(1))
+    return {(e, t) for e, (_, ts) in CHAINS.items() for t in ts if e in run and t in run}
+
+
+def chains_left() -> list[tuple[str, str]]:
+    covered = readme_chains()
+    return [(e, t) for e, (_, ts) in CHAINS.items() for t in ts if (e, t) not in covered]
 
 
 def stage2_train_configs() -> set[str]:
@@ -89,26 +109,11 @@ def encoded(cluster, tmp_path_factory):
     return get
 
 
-def check_samples(run_dir: Path) -> None:
-    """samples.png decodes to a non-constant RGB grid; samples.mp4 to frames; samples.wav to a waveform."""
-    png, mp4, wav = run_dir / "samples.png", run_dir / "samples.mp4", run_dir / "samples.wav"
-    if png.exists():
-        image = np.asarray(Image.open(png))
-        assert image.ndim == 3 and image.shape[2] in (3, 4) and image.shape[0] >= 64 and image.std() > 0
-        return
-    import av
-
-    if wav.exists():
-        with av.open(str(wav)) as container:
-            samples = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
-        assert samples.size > 0 and np.std(samples) > 0
-        return
-    with av.open(str(mp4)) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    assert len(frames) >= 2 and frames[0].shape[0] >= 64 and np.std(frames[0]) > 0
+def test_the_readme_runs_every_chain_but_the_s3_one():
+    assert chains_left() == [("s3_buckets_bf16.yaml", "flow_prior.yaml")]
 
 
-@pytest.mark.parametrize("encode,train", [(e, t) for e, (_, ts) in CHAINS.items() for t in ts])
+@pytest.mark.parametrize("encode,train", chains_left())
 def test_shipped_train_config_trains_on_its_encode_configs_output(encoded, cluster, tmp_path, encode, train):
     out = encoded(encode)
     run_dir = tmp_path / "run"
