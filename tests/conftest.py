@@ -81,6 +81,7 @@ def ray_local():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # a new instance even where a `ray start` cluster runs (Ray would join that one)
             num_cpus=2,
             object_store_memory=500_000_000,
             include_dashboard=False,

@@ -188,6 +188,7 @@ def _run_ray(config: EncodeJobConfig, plan: EncodePlan, progress: bool, verbose:
     watcher = ProgressWatcher(config.output, plan.storage_options, total_shards=len(pending),
                               total_samples=_expected_samples(pending)) if progress else None
     watchdog = _watchdog(config, plan.storage_options, nodes, shape)
+    restore_sigint = _interruptible()
     try:
         dataset = encode_dataset(config, plan, shape=shape)
         # commits wait on storage, not on the CPU: a small reservation lets them overlap the encoder
@@ -197,12 +198,28 @@ def _run_ray(config: EncodeJobConfig, plan: EncodePlan, progress: bool, verbose:
             raise ConfigError(watchdog.message) from None
         raise
     finally:
+        restore_sigint()
         ctx.target_max_block_size, ctx.max_consecutive_actor_init_deaths = saved
         if watchdog is not None:
             watchdog.stop()
         if watcher:
             watcher.stop()
     return sink.results
+
+
+def _interruptible():
+    """Make SIGINT raise KeyboardInterrupt in the main thread while the job runs; returns the undo.
+
+    A driver started with SIGINT ignored (a background job of a non-interactive shell, or a child of a
+    process that ignores it) inherits SIG_IGN, and then neither Ctrl-C nor the placement watchdog's
+    ``interrupt_main`` (a no-op for an unhandled signal) could stop the job: it hung past
+    ``placement_timeout_s``. A handler set by the caller is kept."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread() or callable(signal.getsignal(signal.SIGINT)):
+        return lambda: None
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
 
 
 def _watchdog(config: EncodeJobConfig, options: dict, nodes: list[dict], shape: "PoolShape"):
