@@ -1,5 +1,5 @@
 """Ray helpers of the tests: a `ray start --head` cluster on loopback for the README's commands as
-subprocesses, polling, and the encoder actor processes of this session's local Ray (fault injection)."""
+subprocesses, polling, and the encoder actor processes of the test session's local Ray (fault injection)."""
 
 from __future__ import annotations
 
