@@ -33,6 +33,13 @@ from latentflow.sources.records import SampleError, key_seed
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def autocast(dtype: str, device: torch.device):
+    """``torch.autocast`` at the compute dtype ``dtype`` on ``device``'s type; nothing for fp32."""
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=COMPUTE_DTYPES[dtype])
+
+
 def codebook_size_of(model: torch.nn.Module) -> int:
     """``model.quantizer.codebook_size`` (or ``model.codebook_size``), with a clear error when absent."""
     size = getattr(getattr(model, "quantizer", None), "codebook_size", None) or getattr(model, "codebook_size", None)
@@ -147,9 +154,7 @@ class LatentEncoder:
             return self._continuous(out, keys)
 
     def _autocast(self, dtype: str):
-        if dtype == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=COMPUTE_DTYPES[dtype])
+        return autocast(dtype, self.device)
 
     def _continuous(self, out, keys: list[str]) -> dict[str, torch.Tensor]:
         dist = getattr(out, "latent_dist", None)

@@ -356,18 +356,12 @@ def load_model(codec: Codec, storage_options: dict | None = None):
     except (CheckpointError, ConfigError, OSError) as err:
         raise VerifyError(f"the model at {ref.location!r} recorded in the codec does not load: {_one_line(err)}; "
                           "restore it there (verify rebuilds the encoder from the codec alone)") from None
-    found = _weights_hash(model)
+    found = model.weights_hash()
     changed = None
     if codec.model.weights_sha256 not in (found, hub.state_dict_sha256(model.state_dict())):
         changed = (f"weights at {ref.location!r} have sha256 {found}, the codec records "
                    f"{codec.model.weights_sha256}; the rows below are re-encoded with the weights found")
     return model.eval(), changed
-
-
-def _weights_hash(model) -> str:
-    """The sha256 the codec records for a model's weights (``weights_hash``, formerly ``fingerprint``)."""
-    method = getattr(model, "weights_hash", None) or getattr(model, "fingerprint")
-    return method()
 
 
 def _encoder(model, codec: Codec, device: str):

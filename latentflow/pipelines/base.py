@@ -18,13 +18,13 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
+from latentflow.encode.encoder import COMPUTE_DTYPES
 from latentflow.errors import ConfigError, InputError
 
 # task -> "module:Class" (imported on first use, as the model families are)
@@ -37,7 +37,7 @@ SUPPORTED_TASKS: dict[str, str] = {
     "generate": "latentflow.pipelines.generate:GenerationPipeline",
 }
 _REGISTERED: dict[str, type["Pipeline"]] = {}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = COMPUTE_DTYPES  # the encode job's compute dtypes
 
 
 def register_pipeline(task: str, cls: type["Pipeline"]) -> type["Pipeline"]:
@@ -114,13 +114,6 @@ def resolve_dtype(dtype: str | torch.dtype) -> str:
     if name not in DTYPES:
         raise ConfigError(f"dtype must be one of {list(DTYPES)} or their torch dtypes, got: {dtype!r}")
     return name
-
-
-def autocast(dtype: str, device: torch.device):
-    """``torch.autocast`` at ``dtype`` on ``device``'s type; nothing for fp32."""
-    if dtype == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentflow.encode.encoder import autocast
 from latentflow.errors import ConfigError, InputError, NotSupportedError
-from latentflow.pipelines.base import Pipeline, Unit, autocast
+from latentflow.pipelines.base import Pipeline, Unit
 from latentflow.pipelines.media import (
     crop_output,
     media_units,
