@@ -139,3 +139,46 @@ def _write_silence(out, stream, seconds: float) -> None:
         frame.sample_rate, frame.pts = rate, start
         out.mux(stream.encode(frame))
     out.mux(stream.encode(None))
+
+
+RAMP_RATE = 22050  # the shipped audio VAE's rate: a ramp track at it is neither resampled nor remixed
+
+
+def ramp_value_time(value: float, offset_s: float = 0.0) -> float:
+    """The presentation time (s) of the ramp sample holding ``value`` (float32 full scale) in a track starting at ``offset_s``."""
+    return offset_s + (round(value * 32768) + 32768) / RAMP_RATE
+
+
+def write_video_with_ramp(fps: float = 25, num_frames: int = 40, size: tuple[int, int] = (48, 64), *,
+                          audio_offset_s: float = 0.0, audio_seconds: float | None = None) -> bytes:
+    """A mov holding index frames (:func:`index_frame`) and a lossless mono PCM track at :data:`RAMP_RATE` whose
+    sample ``k`` is ``k - 32768`` (s16): any decoded sample tells the time it plays at (:func:`ramp_value_time`).
+
+    Args:
+        audio_offset_s: the audio track's first sample plays this long after the first frame.
+        audio_seconds: the track's length (default: as long as the video; at most 2.97 s).
+    """
+    seconds = num_frames / fps if audio_seconds is None else audio_seconds
+    total = int(round(seconds * RAMP_RATE))
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mov") as out:
+        video = out.add_stream("mpeg4", rate=Fraction(fps).limit_denominator(1000))
+        video.height, video.width = size
+        video.pix_fmt = "yuv420p"
+        video.codec_context.time_base = Fraction(1, 1) / Fraction(fps).limit_denominator(1000)
+        sound = out.add_stream("pcm_s16le", rate=RAMP_RATE, layout="mono")
+        for i in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(index_frame(i, size), format="rgb24")
+            frame.pts = i
+            frame.time_base = video.codec_context.time_base
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        start = int(round(audio_offset_s * RAMP_RATE))
+        for k in range(0, total, 1024):
+            n = min(1024, total - k)
+            chunk = (np.arange(k, k + n) - 32768).astype(np.int16)[None]
+            frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
+            frame.sample_rate, frame.pts = RAMP_RATE, start + k
+            out.mux(sound.encode(frame))
+        out.mux(sound.encode(None))
+    return buf.getvalue()

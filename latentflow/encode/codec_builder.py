@@ -16,10 +16,26 @@ from typing import Any
 
 from latentflow.encode.encoder import codebook_size_of
 from latentflow.encode.shard import build_processor
-from latentflow.format.codec import Codec, ModelInfo, ModelRef, QuantizerInfo, StoreConfig, public_url, stored_arrays
+from latentflow.errors import ConfigError
+from latentflow.format.codec import (
+    Codec,
+    ModelInfo,
+    ModelRef,
+    QuantizerInfo,
+    StoreConfig,
+    TrackColumn,
+    public_url,
+    stored_arrays,
+)
 from latentflow.format.text import TextColumn
 from latentflow.hub import model_ref_from_user
-from latentflow.media.config import AudioProcessorConfig, GeometryConfig, ImageProcessorConfig, VideoProcessorConfig
+from latentflow.media.config import (
+    AudioProcessorConfig,
+    AudioTrackConfig,
+    GeometryConfig,
+    ImageProcessorConfig,
+    VideoProcessorConfig,
+)
 from latentflow.media.video_decode import decoder_info
 from latentflow.quantizers.base import numpy_index_dtype_for
 from latentflow.sources.shards import SourceConfig
@@ -94,9 +110,26 @@ def text_column(text_encoder) -> TextColumn:
     return TextColumn(text_encoder.info.name, text_encoder.info.fingerprint(), text_encoder.info.to_dict())
 
 
+def track_column(config: AudioTrackConfig, audio_model, video_config: VideoProcessorConfig, store: StoreConfig, sources: Any,
+                 dtype: str = "fp32", model_ref: ModelRef | None = None) -> TrackColumn:
+    """The codec's entry for a video job's audio track: the audio model's own codec, its processor as run
+    for spans of the clips' durations (``num_frames / fps``; ``frame_buckets``' lengths as duration buckets).
+
+    Raises:
+        ConfigError: ``video.fps`` is not set (a clip's span would depend on each video's own rate).
+    """
+    if not video_config.fps:
+        raise ConfigError("audio_track needs video.fps: each clip's audio span is num_frames / fps seconds; "
+                          "set video.fps (e.g. video.fps=25)")
+    seconds = sorted({n / video_config.fps for n in video_config.frame_buckets or []} | {video_config.num_frames / video_config.fps})
+    processor = config.processor_config(seconds[-1]).replace(duration_buckets=seconds[:-1] or None)
+    codec = build_codec(audio_model, processor, StoreConfig(dtype=store.dtype), sources, dtype, model_ref=model_ref)
+    return TrackColumn(config.name, codec, config.required)
+
+
 def build_codec(model, processor_config: ImageProcessorConfig | VideoProcessorConfig | AudioProcessorConfig, store: StoreConfig,
                 sources: Any, dtype: str = "fp32",
-                model_ref: ModelRef | str | None = None, text_encoders: list | tuple = ()) -> Codec:
+                model_ref: ModelRef | str | None = None, text_encoders: list | tuple = (), tracks: list | tuple = ()) -> Codec:
     """The codec of an encode job.
 
     Args:
@@ -110,6 +143,7 @@ def build_codec(model, processor_config: ImageProcessorConfig | VideoProcessorCo
         dtype: compute dtype of the encoder (``fp32``, ``bf16``, ``fp16``).
         model_ref: where the weights load from again (a :class:`ModelRef`, or a location string).
         text_encoders: the job's loaded text encoders (each recorded as a :class:`TextColumn`).
+        tracks: :class:`TrackColumn` s (a video's audio track, :func:`track_column`).
     """
     config = model.config.to_dict()
     kind = getattr(model, "latent_kind", "continuous")
@@ -144,4 +178,5 @@ def build_codec(model, processor_config: ImageProcessorConfig | VideoProcessorCo
         sources=tuple(_source_urls(sources)),
         quantizer=_quantizer_info(model, config) if kind == "discrete" else None,
         text=tuple(text_column(t) for t in text_encoders),
+        tracks=tuple(tracks),
     )

@@ -82,10 +82,12 @@ class LatentEncoder:
         text_encoders: resident :class:`~latentflow.encode.text.TextEncoder` s, loaded once beside the
             model; the encode path (:func:`~latentflow.encode.shard.encode_processed`) runs each shard's
             captions through them after its latents.
+        tracks: ``{column: LatentEncoder}`` of a second model (a video clip's audio track), resident beside
+            this one; the encode path encodes each row's span with it (:func:`~latentflow.encode.shard.encode_tracks`).
     """
 
     def __init__(self, model: torch.nn.Module, store: StoreConfig | None = None, dtype: str = "fp32", device: str | torch.device = "cpu", channels_last: bool = True,
-                 text_encoders: list | tuple = ()):
+                 text_encoders: list | tuple = (), tracks: dict[str, "LatentEncoder"] | None = None):
         check_choice("LatentEncoder", "dtype", dtype, tuple(COMPUTE_DTYPES))
         self.store = store or StoreConfig()
         self.kind = getattr(model, "latent_kind", "continuous")
@@ -101,6 +103,7 @@ class LatentEncoder:
         self.index_dtype = numpy_index_dtype_for(codebook_size_of(model)) if self.kind == "discrete" else None
         self.float_dtype = np.dtype(self.store.dtype)
         self.text_encoders = tuple(text_encoders)
+        self.tracks = dict(tracks or {})
 
     # ---- public -----------------------------------------------------------------
     def encode_batch(self, pixel_values: torch.Tensor | np.ndarray, keys: list[str]) -> dict[str, Any]:

@@ -57,39 +57,51 @@ def unpack_pixels(packed: np.ndarray) -> np.ndarray:
 
 
 def build_processor(config, downsample_factor: int, temporal_stride: int | None = None,
-                    sample_rate: int | None = None, channels: int | None = None):
+                    sample_rate: int | None = None, channels: int | None = None, audio_track=None):
     """The processor for a processor config: ``ImageProcessor``, ``VideoProcessor`` for a
     ``VideoProcessorConfig`` (clip lengths forced to the model's ``k * temporal_stride + 1``), or
     ``AudioProcessor`` for an ``AudioProcessorConfig`` (``downsample_factor`` is the hop length;
     ``sample_rate`` and ``channels`` are the model's, filling what the config leaves None).
-    Its ``.config`` is the config as run (what the codec records)."""
+    ``audio_track`` (video only): a :class:`~latentflow.format.codec.TrackColumn` whose audio
+    processor (as run) cuts each clip's audio span. Its ``.config`` is the config as run (what the codec records)."""
     from latentflow.media.config import AudioProcessorConfig, VideoProcessorConfig
     from latentflow.media.image import ImageProcessor
     from latentflow.media.video import VideoProcessor
 
     if isinstance(config, AudioProcessorConfig):
-        from latentflow.media.audio_processor import AudioProcessor
-
-        return AudioProcessor(config, downsample_factor, sample_rate, channels)
+        return _audio_processor(config, downsample_factor, sample_rate, channels)
     if isinstance(config, VideoProcessorConfig):
-        return VideoProcessor(config, downsample_factor, temporal_stride)
+        if audio_track is None:
+            return VideoProcessor(config, downsample_factor, temporal_stride)
+        track = audio_track.codec
+        audio = _audio_processor(track.processor, track.downsample_factor)
+        return VideoProcessor(config, downsample_factor, temporal_stride, audio=audio, audio_required=audio_track.required)
     return ImageProcessor(config, downsample_factor)
 
 
-def processor_spec(config, downsample_factor: int) -> dict[str, Any]:
-    """A JSON-able description of a processor (its config as run) that another process rebuilds
-    with :func:`processor_from_spec`."""
+def _audio_processor(config, hop_length: int, sample_rate: int | None = None, channels: int | None = None):
+    from latentflow.media.audio_processor import AudioProcessor  # PyAV's audio path, loaded only by audio jobs
+
+    return AudioProcessor(config, hop_length, sample_rate, channels)
+
+
+def processor_spec(config, downsample_factor: int, audio_track=None) -> dict[str, Any]:
+    """A JSON-able description of a processor (its config as run, and a video's audio track) that another
+    process rebuilds with :func:`processor_from_spec`."""
     from latentflow.media.config import AudioProcessorConfig, VideoProcessorConfig
 
     modality = "audio" if isinstance(config, AudioProcessorConfig) else "video" if isinstance(config, VideoProcessorConfig) else "image"
-    return {"modality": modality, "config": config.to_dict(), "downsample_factor": int(downsample_factor)}
+    spec = {"modality": modality, "config": config.to_dict(), "downsample_factor": int(downsample_factor)}
+    return {**spec, "audio_track": audio_track.to_dict()} if audio_track is not None else spec
 
 
 def processor_from_spec(spec: dict[str, Any]):
+    from latentflow.format.codec import TrackColumn
     from latentflow.media.config import AudioProcessorConfig, ImageProcessorConfig, VideoProcessorConfig
 
     cls = {"video": VideoProcessorConfig, "audio": AudioProcessorConfig}.get(spec["modality"], ImageProcessorConfig)
-    return build_processor(cls.from_dict(spec["config"]), spec["downsample_factor"])
+    track = TrackColumn.from_dict(spec["audio_track"]) if spec.get("audio_track") else None
+    return build_processor(cls.from_dict(spec["config"]), spec["downsample_factor"], audio_track=track)
 
 
 @dataclass(frozen=True)
@@ -118,10 +130,22 @@ class SegmentInfo:
 
 
 @dataclass(frozen=True)
+class TrackSpan:
+    """The audio of a video clip row's span (:data:`~latentflow.media.config.TRACK_FIELDS`): its waveform
+    (C, N) float32 at the track model's rate, and where it lies on the clip's clock."""
+
+    waveform: np.ndarray
+    valid_length: int
+    start_time: float
+    duration: float
+
+
+@dataclass(frozen=True)
 class ProcessedSample:
     """One row after the processor: its pass-through metadata and packed pixels, (3, H, W) for an
     image or (3, T, H, W) for a video clip (with ``clip`` set), or a float32 waveform (C, T) for an
-    audio segment (with ``segment`` set; no ``original_size`` / ``crop_box``)."""
+    audio segment (with ``segment`` set; no ``original_size`` / ``crop_box``); a clip with an audio
+    track carries its span's waveform in ``track``."""
 
     key: str
     pixels: np.ndarray
@@ -133,6 +157,7 @@ class ProcessedSample:
     json: str | None = None
     clip: ClipInfo | None = None
     segment: SegmentInfo | None = None
+    track: TrackSpan | None = None
 
     @property
     def bucket(self) -> str:
@@ -172,8 +197,12 @@ def process_record(record: Record, processor, key: str | None = None) -> list[Pr
 def _clip_sample(record: Record, clip) -> ProcessedSample:
     info = ClipInfo(record.key, clip.clip_index, float(clip.start_time), float(clip.fps), int(clip.num_frames),
                     int(getattr(clip, "padded_frames", 0)))
+    audio = getattr(clip, "audio", None)
+    track = None if audio is None else TrackSpan(np.ascontiguousarray(audio.waveform, dtype=np.float32), int(audio.valid_length),
+                                                 float(audio.start_time), float(audio.duration))
     return ProcessedSample(clip.key, pack_pixels(clip.pixel_values), tuple(clip.original_size),
-                           tuple(clip.crop_box), record.index_in_shard, record.caption, record.label, record.json, info)
+                           tuple(clip.crop_box), record.index_in_shard, record.caption, record.label, record.json, info,
+                           track=track)
 
 
 def _segment_sample(record: Record, seg) -> ProcessedSample:
@@ -267,9 +296,43 @@ def encode_processed(samples: list[ProcessedSample], encoder, shard_id: str, bat
         out.pop("key")
         for j, pos in enumerate(kept):
             arrays[idx[pos]] = {name: value[j] for name, value in out.items()}
+    for name, track_encoder in getattr(encoder, "tracks", {}).items():  # the clips' audio, by the track's model
+        errors += encode_tracks(samples, arrays, name, track_encoder, shard_id, batch_size)
     for text_encoder in getattr(encoder, "text_encoders", ()):  # the captions of the rows kept, per text encoder
         errors += encode_captions(samples, arrays, text_encoder, shard_id)
     return EncodedShard(shard_id, _columns(samples, arrays), tuple(errors))
+
+
+def encode_tracks(samples: list[ProcessedSample], arrays: list[dict[str, np.ndarray] | None], name: str, encoder,
+                  shard_id: str, batch_size: int) -> list[dict]:
+    """Add the audio track's columns to the rows kept, in place: ``<name>`` (C, t) latents of each clip's span
+    (batched by span length) and its :data:`~latentflow.media.config.TRACK_FIELDS`. A row whose span did not
+    encode to finite latents is dropped as a whole (an error row): its video latents never go without it.
+
+    Returns:
+        the error rows.
+    """
+    import torch
+
+    kept = [i for i, arr in enumerate(arrays) if arr is not None]
+    missing = [i for i in kept if samples[i].track is None]
+    if missing:
+        raise InputError(f"rows {[samples[i].key for i in missing[:3]]} carry no audio span; the processor has no audio track")
+    errors: list[dict] = []
+    for idx in bucket_batches([samples[i].track.waveform.shape for i in kept], batch_size):
+        rows = [kept[j] for j in idx]
+        waves = torch.from_numpy(np.stack([samples[i].track.waveform for i in rows]))
+        out = encoder.encode_batch(waves, [samples[i].key for i in rows])
+        good = set(out["row"].tolist())
+        for j, i in enumerate(rows):
+            if j not in good:
+                arrays[i] = None
+        errors += [{**e, "shard": shard_id, "message": f"{name}: {e['message']}"} for e in out["errors"]]
+        for pos, j in enumerate(out["row"].tolist()):
+            span = samples[rows[j]].track
+            arrays[rows[j]].update({name: out["latent"][pos], f"{name}_valid_length": np.int64(span.valid_length),
+                                    f"{name}_start_time": np.float64(span.start_time), f"{name}_duration": np.float64(span.duration)})
+    return errors
 
 
 def encode_captions(samples: list[ProcessedSample], arrays: list[dict[str, np.ndarray] | None], text_encoder,

@@ -35,7 +35,7 @@ import numpy as np
 from latentflow.configuration import Config, check_choice
 from latentflow.errors import CodecMismatchError, ConfigError
 from latentflow.format.text import TextColumn
-from latentflow.media.config import AudioProcessorConfig, ImageProcessorConfig, VideoProcessorConfig
+from latentflow.media.config import TRACK_FIELDS, AudioProcessorConfig, ImageProcessorConfig, VideoProcessorConfig
 from latentflow.normalization import Normalization
 from latentflow.version import __version__
 
@@ -189,6 +189,8 @@ class Codec:
         fingerprint: sha256 of the identity (model, weights, processor, store, dtypes; the text
             encoders' fingerprints where there are any).
         text: the cached text columns (:class:`~latentflow.format.text.TextColumn`), one per text encoder.
+        tracks: latent columns of a second model beside the row's latents (:class:`TrackColumn`): the
+            audio of each video clip's span, with the codec of the audio model that encoded it.
     """
 
     model: ModelInfo
@@ -206,6 +208,7 @@ class Codec:
     layout: str = "CHW"
     decoder: dict[str, str] | None = None
     text: tuple[TextColumn, ...] = ()
+    tracks: tuple["TrackColumn", ...] = ()
     fingerprint: str = ""
     format_version: int = FORMAT_VERSION
     latentflow_version: str = __version__
@@ -216,6 +219,7 @@ class Codec:
         object.__setattr__(self, "arrays", tuple(self.arrays))
         object.__setattr__(self, "sources", tuple(self.sources))
         object.__setattr__(self, "text", tuple(self.text))
+        object.__setattr__(self, "tracks", tuple(self.tracks))
         if not self.fingerprint:
             object.__setattr__(self, "fingerprint", _fingerprint(self._identity()))
 
@@ -245,6 +249,13 @@ class Codec:
         """The stored dtype of array ``name`` (indices: the index dtype; others: ``dtype``)."""
         return self.index_dtype if name.endswith("indices") else np.dtype(self.dtype)
 
+    def track(self, name: str) -> "TrackColumn":
+        """The track column ``name`` (a ``ConfigError`` naming the ones there are when it has none)."""
+        for track in self.tracks:
+            if track.name == name:
+                return track
+        raise ConfigError(f"the output has no track column {name!r}; it has {[t.name for t in self.tracks] or 'none'}")
+
     def with_sources(self, sources: list[str] | tuple[str, ...]) -> "Codec":
         return replace(self, sources=tuple(sorted(set(sources))))
 
@@ -261,8 +272,9 @@ class Codec:
             "compute_dtype": self.compute_dtype,
         }
         identity = {**identity, "modality": self.modality} if self.modality != "image" else identity
-        # text encoders join the identity only when configured: outputs without them keep their fingerprints
-        return {**identity, "text": [t.identity() for t in self.text]} if self.text else identity
+        # text encoders and tracks join the identity only when configured: outputs without them keep their fingerprints
+        identity = {**identity, "text": [t.identity() for t in self.text]} if self.text else identity
+        return {**identity, "tracks": [t.identity() for t in self.tracks]} if self.tracks else identity
 
     def _stored(self) -> dict[str, Any]:
         return {**self.store.to_dict(), "arrays": list(self.arrays)}
@@ -288,6 +300,7 @@ class Codec:
             "sources": list(self.sources),
             "fingerprint": self.fingerprint,
             **({"text_encoders": [t.to_dict() for t in self.text]} if self.text else {}),
+            **({"tracks": [t.to_dict() for t in self.tracks]} if self.tracks else {}),
         }
 
     @classmethod
@@ -315,6 +328,7 @@ class Codec:
             quantizer=QuantizerInfo.from_dict(data["quantizer"]) if data.get("quantizer") else None,
             layout=data.get("layout", "CHW"),
             text=tuple(TextColumn.from_dict(t) for t in data.get("text_encoders") or ()),
+            tracks=tuple(TrackColumn.from_dict(t) for t in data.get("tracks") or ()),
             fingerprint=data.get("fingerprint") or "",
             format_version=FORMAT_VERSION,
             latentflow_version=data.get("latentflow_version", "unknown"),
@@ -322,6 +336,41 @@ class Codec:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class TrackColumn:
+    """A latent column of a second model in every row: the audio of a video clip's time span.
+
+    Rows carry ``<name>`` (the audio latents, (C, t), stored in the row codec's float dtype) and the
+    :data:`~latentflow.media.config.TRACK_FIELDS` (``<name>_valid_length``, ``<name>_start_time``,
+    ``<name>_duration``). Decode them with ``decode_latents(latents, output, column=name)``.
+
+    Attributes:
+        name: the column.
+        codec: the audio model's codec (model, normalization, the audio processor as run, layout ``CT``).
+        required: a video without audio was an error row (else its clips got silence, ``valid_length`` 0).
+    """
+
+    name: str
+    codec: Codec
+    required: bool = True
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The per-row columns: the latents, then the span's fields."""
+        return (self.name, *(f"{self.name}_{field}" for field in TRACK_FIELDS))
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "required": self.required, "codec": self.codec.fingerprint}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "required": self.required, "codec": self.codec.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrackColumn":
+        data = _strict(cls, data, "track")
+        return cls(data["name"], Codec.from_dict(data["codec"]), bool(data.get("required", True)))
 
 
 _PROCESSOR_CONFIGS = {"image": ImageProcessorConfig, "video": VideoProcessorConfig, "audio": AudioProcessorConfig}

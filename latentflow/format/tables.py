@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from latentflow.media.config import SEGMENT_FIELDS
+from latentflow.media.config import SEGMENT_FIELDS, TRACK_FIELDS
 
 META_COLUMNS = ("key", "shard", "bucket", "index_in_shard", "caption", "label", "json", "original_size", "crop_box",
                 "video_key", "clip_index", "start_time", "fps", "num_frames", "padded_frames",  # these six: video clips
@@ -156,6 +156,9 @@ def parquet_table(columns: dict[str, Any], array_names: list[str], variable: boo
     for text in getattr(codec, "text", ()):  # cached text-encoder columns (latentflow.format.text)
         for name, (arr, feature) in text_parquet_columns(columns, text).items():
             arrays[name], features[name] = arr, feature
+    for track in getattr(codec, "tracks", ()):  # a video clip's audio track (latentflow.format.codec.TrackColumn)
+        for name, (arr, feature) in track_parquet_columns(columns, track).items():
+            arrays[name], features[name] = arr, feature
     table = pa.table(arrays)
     metadata = {"huggingface": json.dumps({"info": {"features": features}}), "latentflow": codec.to_json()}
     return table.replace_schema_metadata(metadata)
@@ -209,4 +212,20 @@ def text_parquet_columns(columns: dict[str, Any], text) -> dict[str, tuple[pa.Ar
         pooled = np.asarray(columns[f"{name}_pooled"], dtype=dtype).reshape(-1, text.pooled_width)
         arr = pa.FixedSizeListArray.from_arrays(pa.array(pooled.reshape(-1)), text.pooled_width)
         out[f"{name}_pooled"] = (arr, {"feature": {"dtype": dtype.name, "_type": "Value"}, "length": text.pooled_width, "_type": "List"})
+    return out
+
+
+def track_parquet_columns(columns: dict[str, Any], track) -> dict[str, tuple[pa.Array, dict]]:
+    """The Parquet columns of a :class:`~latentflow.format.codec.TrackColumn` and their ``datasets`` features:
+    ``<name>`` the span's latents (``Array2D`` (C, t) of the track codec's dtype: one span length per file,
+    as one clip length per file) and its :data:`~latentflow.media.config.TRACK_FIELDS` as values."""
+    if track.name not in columns:  # a shard whose samples all failed
+        return {}
+    dtype = np.dtype(track.codec.dtype)
+    latents = np.stack([np.asarray(v, dtype=dtype) for v in columns[track.name]]) if len(columns[track.name]) else np.zeros((0, 1, 1), dtype)
+    out = {track.name: array_column(latents, variable=False)}
+    for field, kind in TRACK_FIELDS.items():
+        name = f"{track.name}_{field}"
+        values = np.asarray(columns[name], dtype=kind).reshape(-1)
+        out[name] = (pa.array(values, type=pa.type_for_alias(kind)), {"dtype": kind, "_type": "Value"})
     return out

@@ -21,7 +21,7 @@ from latentflow.configuration import Config, check_choice, check_positive
 from latentflow.encode.text import TextEncoderConfig
 from latentflow.errors import ConfigError
 from latentflow.format.codec import StoreConfig
-from latentflow.media.config import AudioProcessorConfig, ImageProcessorConfig, VideoProcessorConfig
+from latentflow.media.config import AudioProcessorConfig, AudioTrackConfig, ImageProcessorConfig, VideoProcessorConfig
 from latentflow.sources.shards import SourceConfig, resolve_storage_options
 
 DTYPES = ("fp32", "bf16", "fp16")
@@ -75,6 +75,9 @@ class EncodeJobConfig(Config):
             Each row's caption is encoded (identical captions of a shard once) and stored as ``<name>``
             (the caption's own tokens, (L, D)), ``<name>_length``, ``<name>_truncated`` (and ``<name>_pooled``);
             a blank caption follows the entry's ``empty_caption`` rule, a caption that is not UTF-8 is an error row.
+        audio_track: with ``video``: the audio of every clip's exact time span (by pts), encoded by the audio
+            model it names and stored in the clip's row (:class:`~latentflow.media.config.AudioTrackConfig`):
+            ``audio_track={model: audio-vae-tiny}``. Needs ``video.fps``.
         connect_timeout_s: seconds to wait for the Ray cluster named by ``$RAY_ADDRESS`` to answer before the
             job fails with one line naming it (a cluster that is gone would otherwise hang the job).
         placement_timeout_s: a job whose read, encode or write tasks stay unplaced this long
@@ -110,6 +113,7 @@ class EncodeJobConfig(Config):
     placement_timeout_s: float = 120.0
     connect_timeout_s: float = 30.0
     text_encoders: list[TextEncoderConfig] = field(default_factory=list)
+    audio_track: AudioTrackConfig | None = None
 
     def validate(self) -> None:
         name = type(self).__name__
@@ -151,11 +155,17 @@ class EncodeJobConfig(Config):
                               f"store.flip=true (and processor.flip=false), got: processor.flip=True")
         check_positive(name, "placement_timeout_s", self.placement_timeout_s, allow_zero=True)
         check_positive(name, "connect_timeout_s", self.connect_timeout_s)
-        names = [t.name for t in self.text_encoders]
+        if self.audio_track is not None and self.video is None:
+            raise ConfigError(f"{name}.audio_track cuts the audio of video clips; set a video section, or encode audio files "
+                              "with an audio section instead")
+        if self.audio_track is not None and not self.video.fps:
+            raise ConfigError(f"{name}.audio_track needs video.fps (each clip's audio span is num_frames / fps seconds); "
+                              "set video.fps, e.g. video.fps=25")
+        names = [t.name for t in self.text_encoders] + ([self.audio_track.name] if self.audio_track else [])
         taken = {"latent", "logvar", "indices", "key", "shard", "bucket", "caption", "label", "json"}
         clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & taken))
         if clash:
-            raise ConfigError(f"{name}.text_encoders: each name is a column of its own and must be unique and not one of "
+            raise ConfigError(f"{name}.text_encoders and audio_track: each name is a column of its own and must be unique and not one of "
                               f"{sorted(taken)}, got: {names}")
         if not 0.0 <= self.max_error_rate <= 1.0:
             raise ConfigError(f"{name}.max_error_rate must be in [0, 1], got: {self.max_error_rate}")

@@ -20,9 +20,9 @@ from typing import Any
 
 from latentflow import hub
 from latentflow.auto import AutoModel
-from latentflow.encode.codec_builder import build_codec
+from latentflow.encode.codec_builder import build_codec, track_column
 from latentflow.errors import CheckpointError
-from latentflow.format.codec import Codec, ModelRef
+from latentflow.format.codec import Codec, ModelRef, TrackColumn
 from latentflow.format.marker import CommitMarker
 from latentflow.format.state import read_output_codec
 from latentflow.jobs.config import EncodeJobConfig
@@ -64,6 +64,16 @@ def load_text_encoders(configs, storage_options: dict | None = None) -> list:
     from latentflow.encode.text import TextEncoder
 
     return [TextEncoder(cfg, storage_options) for cfg in configs]
+
+
+def audio_track_column(config: EncodeJobConfig, codec: Codec, sources, storage_options: dict | None) -> TrackColumn:
+    """The audio track's codec entry: its model loaded once here (geometry, rate, weights sha256), its reference resolved once."""
+    track = config.audio_track
+    kwargs = {"subfolder": track.model_subfolder} if track.model_subfolder else {}
+    audio_model = load_model(track.model, storage_options, **kwargs)
+    pinned = getattr(audio_model, "hub_revision", None)
+    ref = hub.model_ref_from_user(track.model, track.model_subfolder, None, pinned)
+    return track_column(track, audio_model, codec.processor, config.store, sources, config.dtype, model_ref=ref)
 
 
 def merged_sources_codec(out_url: str, codec: Codec, storage_options: dict, overwrite: bool) -> Codec:
@@ -128,6 +138,8 @@ def build_plan(config: EncodeJobConfig) -> EncodePlan:
     text_encoders = load_text_encoders(text_configs, options)  # once on the driver: their infos go in the codec
     codec = build_codec(model, config.processor_config, config.store, source.urls, config.dtype, model_ref=model_ref,
                         text_encoders=text_encoders)
+    if config.audio_track is not None:  # the track's codec needs the clip lengths as run (codec.processor)
+        codec = replace(codec, tracks=(audio_track_column(config, codec, source.urls, options),), fingerprint="")
     codec = merged_sources_codec(config.output, codec, options, config.overwrite)
     return EncodePlan(config.output, options, source, tuple(shards), model_ref, codec, int(model.downsample_factor),
                       getattr(model, "temporal_downsample_factor", None) or None, text_encoders=text_configs)

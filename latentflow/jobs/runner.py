@@ -266,7 +266,7 @@ def encode_dataset(config: EncodeJobConfig, plan: EncodePlan, resources: dict | 
     )
     ds = ds.map_batches(
         preprocess_batch, batch_size=None, batch_format="pyarrow", num_cpus=shape.read_num_cpus,
-        fn_kwargs={"spec": processor_spec(run_config, plan.downsample_factor)},
+        fn_kwargs={"spec": processor_spec(run_config, plan.downsample_factor, next(iter(plan.codec.tracks), None))},
     )
     # each call gets a whole block (one shard, the unit of commit). Public map_batches refuses
     # batch_size=None when GPUs are requested; map_batches_internal (a DeveloperAPI) is
@@ -300,6 +300,7 @@ def actor_options(config: EncodeJobConfig, plan: EncodePlan, shape: PoolShape) -
             "storage_options": plan.storage_options, "expected_weights_sha256": plan.codec.model.weights_sha256,
             "text_encoders": [t.to_dict() for t in plan.text_encoders],
             "text_fingerprints": {t.name: t.fingerprint for t in plan.codec.text},
+            "tracks": [t.to_dict() for t in plan.codec.tracks],
         },
     }
 

@@ -8,6 +8,7 @@ Every block holds the rows of exactly one input shard (the unit of commit)::
                       + CLIP_FIELDS     a video record becomes one row per clip (key "<video>/clipNNNN")
                       + SEGMENT_ONLY_FIELDS  an audio record one row per segment (key "<file>/segNNNN", the
                                         waveform in pixels)
+                      + TRACK_BLOCK_FIELDS   a clip's audio span (waveform bytes, shape, TRACK_FIELDS)
     encoder actor     + array columns   pixels dropped; bucket "HxW", array__<name> (bytes) + __shape + __dtype
     datasink          -> EncodedShard   (latentflow.encode.shard), committed by ShardWriter
 
@@ -34,8 +35,9 @@ from latentflow.encode.shard import (
     EncodedShard,
     ProcessedSample,
     SegmentInfo,
+    TrackSpan,
 )
-from latentflow.media.config import SEGMENT_FIELDS
+from latentflow.media.config import SEGMENT_FIELDS, TRACK_FIELDS
 from latentflow.sources.records import Record, Shard
 
 KIND_SAMPLE, KIND_ERROR, KIND_FAILED, KIND_EMPTY = "sample", "error", "shard_failed", "shard_empty"
@@ -52,7 +54,11 @@ CLIP_FIELDS = [("video_key", pa.string()), ("clip_index", pa.int64()), ("start_t
                ("num_frames", pa.int64()), ("padded_frames", pa.int64())]  # video clip rows; null for images
 # audio segment rows (waveforms (C, T) float32 in ``pixels``); start_time is CLIP_FIELDS' column
 SEGMENT_ONLY_FIELDS = [(name, pa.type_for_alias(kind)) for name, kind in SEGMENT_FIELDS.items() if name not in dict(CLIP_FIELDS)]
-PROCESSED_SCHEMA = pa.schema(_ROW_FIELDS + _META_FIELDS + _ERROR_FIELDS + PIXELS_FIELDS + CLIP_FIELDS + SEGMENT_ONLY_FIELDS)
+# a video clip's audio track: the span's float32 waveform (C, N) and its TRACK_FIELDS; null without a track
+TRACK_BLOCK_FIELDS = [("track_waveform", pa.binary()), ("track_shape", pa.list_(pa.int32())),
+                      *((f"track_{name}", pa.type_for_alias(kind)) for name, kind in TRACK_FIELDS.items())]
+PROCESSED_SCHEMA = pa.schema(_ROW_FIELDS + _META_FIELDS + _ERROR_FIELDS + PIXELS_FIELDS + CLIP_FIELDS + SEGMENT_ONLY_FIELDS
+                             + TRACK_BLOCK_FIELDS)
 ARRAY_PREFIX = "array__"  # encoder outputs: array__<name> (bytes) + array__<name>__shape + array__<name>__dtype
 
 
@@ -115,6 +121,10 @@ def with_pixels(row: dict[str, Any], sample: ProcessedSample | None) -> dict[str
     segment = sample.segment if sample is not None else None
     if segment is not None:
         row.update({name: getattr(segment, name) for name in SEGMENT_METADATA})
+    track = sample.track if sample is not None else None
+    if track is not None:
+        row.update({"track_waveform": track.waveform.tobytes(), "track_shape": list(track.waveform.shape),
+                    **{f"track_{name}": getattr(track, name) for name in TRACK_FIELDS}})
     row.update({
         "pixels": None if px is None else px.tobytes(), "pixels_dtype": None if px is None else str(px.dtype),
         "pixels_shape": None if px is None else list(px.shape),
@@ -128,9 +138,13 @@ def sample_of(row: dict[str, Any]) -> ProcessedSample:
     pixels = np.frombuffer(row["pixels"], dtype=row["pixels_dtype"]).reshape(row["pixels_shape"])
     clip = ClipInfo(*(row[name] for name, _ in CLIP_FIELDS)) if row.get("video_key") is not None else None
     segment = SegmentInfo(*(row[name] for name in SEGMENT_METADATA)) if row.get("source_key") is not None else None
+    track = None
+    if row.get("track_waveform") is not None:
+        waveform = np.frombuffer(row["track_waveform"], dtype=np.float32).reshape(row["track_shape"])
+        track = TrackSpan(waveform, *(row[f"track_{name}"] for name in TRACK_FIELDS))
     size, box = row["original_size"], row["crop_box"]
     return ProcessedSample(row["key"], pixels, None if size is None else tuple(size), None if box is None else tuple(box),
-                           row["index_in_shard"], row["caption"], row["label"], row["json"], clip, segment)
+                           row["index_in_shard"], row["caption"], row["label"], row["json"], clip, segment, track)
 
 
 # ---- encoder actor: encoded rows ----------------------------------------------------------------
@@ -143,7 +157,7 @@ def encoded_table(rows: list[dict[str, Any]], encoded: EncodedShard) -> pa.Table
     failed = {e["key"]: e for e in encoded.errors}
     names = sorted(n for n in encoded.columns if n not in ROW_METADATA + CLIP_METADATA + SEGMENT_METADATA)
     for row in rows:
-        for name in ("pixels", "pixels_dtype", "pixels_shape"):
+        for name in ("pixels", "pixels_dtype", "pixels_shape", *(f for f, _ in TRACK_BLOCK_FIELDS)):
             row.pop(name, None)
         i = by_key.get(row["key"]) if row["kind"] == KIND_SAMPLE else None
         if row["kind"] == KIND_SAMPLE and i is None and row["key"] in failed:

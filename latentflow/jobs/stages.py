@@ -104,6 +104,8 @@ class EncoderActor:
             (weights replaced mid-job) fails the actor instead of mixing encoders.
         text_encoders: ``TextEncoderConfig.to_dict()`` of each text encoder, loaded once here, resident
             beside the model; ``text_fingerprints``: their fingerprints in the codec (checked likewise).
+        tracks: ``TrackColumn.to_dict()`` of each track (a video's audio track): its model loaded once here from
+            the track codec's reference, weights sha256 checked, resident beside the model.
     """
 
     def __init__(
@@ -119,29 +121,28 @@ class EncoderActor:
         expected_weights_sha256: str | None = None,
         text_encoders: list[dict[str, Any]] | None = None,
         text_fingerprints: dict[str, str] | None = None,
+        tracks: list[dict[str, Any]] | None = None,
     ):
         import torch
 
-        from latentflow.auto import AutoModel
         from latentflow.encode.encoder import LatentEncoder
-        from latentflow.errors import CodecMismatchError
-        from latentflow.format.codec import ModelRef, StoreConfig
+        from latentflow.format.codec import ModelRef, StoreConfig, TrackColumn
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         ref = ModelRef.from_dict(model_ref)
-        self.model = AutoModel.from_ref(ref, storage_options)
-        if expected_weights_sha256 and self.model.weights_hash() != expected_weights_sha256:
-            raise CodecMismatchError(
-                f"weights at {ref.location!r} changed while the job ran: sha256 {self.model.weights_hash()} "
-                f"!= {expected_weights_sha256} recorded in the codec"
-            )
+        self.model = load_checked(ref, storage_options, expected_weights_sha256)
         texts = [load_text_encoder(t, storage_options, (text_fingerprints or {}).get(t["name"])).to(device)
                  for t in text_encoders or ()]  # resident beside the model, on its device
+        track_encoders = {}
+        for track in map(TrackColumn.from_dict, tracks or ()):  # resident beside the model, on its device
+            track_model = load_checked(track.codec.model.ref, storage_options, track.codec.model.weights_sha256)
+            track_encoders[track.name] = LatentEncoder(track_model, StoreConfig(dtype=track.codec.dtype), dtype=track.codec.compute_dtype,
+                                                       device=device, channels_last=False)
         self.encoder = LatentEncoder(
             self.model, StoreConfig.from_dict(store), dtype=dtype, device=device, channels_last=channels_last,
-            text_encoders=texts,
+            text_encoders=texts, tracks=track_encoders,
         )
         self.batch_size = batch_size
         self.pid = os.getpid()
@@ -151,6 +152,19 @@ class EncoderActor:
         samples = [sample_of(r) for r in rows if r["kind"] == KIND_SAMPLE]
         shard = rows[0]["shard"] if rows else ""
         return encoded_table(rows, encode_processed(samples, self.encoder, shard, self.batch_size))
+
+
+def load_checked(ref, storage_options: dict | None, expected_weights_sha256: str | None):
+    """A model for an actor, from the plan's reference; weights replaced since the driver hashed them fail the
+    actor (``CodecMismatchError``) instead of mixing encoders in one output."""
+    from latentflow.auto import AutoModel
+    from latentflow.errors import CodecMismatchError
+
+    model = AutoModel.from_ref(ref, storage_options)
+    if expected_weights_sha256 and model.weights_hash() != expected_weights_sha256:
+        raise CodecMismatchError(f"weights at {ref.location!r} changed while the job ran: sha256 {model.weights_hash()} "
+                                 f"!= {expected_weights_sha256} recorded in the codec")
+    return model
 
 
 def load_text_encoder(config: dict[str, Any], storage_options: dict | None, expected: str | None):

@@ -181,6 +181,64 @@ class AudioProcessor:
         self._check_channels(samples.shape[0], key)
         return [self._segment(samples, seg.start - first, seg, i, key) for i, seg in enumerate(segments)]
 
+    def process_spans(self, media_bytes: bytes | None, key: str, spans: list[tuple[float, float]],
+                      clock_origin: float = 0.0) -> list[ProcessedSegment]:
+        """The audio of given time spans of one file (a video's clips): decoded once, from the first span's
+        start to the last one's end, and cut by presentation time.
+
+        Args:
+            media_bytes: the file (a video with an audio stream).
+            key: the file's sample key.
+            spans: ``(start, duration)`` seconds on the caller's clock (a clip's ``start_time``).
+            clock_origin: the presentation time, in seconds, of the caller's clock's 0 (a video's first
+                frame); the audio stream's own first sample may be earlier or later.
+
+        Returns:
+            one segment per span, in order: ``round(duration * rate / hop)`` hops long (at least one), starting
+            at the sample nearest the span's start. Before the stream's first sample (a video whose audio starts
+            late) the segment holds silence, as players render it; after its last, zero padding, which
+            ``valid_length`` excludes. ``start_time`` is on the caller's clock.
+
+        Raises:
+            SampleError: the decoder's (``no_audio_stream`` for a video without audio, ``corrupt_audio``, ...),
+                ``over_budget``, ``unmappable_channel_layout``.
+        """
+        cfg, rate, hop = self.config, self.sample_rate, self.hop_length
+        info = probe_audio(media_bytes, key)
+        if info.duration > cfg.max_seconds_per_file:
+            raise SampleError("decode", "over_budget", f"audio {key!r} is {info.duration:.1f} s long (header), more than "
+                              f"max_seconds_per_file={cfg.max_seconds_per_file}")
+        shift = clock_origin - info.start_time  # the caller's clock 0, in seconds of the audio stream
+        starts = [round((start + shift) * rate) for start, _ in spans]  # first sample of each span (may be < 0)
+        lengths = [segment_samples(duration, rate, hop) for _, duration in spans]
+        first, end = max(0, min(starts)), max(s + n for s, n in zip(starts, lengths))
+        samples = np.zeros((self.out_channels or info.channels, 0), np.float32)
+        if end > first:
+            try:
+                samples = decode_audio(media_bytes, key, sample_rate=rate, channels=cfg.channels, start=first / rate,
+                                       duration=(end - first) / rate).samples
+            except SampleError as err:
+                if err.error_type != "empty_audio":  # a span that starts after the stream's end holds no sample
+                    raise
+        self._check_channels(samples.shape[0], key)
+        out = []
+        for i, (start, length) in enumerate(zip(starts, lengths)):
+            wave = np.zeros((samples.shape[0], length), np.float32)
+            a, b = max(start, first), min(start + length, first + samples.shape[1])  # real samples, in file positions
+            if b > a:
+                wave[:, a - start:b - start] = samples[:, a - first:b - first]
+            real = max(0, b - start)  # silence before the stream's first sample counts as real (it is what plays)
+            self._normalize(wave, real)
+            valid = int(latent_padding_mask(np.arange(length) < real, hop).sum())
+            out.append(ProcessedSegment(segment_key(key, i), key, i, wave, start / rate - shift, length / rate, rate, valid))
+        return out
+
+    def silence(self, key: str, index: int, start: float, duration: float) -> ProcessedSegment:
+        """A span of a file with no audio stream: zeros of the span's length, ``valid_length`` 0 (all masked)."""
+        length = segment_samples(duration, self.sample_rate, self.hop_length)
+        wave = np.zeros((self.out_channels or 1, length), np.float32)
+        return ProcessedSegment(segment_key(key, index), key, index, wave, start, length / self.sample_rate, self.sample_rate, 0)
+
     def _segment(self, samples: np.ndarray, offset: int, seg, index: int, key: str) -> ProcessedSegment:
         piece = samples[:, offset:offset + seg.length]
         got = piece.shape[1]

@@ -228,3 +228,52 @@ class AudioProcessorConfig(Config):
         check_choice(name, "normalize", self.normalize, NORMALIZE_AUDIO)
         if self.target_db > 0:
             raise ConfigError(f"{name}.target_db must be <= 0 dBFS, got: {self.target_db}")
+
+
+# The per-row columns of a video clip's audio track, after the track's name (``<name>`` is its latent, (C, t)):
+# declared once, read by the Ray blocks, the Parquet tables, the Zarr writer and LatentDataset.
+TRACK_FIELDS: dict[str, str] = {
+    "valid_length": "int64",  # latent frames of real audio (mask = arange(t) < valid_length); 0: the video has no audio
+    "start_time": "float64",  # seconds from the video's first frame (the clip's ``start_time`` clock) to the span's first sample
+    "duration": "float64",    # seconds of the span: the clip's, forced to a whole number of hops
+}
+
+
+@dataclass
+class AudioTrackConfig(Config):
+    """The audio track of every video clip, cut to exactly the clip's time span (by pts) and encoded by
+    an audio model beside the clip's video latents, in the same row and the same shard commit.
+
+    Attributes:
+        model: the audio autoencoder: a folder, a name under ``models/``, an fsspec URL or a hub id.
+        model_subfolder: inside ``model`` (``"audio_vae"`` of a diffusers pipeline root).
+        name: the row's column prefix: ``<name>`` (C, t) latents, ``<name>_valid_length``,
+            ``<name>_start_time``, ``<name>_duration``.
+        required: a video without an audio stream is an error row ``no_audio_stream``; with ``false`` its
+            clips keep their rows, with the latents of silence and ``<name>_valid_length`` 0.
+        sample_rate: None takes the audio model's.
+        channels: the remix rule ``mono``, ``stereo`` or ``keep``; None takes the model's channel count.
+        normalize: None, ``peak`` or ``rms`` per clip span (see :class:`AudioProcessorConfig`); ``target_db``: its level.
+    """
+
+    model: str = ""
+    model_subfolder: str | None = None
+    name: str = "audio"
+    required: bool = True
+    sample_rate: int | None = None
+    channels: str | None = None
+    normalize: str | None = None
+    target_db: float = -1.0
+
+    def validate(self) -> None:
+        name = type(self).__name__
+        if not self.model:
+            raise ConfigError(f"{name}.model must name an audio autoencoder (folder, models/ name, URL or hub id), got: ''")
+        if not self.name.isidentifier():
+            raise ConfigError(f"{name}.name must be a column name (letters, digits, _), got: {self.name!r}")
+        self.processor_config(1.0)  # the audio fields are checked where AudioProcessorConfig checks them
+
+    def processor_config(self, seconds: float) -> AudioProcessorConfig:
+        """The audio processor of the track, for clips of ``seconds`` (what the codec records, as run)."""
+        return AudioProcessorConfig(sample_rate=self.sample_rate, channels=self.channels, segment_seconds=seconds,
+                                    short_audio="pad", normalize=self.normalize, target_db=self.target_db)

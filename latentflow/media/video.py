@@ -26,7 +26,8 @@ Example::
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -63,6 +64,10 @@ class ProcessedClip:
         crop_box: (top, left, height, width) of the crop inside the resized frames.
         padded_frames: how many of the T frames repeat the last real one (``short_clip: pad``).
         bucket: (T, H, W) of ``pixel_values``.
+        pts_time: presentation time in seconds of the video's first frame (``start_time``'s 0 on the
+            container's clock: where the clip's audio track is cut).
+        audio: the audio of the clip's span (:meth:`~latentflow.media.audio_processor.AudioProcessor.process_spans`)
+            when the processor has an audio track; None otherwise, or when the optional track is missing.
     """
 
     key: str
@@ -76,6 +81,8 @@ class ProcessedClip:
     crop_box: tuple[int, int, int, int]
     padded_frames: int
     bucket: tuple[int, int, int]
+    pts_time: float = 0.0
+    audio: Any = None
 
 
 @dataclass(frozen=True)
@@ -94,13 +101,18 @@ class VideoProcessor:
         config: the processor config.
         downsample_factor: the model's spatial reduction; crop sides are multiples of it.
         temporal_stride: the model's temporal reduction; clip lengths become ``k * stride + 1``.
+        audio: an :class:`~latentflow.media.audio_processor.AudioProcessor` that cuts each clip's audio track
+            (the same span by pts); ``audio_required``: a video with no audio stream is an error row
+            (else its clips keep their rows with ``audio`` of silence and ``valid_length`` 0).
 
     Attributes:
         config: the config as run: ``num_frames``, ``frame_buckets`` and ``temporal_stride`` forced.
         decoder_info: ``{"name", "version", "ffmpeg"}`` of the decoder that runs (for the codec).
     """
 
-    def __init__(self, config: VideoProcessorConfig, downsample_factor: int = 1, temporal_stride: int | None = None):
+    def __init__(self, config: VideoProcessorConfig, downsample_factor: int = 1, temporal_stride: int | None = None,
+                 audio=None, audio_required: bool = True):
+        self.audio, self.audio_required = audio, audio_required
         stride = _stride(config.temporal_stride, temporal_stride)
         forced = force_frames(config.num_frames, stride)
         buckets = sorted({force_frames(n, stride) for n in config.frame_buckets}) if config.frame_buckets else None
@@ -173,10 +185,23 @@ class VideoProcessor:
             frames = video.decode(np.unique(needed), resize=(rh, rw), resample=cfg.resample)  # (U, rh, rw, 3)
         row = {int(p): i for i, p in enumerate(np.unique(needed))}
         fps = cfg.fps or info.fps or len(index) / index.end_time
-        return [self._clip(frames, row, positions, times, plan, i, key, info, fps) for i, plan in enumerate(plans)]
+        origin = float(index.pts[0] * index.time_base)  # the first frame's presentation time: start_time's 0
+        clips = [self._clip(frames, row, positions, times, plan, i, key, info, fps, origin) for i, plan in enumerate(plans)]
+        return self._with_audio(clips, media_bytes, key) if self.audio is not None else clips
+
+    def _with_audio(self, clips: list[ProcessedClip], media_bytes: bytes, key: str) -> list[ProcessedClip]:
+        """Each clip with the audio of exactly its span: from its first frame's pts, ``num_frames / fps`` seconds."""
+        spans = [(c.start_time, c.num_frames / c.fps) for c in clips]
+        try:
+            audio = self.audio.process_spans(media_bytes, key, spans, clock_origin=clips[0].pts_time)
+        except SampleError as err:
+            if self.audio_required or err.error_type != "no_audio_stream":
+                raise
+            audio = [self.audio.silence(key, i, start, seconds) for i, (start, seconds) in enumerate(spans)]
+        return [replace(c, audio=a) for c, a in zip(clips, audio)]
 
     def _clip(self, frames: np.ndarray, row: dict[int, int], positions: np.ndarray, times: np.ndarray,
-              plan: ClipPlan, index: int, key: str, info, fps: float) -> ProcessedClip:
+              plan: ClipPlan, index: int, key: str, info, fps: float, origin: float = 0.0) -> ProcessedClip:
         name = clip_key(key, index)
         _, (top, left, th, tw) = self._geometry.crop_geometry(info.height, info.width, name)
         real = positions[plan.start : plan.start + plan.length - plan.padded]
@@ -184,7 +209,7 @@ class VideoProcessor:
         pixels = frames[picks, top : top + th, left : left + tw]  # (T, H, W, 3) uint8
         values = pixels.transpose(3, 0, 1, 2).astype(np.float32) / 127.5 - 1.0  # (3, T, H, W)
         return ProcessedClip(name, key, index, values, float(times[plan.start]), float(fps), plan.length,
-                             (info.height, info.width), (top, left, th, tw), plan.padded, (plan.length, th, tw))
+                             (info.height, info.width), (top, left, th, tw), plan.padded, (plan.length, th, tw), origin)
 
     def _check_size(self, height: int, width: int, key: str) -> None:
         if height * width > self.config.max_pixels_per_video:

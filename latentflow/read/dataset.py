@@ -85,6 +85,9 @@ class LatentDataset(torch.utils.data.Dataset):
     Audio segment rows (codec layout ``CT``): ``latent`` (C, t), ``source_key``, ``segment_index``,
     ``start_time``, ``duration`` (s), ``sample_rate``, ``channels``, ``valid_length`` and ``mask`` (t,) bool,
     True on the latent frames of real audio (``arange(t) < valid_length``; the rest is padding).
+    Clips with an audio track (``codec.tracks``) also carry ``audio`` (C, t) (normalized by the track
+    codec's own rule when ``normalize``), ``audio_valid_length``, ``audio_start_time``, ``audio_duration``
+    and ``audio_mask`` (t,) bool.
     :meth:`iter_batches` yields the same keys with rows stacked (strings as lists).
 
     Example::
@@ -108,9 +111,11 @@ class LatentDataset(torch.utils.data.Dataset):
         self._text = {t.name: t for t in self.codec.text}  # cached text-encoder columns
         self._text_fields = {**{n: t for n, t in self._text.items() if t.hidden_width},
                              **{f"{n}_pooled": t for n, t in self._text.items() if t.pooled_width}}
+        self._tracks = {t.name: t for t in self.codec.tracks}  # a video clip's audio track: <name> and its span fields
+        track_fields = tuple(c for t in self.codec.tracks for c in t.columns)
         self.fields = (tuple(fields) if fields is not None else
-                       tuple(a for a in arrays if not a.endswith("logvar")) + _META + tuple(self._text_fields))
-        unknown = set(self.fields) - set(arrays) - set(_META) - set(self._text_fields)
+                       tuple(a for a in arrays if not a.endswith("logvar")) + _META + tuple(self._text_fields) + track_fields)
+        unknown = set(self.fields) - set(arrays) - set(_META) - set(self._text_fields) - set(track_fields)
         if unknown:
             raise ConfigError(f"fields {sorted(unknown)} are neither stored arrays {list(arrays)} nor metadata {list(_META)}")
         self._norm_config = self._normalization(normalize)
@@ -308,7 +313,8 @@ class LatentDataset(torch.utils.data.Dataset):
         g, row = self._locate(i)
         batch = self._assemble(self._row_data(g, row), self.groups[g].bucket, None)
         item = {k: (v[0] if isinstance(v, (list, torch.Tensor)) else v) for k, v in batch.items()}
-        for name in ("label", *_CLIP, *_SEGMENT):  # scalars per row: plain Python numbers
+        spans = [c for t in self.codec.tracks for c in t.columns[1:]]
+        for name in ("label", *_CLIP, *_SEGMENT, *spans):  # scalars per row: plain Python numbers
             if isinstance(item.get(name), torch.Tensor):
                 item[name] = item[name].item()
         return {k: v for k, v in item.items() if v is not None}  # what this row lacks is left out
@@ -380,15 +386,21 @@ class LatentDataset(torch.utils.data.Dataset):
                 out[name] = [None if v is None or (name != "key" and v == "") else str(v) for v in values]
             elif values.dtype == object:  # metadata some groups lack
                 out[name] = None if any(v is None for v in values) else torch.as_tensor(np.stack(list(values)).astype(np.int64))
-            elif name in _FLOATS:
+            elif name in _FLOATS or (name.endswith(("_start_time", "_duration")) and name.rsplit("_", 2)[0] in self._tracks):
                 out[name] = torch.from_numpy(np.ascontiguousarray(values).astype(np.float64))
-            elif name.endswith("indices") or name in _META:
+            elif name in self._tracks:  # the track's latents, normalized by the track codec's own rule
+                z = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+                out[name] = self._tracks[name].codec.normalization.normalize(z) if self.normalize else z
+            elif name.endswith("indices") or name in _META or name.endswith("_valid_length"):
                 out[name] = torch.from_numpy(np.ascontiguousarray(values).astype(np.int64))
             else:
                 out[name] = self._latent(name, values, data, generator)
         if isinstance(out.get("valid_length"), torch.Tensor) and isinstance(out.get("latent"), torch.Tensor):
             # audio: the padding mask at latent length, (B, t) bool (padding is always at the end of a segment)
             out["mask"] = torch.arange(out["latent"].shape[-1])[None] < out["valid_length"][:, None]
+        for name in self._tracks:  # a clip's audio: (B, t) bool, True on real audio (0 frames: the video had none)
+            if isinstance(out.get(name), torch.Tensor) and isinstance(out.get(f"{name}_valid_length"), torch.Tensor):
+                out[f"{name}_mask"] = torch.arange(out[name].shape[-1])[None] < out[f"{name}_valid_length"][:, None]
         return out
 
     def _latent(self, name: str, values: np.ndarray, data: dict[str, np.ndarray], generator: torch.Generator | None) -> torch.Tensor:

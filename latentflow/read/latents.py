@@ -90,7 +90,7 @@ def _nested_features(url: str, storage_options: dict | None):
 
 
 def decode_latents(latents: torch.Tensor | np.ndarray, path_or_codec: str | Codec | dict, weights: str | None = None,
-                   storage_options: dict | None = None, normalized: bool = False) -> torch.Tensor:
+                   storage_options: dict | None = None, normalized: bool = False, column: str | None = None) -> torch.Tensor:
     """Rebuild the decoder from codec metadata + weights, and decode.
 
     Args:
@@ -102,6 +102,8 @@ def decode_latents(latents: torch.Tensor | np.ndarray, path_or_codec: str | Code
         storage_options: fsspec options for both.
         normalized: the latents were normalized with the codec's rule (``LatentDataset(normalize=True)``);
             denormalized here with the codec's rule, whatever the model's own config says.
+        column: decode a track column instead (``"audio"``: a video clip's audio track), with the model and
+            rule its own codec records (``codec.track(column).codec``); waveforms at its rate.
 
     Returns:
         (B, 3, H, W) images in [-1, 1]; (B, 3, T, H, W) frames for video codecs. To watch them:
@@ -114,6 +116,8 @@ def decode_latents(latents: torch.Tensor | np.ndarray, path_or_codec: str | Code
         codec = as_codec(path_or_codec)
     else:
         codec = read_codec(path_or_codec, storage_options)
+    if column is not None:
+        codec = codec.track(column).codec
     model = AutoModel.from_codec(codec, storage_options, weights)
     z = torch.as_tensor(np.asarray(latents) if isinstance(latents, np.ndarray) else latents)
     with torch.inference_mode():

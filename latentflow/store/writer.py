@@ -59,7 +59,7 @@ from latentflow.format.state import (
 )
 from latentflow.format.tables import column_to_numpy, parquet_table
 from latentflow.format.text import text_totals
-from latentflow.media.config import SEGMENT_FIELDS
+from latentflow.media.config import SEGMENT_FIELDS, TRACK_FIELDS
 
 FORMATS = ("parquet", "zarr")
 _SECRET_KEYS = ("storage_options", "key", "secret", "token", "password", "credentials", "client_kwargs")
@@ -208,6 +208,8 @@ class ShardWriter:
             _write_row_metadata(group, columns, rows)
             for text in self.codec.text:
                 _write_text(group, text, columns, rows)
+            for track in self.codec.tracks:
+                _write_track(group, track, columns, rows)
         objects = {f"zarr/{path}": value.to_bytes() for path, value in store.items()}
         # the root and bucket groups: identical from every writer, so each process writes them once
         return {rel: data for rel, data in objects.items() if not (_is_parent(rel) and (self.session, self.out_url, rel) in _KNOWN_PARENTS)}
@@ -300,7 +302,7 @@ class ShardWriter:
             shard_id=shard_id,
             rows=len(keys),
             keys_sha256=hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest(),
-            checksum=_checksum(columns, self.array_names),
+            checksum=_checksum(columns, self.array_names + [t.name for t in self.codec.tracks if t.name in columns]),
             codec_fingerprint=self.codec.fingerprint,
             buckets={b: len(r) for b, r in self._buckets(columns).items()},
             stats={name: channel_stats(columns[name]) for name in self.array_names if _is_float(columns[name])},
@@ -421,6 +423,17 @@ def _write_text(group, text, columns: dict[str, Any], rows: list[int]) -> None:
     if text.pooled_width:
         pooled = np.asarray([columns[f"{name}_pooled"][i] for i in unique], dtype=dtype).reshape(-1, text.pooled_width)
         group.create_array(f"{name}_pooled", data=pooled)
+
+
+def _write_track(group, track, columns: dict[str, Any], rows: list[int]) -> None:
+    """A video clip's audio track in a (bucket, shard) group: ``<name>`` (rows, C, t) one chunk per row, as the
+    latents, and its :data:`~latentflow.media.config.TRACK_FIELDS` per row."""
+    if track.name not in columns:  # a shard whose samples all failed
+        return
+    _write_rows(group, track.name, np.stack([np.asarray(columns[track.name][i], dtype=track.codec.dtype) for i in rows]))
+    for field, kind in TRACK_FIELDS.items():
+        name = f"{track.name}_{field}"
+        group.create_array(name, data=np.asarray([columns[name][i] for i in rows], dtype=kind).reshape(-1))
 
 
 def text_counts(text, columns: dict[str, Any]) -> dict[str, int]:
