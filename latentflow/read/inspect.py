@@ -20,6 +20,7 @@ def inspect(path: str, storage_options: dict | None = None) -> dict[str, Any]:
         ``stats`` (per-channel mean/std), ``suggested_scaling_factor`` = 1 / std over all latent values
         (as Rombach et al. derived 0.18215); for video also ``clips`` (fps, num_frames, temporal stride,
         frame buckets, clip mode, resolution: the processor as run) and ``decoder`` (name, versions); with text
+        tracks, ``tracks``: per track column (a clip's audio) its model, rate, remix rule, hop and shapes; with text
         encoders, ``text``: per cached text column its encoder (model, architecture, output, layer, max_length,
         padding, dtype, weights sha256, fingerprint) and counts (rows, distinct embeddings, ``dedup_ratio``,
         truncated captions, bytes per caption against padded fp32).
@@ -65,6 +66,12 @@ def inspect(path: str, storage_options: dict | None = None) -> dict[str, Any]:
         keys = ("model", "architecture", "output", "layer", "pooled", "max_length", "padding", "dtype", "weights_sha256")
         info["text"] = {t.name: {**{k: t.info.get(k) for k in keys}, "width": t.hidden_width, "fingerprint": t.fingerprint,
                                  **totals[t.name]} for t in codec.text}
+    if codec.tracks:
+        info["tracks"] = {t.name: {"model": t.codec.model.cls, "ref": t.codec.model.ref.to_dict() if t.codec.model.ref else None,
+                                   "weights_sha256": t.codec.model.weights_sha256, "required": t.required,
+                                   "sample_rate": t.codec.processor.sample_rate, "channels": t.codec.processor.channels,
+                                   "hop_length": t.codec.processor.hop_length, "shapes": t.codec.shapes,
+                                   "normalization": t.codec.normalization.to_dict()} for t in codec.tracks}
     if stats is not None:
         count, total, sumsq = (float(np.sum(stats[k])) for k in ("count", "sum", "sumsq"))
         std = float(np.sqrt(max(sumsq / count - (total / count) ** 2, 0.0)))
@@ -157,6 +164,11 @@ def format_inspect(info: dict[str, Any]) -> str:
                      f"{t['unique']} distinct embeddings (dedup ratio {t['dedup_ratio']}), {t['truncated']} truncated; "
                      f"{t['bytes_per_caption']} bytes per caption vs {t['padded_fp32_bytes']} padded fp32 "
                      f"({t['vs_padded_fp32']}x smaller)")
+    for name, t in (info.get("tracks") or {}).items():
+        where = t["ref"]["location"] if t["ref"] else t["model"]
+        lines.append(f"  track {name}:".ljust(16) + f"{t['model'].rsplit('.', 1)[-1]} {where} ({t['sample_rate']} Hz, "
+                     f"{t['channels']}, hop {t['hop_length']}; {'required' if t['required'] else 'optional'}); "
+                     f"shapes {t['shapes']}")
     buckets = info["counts"].get("buckets") or {}
     lines += [f"  counts:       {info['counts']['rows']} rows, {info['counts']['shards']} shards, {info['counts']['errors']} errors"
               + (f"; rows per bucket {buckets}" if buckets else ""),

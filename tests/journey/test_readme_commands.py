@@ -183,3 +183,18 @@ def test_each_readme_prior_command_decodes_its_samples(readme_run):
     for (config, out), line in zip(runs, batches):
         assert f"batch_size {yaml.safe_load((ROOT / config).read_text())['data']['batch_size']}," in line, (config, line)
         check_samples(readme_run.repo / out)
+
+
+@pytest.mark.slow
+def test_readme_joint_audio_video_command_aligns_each_clip_s_audio(readme_run):
+    """The README's joint command: every clip row of Big Buck Bunny carries the audio latents of its own span."""
+    assert readme_run.returncode == 0, readme_run.log()
+    import datasets
+
+    ds = datasets.load_dataset(str(readme_run.repo / "outputs" / "video_audio"), split="train", cache_dir=str(readme_run.repo / "hf"))
+    assert ds.num_rows == 4 and type(ds.features["audio"]).__name__ == "Array2D"
+    hop = 32 / 22050  # audio-vae-tiny
+    for row in ds:
+        assert abs(row["audio_start_time"] - row["start_time"]) <= hop
+        assert abs(row["audio_duration"] - row["num_frames"] / row["fps"]) <= hop
+        assert row["audio_valid_length"] == len(row["audio"][0]) > 0

@@ -36,6 +36,7 @@ CHAINS = {
     "s3_buckets_bf16.yaml": ([f"source.urls={PHOTOS}", "processor.resolution=64"], ["flow_prior.yaml"]),
     "audio_default.yaml": ([], ["flow_prior_audio.yaml"]),
     "captioned.yaml": (["processor.resolution=64"], ["flow_prior_text.yaml"]),
+    "video_audio.yaml": ([], []),  # joint clips: no shipped prior reads both columns (the README encodes and reads it)
 }
 SMALL_NETWORK = {"gpt_prior.yaml": ["prior.config.hidden_size=32", "prior.config.num_layers=1", "prior.config.num_heads=2"],
                  "discrete_diffusion_prior.yaml": ["prior.config.hidden_size=32", "prior.config.num_layers=1",

@@ -151,6 +151,7 @@ def test_the_job_stores_each_clip_s_audio_latents_equal_to_a_direct_encode(joint
 
 def test_the_clip_s_audio_reads_back_and_decodes_through_its_own_codec(joint):
     from latentflow import LatentDataset
+    from latentflow.read.inspect import format_inspect, inspect
     from latentflow.read.latents import decode_latents
 
     _, out = joint
@@ -162,3 +163,5 @@ def test_the_clip_s_audio_reads_back_and_decodes_through_its_own_codec(joint):
     assert waves.shape == (4, 1, 469 * HOP) and torch.isfinite(waves).all()
     with pytest.raises(ConfigError, match="no track column 'music'"):
         decode_latents(batch["audio"], str(out), column="music")
+    report = format_inspect(inspect(str(out)))
+    assert "track audio:  AudioAutoencoderOobleckModel" in report and "22050 Hz, mono, hop 32; optional" in report
