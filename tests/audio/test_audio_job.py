@@ -18,26 +18,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from latentflow.encode.shard import build_processor, process_records, stack_pixels
 from latentflow.format.codec import Codec
-from latentflow.format.state import committed_shards
 from latentflow.read.latents import decode_latents, read_codec
-from latentflow.sources.shards import SourceConfig, list_shards, read_shard
+from latentflow.sources.shards import SourceConfig
+from tests.audio.helpers import ROOT, SHARD, assert_rows_equal_the_direct_encode, direct_encode, encode, parquet_rows
 
-ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "jobs"))
-import encode_dataset  # noqa: E402  (the job scripts themselves)
-import train_prior  # noqa: E402
+import train_prior  # noqa: E402  (the job script itself)
 
-SHARD = str(ROOT / "data" / "audio" / "shards" / "audio-000000.tar")
-CONFIG = str(ROOT / "configs" / "encode" / "audio_default.yaml")
 SOUNDS = ("coin2", "error2", "explosion1", "hit1", "jump3", "laser4")
 
 pytestmark = pytest.mark.slow
-
-
-def encode(out: Path, *overrides: str) -> int:
-    return encode_dataset.main(["--config", CONFIG, "--no-progress", f"output={out}", "num_actors=1", *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +36,6 @@ def shipped(ray_local, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("audio") / "out"
     assert encode(out, f"source.urls=[{SHARD}]") == 0
     return out
-
-
-def parquet_rows(out: Path) -> dict[str, dict]:
-    rows = {}
-    for marker in committed_shards(str(out)).values():
-        for path in (f for f in marker.files if f.endswith(".parquet")):
-            for row in pq.read_table(path).to_pylist():
-                assert row["key"] not in rows, f"duplicated row {row['key']}"
-                rows[row["key"]] = row
-    return rows
 
 
 def test_the_ray_job_equals_a_direct_encode_of_the_same_segments(shipped):
@@ -68,22 +49,11 @@ def test_the_ray_job_equals_a_direct_encode_of_the_same_segments(shipped):
     assert Codec.from_dict(json.loads(codec.to_json())) == codec
 
     model = AutoModel.from_pretrained("models/audio-vae-tiny").eval()
-    processor = build_processor(codec.processor, model.downsample_factor)
-    source = SourceConfig(urls=[SHARD], media="audio")
-    [shard] = list_shards(source)
-    segments, errors = process_records(read_shard(shard, source), processor, shard.shard_id)
-    assert not errors
-    with torch.no_grad():
-        z = model.encode(stack_pixels(segments)).latent_dist.mean.numpy()  # (B, 8, 640)
+    segments, z = direct_encode(model, codec.processor, SourceConfig(urls=[SHARD], media="audio"))
+    assert z.shape == (19, 8, 640)
     rows = parquet_rows(shipped)
-    assert sorted(rows) == sorted(s.key for s in segments) and len(rows) == 19
-    for i, s in enumerate(segments):
-        row = rows[s.key]
-        np.testing.assert_allclose(np.asarray(row["latent"], np.float32), z[i], atol=1e-5, rtol=1e-5)
-        assert (row["source_key"], row["segment_index"], row["valid_length"]) == (s.segment.source_key, s.segment.segment_index,
-                                                                               s.segment.valid_length)
-        assert (row["start_time"], row["duration"], row["sample_rate"], row["channels"]) == (
-            s.segment.start_time, s.segment.duration, 22050, 1)
+    assert len(rows) == 19
+    assert_rows_equal_the_direct_encode(rows, segments, z, sample_rate=22050)
     assert rows["explosion1/seg0001"]["start_time"] == pytest.approx(20480 / 22050)
     assert rows["coin2/seg0000"]["caption"].startswith("a short retro video game coin")
 

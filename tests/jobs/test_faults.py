@@ -1,20 +1,12 @@
-"""Faults: an encoder actor killed mid-run, and a driver killed with SIGKILL mid-run, lose and duplicate nothing."""
+"""Faults: an encoder actor killed mid-run, and a driver killed with SIGKILL mid-run, lose and duplicate nothing;
+Ctrl-C stops a job in one line. (The injection is tests/faults.py's, shared with the audio fault test.)"""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import threading
 from pathlib import Path
 
-import yaml
-
-# isort: off
-import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path: first)
-import psutil  # noqa: E402
-# isort: on
 from pipeline_helpers import (
     RESOLUTION,
     assert_latents_match,
@@ -28,9 +20,9 @@ from pipeline_helpers import (
 from latentflow.format.state import committed_shards
 from latentflow.jobs.runner import run_encode_job
 from latentflow.media.config import ImageProcessorConfig
-from tests.ray_head import encoder_actor_pids, wait_for
+from tests.faults import run_killing_the_encoder_actor, sigkill_the_driver_after_a_commit, start_driver
+from tests.ray_head import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 PROCESSOR = ImageProcessorConfig(resolution=RESOLUTION, max_pixels=300 * 300, min_size=8)
 NUM_SHARDS = 16  # many small shards: the job is still running when the first commit is seen (a fast machine finished 6)
 
@@ -47,19 +39,7 @@ def _source(photos, tmp_path) -> tuple[str, list[dict]]:
 def test_killed_encoder_actor_loses_and_duplicates_nothing(ray_local, photos, tiny_model_dir, tmp_path):
     src, samples = _source(photos, tmp_path)
     out = str(tmp_path / "out")
-    config = job_config(tiny_model_dir, [src], out, batch_size=1)
-    result: dict = {}
-    job = threading.Thread(target=lambda: result.update(summary=run_encode_job(config, progress=False)))
-    job.start()
-    assert wait_for(lambda: len(committed_shards(out)) >= 1 and encoder_actor_pids())
-    [victim] = encoder_actor_pids()
-    done_before = len(committed_shards(out))
-    os.kill(victim, signal.SIGKILL)  # the actor process dies mid-run; Ray restarts it and retries its task
-    job.join(timeout=300)
-
-    assert done_before < NUM_SHARDS, "the job finished before the kill; the test proved nothing"
-    assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE
-    summary = result["summary"]
+    summary = run_killing_the_encoder_actor(job_config(tiny_model_dir, [src], out, batch_size=1), NUM_SHARDS)
     assert summary.rows == 3 * NUM_SHARDS and summary.shards_committed == NUM_SHARDS and not summary.shards_failed
     assert_latents_match(read_rows(out), reference_latents(tiny_model_dir, samples, PROCESSOR))
 
@@ -68,20 +48,7 @@ def test_sigkilled_driver_resumes_exactly_once(ray_local, photos, tiny_model_dir
     src, samples = _source(photos, tmp_path)
     out = str(tmp_path / "out")
     config = job_config(tiny_model_dir, [src], out, batch_size=1)
-    job_yaml = tmp_path / "job.yaml"
-    job_yaml.write_text(yaml.safe_dump({k: v for k, v in config.to_dict().items() if v is not None}))
-    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}  # join this test's Ray
-    driver = subprocess.Popen(
-        [sys.executable, str(ROOT / "jobs/encode_dataset.py"), "--config", str(job_yaml), "--no-progress"],
-        env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert wait_for(lambda: len(committed_shards(out)) >= 1 or driver.poll() is not None, timeout=180)
-        driver.send_signal(signal.SIGKILL)
-    finally:
-        driver.wait(timeout=60)
-    killed_after = len(committed_shards(out))
-    assert 1 <= killed_after < NUM_SHARDS, f"{killed_after} shards committed before the kill"
+    killed_after = sigkill_the_driver_after_a_commit(config, ray_local, tmp_path, NUM_SHARDS)
 
     summary = run_encode_job(config, progress=False)
     assert summary.shards_skipped >= killed_after
@@ -94,16 +61,10 @@ def test_ctrl_c_is_one_line_and_keeps_committed_shards(ray_local, photos, tiny_m
     src, samples = _source(photos, tmp_path)
     out = str(tmp_path / "out")
     config = job_config(tiny_model_dir, [src], out, batch_size=1)
-    job_yaml = tmp_path / "job.yaml"
-    job_yaml.write_text(yaml.safe_dump({k: v for k, v in config.to_dict().items() if v is not None}))
-    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     # started with SIGINT ignored, as `python jobs/encode_dataset.py ... &` in a script starts it (and as this
     # suite's process had it by this test, inherited): the job still stops on SIGINT
-    driver = subprocess.Popen(
-        [sys.executable, str(ROOT / "jobs/encode_dataset.py"), "--config", str(job_yaml), "--no-progress"],
-        env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    )
+    driver = start_driver(config, ray_local, tmp_path, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         assert wait_for(lambda: len(committed_shards(out)) >= 1 or driver.poll() is not None, timeout=180)
         driver.send_signal(signal.SIGINT)  # what Ctrl-C sends
