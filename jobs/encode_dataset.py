@@ -30,12 +30,15 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from latentflow.config_cli import config_help, read_yaml
 from latentflow.errors import ConfigError, LatentflowError
 from latentflow.jobs.config import EncodeJobConfig
-from latentflow.jobs.runner import EncodeSummary, run_encode_job
-from latentflow.read.latents import load_hint
+from latentflow.jobs.preflight import check_before_ray
+
+if TYPE_CHECKING:
+    from latentflow.jobs.runner import EncodeSummary
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "configs" / "encode" / "default.yaml"
@@ -98,6 +101,8 @@ def print_summary(summary: EncodeSummary, unit: str = "images", storage_options:
               f"({t['vs_padded_fp32']}x smaller than {t['padded_fp32_bytes']} padded fp32)")
     out = s.output.rstrip("/")
     print(f"output: {out}/latentflow.json  {out}/parquet/  {out}/zarr/  {out}/errors.parquet")
+    from latentflow.read.latents import load_hint  # torch-heavy: imported once the job ran, not for a config error
+
     for line in load_hint(out, storage_options).splitlines():
         print(f"load it: {line}")
 
@@ -109,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args)
         print("config:", json.dumps(config.to_public_dict(), sort_keys=True))
-        summary = run_encode_job(config, progress=not args.no_progress, verbose=args.verbose)
+        shards = check_before_ray(config)  # the source, the output, the tokenizers: before Ray and torch load
+        from latentflow.jobs.runner import run_encode_job  # Ray and torch: loaded once the config is known good
+
+        summary = run_encode_job(config, progress=not args.no_progress, verbose=args.verbose, shards=shards)
     except KeyboardInterrupt:
         # committed shards are whole (markers are written last); a rerun of the same command resumes after them
         print("interrupted: the shards committed so far are kept; rerun the same command to resume", file=sys.stderr)

@@ -18,7 +18,7 @@ from typing import Any
 from latentflow import config_cli
 from latentflow.config_cli import load_job_config
 from latentflow.configuration import Config, check_choice, check_positive
-from latentflow.encode.text import TextEncoderConfig
+from latentflow.encode.text_config import TextEncoderConfig
 from latentflow.errors import ConfigError
 from latentflow.format.codec import StoreConfig
 from latentflow.media.config import AudioProcessorConfig, AudioTrackConfig, ImageProcessorConfig, VideoProcessorConfig

@@ -124,11 +124,11 @@ class EncodePlan:
         return replace(self, committed=done)
 
 
-def build_plan(config: EncodeJobConfig) -> EncodePlan:
-    """Check the config against the world (ConfigError before Ray starts), load the model once,
-    resolve its reference once and build the codec. Nothing is written."""
+def build_plan(config: EncodeJobConfig, shards: list | None = None) -> EncodePlan:
+    """Check the config against the world (ConfigError before Ray starts; ``shards``: its result when the
+    caller already checked), load the model once, resolve its reference once and build the codec. Nothing is written."""
     options = config.resolved_storage_options()
-    shards = check_before_ray(config)  # the source matches shards, the output can be written (ConfigError)
+    shards = check_before_ray(config) if shards is None else shards  # the source matches shards, the output can be written (ConfigError)
     model = load_model(config.model, options, **model_load_kwargs(config))
     source = config.source.replace(storage_options=config.source_storage_options())
     # the codec pins the commit a hub id resolved to (not a branch name), so readers and actors load the same weights

@@ -52,9 +52,15 @@ def check_text_encoders(config) -> None:
     Raises:
         ConfigError: naming the folder, the files looked for and those found.
     """
-    from latentflow.encode.text import _sub, check_tokenizer_folder, resolve_model
+    if not getattr(config, "text_encoders", ()):
+        return
+    from latentflow.encode.text import (  # transformers: only for text encoders
+        _sub,
+        check_tokenizer_folder,
+        resolve_model,
+    )
 
-    for cfg in getattr(config, "text_encoders", ()):
+    for cfg in config.text_encoders:
         if "://" in cfg.model and not cfg.model.startswith("file://"):
             continue
         root, _ = resolve_model(cfg, config.resolved_storage_options())

@@ -108,13 +108,16 @@ class EncodeSummary:
         return {**out, "images_per_s": self.images_per_s}
 
 
-def run_encode_job(config: EncodeJobConfig, progress: bool = True, verbose: bool = False) -> EncodeSummary:
+def run_encode_job(config: EncodeJobConfig, progress: bool = True, verbose: bool = False,
+                   shards: list | None = None) -> EncodeSummary:
     """Encode every not-yet-committed shard of ``config.source`` into ``config.output``.
 
     Args:
         config: the job config.
         progress: show progress by samples (committed rows, rows/s, ETA) on stderr.
         verbose: Ray's own logs and Ray Data's progress bars too.
+        shards: what :func:`~latentflow.jobs.preflight.check_before_ray` returned for ``config``, when the caller
+            already ran it (the job script does, before it imports Ray and torch); None runs it here.
 
     Returns:
         an :class:`EncodeSummary` (rows and errors of THIS run; the output's totals are in
@@ -125,7 +128,7 @@ def run_encode_job(config: EncodeJobConfig, progress: bool = True, verbose: bool
             ``config.overwrite`` is False.
         CheckpointError: the model cannot be found.
     """
-    plan = build_plan(config)  # ConfigError / CheckpointError before Ray starts; nothing written
+    plan = build_plan(config, shards)  # ConfigError / CheckpointError before Ray starts; nothing written
     join_cluster(config, verbose)  # a running cluster: local paths and the pool's fit are checked before anything is written
     plan = plan.prepare(config.overwrite)  # records the codec; refuses another encoder's output (CodecMismatchError)
     pending = plan.pending
