@@ -99,6 +99,11 @@ def print_summary(summary: EncodeSummary, unit: str = "images", storage_options:
         print(f"text {name}: {t['rows']} captions, {t['unique']} distinct embeddings stored (dedup ratio {t['dedup_ratio']}), "
               f"{t['truncated']} truncated to max_length; {t['bytes_per_caption']:.0f} bytes per caption "
               f"({t['vs_padded_fp32']}x smaller than {t['padded_fp32_bytes']} padded fp32)")
+    if s.captions is not None:  # refresh_captions
+        c = s.captions
+        print(f"captions: {c['rows_changed']} changed in {c['shards_rewritten']} of {c['shards_checked']} committed shards; "
+              f"{c['captions_encoded']} new captions encoded, {c['captions_reused']} reused from rows holding them, "
+              f"{c['rows_dropped']} now error rows; latents kept")
     out = s.output.rstrip("/")
     print(f"output: {out}/latentflow.json  {out}/parquet/  {out}/zarr/  {out}/errors.parquet")
     from latentflow.read.latents import load_hint  # torch-heavy: imported once the job ran, not for a config error

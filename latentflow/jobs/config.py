@@ -75,6 +75,9 @@ class EncodeJobConfig(Config):
             Each row's caption is encoded (identical captions of a shard once) and stored as ``<name>``
             (the caption's own tokens, (L, D)), ``<name>_length``, ``<name>_truncated`` (and ``<name>_pooled``);
             a blank caption follows the entry's ``empty_caption`` rule, a caption that is not UTF-8 is an error row.
+        refresh_captions: before encoding, read the captions of the committed shards from the source again and
+            recompute the text columns of the rows whose caption changed (only the new captions; latents are kept,
+            nothing is decoded): the rerun to make after editing captions. Needs ``text_encoders``.
         audio_track: with ``video``: the audio of every clip's exact time span (by pts), encoded by the audio
             model it names and stored in the clip's row (:class:`~latentflow.media.config.AudioTrackConfig`):
             ``audio_track={model: audio-vae-tiny}``. Needs ``video.fps``.
@@ -114,6 +117,7 @@ class EncodeJobConfig(Config):
     connect_timeout_s: float = 30.0
     text_encoders: list[TextEncoderConfig] = field(default_factory=list)
     audio_track: AudioTrackConfig | None = None
+    refresh_captions: bool = False
 
     def validate(self) -> None:
         name = type(self).__name__
@@ -161,6 +165,8 @@ class EncodeJobConfig(Config):
         if self.audio_track is not None and not self.video.fps:
             raise ConfigError(f"{name}.audio_track needs video.fps (each clip's audio span is num_frames / fps seconds); "
                               "set video.fps, e.g. video.fps=25")
+        if self.refresh_captions and not self.text_encoders:
+            raise ConfigError(f"{name}.refresh_captions recomputes cached text-encoder columns; set text_encoders too")
         names = [t.name for t in self.text_encoders] + ([self.audio_track.name] if self.audio_track else [])
         taken = {"latent", "logvar", "indices", "key", "shard", "bucket", "caption", "label", "json"}
         clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & taken))

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from latentflow.encode.refresh import refresh_captions
 from latentflow.encode.shard import processor_spec
 from latentflow.errors import ConfigError
 from latentflow.format.marker import CommitMarker
@@ -30,7 +31,7 @@ from latentflow.jobs.config import EncodeJobConfig
 from latentflow.jobs.datasink import LatentDatasink, ShardResult
 from latentflow.jobs.datasource import ShardDatasource
 from latentflow.jobs.placement import PoolRequest, PoolShape, nodes_of, pool_shape
-from latentflow.jobs.plan import EncodePlan, build_plan
+from latentflow.jobs.plan import EncodePlan, build_plan, load_text_encoders
 from latentflow.jobs.preflight import alive_nodes, describe_nodes
 from latentflow.jobs.stages import EncoderActor, preprocess_batch
 from latentflow.store.writer import finalize
@@ -77,6 +78,7 @@ class EncodeSummary:
     totals: OutputTotals = field(default_factory=OutputTotals)
     samples_seen: int = 0
     text: dict[str, dict[str, Any]] = field(default_factory=dict)  # per text column, over the output (latentflow.json's "text")
+    captions: dict[str, int] | None = None  # refresh_captions: latentflow.encode.refresh.CaptionRefresh's counts
 
     @property
     def images_per_s(self) -> float:
@@ -104,6 +106,7 @@ class EncodeSummary:
         out = asdict(self)
         out.pop("totals")
         out.pop("text")
+        out.pop("captions")
         out["sample_errors"] = out.pop("errors")
         return {**out, "images_per_s": self.images_per_s}
 
@@ -133,6 +136,9 @@ def run_encode_job(config: EncodeJobConfig, progress: bool = True, verbose: bool
     plan = plan.prepare(config.overwrite)  # records the codec; refuses another encoder's output (CodecMismatchError)
     pending = plan.pending
     summary = EncodeSummary(config.output, len(plan.shards), len(plan.shards) - len(pending), max_error_rate=config.max_error_rate)
+    if config.refresh_captions:  # edited captions of committed shards: their text columns only, on the driver
+        report = refresh_captions(plan, load_text_encoders(plan.text_encoders, plan.storage_options), tuple(config.formats))
+        summary.captions = asdict(report)
     logger.info("%d shards, %d already committed, %d to encode", len(plan.shards), len(plan.committed), len(pending))
     start = time.perf_counter()
     results = _run_ray(config, plan, progress, verbose) if pending else []

@@ -287,3 +287,51 @@ def test_encode_captions_rules_and_dedup(text_folders):
     assert "empty_caption='error'" in errors[0]["message"] and "U+FFFD" in errors[2]["message"]
     assert seen == [["red car", "cat"]] and [a is None for a in arrays] == [False, True, True, False, True, False]
     assert np.array_equal(arrays[0]["t5"], arrays[3]["t5"]) and int(arrays[5]["t5_length"]) == 2
+
+
+def test_refresh_captions_recomputes_only_the_edited_captions(text_folders, tmp_path):
+    """Captions edited after the encode: a rerun with refresh_captions=true rewrites only those rows' text columns
+    (a caption edited to another row's text reuses its embedding, a new one is encoded), keeps every latent bit for
+    bit, and Parquet and Zarr agree. The first encode runs in-process (``encode_locally``, the job's commit
+    protocol); the job's rerun starts no Ray: every shard is committed."""
+    from latentflow import LatentDataset
+    from latentflow.auto import AutoModel
+    from latentflow.encode.local import encode_locally
+    from latentflow.encode.refresh import stored_columns
+    from latentflow.format.state import committed_shards
+    from latentflow.jobs.runner import run_encode_job
+
+    folder, out = write_captioned_folder(tmp_path / "folder"), tmp_path / "out"
+    config = EncodeJobConfig.from_yaml(str(ROOT / "configs/encode/default.yaml"), [
+        f"output={out}", "processor.resolution=32", "max_error_rate=0.2", "source.format=folder", f"source.urls={folder}",
+        f"text_encoders=[{{name: t5, model: {text_folders['t5']}, max_length: 8}}]", "refresh_captions=true"])
+    encode_locally(AutoModel.from_pretrained(str(ROOT / "models/kl-f8")), config.source, str(out), config.processor,
+                   config.store, text_encoders=config.text_encoders)
+
+    def rows() -> dict[str, dict]:
+        [marker] = committed_shards(str(out)).values()
+        columns = stored_columns(list(marker.files), Codec.from_dict(json.loads((out / "latentflow.json").read_text())["codec"]))
+        return {k: {n: v[i] for n, v in columns.items()} for i, k in enumerate(columns["key"])}
+
+    before = rows()
+    (folder / "chelsea.txt").write_text("a photo of a dog")  # another row's caption: its embedding is reused
+    (folder / "retina.txt").write_text("a blue bicycle")  # new: encoded
+    summary = run_encode_job(config, progress=False)
+    assert summary.shards_committed == 0 and summary.captions == {
+        "shards_checked": 1, "shards_rewritten": 1, "rows_changed": 2, "captions_encoded": 1, "captions_reused": 1, "rows_dropped": 0}
+
+    after = rows()
+    assert sorted(after) == sorted(before)
+    for key, row in after.items():
+        assert np.array_equal(row["latent"], before[key]["latent"])  # latents kept bit for bit
+        want = {"chelsea": "a photo of a dog", "retina": "a blue bicycle"}.get(key, before[key]["caption"])
+        assert row["caption"] == want
+        if key in ("chelsea", "retina"):
+            got = torch.from_numpy(np.asarray(row["t5"], dtype=np.uint16)).view(torch.bfloat16)
+            assert torch.equal(got, direct_t5(text_folders["t5"], want).to(torch.bfloat16)), key
+            assert row["t5_length"] == got.shape[0]
+        else:
+            assert np.array_equal(row["t5"], before[key]["t5"]) and row["t5_length"] == before[key]["t5_length"]
+    zarr = {item["key"]: item for item in LatentDataset(str(out))}
+    assert zarr["chelsea"]["caption"] == "a photo of a dog" and zarr["chelsea"]["t5_mask"].sum() == after["chelsea"]["t5_length"]
+    assert run_encode_job(config, progress=False).captions["rows_changed"] == 0  # nothing edited since: nothing rewritten
