@@ -11,25 +11,32 @@ fingerprint is the one the latents' codec records) or computed once with the enc
 Example::
 
     encode_prompts("prompts.txt", [TextEncoderConfig(name="t5", model="/models/t5")], "out/prompts")
+    encode_prompts("prompts.txt", codec.text, "out/prompts")   # exactly the encoders the latents were cached with
     text, mask, prompts = prompt_embeddings(codec.text[0], cache="out/prompts")   # (N, L, D), (N, L)
+
+From the shell: ``latentflow encode-prompts prompts.txt --from-output <latents> --output out/prompts``
+(:mod:`latentflow.cli`). This module imports torch and transformers only when it encodes or reads embeddings.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
-from latentflow.encode.text import TextEncoder, TextEncoderConfig, from_storage
+from latentflow.encode.text_config import TextEncoderConfig
 from latentflow.errors import CodecMismatchError, ConfigError, InputError
-from latentflow.format.tables import text_parquet_columns
 from latentflow.format.text import TextColumn
+
+if TYPE_CHECKING:
+    import torch
+
+    from latentflow.encode.text import TextEncoder
 
 PROMPTS_FILE, ENCODERS_FILE = "prompts.parquet", "text_encoders.json"
 
@@ -54,18 +61,32 @@ def text_column_of(encoder: TextEncoder) -> TextColumn:
     return TextColumn(encoder.info.name, encoder.info.fingerprint(), encoder.info.to_dict())
 
 
-def encode_prompts(prompts: str | list[str], configs: list[TextEncoderConfig], out: str,
+def encode_prompts(prompts: str | list[str], configs: list[TextEncoderConfig | TextColumn], out: str,
                    storage_options: dict | None = None) -> list[TextColumn]:
     """Cache the embeddings of ``prompts`` (a list, or a file with one per line) under ``out``.
 
+    Args:
+        configs: text encoders, each a :class:`TextEncoderConfig` or a codec's :class:`TextColumn` (``codec.text``:
+            the encoder it records is loaded again, refused when its files changed). Loaded one at a time.
+
     Returns:
         the :class:`TextColumn` of each encoder (also written to ``text_encoders.json``).
+
+    Raises:
+        CodecMismatchError: a :class:`TextColumn`'s encoder files changed since (nothing is written).
     """
+    from latentflow.encode.text import TextEncoder
+    from latentflow.format.tables import text_parquet_columns
+
     captions = read_prompt_list(prompts, storage_options)
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names) or "caption" in names:
+        raise ConfigError(f"text encoder names are the cached columns: each must be unique and not 'caption', got: {names}")
     columns: dict[str, Any] = {"caption": captions}
     written = []
-    for cfg in configs:
-        encoder = TextEncoder(cfg, storage_options)
+    for item in configs:
+        encoder = encoder_from_column(item, storage_options) if isinstance(item, TextColumn) else TextEncoder(item, storage_options)
+        cfg = encoder.cfg
         for i, emb in enumerate(encoder.encode(captions)):
             if emb.hidden is not None:
                 columns.setdefault(cfg.name, []).append(emb.hidden)
@@ -86,7 +107,32 @@ def encode_prompts(prompts: str | list[str], configs: list[TextEncoderConfig], o
     return written
 
 
+def prompt_cache_summary(out: str, storage_options: dict | None = None) -> dict[str, Any]:
+    """What a prompt cache holds: prompts, distinct prompts, and per encoder its fingerprint, tokens (the prompts'
+    own, summed), truncated prompts, stored token rows and bytes (embeddings as stored, per prompt too)."""
+    fs, root = fsspec.url_to_fs(out, **(storage_options or {}))
+    root = root.rstrip("/")
+    columns = [TextColumn.from_dict(t) for t in json.loads(fs.cat_file(f"{root}/{ENCODERS_FILE}"))]
+    table = pq.read_table(io.BytesIO(fs.cat_file(f"{root}/{PROMPTS_FILE}")))
+    captions = table.column("caption").to_pylist()
+    text = {}
+    for col in columns:
+        item = col.numpy_dtype.itemsize
+        rows = sum(len(r) for r in table.column(col.name).to_pylist()) if col.hidden_width else 0
+        stored = rows * (col.hidden_width or 0) * item + len(captions) * (col.pooled_width or 0) * item
+        text[col.name] = {"fingerprint": col.fingerprint, "model": col.info.get("model"),
+                          "tokens": int(sum(table.column(f"{col.name}_length").to_pylist())),
+                          "truncated": int(sum(table.column(f"{col.name}_truncated").to_pylist())),
+                          "stored_rows": rows, "dtype": col.dtype, "hidden_width": col.hidden_width,
+                          "pooled_width": col.pooled_width, "bytes": stored,
+                          "bytes_per_prompt": round(stored / max(len(captions), 1), 1)}
+    files = [f"{out.rstrip('/')}/{PROMPTS_FILE}", f"{out.rstrip('/')}/{ENCODERS_FILE}"]
+    return {"prompts": len(captions), "distinct": len(set(captions)), "text": text, "output": out, "files": files}
+
+
 def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     longest = max(len(r) for r in rows)
     values = torch.zeros(len(rows), longest, rows[0].shape[-1])
     mask = torch.zeros(len(rows), longest, dtype=torch.bool)
@@ -109,6 +155,8 @@ def read_prompt_cache(cache: str, column: TextColumn, storage_options: dict | No
     if cached.fingerprint != column.fingerprint:
         raise CodecMismatchError(f"prompt cache {cache!r} was encoded by another {column.name!r} text encoder "
                                  f"(fingerprint {cached.fingerprint}) than the latents' codec records ({column.fingerprint})")
+    from latentflow.encode.text import from_storage
+
     table = pq.read_table(io.BytesIO(fs.cat_file(f"{root.rstrip('/')}/{PROMPTS_FILE}")))
     dtype = np.dtype(cached.numpy_dtype)
     rows = [from_storage(np.asarray(r, dtype=dtype), cached.dtype) for r in table.column(column.name).to_pylist()]
@@ -116,15 +164,22 @@ def read_prompt_cache(cache: str, column: TextColumn, storage_options: dict | No
     return values, mask, table.column("caption").to_pylist()
 
 
-def encoder_from_column(column: TextColumn, storage_options: dict | None = None) -> TextEncoder:
-    """The text encoder a codec's column records, loaded again (refused when its files changed)."""
+def config_from_column(column: TextColumn) -> TextEncoderConfig:
+    """The :class:`TextEncoderConfig` a codec's column records (a hub id pinned to the commit it resolved to)."""
     info = column.info
     keys = set(TextEncoderConfig.field_types()) - {"batch_size", "revision"}
     fields = {k: info[k] for k in keys if k in info}
     if info.get("commit"):  # a hub id: the commit it resolved to when the latents were encoded
         fields["revision"] = info["commit"]
-    cfg = TextEncoderConfig.from_dict(fields)
-    encoder = TextEncoder(cfg, storage_options)
+    return TextEncoderConfig.from_dict(fields)
+
+
+def encoder_from_column(column: TextColumn, storage_options: dict | None = None) -> TextEncoder:
+    """The text encoder a codec's column records, loaded again (refused when its files changed)."""
+    from latentflow.encode.text import TextEncoder
+
+    info = column.info
+    encoder = TextEncoder(config_from_column(column), storage_options)
     if encoder.fingerprint() != column.fingerprint:
         raise CodecMismatchError(f"text encoder {column.name!r} at {info.get('model')!r} is not the one the codec records "
                                  f"(fingerprint {encoder.fingerprint()} != {column.fingerprint}); its files changed")

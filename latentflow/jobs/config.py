@@ -30,6 +30,46 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
+class TextPoolConfig(Config):
+    """A pool of its own for the text encoders (``text_pool``): each caption block leaves the encoder
+    actors for these actors, which hold the text encoders resident, on their own CPU/GPU reservation
+    (a 4.7B-parameter T5 on a GPU of its own while the VAE actors share another, or a CPU pool beside
+    GPU encoders). Without it the text encoders run inside each encoder actor.
+
+    Attributes:
+        num_actors: text-encoder actors (each loads every text encoder once).
+        num_cpus: logical CPUs reserved per actor; None: 1 with a GPU, else 0.5 per thread.
+        num_gpus: GPUs (a fraction shares one) reserved per actor; 0 runs them on CPU.
+        torch_threads: intra-op threads per actor; None: 1 on CPU (beside the encoder actors), torch's default on GPU.
+    """
+
+    num_actors: int = 1
+    num_cpus: float | None = None
+    num_gpus: float = 0.0
+    torch_threads: int | None = None
+
+    def validate(self) -> None:
+        name = type(self).__name__
+        check_positive(name, "num_actors", self.num_actors)
+        check_positive(name, "num_gpus", self.num_gpus, allow_zero=True)
+        if self.num_cpus is not None:
+            check_positive(name, "num_cpus", self.num_cpus)
+        if self.torch_threads is not None:
+            check_positive(name, "torch_threads", self.torch_threads)
+
+    @property
+    def threads(self) -> int | None:
+        return self.torch_threads if self.torch_threads or self.num_gpus else 1
+
+    @property
+    def cpus(self) -> float:
+        """Logical CPUs each actor reserves."""
+        if self.num_cpus is not None:
+            return self.num_cpus
+        return 1.0 if self.num_gpus else 0.5 * (self.threads or 1)
+
+
+@dataclass
 class EncodeJobConfig(Config):
     """Everything an encode job needs.
 
@@ -75,6 +115,8 @@ class EncodeJobConfig(Config):
             Each row's caption is encoded (identical captions of a shard once) and stored as ``<name>``
             (the caption's own tokens, (L, D)), ``<name>_length``, ``<name>_truncated`` (and ``<name>_pooled``);
             a blank caption follows the entry's ``empty_caption`` rule, a caption that is not UTF-8 is an error row.
+        text_pool: run the text encoders in a pool of their own (:class:`TextPoolConfig`:
+            ``text_pool={num_actors: 1, num_gpus: 1}``) instead of inside each encoder actor. Needs ``text_encoders``.
         refresh_captions: before encoding, read the captions of the committed shards from the source again and
             recompute the text columns of the rows whose caption changed (only the new captions; latents are kept,
             nothing is decoded): the rerun to make after editing captions. Needs ``text_encoders``.
@@ -117,6 +159,7 @@ class EncodeJobConfig(Config):
     connect_timeout_s: float = 30.0
     text_encoders: list[TextEncoderConfig] = field(default_factory=list)
     audio_track: AudioTrackConfig | None = None
+    text_pool: TextPoolConfig | None = None
     refresh_captions: bool = False
 
     def validate(self) -> None:
@@ -165,6 +208,8 @@ class EncodeJobConfig(Config):
         if self.audio_track is not None and not self.video.fps:
             raise ConfigError(f"{name}.audio_track needs video.fps (each clip's audio span is num_frames / fps seconds); "
                               "set video.fps, e.g. video.fps=25")
+        if self.text_pool is not None and not self.text_encoders:
+            raise ConfigError(f"{name}.text_pool runs the text encoders in their own actors; set text_encoders too (or drop text_pool)")
         if self.refresh_captions and not self.text_encoders:
             raise ConfigError(f"{name}.refresh_captions recomputes cached text-encoder columns; set text_encoders too")
         names = [t.name for t in self.text_encoders] + ([self.audio_track.name] if self.audio_track else [])

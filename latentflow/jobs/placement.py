@@ -250,6 +250,26 @@ def _fits(actors: int, num_cpus: float, nodes: list[dict], hosts: list[dict], re
     return bool(readers) and actors < sum(blocking)
 
 
+def reserve(nodes: list[dict[str, float]], actors: int, num_cpus: float, num_gpus: float = 0.0) -> list[dict[str, float]]:
+    """The nodes left after placing ``actors`` of (``num_cpus``, ``num_gpus``) each, biggest free node first (how a
+    second pool, the text encoders', is set aside before the encoder pool is sized).
+
+    Raises:
+        ConfigError: they do not fit (naming the cluster's shape and the pool).
+    """
+    left = [dict(n) for n in nodes]
+    for _ in range(actors):
+        fits = [n for n in left if n.get("CPU", 0) + 1e-9 >= num_cpus and n.get("GPU", 0) + 1e-9 >= num_gpus]
+        if not fits:
+            raise ConfigError(f"the text pool's {actors} actor(s) of {num_cpus:g} CPU and {num_gpus:g} GPU each do not fit the "
+                              f"Ray cluster ({describe_nodes(nodes)}); lower text_pool.num_actors, num_cpus or num_gpus")
+        node = max(fits, key=lambda n: (n.get("GPU", 0) - num_gpus, n["CPU"] - num_cpus) if num_gpus else (n["CPU"],))
+        node["CPU"] = round(node["CPU"] - num_cpus, 6)
+        if num_gpus:
+            node["GPU"] = round(node.get("GPU", 0) - num_gpus, 6)
+    return left
+
+
 def nodes_of(resources: dict | list[dict] | None) -> list[dict]:
     """Nodes as ``[{"CPU": .., "GPU": ..}]``: the connected cluster's, one node's dict, or the list given."""
     if resources is None:

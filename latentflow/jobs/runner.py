@@ -30,10 +30,10 @@ from latentflow.jobs.cluster import ensure_ray, join_cluster
 from latentflow.jobs.config import EncodeJobConfig
 from latentflow.jobs.datasink import LatentDatasink, ShardResult
 from latentflow.jobs.datasource import ShardDatasource
-from latentflow.jobs.placement import PoolRequest, PoolShape, nodes_of, pool_shape
+from latentflow.jobs.placement import PoolRequest, PoolShape, nodes_of, pool_shape, reserve
 from latentflow.jobs.plan import EncodePlan, build_plan, load_text_encoders
 from latentflow.jobs.preflight import alive_nodes, describe_nodes
-from latentflow.jobs.stages import EncoderActor, preprocess_batch
+from latentflow.jobs.stages import EncoderActor, TextEncoderActor, preprocess_batch
 from latentflow.store.writer import finalize
 
 logger = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def _run_ray(config: EncodeJobConfig, plan: EncodePlan, progress: bool, verbose:
     ensure_ray(config.connect_timeout_s, verbose)
     nodes = alive_nodes()
     pending = plan.pending
-    shape = pool_shape(PoolRequest.of(config), nodes, len(pending))
+    shape = pool_shape(PoolRequest.of(config), encoder_nodes(config, nodes), len(pending))
     ctx = DataContext.get_current()
     saved = ctx.target_max_block_size, ctx.max_consecutive_actor_init_deaths
     ctx.target_max_block_size = None  # never split a shard's block: it is the unit of commit
@@ -266,7 +266,7 @@ def encode_dataset(config: EncodeJobConfig, plan: EncodePlan, resources: dict | 
     import ray
 
     pending = plan.pending
-    shape = shape or pool_shape(PoolRequest.of(config), nodes_of(resources), len(pending))
+    shape = shape or pool_shape(PoolRequest.of(config), encoder_nodes(config, nodes_of(resources)), len(pending))
     run_config = plan.codec.processor  # the processor as run (clip lengths forced), as the codec records it
     ds = ray.data.read_datasource(
         ShardDatasource(pending, plan.source, plan.source.storage_options, config.shard_retries),
@@ -280,7 +280,34 @@ def encode_dataset(config: EncodeJobConfig, plan: EncodePlan, resources: dict | 
     # each call gets a whole block (one shard, the unit of commit). Public map_batches refuses
     # batch_size=None when GPUs are requested; map_batches_internal (a DeveloperAPI) is
     # map_batches without that check, as GroupedData.map_groups uses it for whole groups on GPUs
-    return ds.map_batches_internal(EncoderActor, batch_size=None, batch_format="pyarrow", **actor_options(config, plan, shape))
+    ds = ds.map_batches_internal(EncoderActor, batch_size=None, batch_format="pyarrow", **actor_options(config, plan, shape))
+    if config.text_pool is not None:  # the captions in a pool of their own, one whole shard per call as above
+        ds = ds.map_batches_internal(TextEncoderActor, batch_size=None, batch_format="pyarrow", **text_pool_options(config, plan))
+    return ds
+
+
+def encoder_nodes(config: EncodeJobConfig, nodes: list[dict]) -> list[dict]:
+    """The nodes as the encoder pool sees them: what the text pool reserves (``text_pool``) set aside first."""
+    pool = config.text_pool
+    return reserve(nodes, pool.num_actors, pool.cpus, pool.num_gpus) if pool is not None else nodes
+
+
+def text_pool_options(config: EncodeJobConfig, plan: EncodePlan) -> dict[str, Any]:
+    """``map_batches`` kwargs of the text-encoder pool (``text_pool``): its actors, reservation and encoders."""
+    from ray.data import ActorPoolStrategy
+
+    pool = config.text_pool
+    logger.info("text pool: %d actor(s), %g CPU and %g GPU each", pool.num_actors, pool.cpus, pool.num_gpus)
+    return {
+        "compute": ActorPoolStrategy(size=pool.num_actors, max_tasks_in_flight_per_actor=None if pool.num_gpus else 1),
+        "num_cpus": pool.cpus,
+        "num_gpus": pool.num_gpus,
+        "fn_constructor_kwargs": {
+            "text_encoders": [t.to_dict() for t in plan.text_encoders],
+            "text_fingerprints": {t.name: t.fingerprint for t in plan.codec.text},
+            "device": "cuda" if pool.num_gpus else "cpu", "torch_threads": pool.threads, "storage_options": plan.storage_options,
+        },
+    }
 
 
 def actor_options(config: EncodeJobConfig, plan: EncodePlan, shape: PoolShape) -> dict[str, Any]:
@@ -307,7 +334,7 @@ def actor_options(config: EncodeJobConfig, plan: EncodePlan, shape: PoolShape) -
             "batch_size": config.batch_size, "device": "cuda" if shape.num_gpus else "cpu",
             "channels_last": config.channels_last, "torch_threads": shape.threads,
             "storage_options": plan.storage_options, "expected_weights_sha256": plan.codec.model.weights_sha256,
-            "text_encoders": [t.to_dict() for t in plan.text_encoders],
+            "text_encoders": [] if config.text_pool is not None else [t.to_dict() for t in plan.text_encoders],
             "text_fingerprints": {t.name: t.fingerprint for t in plan.codec.text},
             "tracks": [t.to_dict() for t in plan.codec.tracks],
         },

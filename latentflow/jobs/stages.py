@@ -154,6 +154,48 @@ class EncoderActor:
         return encoded_table(rows, encode_processed(samples, self.encoder, shard, self.batch_size))
 
 
+class TextEncoderActor:
+    """Callable class for the text-encoder pool of its own (``text_pool``): the captions of each encoded
+    block (one shard) through the job's text encoders, resident once per actor on its device, on the one
+    encode path (:func:`~latentflow.encode.shard.encode_captions`: per-shard dedup, length batching, the
+    caption rules). The block keeps its rows and latents and gains the text columns; a bad caption turns
+    its row into an error row, as in the shared actor.
+
+    Args:
+        text_encoders, text_fingerprints, storage_options: as :class:`EncoderActor`'s.
+        device: ``cpu`` or ``cuda``.
+        torch_threads: intra-op threads (None: torch's default).
+    """
+
+    def __init__(self, text_encoders: list[dict[str, Any]], text_fingerprints: dict[str, str] | None = None,
+                 device: str = "cpu", torch_threads: int | None = None, storage_options: dict | None = None):
+        import torch
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.text_encoders = [load_text_encoder(t, storage_options, (text_fingerprints or {}).get(t["name"])).to(device)
+                              for t in text_encoders]
+        self.pid = os.getpid()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import numpy as np
+
+        from latentflow.encode.shard import EncodedShard, ProcessedSample, encode_captions
+
+        rows = batch.to_pylist()
+        kept = [r for r in rows if r["kind"] == KIND_SAMPLE]
+        shard = rows[0]["shard"] if rows else ""
+        samples = [ProcessedSample(r["key"], np.empty(0, np.uint8), None, None, caption=r["caption"]) for r in kept]
+        arrays: list[dict | None] = [{} for _ in kept]
+        errors = [e for encoder in self.text_encoders for e in encode_captions(samples, arrays, encoder, shard)]
+        good = [i for i, a in enumerate(arrays) if a is not None]
+        columns = {"key": [kept[i]["key"] for i in good], "bucket": [kept[i]["bucket"] for i in good]}
+        for i in good:
+            for name, value in arrays[i].items():
+                columns.setdefault(name, []).append(value)
+        return encoded_table(rows, EncodedShard(shard, columns, tuple(errors)))
+
+
 def load_checked(ref, storage_options: dict | None, expected_weights_sha256: str | None):
     """A model for an actor, from the plan's reference; weights replaced since the driver hashed them fail the
     actor (``CodecMismatchError``) instead of mixing encoders in one output."""

@@ -335,3 +335,41 @@ def test_refresh_captions_recomputes_only_the_edited_captions(text_folders, tmp_
     zarr = {item["key"]: item for item in LatentDataset(str(out))}
     assert zarr["chelsea"]["caption"] == "a photo of a dog" and zarr["chelsea"]["t5_mask"].sum() == after["chelsea"]["t5_length"]
     assert run_encode_job(config, progress=False).captions["rows_changed"] == 0  # nothing edited since: nothing rewritten
+
+
+def test_a_text_pool_of_its_own_writes_the_same_columns(encoded, text_folders, tmp_path):
+    """``text_pool={num_actors: 1}``: the captions leave the encoder actors for a text-encoder actor of their own
+    (which alone loads the text encoder); the output's text columns equal the shared-actor output's bit for bit."""
+    from latentflow.encode.refresh import stored_columns
+    from latentflow.format.state import committed_shards
+    from latentflow.jobs.placement import PoolRequest, pool_shape
+    from latentflow.jobs.plan import build_plan
+    from latentflow.jobs.runner import actor_options, encoder_nodes, run_encode_job, text_pool_options
+
+    shared, tmp = encoded
+    out = tmp_path / "out"
+    config = EncodeJobConfig.from_yaml(str(ROOT / "configs/encode/default.yaml"), [
+        f"output={out}", "processor.resolution=32", "batch_size=4", "num_actors=1", "max_error_rate=0.2",
+        "source.format=folder", f"source.urls={tmp / 'folder'}", "text_pool={num_actors: 1}",
+        f"text_encoders=[{{name: t5, model: {text_folders['t5']}, max_length: 8}}]"])
+    summary = run_encode_job(config, progress=False)
+    assert summary.rows == len(CAPTIONS) and summary.errors == 1 and summary.text["t5"]["truncated"] == 1
+    plan = build_plan(config)  # the encoder actors get no text encoder; the text pool's actors get it
+    shape = pool_shape(PoolRequest.of(config), encoder_nodes(config, [{"CPU": 2.0}]), 1)
+    assert actor_options(config, plan, shape)["fn_constructor_kwargs"]["text_encoders"] == []
+    pool = text_pool_options(config, plan)
+    assert [t["name"] for t in pool["fn_constructor_kwargs"]["text_encoders"]] == ["t5"] and pool["num_cpus"] == 0.5
+
+    def rows(path: Path) -> dict[str, dict]:
+        [marker] = committed_shards(str(path)).values()
+        codec = Codec.from_dict(json.loads((path / "latentflow.json").read_text())["codec"])
+        columns = stored_columns(list(marker.files), codec)
+        return {k: {n: v[i] for n, v in columns.items()} for i, k in enumerate(columns["key"])}
+
+    mine, theirs = rows(out), rows(shared)
+    assert sorted(mine) == sorted(theirs)
+    for key, row in mine.items():  # the encoder actor's threads differ (the pool reserves a CPU share): float rounding
+        np.testing.assert_allclose(row["latent"], theirs[key]["latent"], rtol=1e-5, atol=1e-5)
+        for name in ("t5", "t5_length", "t5_truncated", "caption"):
+            assert np.array_equal(row[name], theirs[key][name]), (key, name)
+    assert pq.read_table(out / "errors.parquet").column("error_type").to_pylist() == ["bad_caption"]

@@ -141,3 +141,17 @@ def test_encode_plan_builds_for_cpu_and_gpu_pools(ray_local, tiny_model_dir, pho
     plan = replace(plan, shards=plan.shards * 4)
     ds = encode_dataset(cfg, plan, resources={"CPU": 16, "GPU": gpus})
     assert "MapBatches(EncoderActor)" in str(ds)
+
+
+def test_the_text_pool_is_set_aside_before_the_encoder_pool_is_sized():
+    from latentflow.jobs.placement import PoolRequest, pool_shape, reserve
+
+    assert reserve([{"CPU": 2.0}], 1, 0.5) == [{"CPU": 1.5}]
+    # each GPU actor goes to the node with the most GPU (then CPU) left; the encoder pool sees what is left
+    nodes = reserve([{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 2.0}], 2, 1.0, 1.0)
+    assert nodes == [{"CPU": 7.0, "GPU": 0.0}, {"CPU": 7.0, "GPU": 1.0}]
+    assert pool_shape(PoolRequest(), nodes, 16).num_gpus == 1.0 / 2  # two encoder actors share the GPU left
+    with pytest.raises(ConfigError, match="text pool's 3 actor"):
+        reserve([{"CPU": 2.0}], 3, 1.0)
+    with pytest.raises(ConfigError, match="set text_encoders too"):
+        EncodeJobConfig.from_dict({"model": "kl-f8", "source": {"urls": ["x.tar"]}, "text_pool": {"num_actors": 1}})
