@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from latentflow.config_cli import config_help, read_yaml
-from latentflow.errors import ConfigError, LatentflowError
+from latentflow.errors import ConfigError, LatentflowError, one_line
 from latentflow.jobs.config import EncodeJobConfig
 from latentflow.jobs.preflight import check_before_ray
 
@@ -70,15 +70,6 @@ def load_config(args: argparse.Namespace) -> EncodeJobConfig:
         data["source"]["urls"] = [u if "://" in u or os.path.isabs(u) else str(REPO / u) for u in data["source"].get("urls", [])]
     config = EncodeJobConfig.from_yaml_data(data, args.overrides, where=path)
     return config.replace(overwrite=True) if args.overwrite else config
-
-
-def one_line(err: BaseException) -> str:
-    """``Type: message`` on one line; a Ray task error shows the latentflow error it carries."""
-    cause = getattr(err, "cause", None)
-    if isinstance(cause, LatentflowError):
-        err = cause
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}"
 
 
 def print_summary(summary: EncodeSummary, unit: str = "images", storage_options: dict | None = None) -> None:

@@ -139,3 +139,20 @@ class AutoModel:
             raise CheckpointError(f"weights at {ref.location!r} (sha256 {model.weights_hash()}) are not the ones that encoded "
                                   f"these latents (sha256 {codec.model.weights_sha256})")
         return model.eval()
+
+
+def load_model(name_or_path: str, storage_options: dict | None = None, **kwargs: str):
+    """A model by ``models/`` name, folder, fsspec URL or hub id, with one clear error for a name that is none
+    of those (it lists the shipped models). The one loader the encode plan, evaluation and pipelines use.
+
+    ``kwargs``: ``subfolder``, ``variant``, ``revision`` (hub ids: ``model.hub_revision`` is the commit loaded).
+
+    Raises:
+        CheckpointError: no such model.
+    """
+    from pathlib import Path
+
+    local = "://" not in name_or_path and not Path(name_or_path).exists() and not hub.is_hub_id(name_or_path)
+    if local and not (hub.models_dir() / name_or_path).is_dir():
+        raise CheckpointError(hub.model_not_found_message(name_or_path))
+    return AutoModel.from_pretrained(name_or_path, storage_options=storage_options, **kwargs)

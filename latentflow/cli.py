@@ -24,6 +24,8 @@ import json
 import os
 import sys
 
+from latentflow.errors import one_line
+
 
 def _parser() -> argparse.ArgumentParser:
     from latentflow.version import __version__
@@ -122,7 +124,7 @@ def _verify(args: argparse.Namespace) -> int:
         report = verify_output(args.path, samples=args.samples, seed=args.seed, shards=args.shards, device=args.device,
                                tolerance=args.tolerance, storage_options=options, source_overrides=args.source)
     except (OSError, ValueError, LatentflowError) as err:
-        print(f"latentflow verify: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"latentflow verify: {one_line(err, typed=False)}", file=sys.stderr)
         return 2
     print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
     return 0 if report.ok else 1
@@ -233,7 +235,7 @@ def _encode_prompts(args: argparse.Namespace) -> int:
         encode_prompts(prompts, items, args.output, options)
         summary = prompt_cache_summary(args.output, options)
     except (OSError, ValueError, LatentflowError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"error: {one_line(err, typed=False)}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(summary, indent=1))

@@ -35,3 +35,13 @@ class ShardReadError(LatentflowError, OSError):
 
 class CodecMismatchError(LatentflowError, ValueError):
     """Latents written by one encoder are about to be mixed with another's."""
+
+
+def one_line(err: BaseException, typed: bool = True) -> str:
+    """An error as one line for a terminal: ``Type: message`` (``typed``) with its whitespace collapsed; a Ray
+    task error shows the latentflow error it carries."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, LatentflowError):
+        err = cause
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if typed else text

@@ -106,8 +106,9 @@ def test_native_autoencoder_kl_from_the_hub_cache(tmp_path, monkeypatch):
 
 
 def test_encode_job_loads_a_hub_id_and_pins_its_commit(hub_cache):
+    from latentflow.auto import load_model
     from latentflow.jobs.config import EncodeJobConfig
-    from latentflow.jobs.plan import load_model, model_load_kwargs
+    from latentflow.jobs.plan import model_load_kwargs
 
     config = EncodeJobConfig.from_dict({"model": "org/tiny-pipe", "model_subfolder": "vae", "model_revision": "main",
                                         "source": {"urls": ["unused/*.tar"]}})

@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentflow.encode.encoder import COMPUTE_DTYPES
 from latentflow.encode.text_config import StorageDType, TextEncoderConfig
 from latentflow.errors import ConfigError, InputError
 
-TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "vocab.json", "tokenizer.model")
 _NOT_TOKENIZER = ("config.json", "generation_config.json", "model_index.json")
 _WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".pt", ".pth", ".ckpt")
@@ -49,7 +49,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".pt", ".
 # ---- storage dtypes -------------------------------------------------------------------------------
 def to_storage(t: torch.Tensor, dtype: StorageDType) -> np.ndarray:
     """A tensor as the numpy array stored for ``dtype``; bf16 becomes its uint16 bit pattern."""
-    t = t.detach().cpu().to(TORCH_DTYPES[dtype]).contiguous()
+    t = t.detach().cpu().to(COMPUTE_DTYPES[dtype]).contiguous()
     return t.view(torch.uint16).numpy() if dtype == "bf16" else t.numpy()
 
 
@@ -60,7 +60,7 @@ def from_storage(a: np.ndarray, dtype: StorageDType) -> torch.Tensor:
         if t.dtype != torch.uint16:
             raise InputError(f"bf16 storage must be a uint16 bit pattern, got: {a.dtype}")
         return t.view(torch.bfloat16)
-    return t.to(TORCH_DTYPES[dtype])
+    return t.to(COMPUTE_DTYPES[dtype])
 
 
 # ---- captions -------------------------------------------------------------------------------------
@@ -347,7 +347,7 @@ def load_model(folder: Path, compute_dtype: str):
     cls = getattr(transformers, arch, None) if arch else None
     if cls is None:
         raise ConfigError(f"{str(config_path)!r} names architectures={arch!r}, not a transformers model class")
-    model = cls.from_pretrained(str(folder), dtype=TORCH_DTYPES[compute_dtype], use_safetensors=True)
+    model = cls.from_pretrained(str(folder), dtype=COMPUTE_DTYPES[compute_dtype], use_safetensors=True)
     return model.eval(), arch
 
 

@@ -34,7 +34,7 @@ import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 
-from latentflow.errors import CheckpointError, ConfigError, ShardReadError
+from latentflow.errors import CheckpointError, ConfigError, ShardReadError, one_line
 from latentflow.format.codec import Codec
 from latentflow.format.marker import CommitMarker
 from latentflow.format.state import committed_shards, join, read_output_codec
@@ -315,7 +315,7 @@ def match_shards(wanted: list[str], source: SourceConfig) -> dict[str, Shard]:
     try:
         shards = list_shards(source)
     except (ConfigError, OSError) as err:
-        raise VerifyError(f"the output's source ({source.format}: {where}) is not reachable: {_one_line(err)}; {fix}") from None
+        raise VerifyError(f"the output's source ({source.format}: {where}) is not reachable: {one_line(err, typed=False)}; {fix}") from None
     by_id = {s.shard_id: s for s in shards}
     by_stem: dict[str, list[Shard]] = {}
     for s in shards:
@@ -331,10 +331,6 @@ def match_shards(wanted: list[str], source: SourceConfig) -> dict[str, Shard]:
         raise VerifyError(f"committed shard {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                           + f" is not among the {len(shards)} shards of the source ({source.format}: {where}); {fix}")
     return out
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
 
 
 def load_model(codec: Codec, storage_options: dict | None = None):
@@ -354,7 +350,7 @@ def load_model(codec: Codec, storage_options: dict | None = None):
     try:
         model = AutoModel.from_ref(ref, storage_options)
     except (CheckpointError, ConfigError, OSError) as err:
-        raise VerifyError(f"the model at {ref.location!r} recorded in the codec does not load: {_one_line(err)}; "
+        raise VerifyError(f"the model at {ref.location!r} recorded in the codec does not load: {one_line(err, typed=False)}; "
                           "restore it there (verify rebuilds the encoder from the codec alone)") from None
     found = model.weights_hash()
     changed = None
@@ -398,7 +394,7 @@ def reencode(shard: Shard, source: SourceConfig, processor, encoder, keys: set[s
                 if index and seen >= index:  # every wanted record read: the rest of the shard is not needed
                     break
     except (ShardReadError, OSError) as err:
-        raise VerifyError(f"source shard {shard.url!r} cannot be read: {_one_line(err)}; restore the source, or point "
+        raise VerifyError(f"source shard {shard.url!r} cannot be read: {one_line(err, typed=False)}; restore the source, or point "
                           "verify at a copy with --source urls=<...>") from None
     samples, errors = process_records(records, processor, shard.shard_id)
     samples = [s for s in samples if s.key in keys]  # a video's other clips are not re-encoded
@@ -408,7 +404,7 @@ def reencode(shard: Shard, source: SourceConfig, processor, encoder, keys: set[s
     failed = {}
     for e in encoded.errors:
         for key in [k for k in keys if k == e.get("key") or k.rsplit("/", 1)[0] == e.get("key")]:
-            failed[key] = f"re-encode failed ({e.get('stage')}/{e.get('error_type')}): {_one_line(e.get('message', ''))}"
+            failed[key] = f"re-encode failed ({e.get('stage')}/{e.get('error_type')}): {' '.join(str(e.get('message', '')).split())}"
     for key in keys - set(fresh) - set(failed):
         failed[key] = "not found in its source shard any more (the source changed)"
     return fresh, failed
@@ -471,7 +467,7 @@ def _verify_shard(fs, out: str, marker: CommitMarker, positions: list[int], shar
         stored = _read_stored(fs, out, marker, names, set(chosen), storage_options) if chosen else {}
     except (OSError, ValueError, KeyError) as err:  # storage lost or corrupted: drift, not a usage mistake
         check = ShardCheck(marker.shard_id, tuple(marker.formats))
-        check.mismatches.append(Mismatch("*", "+".join(marker.formats), "*", note=f"stored files unreadable: {_one_line(err)}"))
+        check.mismatches.append(Mismatch("*", "+".join(marker.formats), "*", note=f"stored files unreadable: {one_line(err, typed=False)}"))
         return check
     check = ShardCheck(marker.shard_id, tuple(stored), chosen)
     if len(keys) != marker.rows:
@@ -520,7 +516,7 @@ def verify_output(path: str, samples: int = DEFAULT_SAMPLES, seed: int = 0, shar
     try:
         codec = read_output_codec(out, storage_options)
     except (OSError, ValueError) as err:
-        raise VerifyError(f"{out!r} cannot be read as a latentflow output: {_one_line(err)}; check the path and --storage-options") from None
+        raise VerifyError(f"{out!r} cannot be read as a latentflow output: {one_line(err, typed=False)}; check the path and --storage-options") from None
     if codec is None:
         raise VerifyError(f"{out!r} is not a latentflow output (no latentflow.json or _codec.json); "
                           "pass the output directory of an encode job")
@@ -537,7 +533,7 @@ def verify_output(path: str, samples: int = DEFAULT_SAMPLES, seed: int = 0, shar
     try:
         source = infer_source(codec, source_overrides, storage_options)
     except ConfigError as err:
-        raise VerifyError(f"--source: {_one_line(err)}") from None
+        raise VerifyError(f"--source: {one_line(err, typed=False)}") from None
     matched = match_shards(sorted(picks), source) if picks else {}
     model, weights_changed = load_model(codec, storage_options)
     encoder = _encoder(model, codec, device)

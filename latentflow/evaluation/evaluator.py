@@ -27,10 +27,10 @@ LPIPS_SKIPPED = "LPIPS skipped: no lpips_weights configured (latentflow never do
 
 
 def load_model(name_or_path: str, storage_options: dict | None = None, device: str = "cpu"):
-    """Any registered model by path, URL or ``models/`` name, in eval mode on ``device``."""
-    from latentflow.auto import AutoModel
+    """Any registered model by path, URL or ``models/`` name (:func:`latentflow.auto.load_model`), in eval mode on ``device``."""
+    from latentflow.auto import load_model as load
 
-    return AutoModel.from_pretrained(name_or_path, storage_options=storage_options).to(device).eval()
+    return load(name_or_path, storage_options).to(device).eval()
 
 
 def load_lpips(weights: str | None, device: str = "cpu") -> tuple[torch.nn.Module | None, str]:

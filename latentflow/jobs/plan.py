@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from latentflow import hub
-from latentflow.auto import AutoModel
+from latentflow.auto import load_model
 from latentflow.encode.codec_builder import build_codec, track_column
-from latentflow.errors import CheckpointError
 from latentflow.format.codec import Codec, ModelRef, TrackColumn
 from latentflow.format.marker import CommitMarker
 from latentflow.format.state import read_output_codec
@@ -36,17 +35,6 @@ def model_load_kwargs(config: EncodeJobConfig, revision: str | None = None) -> d
     """``subfolder`` / ``variant`` / ``revision`` of the job's model, those that are set."""
     kwargs = {"subfolder": config.model_subfolder, "variant": config.model_variant, "revision": revision or config.model_revision}
     return {k: v for k, v in kwargs.items() if v}
-
-
-def load_model(name_or_path: str, storage_options: dict | None = None, **kwargs: str):
-    """Load the encoder on the driver (for its geometry and fingerprint), with a clear error for a missing name.
-
-    ``kwargs``: ``subfolder``, ``variant``, ``revision`` (hub ids: ``model.hub_revision`` is the commit loaded).
-    """
-    local = "://" not in name_or_path and not Path(name_or_path).exists() and not hub.is_hub_id(name_or_path)
-    if local and not (hub.models_dir() / name_or_path).is_dir():
-        raise CheckpointError(hub.model_not_found_message(name_or_path))
-    return AutoModel.from_pretrained(name_or_path, storage_options=storage_options, **kwargs)
 
 
 def absolute_text_configs(configs) -> tuple:

@@ -37,13 +37,13 @@ MEDIA_OUTPUT_PARAMS = ("output_type", "return_dict", "output_dir", "fps")
 
 def load_model(model: Any, storage_options: dict | None = None, task: str = "reconstruct"):
     """A loaded ``LatentModel`` in eval mode from a ``models/`` name, folder, URL or hub id, or the model itself."""
-    from latentflow.auto import AutoModel
+    from latentflow.auto import load_model as load
     from latentflow.modeling import LatentModel
 
     if model is None:
         raise ConfigError(f"pipeline({task!r}) needs model=<a models/ name such as kl-f8, a folder, an fsspec URL or a hub id>")
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        model = AutoModel.from_pretrained(str(model), storage_options=storage_options)
+        model = load(str(model), storage_options)
     if not isinstance(model, (LatentModel, torch.nn.Module)) or not hasattr(model, "decode"):
         raise ConfigError(f"pipeline({task!r}) takes a model name, folder, URL, hub id or a LatentModel, got: {type(model).__name__}")
     return model.eval()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from latentflow.auto import load_model
 from latentflow.errors import CheckpointError, ConfigError
 from latentflow.jobs.config import EncodeJobConfig, apply_overrides
-from latentflow.jobs.plan import load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
