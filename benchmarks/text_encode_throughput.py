@@ -106,7 +106,7 @@ def job_shards(encoder, captions: list[str], per_shard: int) -> dict[str, float]
     from latentflow.encode.codec_builder import text_column
     from latentflow.encode.shard import ProcessedSample, encode_captions
     from latentflow.format.tables import text_parquet_columns
-    from latentflow.store.writer import _write_text
+    from latentflow.store.columns import write_text
 
     col = text_column(encoder)
     pixels = np.zeros((3, 1, 1), np.uint8)
@@ -121,7 +121,7 @@ def job_shards(encoder, captions: list[str], per_shard: int) -> dict[str, float]
         text_parquet_columns(columns, col)
         store: dict = {}
         group = zarr.open_group(zarr.storage.MemoryStore(store_dict=store), mode="w")
-        _write_text(group, col, columns, list(range(len(part))))
+        write_text(group, col, columns, list(range(len(part))))
         stored += sum(v.nbytes for k, v in group.arrays() if k in ("t5",))
         rows += len(part)
     return {"rows": rows, "stored_bytes": stored}

@@ -59,7 +59,8 @@ from latentflow.format.state import (
 )
 from latentflow.format.tables import column_to_numpy, parquet_table
 from latentflow.format.text import text_totals
-from latentflow.media.config import SEGMENT_FIELDS, TRACK_FIELDS
+from latentflow.media.config import SEGMENT_FIELDS
+from latentflow.store.columns import text_counts, write_rows, write_text, write_track
 
 FORMATS = ("parquet", "zarr")
 _SECRET_KEYS = ("storage_options", "key", "secret", "token", "password", "credentials", "client_kwargs")
@@ -197,7 +198,7 @@ class ShardWriter:
             group = zarr.open_group(memory, mode="w", path=f"{bucket}/{shard_id}",
                                     attributes={"shard_id": shard_id, "codec_fingerprint": self.codec.fingerprint})
             for name in self.array_names:
-                _write_rows(group, name, _stack(columns[name], rows))
+                write_rows(group, name, _stack(columns[name], rows))
             keys = group.create_array("keys", shape=(len(rows),), dtype=zarr.dtype.VariableLengthUTF8(), chunks=(max(len(rows), 1),))
             keys[:] = np.array([columns["key"][i] for i in rows], dtype=object)
             for name, width in (("original_size", 2), ("crop_box", 4)):
@@ -207,9 +208,9 @@ class ShardWriter:
                 group.create_array("index_in_shard", data=np.array([columns["index_in_shard"][i] for i in rows], dtype=np.int64))
             _write_row_metadata(group, columns, rows)
             for text in self.codec.text:
-                _write_text(group, text, columns, rows)
+                write_text(group, text, columns, rows)
             for track in self.codec.tracks:
-                _write_track(group, track, columns, rows)
+                write_track(group, track, columns, rows)
         objects = {f"zarr/{path}": value.to_bytes() for path, value in store.items()}
         # the root and bucket groups: identical from every writer, so each process writes them once
         return {rel: data for rel, data in objects.items() if not (_is_parent(rel) and (self.session, self.out_url, rel) in _KNOWN_PARENTS)}
@@ -360,12 +361,6 @@ def _stack(arr: Any, rows: list[int]) -> np.ndarray:
     return arr[rows] if isinstance(arr, np.ndarray) else np.stack([arr[i] for i in rows])
 
 
-def _write_rows(group, name: str, data: np.ndarray) -> None:
-    """One chunk per row (random access by row), all rows in one shard file (one writer per file)."""
-    chunks = (1, *data.shape[1:])
-    group.create_array(name, data=data, chunks=chunks, shards=(max(data.shape[0], 1), *data.shape[1:]))
-
-
 def _write_row_metadata(group, columns: dict[str, Any], rows: list[int]) -> None:
     """Captions, JSON and labels beside the arrays, so a Zarr reader carries them without the Parquet
     files: ``caption``/``json`` as strings ("" where missing), ``label`` only when every row has one."""
@@ -380,71 +375,6 @@ def _write_row_metadata(group, columns: dict[str, Any], rows: list[int]) -> None
     if labels and all(v is not None for v in labels):
         group.create_array("label", data=np.asarray(labels, dtype=np.int64))
     _write_clip_metadata(group, columns, rows)
-
-
-def _unique_rows(text, columns: dict[str, Any], rows: list[int]) -> tuple[list[int], np.ndarray]:
-    """Content-addressed dedup of one text column over ``rows``: ``(positions in columns of the distinct
-    embeddings, in first-seen order; (len(rows),) index of each row's)``. Rows with the same values
-    (the same caption under the same encoder) share one stored embedding."""
-    first: dict[bytes, int] = {}
-    unique, ref = [], np.zeros(len(rows), dtype=np.int32)
-    for j, i in enumerate(rows):
-        digest = hashlib.sha1()
-        for name in (text.name, f"{text.name}_pooled"):
-            if name in columns:
-                digest.update(np.ascontiguousarray(columns[name][i]).tobytes() + b"|")
-        digest.update(str(int(np.asarray(columns[f"{text.name}_length"][i]).reshape(-1)[0])).encode())
-        key = digest.digest()
-        if key not in first:
-            first[key] = len(unique)
-            unique.append(i)
-        ref[j] = first[key]
-    return unique, ref
-
-
-def _write_text(group, text, columns: dict[str, Any], rows: list[int]) -> None:
-    """One text encoder's columns of a (bucket, shard) group, each distinct embedding once
-    (layout: :mod:`latentflow.format.text`): ``<name>`` (sum of unique L, D), ``<name>__offsets``,
-    ``<name>__ref``; ``<name>_length``/``<name>_truncated`` per row, ``<name>_pooled`` per unique embedding."""
-    from latentflow.format.text import OFFSETS, REF
-
-    if f"{text.name}_length" not in columns:  # a shard whose samples all failed
-        return
-    unique, ref = _unique_rows(text, columns, rows)
-    name, dtype = text.name, text.numpy_dtype
-    if text.hidden_width:
-        values = [np.asarray(columns[name][i], dtype=dtype).reshape(-1, text.hidden_width) for i in unique]
-        flat = np.concatenate(values) if values else np.zeros((0, text.hidden_width), dtype)
-        group.create_array(name, data=flat, chunks=(max(len(flat), 1), text.hidden_width))
-        group.create_array(name + OFFSETS, data=np.concatenate([[0], np.cumsum([len(v) for v in values])]).astype(np.int64))
-    group.create_array(name + REF, data=ref)
-    group.create_array(f"{name}_length", data=np.asarray([columns[f"{name}_length"][i] for i in rows], dtype=np.int32).reshape(-1))
-    group.create_array(f"{name}_truncated", data=np.asarray([columns[f"{name}_truncated"][i] for i in rows], dtype=bool).reshape(-1))
-    if text.pooled_width:
-        pooled = np.asarray([columns[f"{name}_pooled"][i] for i in unique], dtype=dtype).reshape(-1, text.pooled_width)
-        group.create_array(f"{name}_pooled", data=pooled)
-
-
-def _write_track(group, track, columns: dict[str, Any], rows: list[int]) -> None:
-    """A video clip's audio track in a (bucket, shard) group: ``<name>`` (rows, C, t) one chunk per row, as the
-    latents, and its :data:`~latentflow.media.config.TRACK_FIELDS` per row."""
-    if track.name not in columns:  # a shard whose samples all failed
-        return
-    _write_rows(group, track.name, np.stack([np.asarray(columns[track.name][i], dtype=track.codec.dtype) for i in rows]))
-    for field, kind in TRACK_FIELDS.items():
-        name = f"{track.name}_{field}"
-        group.create_array(name, data=np.asarray([columns[name][i] for i in rows], dtype=kind).reshape(-1))
-
-
-def text_counts(text, columns: dict[str, Any]) -> dict[str, int]:
-    """A shard's figures for one text column: rows, distinct embeddings, truncated captions, stored tokens."""
-    rows = list(range(len(columns["key"])))
-    if f"{text.name}_length" not in columns or not rows:
-        return {"rows": 0, "unique": 0, "truncated": 0, "tokens": 0}
-    unique, _ = _unique_rows(text, columns, rows)
-    tokens = sum(len(columns[text.name][i]) for i in unique) if text.name in columns else 0
-    return {"rows": len(rows), "unique": len(unique), "truncated": int(np.asarray(columns[f"{text.name}_truncated"], dtype=bool).sum()),
-            "tokens": int(tokens)}
 
 
 CLIP_COLUMNS = {"video_key": None, "clip_index": np.int64, "start_time": np.float64, "fps": np.float64,

@@ -8,7 +8,8 @@ counts, shapes and finite values.
 
 Inputs: a folder with ``.txt`` captions and no labels; a bucketed WebDataset of mixed aspect
 ratios; an HF ``imagefolder`` dataset saved to disk; a tiny random ``diffusers.AutoencoderKL``
-saved by diffusers (``model=<dir>``); the shipped FSQ tokenizer.
+saved by diffusers (``model=<dir>``). The shipped FSQ tokenizer's journey (tokens -> a GPT prior -> PNG) is the
+README's own, checked in ``tests/journey/test_readme_commands.py``.
 """
 
 from __future__ import annotations
@@ -198,15 +199,3 @@ def test_diffusers_autoencoder_kl_folder(cluster, tmp_path):
         expected = reference.decode(z).sample
     torch.testing.assert_close(latentflow.decode_latents(z, str(out)), expected, atol=1e-4, rtol=1e-4)
     check_samples_png(train_prior(cluster, out, tmp_path, "configs/train/flow_prior.yaml"), 32)
-
-
-def test_fsq_tokenizer_and_a_gpt_prior(cluster, tmp_path):
-    out = tmp_path / "tokens"
-    info = encode(cluster, out, "model=fsq-f8")
-    assert info["codec"]["latent_kind"] == "discrete" and info["counts"]["rows"] == 8
-    ds = load(out, tmp_path / "hf").with_format("numpy")
-    indices = ds[:]["indices"]
-    assert indices.shape == (8, 4, 4) and indices.max() < 1000
-    check_decodes(out, ds[:2], key="indices")
-    check_samples_png(train_prior(cluster, out, tmp_path, "configs/train/gpt_prior.yaml",
-                                  "prior.config.hidden_size=32", "prior.config.num_layers=1", "prior.config.num_heads=2"), 32)

@@ -198,3 +198,22 @@ def test_readme_joint_audio_video_command_aligns_each_clip_s_audio(readme_run):
         assert abs(row["audio_start_time"] - row["start_time"]) <= hop
         assert abs(row["audio_duration"] - row["num_frames"] / row["fps"]) <= hop
         assert row["audio_valid_length"] == len(row["audio"][0]) > 0
+
+
+@pytest.mark.slow
+def test_readme_tokens_command_stores_indices_that_decode(readme_run):
+    """The README's FSQ command: 8 photos as (h, w) token indices in the codebook's index dtype, typed through
+    ``datasets``, decoded through the codec alone (the GPT / MaskGIT / discrete diffusion commands train on them)."""
+    assert readme_run.returncode == 0, readme_run.log()
+    import datasets
+    import torch
+
+    import latentflow
+
+    out = readme_run.repo / "outputs" / "vq_latents"
+    ds = datasets.load_dataset(str(out), split="train", cache_dir=str(readme_run.repo / "hf")).with_format("numpy")
+    codec = latentflow.read_codec(str(out))
+    indices = ds[:]["indices"]
+    assert codec.latent_kind == "discrete" and indices.shape == (8, 32, 32) and 0 <= indices.min() and indices.max() < 1000
+    images = latentflow.decode_latents(torch.as_tensor(indices[:2].astype(np.int64)), str(out))
+    assert images.shape == (2, 3, 256, 256) and torch.isfinite(images).all()
