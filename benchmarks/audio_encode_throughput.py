@@ -1,4 +1,4 @@
-"""python benchmarks/audio_encode_throughput.py --segments 1000 --scale 10
+"""python benchmarks/audio_encode_throughput.py --segments 3000 --scale 10
 
 Segments/s of the same audio through the same audio VAE, side by side in one run:
 
@@ -63,7 +63,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--segments", type=int, default=1000, help="segments of the big pipeline run (at least)")
     p.add_argument("--scale", type=int, default=10, help="the 1x run has segments / scale (whole shards)")
-    p.add_argument("--segment-seconds", type=float, default=0.2)
+    p.add_argument("--segment-seconds", type=float, default=1.0, help="1 s: per-segment work a real audio model does at least")
     p.add_argument("--files-per-shard", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--model", default="models/audio-vae-tiny")
