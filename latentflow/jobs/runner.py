@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -131,6 +132,8 @@ def run_encode_job(config: EncodeJobConfig, progress: bool = True, verbose: bool
             ``config.overwrite`` is False.
         CheckpointError: the model cannot be found.
     """
+    if "://" not in config.output:  # Ray's workers write it: their working directory is not the driver's
+        config = config.replace(output=os.path.abspath(config.output))
     plan = build_plan(config, shards)  # ConfigError / CheckpointError before Ray starts; nothing written
     join_cluster(config, verbose)  # a running cluster: local paths and the pool's fit are checked before anything is written
     plan = plan.prepare(config.overwrite)  # records the codec; refuses another encoder's output (CodecMismatchError)

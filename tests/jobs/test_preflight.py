@@ -123,7 +123,9 @@ def test_processor_flip_is_refused_in_the_encode_job():
 def test_no_arguments_runs_the_embedded_default(ray_local, tmp_path, monkeypatch, capsys):
     """``python jobs/encode_dataset.py`` from any folder: the shipped photos through models/kl-f8 (the job's own
     ``main`` with no arguments, in this process on the session's Ray: the script's start-up is what the other
-    tests of this file run)."""
+    tests of this file run). The session's Ray workers run in another directory than this test's: the relative
+    output lands where the user ran the job (it once went to the workers' directory, the markers apart from
+    ``latentflow.json``)."""
     sys.path.insert(0, str(ROOT / "jobs"))
     import encode_dataset
 
