@@ -300,9 +300,11 @@ def _folder_shards(cfg: SourceConfig, options: dict) -> list[Shard]:
         _check_metadata_files(cfg, fs, files)
         count = len(images)
         empty += [] if count else [url]
+        # read by Ray workers, whose working directory is not this one: an absolute path (the id keeps the URL as given)
+        where = url if "://" in url else os.path.abspath(url)
         for start in range(0, count, cfg.shard_size):
             stop = min(start + cfg.shard_size, count)
-            shards.append(Shard(shard_id_for(url, f"{start:09d}"), url, "folder", start=start, stop=stop))
+            shards.append(Shard(shard_id_for(url, f"{start:09d}"), where, "folder", start=start, stop=stop))
     if empty:
         raise _no_match(cfg, empty, f"media files ({'/'.join(media_extensions(cfg.media))})")
     return shards
