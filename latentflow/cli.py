@@ -80,14 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``latentflow`` console script. Returns the exit status."""
     args = _parser().parse_args(argv)
     from latentflow.errors import LatentflowError
-    from latentflow.sources.shards import resolve_storage_options
 
     if args.command == "verify":
         return _verify(args)
     if args.command == "encode-prompts":
         return _encode_prompts(args)
     try:
-        options = resolve_storage_options(json.loads(args.storage_options) if args.storage_options else None) or None
+        options = _storage_options(args)
         if args.command == "preview":
             return _preview(args, options)
         from latentflow.read.inspect import format_inspect, inspect
@@ -98,6 +97,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(json.dumps(info, indent=1) if args.json else format_inspect(info))
     return 0
+
+
+def _storage_options(args: argparse.Namespace) -> dict | None:
+    """``--storage-options`` (JSON), else ``$LATENTFLOW_STORAGE_OPTIONS``, else None.
+
+    Raises:
+        ValueError: the option is not JSON (the message names the fix).
+    """
+    from latentflow.sources.shards import resolve_storage_options
+
+    try:
+        return resolve_storage_options(json.loads(args.storage_options) if args.storage_options else None) or None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--storage-options is not JSON ({err}); pass a JSON object, e.g. '{{\"anon\": true}}'") from None
 
 
 def _preview(args: argparse.Namespace, options: dict | None) -> int:
@@ -114,13 +127,9 @@ def _verify(args: argparse.Namespace) -> int:
     """0: every sampled row matches; 1: drift (named per shard and key); 2: a usage mistake, in one line naming the fix."""
     from latentflow.encode.verify import format_report, verify_output
     from latentflow.errors import LatentflowError
-    from latentflow.sources.shards import resolve_storage_options
 
     try:
-        try:
-            options = resolve_storage_options(json.loads(args.storage_options) if args.storage_options else None) or None
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--storage-options is not JSON ({err}); pass a JSON object, e.g. '{{\"anon\": true}}'") from None
+        options = _storage_options(args)
         report = verify_output(args.path, samples=args.samples, seed=args.seed, shards=args.shards, device=args.device,
                                tolerance=args.tolerance, storage_options=options, source_overrides=args.source)
     except (OSError, ValueError, LatentflowError) as err:
@@ -204,13 +213,9 @@ def _encode_prompts(args: argparse.Namespace) -> int:
     from latentflow.encode.prompts import config_from_column, encode_prompts, prompt_cache_summary, read_prompt_list
     from latentflow.errors import ConfigError, LatentflowError
     from latentflow.format.text import TextColumn
-    from latentflow.sources.shards import resolve_storage_options
 
     try:
-        try:
-            options = resolve_storage_options(json.loads(args.storage_options) if args.storage_options else None) or None
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--storage-options is not JSON ({err}); pass a JSON object, e.g. '{{\"anon\": true}}'") from None
+        options = _storage_options(args)
         items = _prompt_encoders(args, options)
         recorded = [i for i in items if isinstance(i, TextColumn)]  # first: the codec's
         try:

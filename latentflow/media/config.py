@@ -253,7 +253,8 @@ class AudioTrackConfig(Config):
             clips keep their rows, with the latents of silence and ``<name>_valid_length`` 0.
         sample_rate: None takes the audio model's.
         channels: the remix rule ``mono``, ``stereo`` or ``keep``; None takes the model's channel count.
-        normalize: None, ``peak`` or ``rms`` per clip span (see :class:`AudioProcessorConfig`); ``target_db``: its level.
+        normalize: None, ``peak`` or ``rms`` per clip span (see :class:`AudioProcessorConfig`).
+        target_db: the level ``normalize`` scales to (dBFS).
     """
 
     model: str = ""
