@@ -26,9 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from latentflow.evaluation import run_evaluation
+    from latentflow.errors import LatentflowError, one_line
 
-    report = run_evaluation(EvalJobConfig.from_yaml(args.config, args.overrides))
+    try:
+        config = EvalJobConfig.from_yaml(args.config, args.overrides)  # a config mistake: one line, before torch and Ray
+        from latentflow.evaluation import run_evaluation  # torch and Ray: loaded once the config is known good
+
+        report = run_evaluation(config)
+    except LatentflowError as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
     summary = {
         name: {"psnr": (m["psnr"] or {}).get("mean"), "ssim": (m["ssim"] or {}).get("mean"),
                "size_reduction_factor": m["size_reduction_factor"],

@@ -41,11 +41,13 @@ def read_yaml(path: str, storage_options: dict | None = None) -> dict[str, Any]:
     """The top-level mapping of a YAML file (local path or fsspec URL); an empty file is ``{}``.
 
     Raises:
-        ConfigError: the file is not valid YAML, or does not hold a mapping at the top level.
+        ConfigError: the file is missing, is not valid YAML, or does not hold a mapping at the top level.
     """
     try:
         with fsspec.open(str(path), "r", **(storage_options or {})) as f:
             data = yaml.safe_load(f)
+    except (FileNotFoundError, IsADirectoryError):
+        raise ConfigError(f"config file {str(path)!r} not found; give a YAML job file (the shipped ones are under configs/)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""

@@ -176,3 +176,17 @@ def test_check_positive_one_or_many_values():
         check_positive("data", holdout_shards=-2, allow_zero=True)
     with pytest.raises(ConfigError, match=r"must be one of \['l1', 'l2'\], got: 'l3'"):
         check_choice("loss", "reconstruction", "l3", ("l1", "l2"))
+
+
+@pytest.mark.parametrize("job, config", [("train_prior", "configs/train/flow_prior.yaml"),
+                                         ("train_autoencoder", "configs/train/vae_photos.yaml"),
+                                         ("evaluate", "configs/eval/photos.yaml")])
+def test_every_job_script_refuses_config_mistakes_in_one_line(job, config):
+    """A missing config file and an unknown key: one ``error:`` line naming the fix, exit 2, no traceback (the
+    evaluation job used to print a traceback and exit 1)."""
+    root = Path(__file__).resolve().parents[1]
+    for args, says in (([f"--config=missing-{job}.yaml"], "not found; give a YAML job file"),
+                       ([f"--config={config}", "nosuchkey=1"], "unknown key 'nosuchkey'")):
+        done = subprocess.run([sys.executable, f"jobs/{job}.py", *args], cwd=str(root), capture_output=True, text=True, timeout=120)
+        [line] = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and line.startswith("error: ConfigError: ") and says in line, done.stderr

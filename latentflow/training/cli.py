@@ -7,7 +7,7 @@ import json
 import sys
 
 from latentflow.config_cli import config_help
-from latentflow.errors import LatentflowError
+from latentflow.errors import LatentflowError, one_line
 from latentflow.training.config import TrainAutoencoderConfig, TrainPriorConfig, load_config
 
 
@@ -32,7 +32,7 @@ def run_job(stage: str, doc: str, argv: list[str] | None = None) -> int:
         print("config:", json.dumps(_public(cfg.to_dict()), sort_keys=True), flush=True)
         result = _run(stage, cfg)
     except LatentflowError as err:
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     print("result:", json.dumps(result, sort_keys=True, default=str))
     return 0
