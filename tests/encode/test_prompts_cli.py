@@ -6,7 +6,6 @@ mistakes are one ``error:`` line and exit 2."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -71,20 +70,20 @@ def latents(text_folders, tmp_path_factory) -> Path:
     return root / "out"
 
 
-def test_the_command_caches_a_prompt_file_that_the_prior_reads_back(text_folders, tmp_path):
-    """The console script on a prompt file: one column per encoder, read back equal to a direct encode."""
+def test_the_command_caches_a_prompt_file_that_the_prior_reads_back(text_folders, tmp_path, capsys):
+    """The command on a prompt file: one column per encoder, read back equal to a direct encode. (The console
+    script's own start-up is the subprocess test below. A subprocess run of this one was SIGABRTed once in the full
+    suite after the model loaded, "terminate called without an active exception"; 28 runs alone did not repeat it.)"""
     spec = f"{{name: t5, model: {text_folders['t5']}, max_length: 8}}"
-    done = subprocess.run([str(BIN / "latentflow"), "encode-prompts", str(prompt_file(tmp_path)), "--text-encoder", spec,
-                           "--output", str(tmp_path / "cache")], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    assert done.returncode == 0, done.stderr[-2000:]
+    code, out, err = cli(capsys, str(prompt_file(tmp_path)), "--text-encoder", spec, "--output", str(tmp_path / "cache"))
+    assert code == 0, err[-2000:]
     [column] = [TextColumn.from_dict(t) for t in json.loads((tmp_path / "cache/text_encoders.json").read_text())]
     text, mask, read = prompt_embeddings(column, cache=str(tmp_path / "cache"))
     assert read == PROMPTS
     cfg = t5(text_folders["t5"])
     assert_direct(text, mask, read, cfg)
     assert column.fingerprint == TextEncoder(cfg).fingerprint()
-    lines = done.stdout.splitlines()
+    lines = out.splitlines()
     assert lines[0] == f"prompts: 4 (3 distinct) from {tmp_path / 'prompts.txt'}"
     assert lines[1].startswith(f"text t5: {int(mask.sum())} tokens (") and "1 truncated to max_length" in lines[1]
     assert f"{tmp_path / 'cache'}/prompts.parquet" in lines[2] and lines[3].startswith("use it: sample.prompt_cache=")
