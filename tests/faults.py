@@ -51,7 +51,7 @@ def run_killing_the_encoder_actor(config, num_shards: int):
 
 
 def start_driver(config, ray_local, tmp_path: Path, **popen) -> subprocess.Popen:
-    """``python jobs/encode_dataset.py --config job.yaml --no-progress`` for ``config``, joining this session's
+    """``python jobs/encode_dataset.py --config job.yaml --no-progress`` for ``config``, joining the test session's
     local Ray (``RAY_ADDRESS``)."""
     job_yaml = tmp_path / "job.yaml"
     job_yaml.write_text(yaml.safe_dump({k: v for k, v in config.to_dict().items() if v is not None}))
