@@ -18,10 +18,22 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+RAY_FIXTURES = ("ray_local", "ray_cluster")  # a test on the session's Ray runs real Ray jobs: the `slow` tier
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """The README's commands run first, while no other Ray runs on the machine, as on a user's: the session's
-    shared clusters (``ray_local``, ``ray_cluster``) start at their first test, later. (Run behind them, the
-    script took 731 s against 530 s alone on the 2-core VM, 2026-12-07: idle clusters poll.)"""
+    """Two things, before ``-m`` selects:
+
+    - Every test that runs on a real Ray (it uses ``ray_local`` or ``ray_cluster``) is marked ``slow``, beside the
+      tests marked by hand (job scripts that start their own Ray, killed drivers, clusters). ``python -m pytest -q``
+      leaves them out; ``python -m pytest -q -m slow`` runs them; ``.ci/run`` runs both.
+    - The README's commands run first, while no other Ray runs on the machine, as on a user's: the session's
+      shared clusters start at their first test, later. (Run behind them, the script took 731 s against 530 s
+      alone on the 2-core VM, 2026-12-07: idle clusters poll.)
+    """
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in RAY_FIXTURES):
+            item.add_marker(pytest.mark.slow)
     first = [item for item in items if item.nodeid.startswith("tests/journey/test_readme_commands.py")]
     items[:] = first + [item for item in items if item not in first]
 

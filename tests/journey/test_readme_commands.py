@@ -37,7 +37,7 @@ SAMPLE_STEPS = "sample.steps=2"  # a prior's sampling steps are step counts too 
 
 def readme_commands(text: str) -> list[str]:
     """The README's ```bash blocks as scripts, in order, each as written except: Quick start's install-then-run
-    lines keep their run part (the venv exists), the test command (the suite itself) is left out, and training
+    lines keep their run part (the venv exists), the test commands (the suite itself) are left out, and training
     commands get ``train.max_steps=2`` (2 more for each rerun of the same config: the README's resume)."""
     blocks: list[str] = []
     runs: dict[str, int] = {}
@@ -46,8 +46,8 @@ def readme_commands(text: str) -> list[str]:
         for line in block.splitlines():
             if "pip install" in line:
                 line = line.rsplit("&&", 1)[-1].strip()
-                if "pytest" in line:
-                    continue
+            if "pytest" in line:  # the suite itself (either tier)
+                continue
             if TRAIN.search(line):
                 config = re.search(r"--config\s+(\S+)", line)
                 key = config.group(1) if config else line
