@@ -10,7 +10,8 @@ Segments/s of the same audio through the same audio VAE, side by side in one run
    core decoding and encoding its share, nothing else), and, for reference, the bare model with
    every core in one process;
 3. pipeline: ``run_encode_job`` (the real Ray job, its default pool) on ``--segments`` segments and on
-   ``--segments / --scale`` (after a warm-up job of that size that starts Ray); peak RSS of the driver plus every Ray process for both (10x / 1x);
+   ``--segments / --scale`` (after a warm-up job of that size that starts Ray); peak RSS of the driver
+   plus every Ray process for both (10x / 1x);
 4. decode+resample seconds per audio minute: one minute of real sound (the shipped CC0 WAVs, 44.1 kHz,
    tiled) as WAV and as MP3, decoded whole to the model's rate and channels on one core.
 

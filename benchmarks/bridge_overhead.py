@@ -118,7 +118,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"encode of {args.batch} x 3 x {args.size} x {args.size} on CPU, {args.threads} thread(s), median of {args.reps} reps")
-    print(f"{'class':<26}{'diffusers ms':>14}{'bridge ms':>12}{'overhead':>11}{'paired':>10}{'extra us':>10}{'wrapper us':>12}{'wrapper %':>11}")
+    print(f"{'class':<26}{'diffusers ms':>14}{'bridge ms':>12}{'overhead':>11}{'paired':>10}"
+          f"{'extra us':>10}{'wrapper us':>12}{'wrapper %':>11}")
     for name in args.classes:
         r = bench(name, args.batch, args.size, args.reps)
         print(f"{name:<26}{r['direct_ms']:>14.2f}{r['bridge_ms']:>12.2f}{r['overhead']:>+11.2%}{r['paired']:>+10.2%}{r['extra_us']:>+10.0f}{r['wrapper_us']:>12.1f}{r['wrapper_share']:>11.4%}")

@@ -97,7 +97,8 @@ def main() -> None:
     train_photos, held_out = load_photos()
     eval_crops = random_crops(held_out, args.eval_crops, 32, torch.Generator().manual_seed(2))
     positions = args.eval_crops * 64
-    print(f"{args.steps} steps x batch {args.batch} of 32x32 crops; eval on {args.eval_crops} held-out crops ({positions} tokens), K={CODEBOOK_SIZE}")
+    print(f"{args.steps} steps x batch {args.batch} of 32x32 crops; "
+          f"eval on {args.eval_crops} held-out crops ({positions} tokens), K={CODEBOOK_SIZE}")
     print(f"{'setup':<12}{'usage':>8}{'perplexity':>12}{'psnr_db':>9}{'seconds':>9}")
     for name, stabilized in (("plain", False), ("stabilized", True)):
         model = build(stabilized)

@@ -68,7 +68,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when torch sees a GPU")
-    p.add_argument("--model", default="kl-small", choices=["kl-small", "kl-mid", "kl-sd1"], help="AutoencoderKL size (kl-mid: 64-128-256-256, 2 layers per block)")
+    p.add_argument("--model", default="kl-small", choices=["kl-small", "kl-mid", "kl-sd1"],
+                   help="AutoencoderKL size (kl-mid: 64-128-256-256, 2 layers per block)")
     p.add_argument("--num-actors", type=int, default=None, help="encoder actors (default: the job's default)")
     p.add_argument("--actors-per-gpu", type=int, default=None, help="encoder actors sharing a GPU (default: the job's default)")
     p.add_argument("--torch-threads", type=int, default=None, help="threads per encoder actor (default: the job's default)")
@@ -202,7 +203,8 @@ class TreeMonitor:
             # a pid first seen mid-run started after __enter__: all its CPU time is this run's
             self._first.setdefault(proc.pid, t.user + t.system if not self._thread.is_alive() else 0.0)
             self._last[proc.pid] = t.user + t.system
-            if self._label.get(proc.pid, "ray::IDLE") in ("ray::IDLE", "default_worker"):  # a worker's title names its task once it runs one
+            # a worker's title names its task once it runs one
+            if self._label.get(proc.pid, "ray::IDLE") in ("ray::IDLE", "default_worker"):
                 self._label[proc.pid] = "driver" if proc.pid == me.pid else _label(proc)
             by[self._label[proc.pid]] = by.get(self._label[proc.pid], 0) + mem
         if rss > self.peak_rss:
@@ -241,8 +243,8 @@ def pipeline(model_dir: str, src: str, out: str, options: dict, args) -> dict:
     with TreeMonitor() as clock:
         summary = run_encode_job(config, progress=False)
     s3_cpu += sum(sum(p.cpu_times()[:2]) for p in server)
-    return {"s3_server_cpu": round(s3_cpu, 2), "rows": summary.rows, "seconds": clock.wall, "cpu": clock.cpu, "wall_rate": summary.rows / clock.wall,
-            "cpu_rate": summary.rows / clock.cpu, "rss": clock.peak_rss, "ok": summary.ok,
+    return {"s3_server_cpu": round(s3_cpu, 2), "rows": summary.rows, "seconds": clock.wall, "cpu": clock.cpu,
+            "wall_rate": summary.rows / clock.wall, "cpu_rate": summary.rows / clock.cpu, "rss": clock.peak_rss, "ok": summary.ok,
             "rss_by_process": {k: v for k, v in sorted(clock.peak_rss_by.items(), key=lambda kv: -kv[1])},
             "cpu_by_process": {k: round(v, 2) for k, v in sorted(clock.cpu_by.items(), key=lambda kv: -kv[1])}}
 

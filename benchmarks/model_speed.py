@@ -104,7 +104,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--clock", choices=["cpu", "wall"], default=None, help="default: cpu with 1 thread, else wall")
-    parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32, bf16 (bf16 diffusers is very slow on CPUs without native bf16)")
+    parser.add_argument("--dtypes", default="fp32,bf16",
+                        help="comma-separated: fp32, bf16 (bf16 diffusers is very slow on CPUs without native bf16)")
     parser.add_argument("--with-upcast", action="store_true", help="also time ours with force_upcast in bf16")
     args = parser.parse_args()
     global CLOCK

@@ -128,10 +128,12 @@ def main() -> None:
         for wait in (default_wait, args.short_wait):
             executor_state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S = wait
             ds = ray.data.range(args.blocks, override_num_blocks=args.blocks)
-            wall, spans = run(ds.map_batches(sleeper, batch_size=None, batch_format="pyarrow", num_cpus=1, fn_kwargs={"seconds": args.task_seconds}))
+            wall, spans = run(ds.map_batches(sleeper, batch_size=None, batch_format="pyarrow", num_cpus=1,
+                                             fn_kwargs={"seconds": args.task_seconds}))
             mean, overlap = concurrency(spans)
             print(f"rep {rep}: {args.blocks} sleep tasks of {args.task_seconds:.2f} s, executor wait {wait:.2f} s: {wall:.2f} s wall, "
-                  f"ideal {ideal:.2f} s ({ideal / wall:.2f} of ideal); tasks in flight {mean:.2f} of {cpus}; two at once after {overlap:.2f} s")
+                  f"ideal {ideal:.2f} s ({ideal / wall:.2f} of ideal); tasks in flight {mean:.2f} of {cpus}; "
+                  f"two at once after {overlap:.2f} s")
         executor_state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S = default_wait
 
 

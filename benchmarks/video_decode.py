@@ -125,14 +125,16 @@ def main() -> None:
     gop25 = reencode(shipped, 25)
     print(f"PyAV {av.__version__} (FFmpeg {av.ffmpeg_version_info}), one core, one decoder thread; "
           f"{args.frames} frames per clip at {args.size} px; CPU seconds, median of {args.reps}; load average {os.getloadavg()[0]:.1f}")
-    header = f"{'video':<22}{'clips':<12}{'seek s/clip':>12}{'all s/clip':>12}{'all/seek':>10}{'seek dec/need':>15}{'all dec/need':>14}{'process s/clip':>16}"
+    header = (f"{'video':<22}{'clips':<12}{'seek s/clip':>12}{'all s/clip':>12}{'all/seek':>10}"
+              f"{'seek dec/need':>15}{'all dec/need':>14}{'process s/clip':>16}")
     print(header)
     for name, data in (("shipped (1 keyframe)", shipped), ("re-encoded, GOP 25", gop25)):
         for mode in ("head", "uniform x4", "last"):
             starts = clip_starts(132, args.frames, mode)
             seek, s_dec, s_need = median(lambda: seek_decode(data, starts, args.frames, args.size), args.reps)
             full, a_dec, a_need = median(lambda: decode_all(data, starts, args.frames, args.size), args.reps)
-            proc = statistics.median(process(data, mode, args.frames, args.size) for _ in range(args.reps)) if mode != "last" else float("nan")
+            proc = (statistics.median(process(data, mode, args.frames, args.size) for _ in range(args.reps))
+                    if mode != "last" else float("nan"))
             n = len(starts)
             print(f"{name:<22}{mode:<12}{seek / n:>12.3f}{full / n:>12.3f}{full / seek:>10.2f}"
                   f"{f'{s_dec}/{s_need}':>15}{f'{a_dec}/{a_need}':>14}{proc:>16.3f}")

@@ -92,7 +92,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="on CUDA use bf16")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when torch sees a GPU")
-    p.add_argument("--model", default=None, help=f"checkpoint directory (default: {SHIPPED_MODEL.relative_to(ROOT)} if present, else random)")
+    p.add_argument("--model", default=None,
+                   help=f"checkpoint directory (default: {SHIPPED_MODEL.relative_to(ROOT)} if present, else random)")
     p.add_argument("--source", default="bbb", choices=["bbb", "synthetic"], help="bbb: the shipped real clips; synthetic: write_video")
     p.add_argument("--storage", default="local", choices=["s3", "local"],
                    help="s3: inputs and outputs on a moto S3 server on loopback; local: on local disk")
@@ -209,7 +210,8 @@ def bare(model, processor, records, args) -> dict:
 
 
 def rates(clips: int, clock: TreeMonitor, **extra) -> dict:
-    return {"clips": clips, "seconds": clock.wall, "cpu": clock.cpu, "wall_rate": clips / clock.wall, "cpu_rate": clips / clock.cpu, **extra}
+    return {"clips": clips, "seconds": clock.wall, "cpu": clock.cpu,
+            "wall_rate": clips / clock.wall, "cpu_rate": clips / clock.cpu, **extra}
 
 
 # ---- naive loop and pipeline ------------------------------------------------------------------
@@ -223,7 +225,8 @@ def naive(model, processor, urls: list[str], records, options: dict, args, out: 
 
     encoder = LatentEncoder(model, StoreConfig(), dtype=args.dtype, device=args.device)
     warm = [c for r in records for c in processor.process_clips(r.image, r.key)][: args.batch_size]
-    encoder.encode_batch(torch.from_numpy(np.ascontiguousarray(np.stack([c.pixel_values for c in warm]))), [c.key for c in warm])  # as bare: steady state
+    # as bare: steady state
+    encoder.encode_batch(torch.from_numpy(np.ascontiguousarray(np.stack([c.pixel_values for c in warm]))), [c.key for c in warm])
     fs, _ = fsspec.url_to_fs(out, **options)
     fs.makedirs(out, exist_ok=True)
     clips, decode_wall, decode_cpu = 0, 0.0, 0.0
@@ -283,7 +286,8 @@ def report(bare_r: dict, core: dict, naive_r: dict, runs: dict, cores: int, fram
     limits = {"limit": limit}
     print(f"decode alone (one core): {core['decode_s'] * 1000:.1f} ms/clip CPU; encode alone (one thread, one core): "
           f"{core['encode_1t_s'] * 1000:.1f} ms/clip CPU in the pipeline's layout (NCDHW), "
-          f"{core['encode_1t_cl3d_s'] * 1000:.1f} with channels-last-3d input ({core['encode_1t_s'] / core['encode_1t_cl3d_s']:.2f}x faster)")
+          f"{core['encode_1t_cl3d_s'] * 1000:.1f} with channels-last-3d input "
+          f"({core['encode_1t_s'] / core['encode_1t_cl3d_s']:.2f}x faster)")
     print(line("bare encode", bare_r) + f"; {1 / bare_r['wall_rate']:.3f} s/clip wall, {1 / bare_r['cpu_rate']:.3f} CPU-s/clip")
     print(line("limit", limit) + "  = 1 / (bare s/clip + decode s/clip / cores)")
     if core["encode_1t_s"] == core["encode_1t_s"]:  # not NaN: on CPU
@@ -311,7 +315,8 @@ def report(bare_r: dict, core: dict, naive_r: dict, runs: dict, cores: int, fram
     for name, r in table.items():
         for label, base, target in (*((k, v, 0.85) for k, v in limits.items()), ("naive", naive_r, 1.0), ("bare", bare_r, None)):
             wall, cpu = r["wall_rate"] / base["wall_rate"], r["cpu_rate"] / base["cpu_rate"]
-            goal = "" if target is None else f"  (target {'>=' if target < 1 else '>'} {target}: wall {_met(wall, target)}, CPU {_met(cpu, target)})"
+            goal = "" if target is None else (
+                f"  (target {'>=' if target < 1 else '>'} {target}: wall {_met(wall, target)}, CPU {_met(cpu, target)})")
             print(f"{name + ' / ' + label:<44}: wall {wall:.2f}, CPU {cpu:.2f}{goal}")
     print(json.dumps({"bare": bare_r, "one_core": core, **limits, "naive": naive_r, **runs}, default=str))
 
@@ -366,7 +371,8 @@ def main() -> None:
         ray.shutdown()
         second = bare(model, processor, records, args)  # bare again: the machine's load drifts
         bare_r = {k: (first[k] + second[k]) / 2 for k in ("wall_rate", "cpu_rate")}
-        print(f"load average at the end {os.getloadavg()[0]:.1f}; bare first/last wall {first['wall_rate']:.3f}/{second['wall_rate']:.3f} clips/s")
+        print(f"load average at the end {os.getloadavg()[0]:.1f}; "
+              f"bare first/last wall {first['wall_rate']:.3f}/{second['wall_rate']:.3f} clips/s")
         report(bare_r, core, naive_r, runs, cores, frames)
     finally:
         ray.shutdown()

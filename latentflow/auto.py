@@ -83,7 +83,8 @@ class AutoConfig:
         return cls.from_dict(data, **overrides)
 
     @staticmethod
-    def from_pretrained(name_or_path: str, storage_options: dict | None = None, subfolder: str | None = None, **overrides: Any) -> LatentConfig:
+    def from_pretrained(name_or_path: str, storage_options: dict | None = None, subfolder: str | None = None,
+                        **overrides: Any) -> LatentConfig:
         fs, path = hub.resolve_pretrained(name_or_path, storage_options, subfolder)
         return AutoConfig.from_dict(read_config_dict(fs.unstrip_protocol(path), storage_options), **overrides)
 

@@ -84,7 +84,8 @@ def test_encode_job_places_the_encoder_on_the_gpu_and_matches_the_cpu(ray_local,
     summary = run_encode_job(job_config(model_dir, srcs, out, device="cuda", dtype="bf16", batch_size=4), progress=False)
     assert summary.ok and summary.rows == 10 and summary.errors == 0
     rows = read_rows(out)
-    reference = reference_latents(model_dir, [s for part in samples for s in part], ImageProcessorConfig(resolution=RESOLUTION, max_pixels=300 * 300, min_size=8))
+    reference = reference_latents(model_dir, [s for part in samples for s in part],
+                                  ImageProcessorConfig(resolution=RESOLUTION, max_pixels=300 * 300, min_size=8))
     assert set(rows) == set(reference)
     for key, ref in reference.items():
         assert _rel(np.asarray(rows[key]["latent"], dtype=np.float32).reshape(ref.shape), ref) < REL_TOL["bf16"], key

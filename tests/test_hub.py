@@ -96,7 +96,8 @@ def test_native_autoencoder_kl_from_the_hub_cache(tmp_path, monkeypatch):
     diffusers = pytest.importorskip("diffusers")
     cache = tmp_path / "hub"
     snapshot = cache / "models--org--sd" / "snapshots" / COMMIT
-    diffusers.AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=4).save_pretrained(str(snapshot / "vae"), variant="fp16")
+    diffusers.AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=4).save_pretrained(
+        str(snapshot / "vae"), variant="fp16")
     (cache / "models--org--sd" / "refs").mkdir(parents=True)
     (cache / "models--org--sd" / "refs" / "main").write_text(COMMIT)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))

@@ -20,7 +20,8 @@ def build(kind: str, **overrides):
         "vae": (lf.VariationalAutoencoderModel, lf.VariationalAutoencoderConfig, TINY),
         "vae_mlp": (lf.VariationalAutoencoderModel, lf.VariationalAutoencoderConfig, MLP),
         "beta_vae": (lf.BetaVAEModel, lf.BetaVAEConfig, TINY),
-        "mae": (lf.MaskedAutoencoderModel, lf.MaskedAutoencoderConfig, {"image_size": 16, "patch_size": 4, "embed_dim": 16, "num_heads": 2, "decoder_embed_dim": 8, "decoder_num_heads": 2}),
+        "mae": (lf.MaskedAutoencoderModel, lf.MaskedAutoencoderConfig,
+                {"image_size": 16, "patch_size": 4, "embed_dim": 16, "num_heads": 2, "decoder_embed_dim": 8, "decoder_num_heads": 2}),
     }
     model_cls, config_cls, base = configs[kind]
     torch.manual_seed(0)

@@ -18,7 +18,8 @@ from latentflow.models.transvae import (
 )
 from tests.model_tester import LatentModelTesterMixin
 
-TINY = {"block_out_channels": [8, 16], "transformer_dim": 32, "transformer_depths": [1, 1], "num_heads": 2, "latent_channels": 4, "norm_num_groups": 4}
+TINY = {"block_out_channels": [8, 16], "transformer_dim": 32, "transformer_depths": [1, 1], "num_heads": 2,
+        "latent_channels": 4, "norm_num_groups": 4}
 
 
 @pytest.fixture(scope="module", params=["rope", "absolute", "learned"])

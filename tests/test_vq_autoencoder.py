@@ -104,7 +104,8 @@ def test_shapes_losses_and_token_round_trip(kind):
     assert enc.pre_quant.shape == enc.latents.shape
     levels = (2,) if kind == "residual" else ()
     tokens = model.tokenize(x)
-    assert tokens.shape == (2, 8, 8, *levels) and tokens.dtype == model.quantizer.index_dtype  # the index dtype rule, as every quantized family
+    # the index dtype rule, as every quantized family
+    assert tokens.shape == (2, 8, 8, *levels) and tokens.dtype == model.quantizer.index_dtype
     assert torch.equal(tokens.to(model.quantizer.index_dtype).long(), tokens)
     assert torch.equal(model.detokenize(tokens), model.reconstruct(x))
     assert model.latent_kind == "discrete"

@@ -48,7 +48,8 @@ def encode_clip(frames: list[av.VideoFrame]) -> bytes:
         stream.height, stream.width = SIZE
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = Fraction(1, FPS)
-        stream.codec_context.options = {"crf": "23", "preset": "medium", "threads": "1", "x264-params": "keyint=25:min-keyint=25:scenecut=0"}
+        stream.codec_context.options = {"crf": "23", "preset": "medium", "threads": "1",
+                                        "x264-params": "keyint=25:min-keyint=25:scenecut=0"}
         for i, frame in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuv420p")  # fresh timestamps
             frame.pts, frame.time_base = i, Fraction(1, FPS)

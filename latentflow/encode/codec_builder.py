@@ -67,7 +67,8 @@ def bucket_shapes(model, processor_config, kind: str = "continuous") -> dict[str
         return _audio_shapes(model, build_processor(processor_config, model.downsample_factor, None, *audio_format(model)))
     processor = build_processor(processor_config, model.downsample_factor, getattr(model, "temporal_downsample_factor", None))
     cfg = processor.config
-    sizes = getattr(processor, "buckets", None) or getattr(getattr(processor, "_geometry", None), "buckets", None) or [(cfg.resolution,) * 2]
+    sizes = (getattr(processor, "buckets", None) or getattr(getattr(processor, "_geometry", None), "buckets", None)
+             or [(cfg.resolution,) * 2])
     frames = getattr(processor, "lengths", [None])
     shapes = {}
     for t in frames:

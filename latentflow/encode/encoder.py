@@ -86,8 +86,8 @@ class LatentEncoder:
             this one; the encode path encodes each row's span with it (:func:`~latentflow.encode.shard.encode_tracks`).
     """
 
-    def __init__(self, model: torch.nn.Module, store: StoreConfig | None = None, dtype: str = "fp32", device: str | torch.device = "cpu", channels_last: bool = True,
-                 text_encoders: list | tuple = (), tracks: dict[str, "LatentEncoder"] | None = None):
+    def __init__(self, model: torch.nn.Module, store: StoreConfig | None = None, dtype: str = "fp32", device: str | torch.device = "cpu",
+                 channels_last: bool = True, text_encoders: list | tuple = (), tracks: dict[str, "LatentEncoder"] | None = None):
         check_choice("LatentEncoder", "dtype", dtype, tuple(COMPUTE_DTYPES))
         self.store = store or StoreConfig()
         self.kind = getattr(model, "latent_kind", "continuous")

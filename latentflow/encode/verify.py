@@ -516,7 +516,8 @@ def verify_output(path: str, samples: int = DEFAULT_SAMPLES, seed: int = 0, shar
     try:
         codec = read_output_codec(out, storage_options)
     except (OSError, ValueError) as err:
-        raise VerifyError(f"{out!r} cannot be read as a latentflow output: {one_line(err, typed=False)}; check the path and --storage-options") from None
+        raise VerifyError(f"{out!r} cannot be read as a latentflow output: {one_line(err, typed=False)}; "
+                          "check the path and --storage-options") from None
     if codec is None:
         raise VerifyError(f"{out!r} is not a latentflow output (no latentflow.json or _codec.json); "
                           "pass the output directory of an encode job")

@@ -1,7 +1,8 @@
 """``run_evaluation``: score one or more models on one dataset with Ray Data; write JSON + PNGs.
 
 Data path: the encode job's own read and preprocess stages (``ShardDatasource`` ->
-``preprocess_batch``, one block per shard) -> rows of float pixels -> materialized once -> per model, ``map_batches`` with :class:`ModelEvaluator` on a
+``preprocess_batch``, one block per shard) -> rows of float pixels -> materialized once -> per model,
+``map_batches`` with :class:`ModelEvaluator` on a
 one-actor pool (fractional CPUs, so read tasks always find a CPU) -> rows merged on
 the driver (:func:`~latentflow.evaluation.report.merge_rows`) -> report and plots.
 
@@ -46,7 +47,8 @@ def evaluation_rows(batch: pa.Table, resolution: int) -> dict[str, np.ndarray]:
         if row["kind"] == KIND_SAMPLE:
             pixels, error = unpack_pixels(sample_of(row).pixels), ""
         else:
-            pixels, error = np.zeros((3, resolution, resolution), np.float32), f"{row['error_stage']}/{row['error_type']}: {row['error_message']}"
+            pixels, error = (np.zeros((3, resolution, resolution), np.float32),
+                             f"{row['error_stage']}/{row['error_type']}: {row['error_message']}")
             if row["kind"] == KIND_EMPTY:
                 continue
         label = row.get("label")
@@ -110,18 +112,22 @@ def _write_plots(cfg: EvalJobConfig, reports: dict[str, dict], originals: np.nda
     so = cfg.fs_options() or None
     fs, root = fsspec.url_to_fs(out, **(so or {}))
     fs.makedirs(root, exist_ok=True)
-    written: dict[str, Any] = {"reconstruction_grid": plots.reconstruction_grid(originals, recons, f"{out}/reconstruction_grid.png", storage_options=so)}
+    written: dict[str, Any] = {"reconstruction_grid": plots.reconstruction_grid(
+        originals, recons, f"{out}/reconstruction_grid.png", storage_options=so)}
     written["latent_histograms"], written["codebook_usage"], written["channel_statistics"] = {}, {}, {}
     for i, (name, rep) in enumerate(reports.items()):
         if rep["diagnostics"] is not None:
             written["channel_statistics"][name] = plots.channel_statistics(
                 rep["diagnostics"]["channels"], f"{out}/channel_statistics_{i}.png", title=name, storage_options=so)
         if rep["_latent_sample"] is not None:
-            written["latent_histograms"][name] = plots.latent_histograms(rep["_latent_sample"], f"{out}/latent_histograms_{i}.png", title=name, storage_options=so)
+            written["latent_histograms"][name] = plots.latent_histograms(
+                rep["_latent_sample"], f"{out}/latent_histograms_{i}.png", title=name, storage_options=so)
         if rep["_codes"] is not None:
-            written["codebook_usage"][name] = plots.codebook_histogram(rep["_codes"], f"{out}/codebook_usage_{i}.png", title=name, storage_options=so)
+            written["codebook_usage"][name] = plots.codebook_histogram(
+                rep["_codes"], f"{out}/codebook_usage_{i}.png", title=name, storage_options=so)
     if len(reports) > 1:
-        written["comparison"] = plots.comparison_bars({n: public(r) for n, r in reports.items()}, f"{out}/comparison.png", storage_options=so)
+        written["comparison"] = plots.comparison_bars(
+            {n: public(r) for n, r in reports.items()}, f"{out}/comparison.png", storage_options=so)
         written["diagnostics_comparison"] = plots.diagnostics_comparison(
             {n: r["diagnostics"] for n, r in reports.items() if r["diagnostics"]}, f"{out}/diagnostics_comparison.png", storage_options=so)
     return written

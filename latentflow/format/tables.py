@@ -206,8 +206,10 @@ def text_parquet_columns(columns: dict[str, Any], text) -> dict[str, tuple[pa.Ar
         feature = Array2D(shape=(None, text.hidden_width), dtype=dtype.name)
         storage = ragged_column(list(columns[name]), text.hidden_width, dtype)
         out[name] = (pa.ExtensionArray.from_storage(feature(), storage), _feature_dict(feature))
-    out[f"{name}_length"] = (pa.array(np.asarray(columns[f"{name}_length"], dtype=np.int32).reshape(-1)), {"dtype": "int32", "_type": "Value"})
-    out[f"{name}_truncated"] = (pa.array(np.asarray(columns[f"{name}_truncated"], dtype=bool).reshape(-1)), {"dtype": "bool", "_type": "Value"})
+    out[f"{name}_length"] = (pa.array(np.asarray(columns[f"{name}_length"], dtype=np.int32).reshape(-1)),
+                             {"dtype": "int32", "_type": "Value"})
+    out[f"{name}_truncated"] = (pa.array(np.asarray(columns[f"{name}_truncated"], dtype=bool).reshape(-1)),
+                                {"dtype": "bool", "_type": "Value"})
     if text.pooled_width:
         pooled = np.asarray(columns[f"{name}_pooled"], dtype=dtype).reshape(-1, text.pooled_width)
         arr = pa.FixedSizeListArray.from_arrays(pa.array(pooled.reshape(-1)), text.pooled_width)
@@ -222,7 +224,8 @@ def track_parquet_columns(columns: dict[str, Any], track) -> dict[str, tuple[pa.
     if track.name not in columns:  # a shard whose samples all failed
         return {}
     dtype = np.dtype(track.codec.dtype)
-    latents = np.stack([np.asarray(v, dtype=dtype) for v in columns[track.name]]) if len(columns[track.name]) else np.zeros((0, 1, 1), dtype)
+    latents = (np.stack([np.asarray(v, dtype=dtype) for v in columns[track.name]]) if len(columns[track.name])
+               else np.zeros((0, 1, 1), dtype))
     out = {track.name: array_column(latents, variable=False)}
     for field, kind in TRACK_FIELDS.items():
         name = f"{track.name}_{field}"

@@ -190,7 +190,8 @@ def error_rows(part: pa.Table) -> list[dict[str, str]]:
     kinds = part.column("kind").to_pylist()
     rows = part.filter(pa.array([k in (KIND_ERROR, KIND_FAILED) for k in kinds]))
     return [
-        {"key": r["key"] or "", "shard": r["shard"], "stage": r["error_stage"], "error_type": r["error_type"], "message": r["error_message"]}
+        {"key": r["key"] or "", "shard": r["shard"], "stage": r["error_stage"], "error_type": r["error_type"],
+         "message": r["error_message"]}
         for r in rows.select(["key", "shard", "error_stage", "error_type", "error_message"]).to_pylist()
     ]
 

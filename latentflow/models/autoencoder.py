@@ -140,8 +140,10 @@ class AutoencoderModel(LatentModel):
         super().__init__(config)
         c = config
         if c.architecture == "conv":
-            self.encoder = ConvEncoder(c.in_channels, c.latent_channels * self.latent_multiplier, c.block_out_channels, c.layers_per_block, c.norm_num_groups)
-            self.decoder = ConvDecoder(c.latent_channels, c.resolved_out_channels, c.block_out_channels, c.layers_per_block, c.norm_num_groups)
+            self.encoder = ConvEncoder(
+                c.in_channels, c.latent_channels * self.latent_multiplier, c.block_out_channels, c.layers_per_block, c.norm_num_groups)
+            self.decoder = ConvDecoder(
+                c.latent_channels, c.resolved_out_channels, c.block_out_channels, c.layers_per_block, c.norm_num_groups)
         else:
             pixels = c.in_channels * c.sample_size**2
             self.encoder = MLP((pixels, *c.hidden_dims, c.latent_dim * self.latent_multiplier))
@@ -193,4 +195,5 @@ def autoencoder_conv_small(**overrides) -> AutoencoderModel:
 
 def autoencoder_mlp_mnist(**overrides) -> AutoencoderModel:
     """MLP autoencoder for 28x28 greyscale digits."""
-    return AutoencoderModel(AutoencoderConfig.from_dict({"architecture": "mlp", "in_channels": 1, "sample_size": 28, "hidden_dims": [512, 256], "latent_dim": 16, **overrides}))
+    return AutoencoderModel(AutoencoderConfig.from_dict(
+        {"architecture": "mlp", "in_channels": 1, "sample_size": 28, "hidden_dims": [512, 256], "latent_dim": 16, **overrides}))

@@ -122,8 +122,11 @@ class MaskedAutoencoderModel(LatentModel):
         self.norm = nn.LayerNorm(c.embed_dim, eps=1e-6)
         self.decoder_embed = nn.Linear(c.embed_dim, c.decoder_embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_embed_dim))
-        self.register_buffer("decoder_pos_embed", torch.cat([torch.zeros(1, c.decoder_embed_dim), sincos_2d(c.decoder_embed_dim, grid)])[None], persistent=False)
-        self.decoder_blocks = nn.ModuleList(TransformerBlock(c.decoder_embed_dim, c.decoder_num_heads, c.mlp_ratio) for _ in range(c.decoder_depth))
+        self.register_buffer("decoder_pos_embed",
+                             torch.cat([torch.zeros(1, c.decoder_embed_dim), sincos_2d(c.decoder_embed_dim, grid)])[None],
+                             persistent=False)
+        self.decoder_blocks = nn.ModuleList(
+            TransformerBlock(c.decoder_embed_dim, c.decoder_num_heads, c.mlp_ratio) for _ in range(c.decoder_depth))
         self.decoder_norm = nn.LayerNorm(c.decoder_embed_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(c.decoder_embed_dim, p * p * c.in_channels)
         nn.init.normal_(self.cls_token, std=0.02)
@@ -190,7 +193,8 @@ class MaskedAutoencoderModel(LatentModel):
         per_patch = (pred - target).pow(2).mean(-1)
         return (per_patch * mask).sum() / mask.sum()
 
-    def forward(self, x: torch.Tensor, mask_ratio: float | None = None, noise: torch.Tensor | None = None, **kwargs) -> MaskedAutoencoderOutput:
+    def forward(self, x: torch.Tensor, mask_ratio: float | None = None, noise: torch.Tensor | None = None,
+                **kwargs) -> MaskedAutoencoderOutput:
         ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
         if ratio <= 0:
             raise InputError(f"forward trains on masked patches: mask_ratio must be > 0, got: {ratio}")
@@ -210,5 +214,6 @@ def mae_tiny(**overrides) -> MaskedAutoencoderModel:
 
 def mae_small(**overrides) -> MaskedAutoencoderModel:
     """64x64 images, 8x8 patches, 6 blocks of width 192."""
-    cfg = {"image_size": 64, "patch_size": 8, "embed_dim": 192, "depth": 6, "num_heads": 6, "decoder_embed_dim": 128, "decoder_depth": 2, **overrides}
+    cfg = {"image_size": 64, "patch_size": 8, "embed_dim": 192, "depth": 6, "num_heads": 6,
+           "decoder_embed_dim": 128, "decoder_depth": 2, **overrides}
     return MaskedAutoencoderModel(MaskedAutoencoderConfig.from_dict(cfg))

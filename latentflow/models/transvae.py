@@ -197,7 +197,9 @@ class TransVAEConfig(LatentConfig):
                 f"transformer_dim / num_heads must be a multiple of 4 (2D RoPE), got: {self.transformer_dim} / {self.num_heads}"
             )
         if self.kl_weight < 0 or self.ffn_ratio <= 0 or self.rope_base <= 1:
-            raise ConfigError(f"need kl_weight >= 0, ffn_ratio > 0, rope_base > 1, got: {self.kl_weight}, {self.ffn_ratio}, {self.rope_base}")
+            raise ConfigError(
+                f"need kl_weight >= 0, ffn_ratio > 0, rope_base > 1, got: {self.kl_weight}, {self.ffn_ratio}, {self.rope_base}"
+            )
         if self.sample_size % self.downsample_factor:
             raise ConfigError(f"sample_size must be a multiple of the downsample factor {self.downsample_factor}, got: {self.sample_size}")
         if self.dc_shortcut:
@@ -333,7 +335,8 @@ class TransVAEModel(LatentModel):
             check_finite(out, "decoder output")
         return DecoderOutput(sample=out)
 
-    def forward(self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None, **kwargs) -> AutoencoderOutput:
+    def forward(self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None,
+                **kwargs) -> AutoencoderOutput:
         """Negative-ELBO-style loss: ``rec (mean over elements) + kl_weight * KL (sum per sample, batch mean)``."""
         enc = self.encode(x)
         post = enc.latent_dist
@@ -360,9 +363,11 @@ TRANSVAE_VARIANTS: dict[str, dict] = {
     # f8, 16 channels: 12x fewer elements than pixels. ~0.6M parameters.
     "tiny": {"block_out_channels": [16, 32], "transformer_dim": 64, "transformer_depths": [1, 1], "num_heads": 2, "latent_channels": 16},
     # f16, 32 channels: 24x.
-    "base": {"block_out_channels": [64, 128, 256], "transformer_dim": 512, "transformer_depths": [2, 2], "num_heads": 8, "latent_channels": 32, "sample_size": 256},
+    "base": {"block_out_channels": [64, 128, 256], "transformer_dim": 512, "transformer_depths": [2, 2], "num_heads": 8,
+             "latent_channels": 32, "sample_size": 256},
     # f16, 32 channels, deeper and wider.
-    "large": {"block_out_channels": [128, 256, 512], "layers_per_block": 2, "transformer_dim": 768, "transformer_depths": [4, 4], "num_heads": 12, "latent_channels": 32, "sample_size": 256},
+    "large": {"block_out_channels": [128, 256, 512], "layers_per_block": 2, "transformer_dim": 768, "transformer_depths": [4, 4],
+              "num_heads": 12, "latent_channels": 32, "sample_size": 256},
 }
 
 

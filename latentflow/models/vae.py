@@ -76,7 +76,8 @@ class VariationalAutoencoderModel(AutoencoderModel):
         """Weighted KL contribution to the loss, plus extra named terms."""
         return kl_weight * kl, {}
 
-    def forward(self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None, **kwargs) -> AutoencoderOutput:
+    def forward(self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None,
+                **kwargs) -> AutoencoderOutput:
         """Reconstruct ``x`` through a posterior sample (or its mean).
 
         Returns:

@@ -231,7 +231,8 @@ class VQVAE2Model(LatentModel):
         super().check_input(x)
         f = self.downsample_factor * self.top_factor
         if any(s % f for s in x.shape[2:]):
-            raise InputError(f"VQVAE2Model's top grid is {f}x smaller than the input: spatial size must be a multiple of {f}, got: {tuple(x.shape[2:])}")
+            raise InputError(f"VQVAE2Model's top grid is {f}x smaller than the input: "
+                             f"spatial size must be a multiple of {f}, got: {tuple(x.shape[2:])}")
 
     def _pack(self, bottom: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
         return torch.cat([bottom, F.interpolate(top, scale_factor=self.top_factor, mode="nearest")], dim=1)
@@ -292,5 +293,6 @@ def vqgan_f4(**overrides: Any) -> VectorQuantizedAutoencoderModel:
 
 def fsq_autoencoder_small(**overrides: Any) -> VectorQuantizedAutoencoderModel:
     """Compact f4 autoencoder with FSQ levels [8, 5, 5, 5] (1000 codes)."""
-    base = {"block_out_channels": [32, 64, 64], "latent_channels": 4, "quantizer": {"name": "fsq", "configuration": {"levels": [8, 5, 5, 5]}}}
+    base = {"block_out_channels": [32, 64, 64], "latent_channels": 4,
+            "quantizer": {"name": "fsq", "configuration": {"levels": [8, 5, 5, 5]}}}
     return VectorQuantizedAutoencoderModel(VQAutoencoderConfig.from_dict({**base, **overrides}))

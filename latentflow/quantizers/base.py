@@ -330,7 +330,8 @@ class Quantizer(PretrainedModule):
         channel_axis = -1 if x.ndim == 3 else 1
         if x.shape[channel_axis] != self.dim:
             where = "last" if x.ndim == 3 else "channel (dim 1)"
-            raise InputError(f"{type(self).__name__} expects {self.dim} features on the {where} axis, got: {x.shape[channel_axis]} (shape {tuple(x.shape)})")
+            raise InputError(f"{type(self).__name__} expects {self.dim} features on the {where} axis, "
+                             f"got: {x.shape[channel_axis]} (shape {tuple(x.shape)})")
         if x.ndim > 3:
             x = x.movedim(1, -1)  # (B, *S, C)
         return x.reshape(-1, self.dim), tuple(x.shape)
@@ -412,7 +413,8 @@ class Quantizer(PretrainedModule):
             raise InputError(f"indices must be an integer tensor, got: {getattr(indices, 'dtype', type(indices).__name__)}")
         extra = 1 if self.num_levels > 1 else 0
         if indices.ndim - extra not in (2, 3, 4):
-            raise InputError(f"{type(self).__name__} takes indices (B, N), (B, H, W) or (B, T, H, W){' + (L,)' if extra else ''}, got shape {tuple(indices.shape)}")
+            raise InputError(f"{type(self).__name__} takes indices (B, N), (B, H, W) or (B, T, H, W){' + (L,)' if extra else ''}, "
+                             f"got shape {tuple(indices.shape)}")
         if extra and indices.shape[-1] != self.num_levels:
             raise InputError(f"last axis of indices must hold {self.num_levels} levels, got: {indices.shape[-1]}")
         if indices.numel() and (int(indices.max()) >= self.codebook_size or int(indices.min()) < -extra):

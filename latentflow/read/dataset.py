@@ -103,7 +103,8 @@ class LatentDataset(torch.utils.data.Dataset):
         self.path, self.storage_options = str(path).rstrip("/"), storage_options
         self.codec = read_codec(path, storage_options)
         if expected_fingerprint is not None and expected_fingerprint != self.codec.fingerprint:
-            raise CodecMismatchError(f"{path!r} was encoded with codec fingerprint {self.codec.fingerprint}, expected {expected_fingerprint}")
+            raise CodecMismatchError(
+                f"{path!r} was encoded with codec fingerprint {self.codec.fingerprint}, expected {expected_fingerprint}")
         arrays = self.codec.arrays
         if resample and "logvar" not in arrays:
             raise ConfigError(f"resample=True needs stored logvar; {path!r} stores {arrays}")
@@ -134,7 +135,8 @@ class LatentDataset(torch.utils.data.Dataset):
             stats = merge_stats(markers)
             if stats is None:
                 raise ConfigError(f"{self.path!r} has no latent statistics to normalize with")
-            return Normalization.from_values(latents_mean=stats["mean"], latents_std=[max(s, 1e-12) for s in stats["std"]], source="dataset")
+            return Normalization.from_values(latents_mean=stats["mean"], latents_std=[max(s, 1e-12) for s in stats["std"]],
+                                             source="dataset")
         return self.codec.normalization
 
     # ---- the index: groups of committed shards (metadata only, no array reads) ---------------

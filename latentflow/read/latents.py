@@ -51,7 +51,8 @@ def load_latents(path: str, storage_options: dict | None = None, split: str = "t
         files = [f for f in files if f.rsplit("/", 2)[-2] == bucket]
     if not files:
         found = sorted(state.buckets)
-        raise FileNotFoundError(f"{path!r} has no committed Parquet shards" + (f" of bucket {bucket!r} (buckets: {found})" if bucket else ""))
+        raise FileNotFoundError(
+            f"{path!r} has no committed Parquet shards" + (f" of bucket {bucket!r} (buckets: {found})" if bucket else ""))
     protocol = str(path).split("://")[0] if "://" in str(path) else "file"
     kwargs = {"storage_options": {protocol: storage_options}} if storage_options else {}  # datasets keys them by protocol
     if codec.bucketed and bucket is None:  # files of several shapes: read every one as nested lists

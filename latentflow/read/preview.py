@@ -258,4 +258,5 @@ def _save_png(pixels: torch.Tensor, url: str, storage_options: dict | None) -> s
     return url
 
 
-__all__ = ["save_audio_preview", "wav_bytes", "save_video_preview", "preview_fps", "write_preview", "encode_video", "tile_clips", "to_uint8"]
+__all__ = ["save_audio_preview", "wav_bytes", "save_video_preview", "preview_fps", "write_preview", "encode_video",
+           "tile_clips", "to_uint8"]

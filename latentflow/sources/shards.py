@@ -94,8 +94,8 @@ class SourceConfig(Config):
         split: split to read for ``hf`` sources (``load_dataset`` or a saved ``DatasetDict``).
         media: ``image``, ``video`` or ``audio`` reads only that kind (tar members, folder files; a table
             column is taken as that kind; ``audio`` reads wav/flac/mp3/ogg/opus/m4a and the audio track of
-            mp4/webm/mkv/mov, set by an encode job's ``audio:`` section); None reads images and videos, and a tar sample with both (a video and its
-            thumbnail) gives its video.
+            mp4/webm/mkv/mov, set by an encode job's ``audio:`` section); None reads images and videos, and a
+            tar sample with both (a video and its thumbnail) gives its video.
         storage_options: fsspec options (credentials); never written or logged.
             None means ``$LATENTFLOW_STORAGE_OPTIONS`` (JSON) or fsspec's own defaults.
     """
@@ -231,8 +231,8 @@ def check_source(cfg: SourceConfig, shards: list[Shard] | None = None) -> None:
 
     Checks that the source has shards; for ``parquet`` and ``hf``, that the first shard's
     schema holds the image column (as bytes or an HF ``Image`` struct) and every configured
-    column (listing a ``folder`` already checks its ``metadata.jsonl`` files). A problem with one sample (a corrupt or missing image) is not checked here: it
-    stays a per-sample error.
+    column (listing a ``folder`` already checks its ``metadata.jsonl`` files). A problem with one
+    sample (a corrupt or missing image) is not checked here: it stays a per-sample error.
 
     Args:
         cfg: the source config.

@@ -217,7 +217,8 @@ class ShardWriter:
 
     def _buckets(self, columns: dict[str, Any]) -> dict[str, list[int]]:
         if self.codec.layout in ("CTHW", "CT") and columns.get("bucket") and all(b is not None for b in columns["bucket"]):
-            groups: dict[str, list[int]] = {}  # clips: the processor's "TxHxW", audio: its "T" (samples do not follow from latent frames alone)
+            # clips: the processor's "TxHxW", audio: its "T" (samples do not follow from latent frames alone)
+            groups: dict[str, list[int]] = {}
             for i, bucket in enumerate(columns["bucket"]):
                 groups.setdefault(str(bucket), []).append(i)
             return groups
@@ -450,7 +451,8 @@ def prepare_output(out_url: str, codec: Codec, storage_options: dict | None = No
         markers = committed_shards(out_url, storage_options)
         foreign = sorted({m.codec_fingerprint for m in markers.values()} - {codec.fingerprint})
         if foreign:
-            raise CodecMismatchError(f"{out_url!r} holds shards of encoder fingerprints {foreign}; use overwrite=True (--overwrite) or a new output")
+            raise CodecMismatchError(f"{out_url!r} holds shards of encoder fingerprints {foreign}; "
+                                     "use overwrite=True (--overwrite) or a new output")
     fs.makedirs(root, exist_ok=True)
     with fs.open(join(root, CODEC_FILE), "w") as f:
         f.write(json.dumps(codec.to_dict(), sort_keys=True, indent=1))

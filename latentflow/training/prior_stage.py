@@ -72,7 +72,8 @@ def prior_config_for(cfg: TrainPriorConfig, data: PriorData | LatentTable) -> di
         conf["text_dim"] = data.text_dim
     if prior_class_for(cfg.prior.kind).discrete:  # gpt, maskgit, discrete_diffusion
         if not data.discrete:
-            raise ConfigError(f"prior.kind={cfg.prior.kind!r} models token indices; {cfg.data.path!r} holds continuous latents (use kind=flow)")
+            raise ConfigError(f"prior.kind={cfg.prior.kind!r} models token indices; "
+                              f"{cfg.data.path!r} holds continuous latents (use kind=flow)")
         buckets = getattr(data, "buckets", {})
         if len(buckets) > 1:
             raise ConfigError(f"prior.kind={cfg.prior.kind!r} models one token grid; {cfg.data.path!r} holds bucket shapes "
@@ -104,7 +105,8 @@ def check_latent_grids(cfg: TrainPriorConfig, data: PriorData, codec: Any) -> No
     if codec.modality == "audio":
         fix = f"re-encode with audio.segment_seconds (and duration_buckets) a multiple of {grid[0]} latent frames"
     elif codec.bucketed:
-        fix = f"re-encode with {section}.bucket_step={f * spatial} (downsample factor {f} x grid {spatial}; 'auto', the default, is 2 x {f})"
+        fix = (f"re-encode with {section}.bucket_step={f * spatial} "
+               f"(downsample factor {f} x grid {spatial}; 'auto', the default, is 2 x {f})")
     else:
         fix = f"re-encode with {section}.resolution a multiple of {f * spatial}"
     if grid[0] > 1 and len(grid) == 3:

@@ -26,7 +26,8 @@ def vq(codebook_size: int):
     from latentflow.models.vq_autoencoder import VectorQuantizedAutoencoderModel, VQAutoencoderConfig
 
     torch.manual_seed(0)
-    cfg = VQAutoencoderConfig(block_out_channels=(8, 16), latent_channels=4, quantizer={"name": "vq", "configuration": {"codebook_size": codebook_size}})
+    cfg = VQAutoencoderConfig(block_out_channels=(8, 16), latent_channels=4,
+                              quantizer={"name": "vq", "configuration": {"codebook_size": codebook_size}})
     return VectorQuantizedAutoencoderModel(cfg).eval()
 
 
@@ -95,7 +96,8 @@ def test_discrete_indices_in_smallest_dtype(codebook_size, dtype, pixels):
 
 def test_index_dtype_boundaries():
     # one definition: int16 up to 32768 codes (room for -1 = dropped), the quantizers' own rule
-    assert [numpy_index_dtype_for(n).name for n in (2, 256, 257, 32768, 32769, 65537)] == ["uint8", "uint8", "int16", "int16", "int32", "int32"]
+    assert [numpy_index_dtype_for(n).name for n in (2, 256, 257, 32768, 32769, 65537)] == [
+        "uint8", "uint8", "int16", "int16", "int32", "int32"]
 
 
 def test_codec_holds_identity_and_no_credentials(vae):

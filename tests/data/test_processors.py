@@ -79,7 +79,8 @@ def test_resize_shortest_side_and_center_crop_box():
 
 def test_crop_content_matches_resize_then_crop():
     pixels = np.random.default_rng(2).integers(0, 256, (40, 80, 3), dtype=np.uint8)
-    out = ImageProcessor(ImageProcessorConfig(resolution=16, resample="bilinear", draft=False), 8).process(encode(Image.fromarray(pixels)), "k")
+    out = ImageProcessor(ImageProcessorConfig(resolution=16, resample="bilinear", draft=False), 8).process(
+        encode(Image.fromarray(pixels)), "k")
     top, left, h, w = out.crop_box
     resized = np.asarray(Image.fromarray(pixels).resize((32, 16), Image.Resampling.BILINEAR), dtype=np.float32)
     expected = resized[top : top + h, left : left + w].transpose(2, 0, 1) / 127.5 - 1

@@ -131,7 +131,8 @@ def test_rewrite_is_idempotent_and_dedups(vae, tmp_path):
     # a retried batch hands the same row twice: still one row per key
     second = writer.write_shard("s1", columns(["c", "a", "b", "a"], np.concatenate([z, z[1:2]]), [2, 0, 1, 0]), [])
     assert sorted(p for p in fsspec.filesystem("file").find(out) if "_done" not in p) == files
-    assert (first.rows, first.keys_sha256, first.checksum) == (second.rows, second.keys_sha256, second.checksum) == (3, second.keys_sha256, first.checksum)
+    assert (first.rows, first.keys_sha256, first.checksum) == (second.rows, second.keys_sha256, second.checksum) == (
+        3, second.keys_sha256, first.checksum)
     ds = load_latents(out)
     assert ds["key"] == ["a", "b", "c"]  # sorted by index in shard
     np.testing.assert_array_equal(np.asarray(ds.with_format("numpy")["latent"][:]), z[[1, 2, 0]])

@@ -1,4 +1,5 @@
-"""Sources: every format, locally and on a real S3 server (moto), truncated and hostile shards, and the data users have (caption sidecars, metadata.jsonl, HF imagefolder datasets)."""
+"""Sources: every format, locally and on a real S3 server (moto), truncated and hostile shards, and the data users have
+(caption sidecars, metadata.jsonl, HF imagefolder datasets)."""
 
 from __future__ import annotations
 
@@ -104,7 +105,8 @@ def test_parquet_files_and_row_groups(where):
     assert records[3].caption == "cap 3" and records[3].label == 3 and records[3].image == png(3)
     by_group = by_file.replace(row_groups=True)
     groups = list_shards(by_group)
-    assert [(s.url.rsplit("/", 1)[-1], s.row_group) for s in groups] == [("a.parquet", 0), ("a.parquet", 1), ("a.parquet", 2), ("b.parquet", 0), ("b.parquet", 1)]
+    assert [(s.url.rsplit("/", 1)[-1], s.row_group) for s in groups] == [
+        ("a.parquet", 0), ("a.parquet", 1), ("a.parquet", 2), ("b.parquet", 0), ("b.parquet", 1)]
     keys = [r.key for s in groups for r in read_shard(s, by_group)]
     assert keys == [f"k{i}" for i in range(5)] + [f"k{i}" for i in range(3)]
 
@@ -270,7 +272,8 @@ def test_hf_image_by_path_and_by_bytes(where, tmp_path):
         put(url, png(i), options)
     struct = datasets.Features({"image": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}})
     # an Image column whose bytes were never embedded (older save_to_disk, load_dataset caches)
-    by_path = datasets.Dataset.from_dict({"image": [{"bytes": None, "path": u} for u in urls + [f"{base}/files/gone.png"]]}, features=struct)
+    by_path = datasets.Dataset.from_dict({"image": [{"bytes": None, "path": u} for u in urls + [f"{base}/files/gone.png"]]},
+                                         features=struct)
     by_path.save_to_disk(f"{base}/by_path", storage_options=options)
     by_bytes = datasets.Dataset.from_dict({"image": [png(i) for i in range(3)]}).cast_column("image", datasets.Image())
     by_bytes.save_to_disk(f"{base}/by_bytes", storage_options=options)
@@ -307,7 +310,8 @@ def test_hf_saved_dataset_dict_splits(where):
     for split, expected in ((None, ["train0", "train1", "train2"]), ("test", ["test0", "test1"])):
         cfg = SourceConfig(format="hf", urls=f"{base}/dd", storage_options=options, **({"split": split} if split else {}))
         assert [r.caption for s in list_shards(cfg) for r in read_shard(s, cfg)] == expected
-    with pytest.raises(ConfigError, match=r"source.split 'validation' is not a split of the DatasetDict .*; available splits: \['train', 'test'\]"):
+    with pytest.raises(ConfigError, match=r"source.split 'validation' is not a split of the DatasetDict .*; "
+                                          r"available splits: \['train', 'test'\]"):
         list_shards(SourceConfig(format="hf", urls=f"{base}/dd", split="validation", storage_options=options))
 
 
@@ -345,7 +349,8 @@ def test_column_mistakes_are_refused_before_reading(tmp_path):
 
     write_parquet(str(tmp_path / "p.parquet"), None, n=2)
     cfg = SourceConfig(format="parquet", urls=str(tmp_path / "p.parquet"))
-    with pytest.raises(ConfigError, match=r"image column 'jpg' not found in .*p.parquet; columns: \['key', 'image', 'caption', 'label'\]; set source.image_column"):
+    with pytest.raises(ConfigError, match=r"image column 'jpg' not found in .*p.parquet; "
+                                          r"columns: \['key', 'image', 'caption', 'label'\]; set source.image_column"):
         list_shards(cfg.replace(image_column="jpg"))
     with pytest.raises(ConfigError, match="label column 'cls' not found"):
         check_source(cfg.replace(label_column="cls"))

@@ -181,7 +181,8 @@ def test_clips_at_a_target_fps(ten_fps):
     assert [c.start_time for c in clips] == pytest.approx([0.0, 1.6, 3.0])  # the grid steps at or after 0, 1.5, 3.0 s
 
 
-@pytest.mark.parametrize("num_frames, stride, forced", [(16, 4, 13), (17, 4, 17), (81, 4, 81), (49, 4, 49), (100, 8, 97), (1, 4, 1), (20, 1, 20)])
+@pytest.mark.parametrize("num_frames, stride, forced",
+                         [(16, 4, 13), (17, 4, 17), (81, 4, 81), (49, 4, 49), (100, 8, 97), (1, 4, 1), (20, 1, 20)])
 def test_num_frames_is_forced_to_k_stride_plus_one(ten_fps, num_frames, stride, forced):
     assert force_frames(num_frames, stride) == forced
     proc = processor(num_frames=num_frames, model_stride=stride, short_clip="pad")

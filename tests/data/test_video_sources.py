@@ -90,7 +90,8 @@ def test_folder_of_videos_with_caption_sidecars_and_metadata(where, videos):
     assert len(list_shards(cfg)) == 2  # 4 files, 2 per shard
     records = records_of(cfg)
     assert [(r.key, r.media, r.caption, r.label) for r in records] == [
-        ("a", "video", "a rabbit", None), ("c", "video", "from metadata", 7), ("d", "image", None, None), ("sub/b", "video", "a second rabbit", None)]
+        ("a", "video", "a rabbit", None), ("c", "video", "from metadata", 7), ("d", "image", None, None),
+        ("sub/b", "video", "a second rabbit", None)]
     assert records[0].image == videos["mp4"] and records[3].image == videos["webm"]
 
 
@@ -119,7 +120,8 @@ def test_hf_videofolder_load_dataset(tmp_path, videos):
     root.mkdir()
     for i, ext in enumerate(("mp4", "mov")):
         (root / f"{i}.{ext}").write_bytes(videos[ext])
-    (root / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"{i}.{e}", "text": f"t{i}"}) + "\n" for i, e in enumerate(("mp4", "mov"))))
+    (root / "metadata.jsonl").write_text(
+        "".join(json.dumps({"file_name": f"{i}.{e}", "text": f"t{i}"}) + "\n" for i, e in enumerate(("mp4", "mov"))))
     import datasets
 
     first = datasets.load_dataset("videofolder", data_dir=str(root), split="train").with_format("arrow")[:1]["video"][0].as_py()
@@ -138,7 +140,8 @@ def test_the_shipped_shard_reads_into_clips():
     proc = VideoProcessor(VideoProcessorConfig(num_frames=33, resolution=128, buckets=True), 8, 4)
     clips = [c for r in records for c in proc.process_clips(r.image, r.key)]
     # the default bucket_step ("auto", 2 x 8) gives an even latent grid: 96x160 -> 12x20 (step 8 gave 96x168 -> 12x21)
-    assert [(c.key, c.bucket, c.original_size) for c in clips] == [(f"bbb-clip{i:03d}/clip0000", (33, 96, 160), (144, 256)) for i in range(4)]
+    assert [(c.key, c.bucket, c.original_size) for c in clips] == [
+        (f"bbb-clip{i:03d}/clip0000", (33, 96, 160), (144, 256)) for i in range(4)]
 
 
 def test_source_media_chooses_the_kind(tmp_path, videos):
@@ -154,7 +157,8 @@ def test_source_media_chooses_the_kind(tmp_path, videos):
     folder.mkdir()
     for name, data in (("a.mp4", videos["mp4"]), ("b.jpg", jpg), ("c.webm", videos["webm"])):
         (folder / name).write_bytes(data)
-    listed = {media: [r.key for r in records_of(SourceConfig(format="folder", urls=str(folder), media=media))] for media in (None, "image", "video")}
+    listed = {media: [r.key for r in records_of(SourceConfig(format="folder", urls=str(folder), media=media))]
+              for media in (None, "image", "video")}
     assert listed == {None: ["a", "b", "c"], "image": ["b"], "video": ["a", "c"]}
     with pytest.raises(ConfigError, match=r"matched no media files \(mp4/webm/mkv/mov\)"):
         list_shards(SourceConfig(format="folder", urls=str(folder / "none"), media="video"))

@@ -207,7 +207,8 @@ def test_text_conditioned_prior_trains_from_the_cache_and_samples_each_prompt(en
         image = np.asarray(Image.open(run / "samples" / f"prompt_{i:03d}.png"))
         assert image.shape[0] >= 32 and image.shape[2] in (3, 4) and image.std() > 0
     config = json.loads((run / "final" / "config.json").read_text())
-    assert config["text_dim"] == 32 and config["codec_fingerprint"] == json.loads((out / "latentflow.json").read_text())["codec"]["fingerprint"]
+    assert (config["text_dim"] == 32
+            and config["codec_fingerprint"] == json.loads((out / "latentflow.json").read_text())["codec"]["fingerprint"])
 
 
 # ---- text-only mode: evaluation prompts without media ------------------------------------------------

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_default_config_loads_with_overrides():
-    cfg = EncodeJobConfig.from_yaml(str(ROOT / "configs/encode/default.yaml"), ["batch_size=2", "processor.resolution=64", "source.urls=[a.tar, b.tar]"])
+    cfg = EncodeJobConfig.from_yaml(str(ROOT / "configs/encode/default.yaml"),
+                                    ["batch_size=2", "processor.resolution=64", "source.urls=[a.tar, b.tar]"])
     assert cfg.batch_size == 2 and cfg.processor.resolution == 64 and cfg.source.urls == ["a.tar", "b.tar"]
     assert cfg.model == "kl-f8" and cfg.output == "./outputs/default" and cfg.formats == ("parquet", "zarr")
     again = EncodeJobConfig.from_dict(cfg.to_dict())
@@ -90,7 +91,8 @@ def _shape(cpus, gpus, **overrides):
 
 def test_pool_shape_cpu_defaults_leave_a_cpu_for_reads_and_writes():
     assert _shape(2, 0) == (2, 1, 0.5, 0)  # one single-threaded actor per core
-    assert _shape(16, 0) == (8, 2, 0.999, 0)  # capped at 8 actors, then more threads each (never a read's 1 CPU: Ray Data would fuse reads into the actors)
+    # capped at 8 actors, then more threads each (never a read's 1 CPU: Ray Data would fuse reads into the actors)
+    assert _shape(16, 0) == (8, 2, 0.999, 0)
     assert _shape(64, 0)[:2] == (8, 8)
     assert _shape(1, 0) == (1, 1, 0.499, 0)  # a 1-CPU node: reads take the other half
     for cpus in (1, 2, 3, 4, 8, 16, 64):

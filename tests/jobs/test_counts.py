@@ -32,7 +32,8 @@ def test_rerun_over_an_output_with_an_unreadable_shard(ray_local, photos, tiny_m
     assert encode_dataset.main(["--config", str(job), "--no-progress"]) == 0
     first = capsys.readouterr().out
     assert "this run: encoded 7 images" in first and "4 sample errors;" in first and "1 failed of 4" in first
-    assert "the output holds: 7 images in 3 committed shards; 4 sample errors (36.4% of samples); 1 shard(s) failing (25.0% of shards)" in first
+    assert ("the output holds: 7 images in 3 committed shards; 4 sample errors (36.4% of samples); "
+            "1 shard(s) failing (25.0% of shards)") in first
 
     info = read_info(str(out))
     assert info["counts"]["rows"] == 7 and info["counts"]["shards"] == 3
@@ -46,7 +47,8 @@ def test_rerun_over_an_output_with_an_unreadable_shard(ray_local, photos, tiny_m
     # rates are unchanged: it is not "0 images, 100% errors, FAILED"
     assert encode_dataset.main(["--config", str(job), "--no-progress"]) == 0
     printed = capsys.readouterr()
-    assert "this run: encoded 0 images" in printed.out and "0 sample errors;" in printed.out and "3 already done, 1 failed of 4" in printed.out
+    assert ("this run: encoded 0 images" in printed.out and "0 sample errors;" in printed.out
+            and "3 already done, 1 failed of 4" in printed.out)
     assert "the output holds: 7 images in 3 committed shards; 4 sample errors (36.4% of samples)" in printed.out
     assert "FAILED" not in printed.err
 

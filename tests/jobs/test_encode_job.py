@@ -73,7 +73,8 @@ def test_s3_end_to_end_exactly_once_resume_and_append(ray_local, s3, photos, tin
     errors = read_errors(out, so)
     assert sorted((e["key"], e["error_type"]) for e in errors) == sorted(
         (f"s{i}_{name}", etype) for i in range(2)
-        for name, etype in [("corrupt", "corrupt_image"), ("noimage", "missing_image"), ("tiny", "too_small"), ("bomb", "decompression_bomb")]
+        for name, etype in [("corrupt", "corrupt_image"), ("noimage", "missing_image"), ("tiny", "too_small"),
+                            ("bomb", "decompression_bomb")]
     )
     info = read_info(out, so)
     assert info["counts"]["rows"] == 6 and info["counts"]["errors"] == 8 and info["counts"]["shards"] == 2

@@ -89,7 +89,8 @@ def test_autoload_encode_decode_equal_diffusers(name, saved):
         assert decoded.shape == x.shape  # images come back as images (also from video VAEs), clips as clips, audio as audio
 
 
-CLIPS = [n for n in VIDEO if n not in DECODE_ONLY and n not in ("AutoencoderKLAllegro", "AutoencoderKLMiniMaxH3", "AutoencoderVidTok", "AutoencoderKLQwenImage21")]
+CLIPS = [n for n in VIDEO if n not in DECODE_ONLY
+         and n not in ("AutoencoderKLAllegro", "AutoencoderKLMiniMaxH3", "AutoencoderVidTok", "AutoencoderKLQwenImage21")]
 
 
 @pytest.mark.parametrize("name", CLIPS)
@@ -160,7 +161,8 @@ SCALE = ("AutoencoderTiny", "AutoencoderDC", "AutoencoderKLHunyuanVideo", "Autoe
          "AutoencoderKLHunyuanVideo15", "AutoencoderKLMagvit", "AutoencoderKLTemporalDecoder", "Kandinsky6SRVAE", "MMAudioVAE")
 AS_ENCODED = ("AutoencoderKLKVAE", "AutoencoderRAE", "AutoencoderKLKVAEVideo", "AutoencoderVidTok", "AutoencoderKLKVAEAudio",
               "AutoencoderSAME", "Cosmos3AVAEAudioTokenizer", "LongCatAudioDiTVae")
-CONFIG_STATS = ("AutoencoderKLQwenImage", "AutoencoderKLWan", "AutoencoderKLQwenImage21", "AutoencoderKLMiniMaxH3", "AutoencoderKLMiniMaxH3Audio")
+CONFIG_STATS = ("AutoencoderKLQwenImage", "AutoencoderKLWan", "AutoencoderKLQwenImage21", "AutoencoderKLMiniMaxH3",
+                "AutoencoderKLMiniMaxH3Audio")
 
 
 def _pipeline_reference(name: str, vae, z: torch.Tensor) -> torch.Tensor:
@@ -260,7 +262,8 @@ def test_cosmos_reads_sigma_data_from_the_pipeline_root(tmp_path):
     assert model.normalization.scaling_factor == 0.7
 
 
-@pytest.mark.parametrize("preset,rule", [(dict(scaling_factor=0.13025), "scale"), (dict(scaling_factor=0.3611, shift_factor=0.1159), "shift_scale")])
+@pytest.mark.parametrize("preset,rule", [(dict(scaling_factor=0.13025), "scale"),
+                                         (dict(scaling_factor=0.3611, shift_factor=0.1159), "shift_scale")])
 def test_native_autoencoder_kl_rules_equal_sdxl_and_flux(preset, rule, tmp_path):
     diffusers = diffusers_or_skip()
     torch.manual_seed(0)

@@ -46,7 +46,8 @@ def write_latents(model, root, sizes=(10, 10, 10), buckets=False, labels=False, 
         if labels:
             cols["label"] = [i % 5 for i in range(n)]
         if logvar:
-            cols["logvar"] = [np.full(shape, -4.0, np.float32) for shape in shapes] if buckets else np.full((n, 4, 16, 16), -4.0, np.float32)
+            cols["logvar"] = ([np.full(shape, -4.0, np.float32) for shape in shapes] if buckets
+                              else np.full((n, 4, 16, 16), -4.0, np.float32))
         writer.write_shard(f"s{s}", cols, [])
     finalize(out, codec)
     return out

@@ -56,7 +56,8 @@ def test_ar_prior_reaches_the_entropy_of_a_known_token_source(tmp_path):
 
 
 def test_flow_prior_on_vae_latents_samples_and_decodes(vae_latents, tmp_path):
-    cfg = prior_cfg("flow", str(tmp_path / "flow"), vae_latents, prior__config={"hidden_size": 32, "num_layers": 1, "num_heads": 2, "patch_size": 2})
+    cfg = prior_cfg("flow", str(tmp_path / "flow"), vae_latents,
+                    prior__config={"hidden_size": 32, "num_layers": 1, "num_heads": 2, "patch_size": 2})
     summary = train_prior(cfg)
     prior = load_prior(summary["final_prior"])
     z = prior.sample(3, generator=torch.Generator().manual_seed(0), steps=4)

@@ -121,7 +121,8 @@ def test_killed_encoder_actor_loses_and_duplicates_no_clip(ray_local, video_vae_
     src = write_video_shards(tmp_path / "src")
     out = str(tmp_path / "out")
     result: dict = {}
-    thread = threading.Thread(target=lambda: result.update(summary=run_encode_job(job(video_vae_dir, src, out, batch_size=1), progress=False)))
+    thread = threading.Thread(
+        target=lambda: result.update(summary=run_encode_job(job(video_vae_dir, src, out, batch_size=1), progress=False)))
     thread.start()
     assert wait_for(lambda: len(committed_shards(out)) >= 1 and encoder_actor_pids())
     done_before = len(committed_shards(out))

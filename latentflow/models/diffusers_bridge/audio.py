@@ -70,7 +70,8 @@ AUDIO: dict[str, Family] = {
                                         encoder=_cosmos3_encoder),
     # LongCatAudioDiTVae divides by config.scale inside encode and multiplies inside decode; LongCatAudioDiTPipeline
     # .__call__ decodes the denoiser's latents as they are (pipelines/longcat_audio_dit/): no further rule.
-    "LongCatAudioDiTVae": Family(PINNED, "audio", "CT", lambda c: product("strides")(c) if c.get("strides") else int(c["downsampling_ratio"]),
+    "LongCatAudioDiTVae": Family(PINNED, "audio", "CT",
+                                 lambda c: product("strides")(c) if c.get("strides") else int(c["downsampling_ratio"]),
                                  no_rule, channels="latent_dim", moments=False, encode_fn=_mode_encode),
     "MMAudioVAE": Family(PINNED, "audio", "CT", lambda c: 2 * int(c["hop_length"]), _mmaudio_rule,
                          in_channels=lambda c: 1, encode_fn=_mono_encode, decodes_to="mel"),
