@@ -151,9 +151,5 @@ def load_model(name_or_path: str, storage_options: dict | None = None, **kwargs:
     Raises:
         CheckpointError: no such model.
     """
-    from pathlib import Path
-
-    local = "://" not in name_or_path and not Path(name_or_path).exists() and not hub.is_hub_id(name_or_path)
-    if local and not (hub.models_dir() / name_or_path).is_dir():
-        raise CheckpointError(hub.model_not_found_message(name_or_path))
+    hub.check_model_name(name_or_path)
     return AutoModel.from_pretrained(name_or_path, storage_options=storage_options, **kwargs)

@@ -2,6 +2,9 @@
 
 Only safetensors and JSON are ever read. Pickle-based files (``.bin``, ``.pt``,
 ``.pth``, ``.ckpt``) are refused: unpickling runs arbitrary code.
+
+Importing this module does not import torch (the readers of weights import it when called), so a job
+refuses a model name that names nothing (:func:`check_model_name`) in under a second, before torch loads.
 """
 
 from __future__ import annotations
@@ -10,13 +13,15 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fsspec
-import torch
-from safetensors.torch import load as load_safetensors_bytes
 
 from latentflow.errors import CheckpointError, ConfigError
 from latentflow.format.codec import ModelRef
+
+if TYPE_CHECKING:
+    import torch
 
 WEIGHTS_NAME = "model.safetensors"
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"
@@ -50,6 +55,17 @@ def model_not_found_message(name: str) -> str:
     return (f"model {name!r} not found: expected a checkpoint folder {models_dir() / name} (config.json + model.safetensors). "
             f"Shipped models in {models_dir()}: {listing}. Use one of those names, train or copy a checkpoint there, "
             f"or pass model=<directory, s3:// URL or Hugging Face hub id>.")
+
+
+def check_model_name(name_or_path: str) -> None:
+    """Refuse a model that is no URL, no existing path, no hub id (``org/name``) and no name under ``models/``.
+
+    Raises:
+        CheckpointError: :func:`model_not_found_message`, which lists the shipped names.
+    """
+    name = str(name_or_path)
+    if not _is_url(name) and not Path(name).exists() and not is_hub_id(name) and not (models_dir() / name).is_dir():
+        raise CheckpointError(model_not_found_message(name))
 
 
 def is_models_name(location: str) -> bool:
@@ -201,6 +217,8 @@ def refuse_pickles(fs, directory: str, wanted: str) -> None:
 
 def read_safetensors(fs, path: str) -> tuple[dict[str, torch.Tensor], str]:
     """Read one safetensors file through fsspec. Returns ``(state_dict, sha256 of the bytes)``."""
+    from safetensors.torch import load as load_safetensors_bytes  # torch: see the module docstring
+
     if path.endswith(PICKLE_SUFFIXES):
         raise CheckpointError(f"refusing to unpickle {path!r}: only safetensors weights are loaded")
     with fs.open(path, "rb") as f:
@@ -227,6 +245,8 @@ def read_sharded_safetensors(fs, index_path: str) -> tuple[dict[str, torch.Tenso
 
 def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
     """A content hash of a state dict, independent of file layout (sorted keys, raw bytes)."""
+    import torch  # see the module docstring
+
     digest = hashlib.sha256()
     for key in sorted(state):
         t = state[key].detach().cpu().contiguous()

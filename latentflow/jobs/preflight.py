@@ -37,12 +37,28 @@ def check_before_ray(config) -> list:
     Raises:
         ConfigError: the source matches no shard; the output is relative inside a Ray job's
             working-dir copy; the output cannot be written.
+        CheckpointError: a model names nothing (:func:`check_models`).
     """
     shards = check_source(config)
+    check_models(config)
     check_output_location(config.output)
     check_writable(config.output, config.resolved_storage_options())
     check_text_encoders(config)
     return shards
+
+
+def check_models(config) -> None:
+    """The encoder's model and the audio track's each name something: a misspelled ``models/`` name is refused
+    here, listing the shipped names, in under a second instead of after torch and the plan have loaded.
+
+    Raises:
+        CheckpointError: see :func:`latentflow.hub.check_model_name`.
+    """
+    from latentflow.hub import check_model_name  # torch-free at import
+
+    check_model_name(config.model)
+    if getattr(config, "audio_track", None) is not None:
+        check_model_name(config.audio_track.model)
 
 
 def check_text_encoders(config) -> None:

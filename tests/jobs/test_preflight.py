@@ -60,6 +60,19 @@ def test_bad_config_values_are_one_line(tiny_model_dir, shard, tmp_path, overrid
     assert not out.exists()
 
 
+def test_a_model_that_names_nothing_is_refused_before_torch_loads(tmp_path):
+    code = ("import sys\n"
+            "from latentflow.errors import CheckpointError\n"
+            "from latentflow.jobs.config import EncodeJobConfig\n"
+            "from latentflow.jobs.preflight import check_models\n"
+            "try:\n"
+            "    check_models(EncodeJobConfig.from_dict({'model': 'kl-f88', 'source': {'urls': ['x.tar']}}))\n"
+            "except CheckpointError as err:\n"
+            "    print('refused', 'kl-f8' in str(err), 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["refused", "True", "False"], done.stdout + done.stderr[-2000:]
+
+
 def test_missing_config_file_and_bad_yaml(tmp_path):
     _refused(_run(["--config", "nope.yaml"], tmp_path), "give a YAML job file")
     bad = tmp_path / "bad.yaml"
