@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args)
         print("config:", json.dumps(config.to_public_dict(), sort_keys=True))
-        shards = check_before_ray(config)  # the source, the output, the tokenizers: before Ray and torch load
+        shards = check_before_ray(config)  # the source, the models, the output, the tokenizers: before Ray and torch load
         from latentflow.jobs.runner import run_encode_job  # Ray and torch: loaded once the config is known good
 
         summary = run_encode_job(config, progress=not args.no_progress, verbose=args.verbose, shards=shards)

@@ -57,7 +57,7 @@ def check_models(config) -> None:
     from latentflow.hub import check_model_name  # torch-free at import
 
     check_model_name(config.model)
-    if getattr(config, "audio_track", None) is not None:
+    if config.audio_track is not None:
         check_model_name(config.audio_track.model)
 
 
